@@ -1,0 +1,1 @@
+"""Sub-commands of the ``musicfw`` CLI: each module has ``add_parser`` and ``main``."""

@@ -1,0 +1,62 @@
+"""``musicfw plugins``: every registry, every plugin, where it comes from, its parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plugins",
+        help="list installed plugins and their parameters",
+        description="List every registry (tokenizers, models, samplers, datasets, metrics), each "
+        "plugin in it, the distribution that provides it, and its config fields with types and "
+        "defaults.",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=main)
+
+
+def describe(registries) -> dict:
+    out: dict = {}
+    for kind, registry in registries.by_kind.items():
+        out[kind] = [
+            {
+                "name": info.name,
+                "provider": info.provider,
+                "class": f"{info.cls.__module__}.{info.cls.__qualname__}",
+                "description": info.description,
+                "config": info.config_fields(),
+            }
+            for info in registry
+        ]
+    out["failed"] = [vars(f) for f in registries.failures]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..plugins import load_registries
+
+    registries = load_registries()
+    data = describe(registries)
+    if args.json:
+        json.dump(data, sys.stdout, indent=1, default=repr)
+        print()
+        return 0
+    for kind in registries.by_kind:
+        print(f"{kind}:")
+        if not data[kind]:
+            print("  (none)")
+        for plugin in data[kind]:
+            print(f"  {plugin['name']}  [{plugin['provider']}]  {plugin['description']}")
+            for f in plugin["config"]:
+                help_text = f"  # {f['help']}" if f["help"] else ""
+                print(f"      {f['name']}: {f['type']} = {f['default']!r}{help_text}")
+    for failure in registries.failures:
+        print(
+            f"failed to load: {failure.entry_point} ({failure.value}, from {failure.distribution}): "
+            f"{failure.error}"
+        )
+    return 0

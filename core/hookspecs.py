@@ -1,0 +1,56 @@
+"""The hooks a musicfw plugin can implement.
+
+Every hook receives a :class:`~musicfw.core.registry.Registry` and adds plugin classes to it
+(``registry.add(MyTokenizer)``).  The registry, not pluggy's call order, owns the policy:
+a duplicate name is an error that names both providers.
+
+A plugin class has
+
+* ``name``: the string used in YAML and on the command line;
+* ``Config``: a dataclass of its parameters, with types and defaults (the single source of
+  truth for validation, ``musicfw plugins`` and the docs);
+* ``from_config(config, **context)``: a classmethod returning a ready instance.
+
+Plugin modules must be cheap to import: import torch, Lightning or music21 inside the
+functions that need them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry import Registry
+
+PROJECT_NAME = "musicfw"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def musicfw_register_tokenizers(registry: "Registry") -> None:
+    """Add tokenizer classes: ``encode(Score) -> ndarray``, ``decode(ndarray) -> Score``."""
+
+
+@hookspec
+def musicfw_register_models(registry: "Registry") -> None:
+    """Add model plugins; ``from_config(config, tokenizer=...)`` returns a ``torch.nn.Module``
+    with ``loss(batch)``, ``init_state(batch_size)`` and ``step(x, state)``."""
+
+
+@hookspec
+def musicfw_register_samplers(registry: "Registry") -> None:
+    """Add samplers: callables turning one step's logits into the next token."""
+
+
+@hookspec
+def musicfw_register_datasets(registry: "Registry") -> None:
+    """Add datasets: sources of ``symusic.Score`` pieces with a deterministic split."""
+
+
+@hookspec
+def musicfw_register_metrics(registry: "Registry") -> None:
+    """Add metrics: functions of generated (and reference) music or of a model's likelihood."""

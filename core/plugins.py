@@ -1,0 +1,175 @@
+"""The plugin manager factory: built-ins and entry-point plugins, through one door.
+
+Built-in plugins are listed in :data:`DEFAULT_PLUGINS` (as pytest and datasette do) and are
+registered with the same ``pm.register`` call as third-party plugins, which are loaded from
+the ``musicfw`` entry-point group.  Nothing here runs at import time: every CLI invocation
+and every test builds a fresh manager with :func:`get_plugin_manager`.
+
+Environment variables:
+
+* ``MUSICFW_DISABLE_PLUGIN_AUTOLOAD=1``: do not load entry-point plugins.
+* ``MUSICFW_BLOCK_PLUGINS=a,b``: skip these plugins (entry-point names, distribution
+  names, or built-in module names such as ``musicfw.plugins.samplers``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Iterable
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import KINDS, Registry
+
+ENTRY_POINT_GROUP = "musicfw"
+DISABLE_AUTOLOAD_ENV = "MUSICFW_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "MUSICFW_BLOCK_PLUGINS"
+BUILTIN_PROVIDER = "musicfw"
+
+DEFAULT_PLUGINS = (
+    "musicfw.plugins.tokenizers",
+    "musicfw.plugins.models",
+    "musicfw.plugins.samplers",
+    "musicfw.plugins.datasets",
+    "musicfw.plugins.metrics",
+)
+
+
+class PluginLoadWarning(UserWarning):
+    """An entry-point plugin failed to import or to register; the others still load."""
+
+
+@dataclass
+class LoadFailure:
+    entry_point: str
+    value: str
+    distribution: str
+    error: str
+
+
+@dataclass
+class Registries:
+    """All registries, plus what failed to load on the way."""
+
+    by_kind: dict[str, Registry]
+    failures: list[LoadFailure] = field(default_factory=list)
+    pm: pluggy.PluginManager | None = None
+
+    def __getitem__(self, kind: str) -> Registry:
+        from .registry import normalize_kind
+
+        return self.by_kind[normalize_kind(kind)]
+
+    def names(self) -> dict[str, list[str]]:
+        return {kind: reg.names() for kind, reg in self.by_kind.items()}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _blocked_from_env() -> set[str]:
+    return {s.strip() for s in os.environ.get(BLOCK_ENV, "").split(",") if s.strip()}
+
+
+def get_plugin_manager(
+    autoload: bool | None = None,
+    blocked: Iterable[str] | None = None,
+    extra_plugins: Iterable[object] = (),
+) -> pluggy.PluginManager:
+    """A fresh PluginManager with the built-ins and (unless disabled) entry-point plugins.
+
+    ``extra_plugins`` are objects or modules with hook implementations, registered after
+    the built-ins, exactly like an entry-point plugin (handy in tests and notebooks).
+    Import failures of entry-point plugins are warned about, recorded on
+    ``pm.musicfw_failures``, and skipped.
+    """
+    if autoload is None:
+        autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
+    blocked_names = set(blocked if blocked is not None else _blocked_from_env())
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    providers: dict[str, str] = {}
+    failures: list[LoadFailure] = []
+
+    def register(plugin: object, name: str, provider: str) -> None:
+        pm.register(plugin, name=name)
+        providers[name] = provider
+
+    for module_name in DEFAULT_PLUGINS:
+        if module_name in blocked_names:
+            continue
+        register(importlib.import_module(module_name), module_name, BUILTIN_PROVIDER)
+
+    if autoload:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if ep.name in blocked_names or dist in blocked_names or pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a third party's broken import must not break us
+                failure = LoadFailure(ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}")
+                failures.append(failure)
+                warnings.warn(
+                    f"musicfw plugin entry point {ep.name!r} ({ep.value}, from {dist}) failed "
+                    f"to import and was skipped: {failure.error}",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
+                continue
+            register(plugin, ep.name, dist)
+
+    for i, plugin in enumerate(extra_plugins):
+        name = getattr(plugin, "__name__", None) or f"extra-plugin-{i}"
+        register(plugin, name, name)
+
+    pm.check_pending()  # a misspelled musicfw_* hook name is an error, not silence
+    pm.musicfw_providers = providers  # type: ignore[attr-defined]
+    pm.musicfw_failures = failures  # type: ignore[attr-defined]
+    return pm
+
+
+def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
+    """Call every ``musicfw_register_<kind>`` hook into fresh registries.
+
+    Implementations are called one by one (pluggy's ``get_hookimpls``) so that the registry
+    knows which provider adds which plugin and can name both sides of a duplicate.
+    """
+    if pm is None:
+        pm = get_plugin_manager()
+    providers: dict[str, str] = getattr(pm, "musicfw_providers", {})
+    failures: list[LoadFailure] = list(getattr(pm, "musicfw_failures", []))
+    registries = {kind: Registry(kind) for kind in KINDS}
+    for kind, registry in registries.items():
+        caller = getattr(pm.hook, f"musicfw_register_{kind}")
+        # pluggy returns implementations last-registered-last; call in registration order
+        for impl in caller.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+            provider = providers.get(plugin_name, plugin_name)
+            registry.current_provider = provider
+            try:
+                impl.function(registry=registry)
+            except PluginError:
+                raise
+            except Exception as exc:
+                if provider == BUILTIN_PROVIDER:
+                    raise  # our own bug: keep the traceback
+                failures.append(
+                    LoadFailure(plugin_name, str(impl.plugin), provider, f"{type(exc).__name__}: {exc}")
+                )
+                warnings.warn(
+                    f"musicfw plugin {plugin_name!r} (from {provider}) failed while registering "
+                    f"{kind} and was skipped: {type(exc).__name__}: {exc}",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
+        registry.current_provider = "<python api>"
+    return Registries(registries, failures, pm)

@@ -1,0 +1,151 @@
+"""Registries: one per plugin kind, filled by the ``musicfw_register_*`` hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from .errors import PluginError
+
+KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics")
+
+#: singular form used in error messages and in ``musicfw.build(kind, ...)``
+SINGULAR = {
+    "tokenizers": "tokenizer",
+    "models": "model",
+    "samplers": "sampler",
+    "datasets": "dataset",
+    "metrics": "metric",
+}
+
+
+def normalize_kind(kind: str) -> str:
+    """Accept ``"tokenizer"`` or ``"tokenizers"``; return the plural registry kind."""
+    if kind in KINDS:
+        return kind
+    for plural, singular in SINGULAR.items():
+        if kind == singular:
+            return plural
+    raise PluginError(f"Unknown plugin kind {kind!r}. Known kinds: {', '.join(KINDS)}.")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What the registry knows about one plugin."""
+
+    name: str
+    cls: type
+    kind: str
+    provider: str  # distribution (or plugin module) that registered it
+
+    @property
+    def description(self) -> str:
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def config_fields(self) -> list[dict[str, Any]]:
+        """The plugin's parameters: name, type, default, help (from field metadata)."""
+        fields = []
+        for f in dataclasses.fields(self.cls.Config):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = None
+            fields.append(
+                {
+                    "name": f.name,
+                    "type": _type_name(f.type),
+                    "default": default,
+                    "help": f.metadata.get("help", ""),
+                }
+            )
+        return fields
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, str):
+        return tp
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+class Registry:
+    """Named plugin classes of one kind.
+
+    The registry owns the policy: a name registered twice is an error naming both providers,
+    and an unknown name is an error listing the known ones.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = normalize_kind(kind)
+        self._plugins: dict[str, PluginInfo] = {}
+        #: set by the plugin manager while a provider's hook runs
+        self.current_provider = "<python api>"
+
+    # -- filling -------------------------------------------------------------------------
+    def add(self, cls: type) -> type:
+        """Register a plugin class (usable as a decorator). Returns the class unchanged."""
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(
+                f"{self.current_provider}: {SINGULAR[self.kind]} class {cls!r} has no string "
+                "attribute `name` (the name used in YAML)."
+            )
+        config = getattr(cls, "Config", None)
+        if config is None or not dataclasses.is_dataclass(config):
+            raise PluginError(
+                f"{self.current_provider}: {SINGULAR[self.kind]} {name!r} needs a `Config` "
+                "dataclass (its parameters, with types and defaults)."
+            )
+        if not callable(getattr(cls, "from_config", None)):
+            raise PluginError(
+                f"{self.current_provider}: {SINGULAR[self.kind]} {name!r} needs a "
+                "`from_config(config, **context)` classmethod."
+            )
+        if name in self._plugins:
+            other = self._plugins[name]
+            raise PluginError(
+                f"Two {self.kind} are named {name!r}: one from {other.provider} "
+                f"({other.cls.__module__}.{other.cls.__qualname__}) and one from "
+                f"{self.current_provider} ({cls.__module__}.{cls.__qualname__}). "
+                "Rename one, or block one with MUSICFW_BLOCK_PLUGINS."
+            )
+        self._plugins[name] = PluginInfo(name, cls, self.kind, self.current_provider)
+        return cls
+
+    # -- reading -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._plugins)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def __iter__(self) -> Iterator[PluginInfo]:
+        return iter(self._plugins[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._plugins)
+
+    def info(self, name: str, where: str | None = None) -> PluginInfo:
+        """Look a plugin up; an unknown name is a :class:`PluginError` listing known ones."""
+        try:
+            return self._plugins[name]
+        except KeyError:
+            raise PluginError(self.unknown_message(name, where)) from None
+
+    def get(self, name: str, where: str | None = None) -> type:
+        return self.info(name, where).cls
+
+    def unknown_message(self, name: object, where: str | None = None) -> str:
+        singular = SINGULAR[self.kind]
+        known = ", ".join(self.names()) or "(none installed)"
+        location = f" (at {where})" if where else ""
+        hint = ""
+        if isinstance(name, str):
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            if close:
+                hint = f" Did you mean {close[0]!r}?"
+        return f"Unknown {singular} {name!r}{location}.{hint} Available {self.kind}: {known}."

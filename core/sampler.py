@@ -1,0 +1,78 @@
+"""The sampler protocol: one step's logits in, the next token out.
+
+A sampler has two parts so that samplers compose (``temperature`` then ``top_p``):
+
+* ``process(logits)`` reshapes the distribution (returns new logits of the same shape);
+* ``draw(logits, generator)`` picks the token(s).
+
+A :class:`SamplerChain` applies every ``process`` in order and the last sampler's ``draw``.
+Categorical logits have shape ``[B, V]`` and draw ids ``[B]``; multi-hot logits (per-key
+Bernoulli) have shape ``[B, K]`` and draw 0/1 frames ``[B, K]``.  Samplers never see a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+
+class Sampler:
+    """Base: categorical sampling from the softmax of the processed logits."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    #: which token kinds this sampler can draw
+    token_kinds: ClassVar[tuple[str, ...]] = ("categorical",)
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_config(cls, config: Any, **context: Any) -> "Sampler":
+        return cls(config)
+
+    def process(self, logits: Any) -> Any:
+        return logits
+
+    def draw(self, logits: Any, generator: Any = None, kind: str | None = None) -> Any:
+        import torch
+
+        self.check_kind(kind)
+        probs = torch.softmax(logits.float(), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    def check_kind(self, kind: str | None) -> None:
+        if kind is not None and kind not in self.token_kinds:
+            raise ValueError(
+                f"sampler {self.name!r} draws {' or '.join(self.token_kinds)} tokens, not {kind} "
+                f"ones{'; use bernoulli (or greedy) for multi-hot frames' if kind == 'multihot' else ''}"
+            )
+
+    def __call__(self, logits: Any, generator: Any = None, kind: str | None = None) -> Any:
+        return self.draw(self.process(logits), generator, kind)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+class SamplerChain(Sampler):
+    """Samplers applied in order: every ``process``, then the last one's ``draw``."""
+
+    name = "chain"
+
+    def __init__(self, samplers: Sequence[Sampler]):
+        if not samplers:
+            raise ValueError("a sampler chain needs at least one sampler")
+        self.samplers = list(samplers)
+        self.config = None
+        self.token_kinds = samplers[-1].token_kinds  # type: ignore[misc]
+
+    def process(self, logits: Any) -> Any:
+        for sampler in self.samplers:
+            logits = sampler.process(logits)
+        return logits
+
+    def draw(self, logits: Any, generator: Any = None, kind: str | None = None) -> Any:
+        return self.samplers[-1].draw(logits, generator, kind)
+
+    def __repr__(self) -> str:
+        return " -> ".join(map(repr, self.samplers))

@@ -1,0 +1,98 @@
+"""The tokenizer protocol shared by every tokenizer plugin.
+
+Two token kinds exist:
+
+* ``categorical``: ``encode`` returns int ids of shape ``[T]`` (REMI, MIDI-like, melody, drums);
+* ``multihot``: ``encode`` returns frames of shape ``[T, K]`` with 0/1 entries (piano-roll).
+
+``vocab`` names every id (categorical) or every key (multihot), so a sequence can be printed
+and read.  The config is saved as JSON next to a model and restored with
+:func:`load_tokenizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import symusic
+
+CATEGORICAL = "categorical"
+MULTIHOT = "multihot"
+
+
+class Tokenizer(ABC):
+    """Base class: subclasses set ``name``, ``Config``, ``kind`` and implement the methods."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    kind: ClassVar[str] = CATEGORICAL
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_config(cls, config: Any, **context: Any) -> "Tokenizer":
+        return cls(config)
+
+    # -- the protocol ---------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def vocab(self) -> list[str]:
+        """A readable name for every id (categorical) or every key (multihot)."""
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @abstractmethod
+    def encode(self, score: "symusic.Score") -> np.ndarray:
+        """Score -> ids ``[T]`` (categorical) or frames ``[T, K]`` (multihot)."""
+
+    @abstractmethod
+    def decode(self, tokens: np.ndarray) -> "symusic.Score":
+        """Tokens -> Score. Any in-range sequence decodes; an out-of-range id is a ValueError."""
+
+    # -- helpers every tokenizer gets -----------------------------------------------------
+    def token_names(self, tokens: np.ndarray) -> list[str]:
+        """The names of a categorical sequence's ids, for a person to read."""
+        vocab = self.vocab
+        if self.kind == MULTIHOT:
+            return [
+                "[" + " ".join(vocab[k] for k in np.flatnonzero(frame)) + "]" for frame in tokens
+            ]
+        return [vocab[int(t)] for t in tokens]
+
+    def count_notes(self, tokens: np.ndarray) -> int:
+        """Number of notes a token sequence stands for (for NLL per note)."""
+        score = self.decode(tokens)
+        return int(sum(len(track.notes) for track in score.tracks))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "config": dataclasses.asdict(self.config),
+            "vocab_size": self.vocab_size,
+            "vocab": self.vocab,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def load_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
+    """Rebuild a tokenizer from the JSON written by :meth:`Tokenizer.save`."""
+    from .api import build
+
+    data = json.loads(Path(path).read_text())
+    return build("tokenizer", data["name"], registries=registries, **data["config"])

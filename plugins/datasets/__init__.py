@@ -1,0 +1,1 @@
+"""Built-in datasets (registered through the musicfw_register_datasets hook)."""

@@ -1,0 +1,1 @@
+"""Built-in metrics (registered through the musicfw_register_metrics hook)."""

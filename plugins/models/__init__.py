@@ -1,0 +1,1 @@
+"""Built-in models (registered through the musicfw_register_models hook)."""

@@ -1,0 +1,1 @@
+"""Built-in tokenizers (registered through the musicfw_register_tokenizers hook)."""
