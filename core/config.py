@@ -94,6 +94,8 @@ class LoggerSection:
     log_samples: bool = True
 
 
+DEFAULT_SAMPLER = {"name": "top_p"}
+
 PLUGIN_SLOTS = {
     # section key -> registry kind
     "data": "datasets",
@@ -113,7 +115,7 @@ class Experiment:
     data: Any = None
     tokenizer: Any = None
     model: Any = None
-    sampler: Any = field(default_factory=lambda: {"name": "top_p"})
+    sampler: Any = None  # one section or a list (a chain); None means DEFAULT_SAMPLER
     train: TrainSection = field(default_factory=TrainSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
@@ -232,6 +234,12 @@ def _at(source: _Source, key: str) -> str:
 
 
 def _check_choices(cfg: Any, schema: type, source: _Source, prefix: str) -> None:
+    import typing
+
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:  # unresolvable annotations in a third-party Config: no nested check
+        hints = {}
     for f in dataclasses.fields(schema):
         value = getattr(cfg, f.name, None)
         path = f"{prefix}.{f.name}" if prefix else f.name
@@ -241,8 +249,9 @@ def _check_choices(cfg: Any, schema: type, source: _Source, prefix: str) -> None
                 f"Invalid config{_at(source, path)}: {path}: {value!r} is not allowed. "
                 f"Allowed values: {', '.join(map(str, choices))}."
             )
-        if dataclasses.is_dataclass(f.type) and isinstance(value, DictConfig):
-            _check_choices(value, f.type, source, path)
+        field_type = hints.get(f.name, f.type)
+        if dataclasses.is_dataclass(field_type) and isinstance(value, DictConfig):
+            _check_choices(value, field_type, source, path)
 
 
 def section_class(plugin_cls: type) -> type:
@@ -344,8 +353,9 @@ def load_config(
                 f"Give it as {{name: ...}} with one of: {names}."
             )
     plain = OmegaConf.create(OmegaConf.to_container(merged))  # drop the schema's typing on slots
+    if plain.sampler is None:
+        plain.sampler = dict(DEFAULT_SAMPLER)
     _validate_slots(plain, registries, source)
-    # re-attach the typed sections so later code gets attribute access with validated types
     return plain
 
 

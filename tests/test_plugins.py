@@ -1,0 +1,156 @@
+"""The plugin core: registries, the plugin manager factory, entry points, import cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pluggy
+import pytest
+
+import musicfw
+from musicfw.core.errors import PluginError
+from musicfw.core.plugins import (
+    DEFAULT_PLUGINS,
+    PluginLoadWarning,
+    get_plugin_manager,
+    load_registries,
+)
+from musicfw.core.registry import KINDS
+
+from conftest import REPO, run_cli
+from toy_plugins import DuplicatePlugin, MisspelledPlugin, ToyPlugin
+
+
+def test_every_kind_has_a_registry_and_builtins_come_through_the_hooks():
+    regs = load_registries(get_plugin_manager(autoload=False))
+    assert set(regs.by_kind) == set(KINDS)
+    assert {"greedy", "temperature", "top_k", "top_p", "bernoulli"} <= set(regs["samplers"].names())
+    assert regs["samplers"].info("top_p").provider == "musicfw"
+    # the built-ins are ordinary registered pluggy plugins, not a private path
+    pm = regs.pm
+    assert all(pm.has_plugin(name) for name in DEFAULT_PLUGINS)
+
+
+def test_list_plugins_api():
+    plugins = musicfw.list_plugins()
+    assert set(plugins) == set(KINDS)
+    assert "top_p" in plugins["samplers"]
+
+
+def test_build_sampler_validates_its_config():
+    sampler = musicfw.build_sampler("top_k", k=5)
+    assert sampler.config.k == 5
+    with pytest.raises(musicfw.ConfigError, match=r"sampler\.kk.*Allowed keys: .*k"):
+        musicfw.build_sampler("top_k", kk=5)
+    with pytest.raises(musicfw.ConfigError, match=r"sampler\.k.*Integer"):
+        musicfw.build_sampler("top_k", k="many")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(PluginError) as err:
+        musicfw.build_sampler("nucleus")
+    message = str(err.value)
+    assert "Unknown sampler 'nucleus'" in message
+    for name in ("greedy", "temperature", "top_k", "top_p"):
+        assert name in message
+
+
+def test_duplicate_name_is_an_error_naming_both_providers():
+    pm = get_plugin_manager(autoload=False, extra_plugins=[DuplicatePlugin()])
+    with pytest.raises(PluginError) as err:
+        load_registries(pm)
+    message = str(err.value)
+    assert "'top_p'" in message
+    assert "musicfw" in message and "duplicate-plugin" in message
+
+
+def test_misspelled_hook_name_is_rejected():
+    with pytest.raises(pluggy.PluginValidationError, match="musicfw_register_tokenisers"):
+        get_plugin_manager(autoload=False, extra_plugins=[MisspelledPlugin()])
+
+
+def test_extra_plugins_register_like_entry_points():
+    regs = load_registries(get_plugin_manager(autoload=False, extra_plugins=[ToyPlugin()]))
+    assert "toy_model" in regs["models"]
+    assert "toy_data" in regs["datasets"]
+
+
+def test_blocking_a_builtin_plugin_module():
+    regs = load_registries(get_plugin_manager(autoload=False, blocked=["musicfw.plugins.samplers"]))
+    assert regs["samplers"].names() == []
+
+
+def _fake_distribution(root: Path, dist: str, module: str, source: str) -> None:
+    """Install a minimal distribution (dist-info with entry points) into ``root``."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[musicfw]\n{module} = {module}\n")
+
+
+def test_a_broken_entry_point_warns_and_the_rest_still_loads(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path, "broken-plugin", "broken_plugin", "raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginLoadWarning, match=r"'broken_plugin'.*broken-plugin.*RuntimeError: boom at import"):
+        regs = load_registries(get_plugin_manager(autoload=True))
+    assert "top_p" in regs["samplers"]
+    assert regs.failures and regs.failures[0].distribution == "broken-plugin"
+
+    # and the CLI still works, reporting the failure
+    result = run_cli("plugins", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "top_p" in result.stdout
+    assert "failed to load: broken_plugin" in result.stdout
+    assert "RuntimeError: boom at import" in result.stdout
+
+
+def test_autoload_can_be_switched_off_by_environment(tmp_path):
+    _fake_distribution(tmp_path, "broken-plugin", "broken_plugin", "raise RuntimeError('boom')\n")
+    result = run_cli(
+        "plugins", "--json", env={"PYTHONPATH": str(tmp_path), "MUSICFW_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["failed"] == []
+
+
+def test_plugins_json_lists_config_fields_with_types_and_defaults():
+    result = run_cli("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    top_k = next(p for p in data["samplers"] if p["name"] == "top_k")
+    assert top_k["provider"] == "musicfw"
+    assert top_k["config"] == [
+        {"name": "k", "type": "int", "default": 40, "help": "number of candidates kept, >= 1"}
+    ]
+
+
+def test_cli_and_registration_do_not_import_heavy_libraries():
+    """`musicfw --help` / `musicfw plugins` stay fast because nothing heavy is imported."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import musicfw
+        from musicfw.core.cli import build_parser
+        from musicfw.core.commands.plugins import describe
+        build_parser()
+        describe(musicfw.get_registries())
+        heavy = [m for m in ("torch", "pytorch_lightning", "lightning", "music21", "matplotlib", "wandb")
+                 if m in sys.modules]
+        print(",".join(heavy))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"imported at startup: {out.stdout.strip()}"
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"musicfw {musicfw.__version__}"
+    assert musicfw.__version__ != "0+unknown"
