@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install musicfw with its test dependencies into ./.venv and run the test suite.
+# This is the README's test command; .ci/run calls exactly this script from a clean clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages some tests need: Debian's chromium (the report page is opened in a real
+# headless browser) and a small General MIDI soundfont (samples rendered to audio).
+if ! command -v chromium >/dev/null 2>&1 || [ ! -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium timgm6mb-soundfont
+  else
+    echo "note: chromium or the TimGM6mb soundfont is missing and cannot be installed here;" \
+         "install them (Debian: apt-get install chromium timgm6mb-soundfont) or set" \
+         "MUSICFW_SKIP_BROWSER_TESTS=1 to skip the browser test." >&2
+  fi
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing on purpose (an empty run proves nothing)." >&2
+  exit 1
+fi
+exit "$rc"
