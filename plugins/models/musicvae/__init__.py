@@ -1,0 +1,112 @@
+"""MusicVAE (Roberts et al. 2018), a PyTorch port of Magenta's ``music_vae``.
+
+This module is what registration imports: it holds only the ``Config`` dataclass and the
+plugin class.  The torch implementation lives in :mod:`.model` and is imported inside
+:meth:`MusicVAE.from_config`.
+
+Defaults follow Magenta's ``cat-mel_2bar_small`` configuration; see the example YAMLs
+(``examples/musicvae_*.yaml``) for ``cat-drums_2bar_small``-like and ``hierdec-mel_16bar``-like
+settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List
+
+DECODERS = ("flat", "hierarchical")
+SCHEDULES = ("constant", "inverse_sigmoid", "exponential")
+ENCODER_INPUTS = ("onehot", "drum_roll")
+
+
+@dataclass
+class MusicVAEConfig:
+    """Hyperparameters, named as in Magenta's HParams (``lstm_models.get_default_hparams``)."""
+
+    z_size: int = field(default=256, metadata={"help": "size of the latent vector z"})
+    enc_rnn_size: List[int] = field(
+        default_factory=lambda: [512],
+        metadata={"help": "bidirectional encoder: units per layer per direction"},
+    )
+    dec_rnn_size: List[int] = field(
+        default_factory=lambda: [256, 256],
+        metadata={"help": "decoder (and conductor) LSTM: units per layer"},
+    )
+    decoder: str = field(
+        default="flat",
+        metadata={
+            "help": "flat: stacked LSTM (CategoricalLstmDecoder); hierarchical: conductor + "
+            "per-bar decoder (HierarchicalLstmDecoder, no autoregression in the conductor)",
+            "choices": DECODERS,
+        },
+    )
+    steps_per_bar: int = field(
+        default=16,
+        metadata={"help": "hierarchical decoder: steps per conductor step (one bar of 16ths)"},
+    )
+    max_seq_len: int = field(
+        default=32, metadata={"help": "default length of sample()/decode() (32 = 2 bars)"}
+    )
+    free_bits: float = field(
+        default=0.0, metadata={"help": "KL cost = max(KL - free_bits * ln 2, 0) (KL summed over z)"}
+    )
+    max_beta: float = field(default=0.2, metadata={"help": "maximum KL weight"})
+    beta_rate: float = field(
+        default=0.99999, metadata={"help": "beta = (1 - beta_rate ** step) * max_beta"}
+    )
+    sampling_schedule: str = field(
+        default="inverse_sigmoid",
+        metadata={
+            "help": "scheduled sampling: constant (sampling_rate = probability, 0 = teacher "
+            "forcing), inverse_sigmoid (p = 1 - k / (k + exp(step / k)), k = sampling_rate), "
+            "exponential (p = 1 - rate ** step)",
+            "choices": SCHEDULES,
+        },
+    )
+    sampling_rate: float = field(
+        default=1000.0, metadata={"help": "k of the inverse sigmoid (>= 1), or see sampling_schedule"}
+    )
+    dropout_keep_prob: float = field(
+        default=1.0, metadata={"help": "input keep probability of every LSTM layer (training only)"}
+    )
+    encoder_input: str = field(
+        default="onehot",
+        metadata={
+            "help": "onehot: one-hot tokens; drum_roll: the bits of a drum id plus a "
+            "'no hit' flag (Magenta's DrumsConverter roll_input)",
+            "choices": ENCODER_INPUTS,
+        },
+    )
+
+
+class MusicVAE:
+    """MusicVAE: bidirectional-LSTM encoder, flat or hierarchical (conductor) LSTM decoder."""
+
+    name = "musicvae"
+    Config = MusicVAEConfig
+
+    @classmethod
+    def from_config(cls, config: Any, tokenizer: Any = None, **context: Any) -> Any:
+        from musicfw.core.errors import PluginError
+
+        if tokenizer is None:
+            raise PluginError("model 'musicvae' needs a tokenizer (its vocabulary) to be built.")
+        if getattr(tokenizer, "kind", "categorical") != "categorical":
+            raise PluginError(
+                f"model 'musicvae' needs a categorical tokenizer (melody, drums, ...); "
+                f"{tokenizer.name!r} makes {tokenizer.kind} frames."
+            )
+        from .model import MusicVAEModel, check_config
+
+        check_config(config, tokenizer.vocab_size)
+        return MusicVAEModel(config, vocab_size=tokenizer.vocab_size)
+
+
+def evaluate_vae(model: Any, dataloader: Any, **kwargs: Any) -> dict:
+    """Held-out metrics (paper Table 1); see :func:`.model.evaluate_vae`."""
+    from .model import evaluate_vae as _evaluate
+
+    return _evaluate(model, dataloader, **kwargs)
+
+
+__all__ = ["MusicVAE", "MusicVAEConfig", "evaluate_vae"]

@@ -1,0 +1,614 @@
+"""MusicVAE in PyTorch: a port of Magenta's ``music_vae`` (base_model.py, lstm_models.py,
+lstm_utils.py), following it detail by detail.
+
+* Encoder (``BidirectionalLstmEncoder``): stacked bidirectional LSTM over the one-hot input;
+  the last layer's final forward and backward hidden states, concatenated, give
+  ``mu = Dense(h)`` and ``sigma = softplus(Dense(h))`` (kernels ~ N(0, 0.001)).
+* Loss (``MusicVAE._compute_model_loss``): reconstruction cross-entropy summed over time,
+  averaged over the batch, plus ``beta * mean(max(KL - free_bits * ln 2, 0))`` with KL summed
+  over the latent dimensions and ``beta = (1 - beta_rate ** step) * max_beta``.
+* Flat decoder (``CategoricalLstmDecoder``): stacked LSTM whose initial state is
+  ``tanh(Dense(z))`` (N(0, 0.001) kernel) and whose input at every step is the previous
+  token, one-hot (zeros at t = 0), concatenated with z; a Dense output projection.
+* Hierarchical decoder (``HierarchicalLstmDecoder`` with ``disable_autoregression=True``): a
+  conductor LSTM, initial state ``tanh(Dense(z))``, fed zeros, one step per bar; each output
+  initializes (``tanh(Dense(.))``) a categorical decoder that is reset at every bar and gets
+  that output concatenated to every input.  The bar's first input is the last token of the
+  previous bar (zeros for the first bar), as in Magenta's split of the shifted sequence.
+* Scheduled sampling (``ScheduledOutputTrainingHelper`` + ``get_sampling_probability``):
+  during training the input at t >= 1 is, with probability p, a sample from the model's own
+  softmax at t - 1 instead of the true token; p follows a constant, inverse sigmoid
+  ``1 - k / (k + exp(step / k))`` or exponential ``1 - rate ** step`` schedule.
+* LSTM cells are Magenta's ``LSTMBlockCell``: forget-gate bias 1, glorot-uniform kernels,
+  input dropout (``dropout_keep_prob``) on every layer while training.
+
+One deliberate difference: in eval mode ``loss`` uses teacher forcing (Magenta's eval job
+switches to sampling probability 1 when a schedule is set); the fully sampled accuracy is
+measured separately by :func:`evaluate_vae`, which reports both, like the paper's Table 1.
+
+``nll_sum`` in :meth:`MusicVAEModel.loss` is the negative ELBO (reconstruction NLL + KL, in
+nats), an upper bound on the exact NLL: a VAE has no exact likelihood, and the
+reconstruction term alone would let the encoder see the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LN2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------------------
+# Config checks
+# --------------------------------------------------------------------------------------
+
+
+def check_config(config: Any, vocab_size: int) -> None:
+    """Reject values Magenta would reject (raises PluginError, a user mistake)."""
+    from musicfw.core.errors import PluginError
+
+    def bad(msg: str) -> None:
+        raise PluginError(f"model 'musicvae': {msg}")
+
+    if config.z_size < 1:
+        bad(f"z_size must be >= 1, got {config.z_size}")
+    for key in ("enc_rnn_size", "dec_rnn_size"):
+        sizes = list(getattr(config, key))
+        if not sizes or any(int(s) < 1 for s in sizes):
+            bad(f"{key} must be a non-empty list of positive layer sizes, got {sizes}")
+    if config.steps_per_bar < 1:
+        bad(f"steps_per_bar must be >= 1, got {config.steps_per_bar}")
+    if config.max_seq_len < 1:
+        bad(f"max_seq_len must be >= 1, got {config.max_seq_len}")
+    if config.free_bits < 0:
+        bad(f"free_bits must be >= 0, got {config.free_bits}")
+    if config.max_beta < 0:
+        bad(f"max_beta must be >= 0, got {config.max_beta}")
+    if not 0.0 <= config.beta_rate <= 1.0:
+        bad(f"beta_rate must be in [0, 1], got {config.beta_rate}")
+    if not 0.0 < config.dropout_keep_prob <= 1.0:
+        bad(f"dropout_keep_prob must be in (0, 1], got {config.dropout_keep_prob}")
+    schedule, rate = config.sampling_schedule, config.sampling_rate
+    if schedule == "constant" and not 0.0 <= rate <= 1.0:
+        bad(f"a constant sampling_rate is a probability in [0, 1], got {rate}")
+    if schedule == "inverse_sigmoid" and rate < 1.0:
+        bad(f"the inverse_sigmoid sampling_rate k must be >= 1, got {rate}")
+    if schedule == "exponential" and not 0.0 < rate < 1.0:
+        bad(f"the exponential sampling_rate must be in (0, 1), got {rate}")
+    if config.encoder_input == "drum_roll" and (vocab_size < 2 or vocab_size & (vocab_size - 1)):
+        bad(
+            f"encoder_input=drum_roll needs a vocabulary of 2**k drum-hit combinations "
+            f"(the drums tokenizer), got vocab_size {vocab_size}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+
+def _glorot_uniform_(tensor: torch.Tensor, fan_in: int, fan_out: int) -> None:
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        tensor.uniform_(-limit, limit)
+
+
+def _dense(in_features: int, out_features: int, stddev: float | None = None) -> nn.Linear:
+    """tf.layers.dense: glorot-uniform kernel (or N(0, stddev)), zero bias."""
+    layer = nn.Linear(in_features, out_features)
+    if stddev is None:
+        _glorot_uniform_(layer.weight, in_features, out_features)
+    else:
+        with torch.no_grad():
+            layer.weight.normal_(0.0, stddev)
+    with torch.no_grad():
+        layer.bias.zero_()
+    return layer
+
+
+def _init_lstm_(lstm: nn.LSTM) -> None:
+    """LSTMBlockCell: one glorot-uniform kernel over [input, hidden] -> 4H; forget bias 1."""
+    hidden = lstm.hidden_size
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight_ih"):
+            fan_in = param.shape[1] + hidden
+            _glorot_uniform_(param, fan_in, 4 * hidden)
+        elif name.startswith("weight_hh"):
+            fan_in = lstm.input_size + hidden
+            _glorot_uniform_(param, fan_in, 4 * hidden)
+        elif name.startswith("bias"):
+            with torch.no_grad():
+                param.zero_()
+                if name.startswith("bias_ih"):
+                    param[hidden : 2 * hidden] = 1.0  # PyTorch gate order: i, f, g, o
+
+
+State = list  # list of (h [1, B, H], c [1, B, H]) per layer
+
+
+class LSTMStack(nn.Module):
+    """Magenta's ``rnn_cell``: a stack of LSTM layers with input dropout on each layer.
+
+    With ``bidirectional=True`` each layer is a forward and a backward LSTM whose outputs are
+    concatenated as the next layer's input (``stack_bidirectional_dynamic_rnn``).
+    """
+
+    def __init__(
+        self, input_size: int, sizes: list[int], keep_prob: float = 1.0, bidirectional: bool = False
+    ):
+        super().__init__()
+        self.sizes = [int(s) for s in sizes]
+        self.drop = 1.0 - float(keep_prob)
+        self.bidirectional = bidirectional
+        layers = []
+        in_size = input_size
+        for hidden in self.sizes:
+            lstm = nn.LSTM(in_size, hidden, batch_first=True, bidirectional=bidirectional)
+            _init_lstm_(lstm)
+            layers.append(lstm)
+            in_size = hidden * (2 if bidirectional else 1)
+        self.layers = nn.ModuleList(layers)
+
+    @property
+    def output_size(self) -> int:
+        return self.sizes[-1] * (2 if self.bidirectional else 1)
+
+    def _dropout(self, x: Any) -> Any:
+        if self.drop <= 0.0 or not self.training:
+            return x
+        if isinstance(x, nn.utils.rnn.PackedSequence):
+            return x._replace(data=F.dropout(x.data, self.drop, True))
+        return F.dropout(x, self.drop, True)
+
+    def forward(self, x: Any, state: State | None = None) -> tuple[Any, State]:
+        new_state: State = []
+        for i, lstm in enumerate(self.layers):
+            x, (h, c) = lstm(self._dropout(x), None if state is None else state[i])
+            new_state.append((h, c))
+        return x, new_state
+
+
+class InitialState(nn.Module):
+    """``initial_cell_state_from_embedding``: tanh(Dense(e)) split into every layer's (c, h)."""
+
+    def __init__(self, embedding_size: int, sizes: list[int]):
+        super().__init__()
+        self.sizes = [int(s) for s in sizes]
+        self.dense = _dense(embedding_size, 2 * sum(self.sizes), stddev=0.001)
+
+    def forward(self, embedding: torch.Tensor) -> State:
+        flat = torch.tanh(self.dense(embedding))
+        parts = flat.split([s for size in self.sizes for s in (size, size)], dim=-1)
+        # TF's LSTMStateTuple order is (c, h); torch wants (h, c) shaped [1, B, H]
+        return [
+            (parts[2 * i + 1].unsqueeze(0).contiguous(), parts[2 * i].unsqueeze(0).contiguous())
+            for i in range(len(self.sizes))
+        ]
+
+
+def _one_hot(ids: torch.Tensor, depth: int) -> torch.Tensor:
+    """One-hot floats; id -1 is the all-zero start input."""
+    return F.one_hot((ids + 1).clamp(min=0), depth + 1)[..., 1:].float()
+
+
+class CategoricalDecoder(nn.Module):
+    """``CategoricalLstmDecoder`` conditioned on an embedding (z, or a conductor output)."""
+
+    def __init__(self, vocab_size: int, cond_size: int, sizes: list[int], keep_prob: float):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.initial_state = InitialState(cond_size, sizes)
+        self.rnn = LSTMStack(vocab_size + cond_size, sizes, keep_prob)
+        self.output_projection = _dense(self.rnn.output_size, vocab_size)
+
+    def _inputs(self, ids: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        onehot = _one_hot(ids, self.vocab_size)
+        return torch.cat([onehot, cond.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
+
+    def forward(
+        self,
+        x_in: torch.Tensor,
+        cond: torch.Tensor,
+        sampling_probability: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[N, L, V]`` for inputs ``x_in [N, L]`` (ids; -1 = zero start input).
+
+        With ``sampling_probability`` p > 0 every input after the first is replaced, with
+        probability p, by a sample from the model's output at the previous step.
+        """
+        state = self.initial_state(cond)
+        n, length = x_in.shape
+        select = None
+        if sampling_probability > 0.0 and length > 1:
+            select = torch.rand(n, length, generator=generator, device=x_in.device) < sampling_probability
+            select[:, 0] = False
+            if not bool(select.any()):
+                select = None
+        if select is None:
+            out, _ = self.rnn(self._inputs(x_in, cond), state)
+            return self.output_projection(out)
+        # teacher forcing up to the first sampled input, then step by step
+        t0 = int(select.any(dim=0).nonzero()[0])
+        out, state = self.rnn(self._inputs(x_in[:, :t0], cond), state)
+        pieces = [self.output_projection(out)]
+        prev = pieces[0][:, -1]
+        for t in range(t0, length):
+            probs = torch.softmax(prev.detach().float(), dim=-1)
+            sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            ids = torch.where(select[:, t], sampled, x_in[:, t])
+            out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond), state)
+            prev = self.output_projection(out[:, 0])
+            pieces.append(prev.unsqueeze(1))
+        return torch.cat(pieces, dim=1)
+
+    def step(self, ids: torch.Tensor, cond: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond), state)
+        return self.output_projection(out[:, 0]), state
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+def slerp(p0: torch.Tensor, p1: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation (Magenta's ``_slerp``); linear when the vectors are parallel."""
+    p0f, p1f = p0.double(), p1.double()
+    cos = torch.dot(p0f / p0f.norm(), p1f / p1f.norm()).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    so = torch.sin(omega)
+    if float(so) < 1e-8:
+        out = (1.0 - t) * p0f + t * p1f
+    else:
+        out = torch.sin((1.0 - t) * omega) / so * p0f + torch.sin(t * omega) / so * p1f
+    return out.to(p0.dtype)
+
+
+def _lengths(mask: torch.Tensor) -> torch.Tensor:
+    """Sequence lengths from a mask: last True position + 1 (at least 1)."""
+    t = mask.shape[1]
+    idx = torch.arange(1, t + 1, device=mask.device).expand_as(mask)
+    return (idx * mask.long()).max(dim=1).values.clamp(min=1)
+
+
+class MusicVAEModel(nn.Module):
+    """MusicVAE speaking musicfw's model protocol, plus encode/decode/sample/interpolate."""
+
+    token_kind = "categorical"
+    trainable = True
+
+    def __init__(self, config: Any, vocab_size: int):
+        super().__init__()
+        self.config = config
+        self.vocab_size = int(vocab_size)
+        keep = float(config.dropout_keep_prob)
+        self.hierarchical = config.decoder == "hierarchical"
+        if config.encoder_input == "drum_roll":
+            self.n_bits = int(round(math.log2(self.vocab_size)))
+            enc_in = self.n_bits + 1
+        else:
+            self.n_bits = 0
+            enc_in = self.vocab_size
+        self.encoder = LSTMStack(enc_in, list(config.enc_rnn_size), keep, bidirectional=True)
+        self.mu = _dense(self.encoder.output_size, config.z_size, stddev=0.001)
+        self.sigma = _dense(self.encoder.output_size, config.z_size, stddev=0.001)
+        dec_sizes = list(config.dec_rnn_size)
+        if self.hierarchical:
+            self.conductor_initial_state = InitialState(config.z_size, dec_sizes)
+            self.conductor = LSTMStack(1, dec_sizes, keep)
+            cond_size = self.conductor.output_size
+        else:
+            cond_size = config.z_size
+        self.decoder = CategoricalDecoder(self.vocab_size, cond_size, dec_sizes, keep)
+        self.global_step = 0
+
+    # -- schedules ----------------------------------------------------------------------
+    def set_training_step(self, global_step: int) -> None:
+        self.global_step = int(global_step)
+
+    def beta(self, step: int | None = None) -> float:
+        step = self.global_step if step is None else step
+        return (1.0 - self.config.beta_rate ** float(step)) * self.config.max_beta
+
+    def sampling_probability(self, step: int | None = None) -> float:
+        step = self.global_step if step is None else step
+        schedule, rate = self.config.sampling_schedule, float(self.config.sampling_rate)
+        if schedule == "constant":
+            return rate
+        if schedule == "inverse_sigmoid":
+            # 1 - k / (k + exp(step / k)), written without overflowing exp
+            return 1.0 / (1.0 + rate * math.exp(-float(step) / rate))
+        return 1.0 - rate ** float(step)
+
+    # -- encoder ------------------------------------------------------------------------
+    def _encoder_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.n_bits:
+            bits = (tokens.unsqueeze(-1) >> torch.arange(self.n_bits, device=tokens.device)) & 1
+            bits = bits.float()
+            empty = (tokens == 0).float().unsqueeze(-1)  # roll_input's "no drums" flag
+            return torch.cat([bits, empty], dim=-1)
+        return _one_hot(tokens, self.vocab_size)
+
+    def encode(self, tokens: Any, mask: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens [B, T]`` (or ``[T]``) -> ``(mu, sigma)``, each ``[B, z_size]``.
+
+        ``mask`` (True = real) gives each sequence's length (last True + 1); without it every
+        sequence is full length.
+        """
+        tokens = self._as_tokens(tokens)
+        x = self._encoder_input(tokens)
+        lengths = None if mask is None else _lengths(torch.as_tensor(mask, device=tokens.device).bool())
+        if lengths is not None and bool((lengths < tokens.shape[1]).any()):
+            x = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+        _, state = self.encoder(x)
+        h_n = state[-1][0]  # [2, B, H]: last layer, forward and backward final h
+        h = torch.cat([h_n[0], h_n[1]], dim=-1)
+        return self.mu(h), F.softplus(self.sigma(h))
+
+    # -- decoder ------------------------------------------------------------------------
+    def _conductor_outputs(self, z: torch.Tensor, n_bars: int) -> torch.Tensor:
+        state = self.conductor_initial_state(z)
+        zeros = z.new_zeros(z.shape[0], n_bars, 1)
+        out, _ = self.conductor(zeros, state)
+        return out  # [B, n_bars, H]
+
+    def decode_logits(
+        self,
+        tokens: torch.Tensor,
+        z: torch.Tensor,
+        sampling_probability: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of every position given z, teacher-forced on ``tokens``
+        (with scheduled sampling when ``sampling_probability`` > 0)."""
+        b, t = tokens.shape
+        x_in = torch.cat([tokens.new_full((b, 1), -1), tokens[:, :-1]], dim=1)
+        if not self.hierarchical:
+            return self.decoder(x_in, z, sampling_probability, generator)
+        bar = int(self.config.steps_per_bar)
+        n_bars = -(-t // bar)
+        if n_bars * bar != t:
+            x_in = torch.cat([x_in, x_in.new_zeros(b, n_bars * bar - t)], dim=1)
+        cond = self._conductor_outputs(z, n_bars).reshape(b * n_bars, -1)
+        logits = self.decoder(x_in.reshape(b * n_bars, bar), cond, sampling_probability, generator)
+        return logits.reshape(b, n_bars * bar, -1)[:, :t]
+
+    # -- the musicfw protocol -----------------------------------------------------------
+    def loss(self, batch: dict[str, Any]) -> dict[str, Any]:
+        tokens = batch["tokens"].long()
+        mask = batch.get("mask")
+        mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
+        b, t = tokens.shape
+        mu, sigma = self.encode(tokens, mask)
+        z = mu + sigma * torch.randn_like(mu)
+        # KL(N(mu, sigma) || N(0, I)) summed over the latent dimensions, nats, per sequence
+        kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(dim=-1)
+        p = self.sampling_probability() if self.training else 0.0
+        logits = self.decode_logits(tokens, z, p)
+        ce = F.cross_entropy(
+            logits.reshape(b * t, -1).float(), tokens.reshape(-1), reduction="none"
+        ).view(b, t)
+        maskf = mask.float()
+        r_loss = (ce * maskf).sum(dim=1)  # summed over time, per sequence
+        free_nats = float(self.config.free_bits) * LN2
+        kl_cost = torch.clamp(kl - free_nats, min=0.0)
+        beta = self.beta()
+        loss = r_loss.mean() + beta * kl_cost.mean()
+        n_targets = mask.sum()
+        with torch.no_grad():
+            correct = ((logits.argmax(dim=-1) == tokens) & mask).sum()
+            accuracy = correct.float() / n_targets.clamp(min=1).float()
+        return {
+            "loss": loss,
+            "nll_sum": (r_loss.sum() + kl.sum()).detach(),
+            "n_targets": n_targets,
+            "recon_nll": r_loss.mean().detach(),
+            "kl": kl.mean().detach(),
+            "kl_bits": (kl.mean() / LN2).detach(),
+            "kl_cost": kl_cost.mean().detach(),
+            "beta": torch.tensor(beta),
+            "sampling_probability": torch.tensor(float(p)),
+            "accuracy": accuracy,
+        }
+
+    def state_from_z(self, z: torch.Tensor) -> dict[str, Any]:
+        """A decoding state conditioned on ``z [B, z_size]``."""
+        if self.hierarchical:
+            return {"z": z, "t": 0, "conductor": self.conductor_initial_state(z), "cond": None, "core": None}
+        return {"z": z, "t": 0, "cond": z, "core": self.decoder.initial_state(z)}
+
+    def init_state(
+        self, batch_size: int, device: Any = None, z: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
+        """A state for ``batch_size`` sequences with z drawn from the prior N(0, I)
+        (or the given ``z``)."""
+        if z is None:
+            if device is None:
+                device = next(self.parameters()).device
+            z = torch.randn(batch_size, self.config.z_size, generator=generator, device=device)
+        return self.state_from_z(z)
+
+    def step(self, x: Any, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        z = state["z"]
+        t = state["t"]
+        state = dict(state)
+        if self.hierarchical and t % int(self.config.steps_per_bar) == 0:
+            out, state["conductor"] = self.conductor(z.new_zeros(z.shape[0], 1, 1), state["conductor"])
+            state["cond"] = out[:, 0]
+            state["core"] = self.decoder.initial_state(state["cond"])
+        if x is None:
+            ids = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+        else:
+            ids = torch.as_tensor(x, device=z.device).long().reshape(z.shape[0])
+        logits, state["core"] = self.decoder.step(ids, state["cond"], state["core"])
+        state["t"] = t + 1
+        return logits, state
+
+    # -- the VAE API --------------------------------------------------------------------
+    def _as_tokens(self, tokens: Any) -> torch.Tensor:
+        device = next(self.parameters()).device
+        tokens = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens)
+        tokens = tokens.to(device).long()
+        if tokens.dim() == 1:
+            tokens = tokens.unsqueeze(0)
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must be in [0, {self.vocab_size}), got {int(tokens.min())}..{int(tokens.max())}")
+        return tokens
+
+    @torch.no_grad()
+    def decode(
+        self,
+        z: torch.Tensor,
+        length: int | None = None,
+        sampler: Any = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decode ``z [B, z_size]`` into tokens ``[B, length]``.
+
+        Each step draws with ``sampler`` (a musicfw sampler) if given, else from the softmax
+        at ``temperature`` (0 = argmax).
+        """
+        length = int(length or self.config.max_seq_len)
+        z = torch.as_tensor(z, dtype=torch.float32, device=next(self.parameters()).device)
+        if z.dim() == 1:
+            z = z.unsqueeze(0)
+        state = self.state_from_z(z)
+        x = None
+        out = []
+        for _ in range(length):
+            logits, state = self.step(x, state)
+            if sampler is not None:
+                x = sampler(logits, generator, "categorical")
+            elif temperature <= 0:
+                x = logits.argmax(dim=-1)
+            else:
+                probs = torch.softmax(logits.float() / temperature, dim=-1)
+                x = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            out.append(x)
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        temperature: float = 1.0,
+        length: int | None = None,
+        sampler: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``n`` sequences decoded from z ~ N(0, I): tokens ``[n, length]``."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.z_size, generator=generator, device=device)
+        return self.decode(z, length, sampler=sampler, temperature=temperature, generator=generator)
+
+    @torch.no_grad()
+    def interpolate(
+        self,
+        tokens_a: Any,
+        tokens_b: Any,
+        steps: int = 8,
+        temperature: float = 0.0,
+        length: int | None = None,
+        sampler: Any = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decode ``steps`` points on the great circle between the encodings (mu) of two
+        sequences, endpoints included: tokens ``[steps, length]`` (greedy by default)."""
+        if steps < 2:
+            raise ValueError(f"interpolate needs steps >= 2, got {steps}")
+        a, b = self._as_tokens(tokens_a), self._as_tokens(tokens_b)
+        mu_a, _ = self.encode(a)
+        mu_b, _ = self.encode(b)
+        zs = torch.stack([slerp(mu_a[0], mu_b[0], float(t)) for t in np.linspace(0.0, 1.0, steps)])
+        length = int(length or max(a.shape[1], b.shape[1]))
+        return self.decode(zs, length, sampler=sampler, temperature=temperature, generator=generator)
+
+
+# --------------------------------------------------------------------------------------
+# Held-out evaluation (the paper's Table 1)
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: MusicVAEModel,
+    dataloader: Any,
+    max_batches: int | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Teacher-forced and fully sampled per-step accuracy, ELBO and KL on held-out batches.
+
+    z is drawn from the posterior q(z|x) (as Magenta's eval does).  *Teacher-forced*: the
+    decoder reads the true previous token.  *Sampled*: the decoder reads its own samples
+    (softmax at ``temperature``, 1 as in Magenta's eval with sampling probability 1) at
+    every step, bars included; *greedy*: it reads its own argmax.  Accuracy is the argmax
+    prediction against the true token over scored (mask) positions; for melody and drum
+    tokens one position is one 16th-note step.  ``elbo`` is per sequence in nats
+    (``-(recon_nll + kl)``).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    totals = {"tf": 0, "sampled": 0, "greedy": 0, "targets": 0, "seqs": 0}
+    recon = kl_sum = 0.0
+    try:
+        for i, batch in enumerate(dataloader):
+            if max_batches is not None and i >= max_batches:
+                break
+            tokens = batch["tokens"].to(device).long()
+            mask = batch.get("mask")
+            mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.to(device).bool()
+            b, t = tokens.shape
+            mu, sigma = model.encode(tokens, mask)
+            z = mu + sigma * torch.randn(mu.shape, generator=gen, device=device)
+            kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
+            logits = model.decode_logits(tokens, z)
+            ce = F.cross_entropy(logits.reshape(b * t, -1).float(), tokens.reshape(-1), reduction="none")
+            recon += float((ce.view(b, t) * mask.float()).sum())
+            kl_sum += float(kl.sum())
+            totals["tf"] += int(((logits.argmax(-1) == tokens) & mask).sum())
+            totals["targets"] += int(mask.sum())
+            totals["seqs"] += b
+            for mode in ("sampled", "greedy"):
+                state = model.state_from_z(z)
+                x = None
+                correct = 0
+                for step in range(t):
+                    step_logits, state = model.step(x, state)
+                    pred = step_logits.argmax(-1)
+                    correct += int(((pred == tokens[:, step]) & mask[:, step]).sum())
+                    if mode == "greedy":
+                        x = pred
+                    else:
+                        probs = torch.softmax(step_logits.float() / temperature, dim=-1)
+                        x = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+                totals[mode] += correct
+    finally:
+        model.train(was_training)
+    n, seqs = max(totals["targets"], 1), max(totals["seqs"], 1)
+    return {
+        "teacher_forced_accuracy": totals["tf"] / n,
+        "sampled_accuracy": totals["sampled"] / n,
+        "greedy_accuracy": totals["greedy"] / n,
+        "recon_nll": recon / seqs,
+        "kl": kl_sum / seqs,
+        "kl_bits": kl_sum / seqs / LN2,
+        "elbo": -(recon + kl_sum) / seqs,
+        "neg_elbo_per_step": (recon + kl_sum) / n,
+        "n_sequences": totals["seqs"],
+        "n_targets": totals["targets"],
+    }
