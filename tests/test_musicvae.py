@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from musicfw.core.errors import PluginError  # noqa: E402
+from musicfw.core.errors import ConfigError, PluginError  # noqa: E402
 from musicfw.plugins.models.musicvae import MusicVAE, MusicVAEConfig  # noqa: E402
 from musicfw.plugins.models.musicvae.model import (  # noqa: E402
     MusicVAEModel,
@@ -69,7 +69,7 @@ def test_config_is_an_omegaconf_schema_and_defaults_match_cat_mel_2bar_small():
     ],
 )
 def test_bad_hyperparameters_are_user_errors(change):
-    with pytest.raises(PluginError):
+    with pytest.raises(ConfigError):
         MusicVAE.from_config(replace(MusicVAEConfig(), **change), tokenizer=FakeTokenizer())
 
 
@@ -79,7 +79,7 @@ def test_needs_a_categorical_tokenizer():
 
     with pytest.raises(PluginError, match="categorical"):
         MusicVAE.from_config(MusicVAEConfig(), tokenizer=Roll())
-    with pytest.raises(PluginError, match="drum_roll"):
+    with pytest.raises(ConfigError, match="drum_roll"):
         MusicVAE.from_config(MusicVAEConfig(encoder_input="drum_roll"), tokenizer=FakeTokenizer())
 
 

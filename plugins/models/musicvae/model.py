@@ -50,11 +50,11 @@ LN2 = math.log(2.0)
 
 
 def check_config(config: Any, vocab_size: int) -> None:
-    """Reject values Magenta would reject (raises PluginError, a user mistake)."""
-    from musicfw.core.errors import PluginError
+    """Reject values Magenta would reject (raises ConfigError, a user mistake)."""
+    from musicfw.core.errors import ConfigError
 
     def bad(msg: str) -> None:
-        raise PluginError(f"model 'musicvae': {msg}")
+        raise ConfigError(f"model (musicvae): {msg}.")
 
     if config.z_size < 1:
         bad(f"z_size must be >= 1, got {config.z_size}")

@@ -1,0 +1,226 @@
+"""What ``musicfw sample`` and ``musicfw interpolate`` do, callable from Python too.
+
+* :func:`sample_to_midi`: decode z ~ N(0, I) into MIDI files (+ a piano-roll strip image);
+* :func:`interpolate_files`: encode two MIDI files, decode the spherical interpolation
+  between their encodings, write every step, all steps in a row, and a strip image;
+* :func:`render_strip`: piano-roll panels side by side (matplotlib, no display needed).
+
+Imported only when those commands run (torch and matplotlib load inside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Written:
+    """Files written by a command, and the token sequences behind them."""
+
+    midi: list[Path] = field(default_factory=list)
+    image: Path | None = None
+    tokens: list[np.ndarray] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _require_vae(model: Any, command: str) -> None:
+    from musicfw.core.errors import RunFolderError
+
+    for attr in ("encode", "decode", "sample", "interpolate"):
+        if not callable(getattr(model, attr, None)):
+            raise RunFolderError(
+                f"`musicfw {command}` needs a MusicVAE run; this run's model "
+                f"({type(model).__name__}) has no latent space. Use `musicfw generate` instead."
+            )
+
+
+def _generator(seed: int | None) -> Any:
+    import torch
+
+    if seed is None:
+        return None
+    return torch.Generator().manual_seed(int(seed))
+
+
+def sample_to_midi(
+    model: Any,
+    tokenizer: Any,
+    out_dir: str | Path,
+    n: int = 8,
+    temperature: float = 1.0,
+    length: int | None = None,
+    seed: int | None = 0,
+    image: bool = True,
+) -> Written:
+    """Decode ``n`` latent vectors drawn from the prior into ``out_dir/sample_XXX.mid``."""
+    _require_vae(model, "sample")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    model.eval()
+    tokens = model.sample(n, temperature=temperature, length=length, generator=_generator(seed))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = Written()
+    for i, seq in enumerate(tokens.cpu().numpy()):
+        path = out / f"sample_{i:03d}.mid"
+        tokenizer.decode(seq).dump_midi(str(path))
+        written.midi.append(path)
+        written.tokens.append(seq)
+    if image:
+        written.image = render_strip(
+            [tokenizer.decode(t) for t in written.tokens],
+            out / "samples.png",
+            labels=[f"sample {i}" for i in range(n)],
+            steps=len(written.tokens[0]),
+            tokenizer=tokenizer,
+        )
+    return written
+
+
+def load_tokens(path: str | Path, tokenizer: Any, length: int) -> np.ndarray:
+    """The first ``length`` tokens of a MIDI file (fewer if the file is shorter)."""
+    import symusic
+
+    from musicfw.core.errors import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"MIDI file not found: {p}")
+    try:
+        score = symusic.Score(str(p))
+    except Exception as exc:  # symusic raises plain RuntimeError/ValueError on bad files
+        raise DataError(f"Cannot read {p} as MIDI: {exc}") from None
+    tokens = np.asarray(tokenizer.encode(score))
+    if tokens.ndim != 1 or len(tokens) == 0:
+        raise DataError(f"{p} gives no {tokenizer.name} tokens (no usable notes?).")
+    return tokens[:length]
+
+
+def interpolate_files(
+    model: Any,
+    tokenizer: Any,
+    path_a: str | Path,
+    path_b: str | Path,
+    out_dir: str | Path,
+    steps: int = 8,
+    temperature: float = 0.0,
+    length: int | None = None,
+    seed: int | None = 0,
+    image: bool = True,
+) -> Written:
+    """Interpolate between two MIDI files through the latent space.
+
+    Writes ``step_XX.mid`` for every step (step 0 reconstructs A, the last B),
+    ``interpolation.mid`` with all steps in a row, and ``interpolation.png``.  ``extra``
+    holds the endpoint reconstruction accuracies.
+    """
+    _require_vae(model, "interpolate")
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2, got {steps}")
+    length = int(length or model.config.max_seq_len)
+    a = load_tokens(path_a, tokenizer, length)
+    b = load_tokens(path_b, tokenizer, length)
+    model.eval()
+    path = model.interpolate(
+        a, b, steps=steps, temperature=temperature, length=max(len(a), len(b)),
+        generator=_generator(seed),
+    ).cpu().numpy()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = Written()
+    for i, seq in enumerate(path):
+        p = out / f"step_{i:02d}.mid"
+        tokenizer.decode(seq).dump_midi(str(p))
+        written.midi.append(p)
+        written.tokens.append(seq)
+    row = out / "interpolation.mid"
+    tokenizer.decode(np.concatenate(list(path))).dump_midi(str(row))
+    written.midi.append(row)
+    written.extra = {
+        "reconstruction_accuracy_a": float(np.mean(path[0][: len(a)] == a)),
+        "reconstruction_accuracy_b": float(np.mean(path[-1][: len(b)] == b)),
+        "length": int(path.shape[1]),
+    }
+    if image:
+        written.image = render_strip(
+            [tokenizer.decode(t) for t in path],
+            out / "interpolation.png",
+            labels=["A"] + [str(i) for i in range(1, steps - 1)] + ["B"],
+            steps=int(path.shape[1]),
+            tokenizer=tokenizer,
+        )
+    return written
+
+
+def _step_ticks(score: Any, tokenizer: Any) -> float | None:
+    """Ticks per token step, if the tokenizer says how many steps a quarter has."""
+    cfg = getattr(tokenizer, "config", None)
+    spq = getattr(cfg, "steps_per_quarter", None)
+    if spq:
+        return score.ticks_per_quarter / float(spq)
+    spb = getattr(cfg, "steps_per_bar", None)
+    if spb:
+        return 4.0 * score.ticks_per_quarter / float(spb)
+    return None
+
+
+def render_strip(
+    scores: Sequence[Any],
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    steps: int | None = None,
+    tokenizer: Any = None,
+) -> Path:
+    """Piano-roll panels of ``scores`` side by side, sharing one pitch axis, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    n = len(scores)
+    rolls = []
+    lo, hi, width = 127, 0, 1.0
+    for score in scores:
+        tpq = float(score.ticks_per_quarter)
+        boxes = []
+        for track in score.tracks:
+            arr = track.notes.numpy()
+            if len(arr["time"]) == 0:
+                continue
+            start = arr["time"] / tpq
+            end = (arr["time"] + arr["duration"]) / tpq
+            pitch = arr["pitch"].astype(float)
+            boxes.append(np.stack([start, end, pitch], axis=1))
+            lo, hi = min(lo, int(pitch.min())), max(hi, int(pitch.max()))
+            width = max(width, float(end.max()))
+        rolls.append(np.concatenate(boxes) if boxes else np.zeros((0, 3)))
+    if steps and scores:
+        ticks = _step_ticks(scores[0], tokenizer)
+        if ticks:
+            width = steps * ticks / float(scores[0].ticks_per_quarter)
+    if lo > hi:
+        lo, hi = 60, 72
+    fig, axes = plt.subplots(1, n, figsize=(max(2.0, 1.6 * n), 3.0), sharey=True, squeeze=False)
+    for i, (ax, roll) in enumerate(zip(axes[0], rolls)):
+        polys = [
+            [(s, p - 0.4), (e, p - 0.4), (e, p + 0.4), (s, p + 0.4)] for s, e, p in roll
+        ]
+        ax.add_collection(PolyCollection(polys, facecolors="tab:blue", edgecolors="none"))
+        ax.set_xlim(0, width)
+        ax.set_ylim(lo - 2, hi + 2)
+        ax.set_xticks([])
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=8)
+        if i:
+            ax.tick_params(left=False)
+    axes[0][0].set_ylabel("pitch")
+    fig.tight_layout(pad=0.3, w_pad=0.1)
+    out = Path(path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
