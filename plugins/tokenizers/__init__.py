@@ -1,1 +1,19 @@
-"""Built-in tokenizers (registered through the musicfw_register_tokenizers hook)."""
+"""Built-in tokenizers: remi, midi_like, pianoroll, melody, drums.
+
+Registered through the ``musicfw_register_tokenizers`` hook; the modules are numpy-only and
+imported inside the hook.
+"""
+
+from musicfw.core.hookspecs import hookimpl
+
+
+@hookimpl
+def musicfw_register_tokenizers(registry):
+    from .drums import Drums
+    from .melody import Melody
+    from .midi_like import MIDILike
+    from .pianoroll import PianoRoll
+    from .remi import REMI
+
+    for cls in (REMI, MIDILike, PianoRoll, Melody, Drums):
+        registry.add(cls)

@@ -1,0 +1,117 @@
+"""``drums``: MusicVAE's 9-class drum encoding (Magenta's ``MultiDrumOneHotEncoding`` with
+the reduced ``DEFAULT_DRUM_TYPE_PITCHES`` mapping from General MIDI drum notes).
+
+One id per step of ``1/steps_per_quarter`` quarter note: bit ``i`` of the id is set when a
+drum of class ``i`` is struck at that step, so there are 2^9 = 512 ids (0 = silence).
+Decoding plays each class's first (canonical) pitch for one step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from musicfw.core.tokenizer import Tokenizer
+
+from ._common import DRUM_PROGRAM, build_score, check_ids, collect_notes
+
+#: (short name, GM pitches; the first is the one decode plays), bit i = class i
+DRUM_CLASSES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("kick", (36, 35)),
+    ("snare", (38, 27, 28, 31, 32, 33, 34, 37, 39, 40, 56, 65, 66, 75, 85)),
+    ("closed_hihat", (42, 44, 54, 68, 69, 70, 71, 73, 78, 80, 22)),
+    ("open_hihat", (46, 67, 72, 74, 79, 81, 26)),
+    ("low_tom", (45, 29, 41, 43, 61, 64, 84)),
+    ("mid_tom", (48, 47, 60, 63, 77, 86, 87)),
+    ("high_tom", (50, 30, 62, 76, 83)),
+    ("crash", (49, 52, 55, 57, 58)),
+    ("ride", (51, 53, 59, 82)),
+)
+N_CLASSES = len(DRUM_CLASSES)
+
+#: GM pitch -> class index, -1 for pitches outside every class (ignored)
+PITCH_TO_CLASS = np.full(128, -1, dtype=np.int64)
+for _i, (_name, _pitches) in enumerate(DRUM_CLASSES):
+    PITCH_TO_CLASS[list(_pitches)] = _i
+CLASS_PITCH = np.array([p[0] for _, p in DRUM_CLASSES], dtype=np.int64)
+
+
+@dataclass
+class DrumsConfig:
+    steps_per_quarter: int = field(default=4, metadata={"help": "steps per quarter note (4 -> 16 per 4/4 bar)"})
+    drum_tracks_only: bool = field(default=True, metadata={"help": "read only drum tracks (else every track)"})
+    velocity: int = field(default=80, metadata={"help": "velocity of decoded hits"})
+
+
+class Drums(Tokenizer):
+    """MusicVAE drums: 9 drum classes, one of 512 ids per step."""
+
+    name = "drums"
+    Config = DrumsConfig
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        c = self.config
+        if c.steps_per_quarter < 1:
+            raise ValueError("drums: steps_per_quarter must be >= 1")
+        if not 1 <= c.velocity <= 127:
+            raise ValueError("drums: velocity must be in 1..127")
+        self.steps_per_bar = 4 * c.steps_per_quarter
+        names = []
+        for i in range(2**N_CLASSES):
+            hits = [DRUM_CLASSES[b][0] for b in range(N_CLASSES) if i >> b & 1]
+            names.append("Drums_" + ("+".join(hits) if hits else "rest"))
+        self._vocab = names
+        self.tpq = 480 if 480 % c.steps_per_quarter == 0 else c.steps_per_quarter * 120
+
+    @property
+    def vocab(self) -> list[str]:
+        return self._vocab
+
+    #: drum pitches name instruments: transposition augmentation must leave them alone
+    transposable = False
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        """The GM drum pitches the class mapping reads (22..87); see ``transposable``."""
+        mapped = np.flatnonzero(PITCH_TO_CLASS >= 0)
+        return (int(mapped[0]), int(mapped[-1]))
+
+    def encode(self, score: Any) -> np.ndarray:
+        c = self.config
+        notes = collect_notes(score, drums="only" if c.drum_tracks_only else "include")
+        cls = PITCH_TO_CLASS[notes.pitch]
+        known = cls >= 0
+        if not known.any():
+            return np.zeros(0, dtype=np.int64)
+        tpq, spq = int(score.ticks_per_quarter), c.steps_per_quarter
+        step = np.maximum((2 * notes.time[known] * spq + tpq) // (2 * tpq), 0)
+        pair = np.unique(step * N_CLASSES + cls[known])  # one hit per (step, class)
+        T = int(step.max()) + 1
+        return np.bincount(pair // N_CLASSES, weights=1 << (pair % N_CLASSES), minlength=T).astype(np.int64)
+
+    def decode(self, tokens: np.ndarray) -> Any:
+        ids = check_ids(tokens, self.vocab_size, self.name)
+        bits = (ids[:, None] >> np.arange(N_CLASSES)) & 1
+        step, cls = np.nonzero(bits)
+        unit = self.tpq // self.config.steps_per_quarter
+        n = len(step)
+        return build_score(
+            self.tpq,
+            step * unit,
+            np.full(n, unit),
+            CLASS_PITCH[cls],
+            np.full(n, self.config.velocity),
+            np.full(n, DRUM_PROGRAM),
+        )
+
+    def count_invalid(self, tokens: np.ndarray) -> int:
+        """Every in-range id is a valid step: always 0."""
+        check_ids(tokens, self.vocab_size, self.name)
+        return 0
+
+    def count_notes(self, tokens: np.ndarray) -> int:
+        ids = check_ids(tokens, self.vocab_size, self.name)
+        return int(((ids[:, None] >> np.arange(N_CLASSES)) & 1).sum())

@@ -1,0 +1,159 @@
+"""``pianoroll``: multi-hot frames (token kind ``multihot``), shape ``[T, K]``.
+
+Frame ``t`` covers ``[t, t+1)`` steps of ``1/steps_per_quarter`` quarter note.  Key ``k`` is
+pitch ``min_pitch + k``; with ``onsets`` the frame has a second half of K keys marking the
+steps where a note starts (so a repeated note is not merged with the one before it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from musicfw.core.tokenizer import MULTIHOT, Tokenizer
+
+from ._common import build_score, collect_notes
+
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(p: int) -> str:
+    return f"{NOTE_NAMES[p % 12]}{p // 12 - 1}"
+
+
+@dataclass
+class PianoRollConfig:
+    steps_per_quarter: int = field(default=4, metadata={"help": "frames per quarter note"})
+    min_pitch: int = field(default=21, metadata={"help": "lowest key (default: the piano's A0)"})
+    max_pitch: int = field(default=108, metadata={"help": "highest key, inclusive (default: C8)"})
+    onsets: bool = field(default=False, metadata={"help": "add K onset keys so repeated notes survive"})
+    include_drums: bool = field(default=False, metadata={"help": "also roll drum tracks"})
+    velocity: int = field(default=80, metadata={"help": "velocity of decoded notes"})
+
+
+class PianoRoll(Tokenizer):
+    """Multi-hot piano-roll frames (optionally with onset keys)."""
+
+    name = "pianoroll"
+    Config = PianoRollConfig
+    kind = MULTIHOT
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        c = self.config
+        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
+            raise ValueError(f"pianoroll: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        if c.steps_per_quarter < 1:
+            raise ValueError("pianoroll: steps_per_quarter must be >= 1")
+        if not 1 <= c.velocity <= 127:
+            raise ValueError("pianoroll: velocity must be in 1..127")
+        self.n_pitches = c.max_pitch - c.min_pitch + 1
+        names = [pitch_name(p) for p in range(c.min_pitch, c.max_pitch + 1)]
+        if c.onsets:
+            names += [f"onset_{n}" for n in names]
+        self._vocab = names
+        self.tpq = 480 if 480 % c.steps_per_quarter == 0 else c.steps_per_quarter * 120
+
+    @property
+    def vocab(self) -> list[str]:
+        """One name per key (column): pitch names, then ``onset_<pitch>`` with onsets."""
+        return self._vocab
+
+    @property
+    def n_keys(self) -> int:
+        return len(self._vocab)
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        return (self.config.min_pitch, self.config.max_pitch)
+
+    def quantize(self, score: Any) -> dict[str, np.ndarray]:
+        """Notes on the step grid: ``start``, ``end`` (> start) in steps and ``pitch``."""
+        c = self.config
+        notes = collect_notes(score, drums="include" if c.include_drums else "exclude")
+        tpq = int(score.ticks_per_quarter)
+        spq = c.steps_per_quarter
+        keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
+        notes = notes.take(keep)
+        start = np.maximum((2 * notes.time * spq + tpq) // (2 * tpq), 0)
+        end = (2 * (notes.time + notes.duration) * spq + tpq) // (2 * tpq)
+        end = np.maximum(end, start + 1)
+        return {"start": start, "end": end, "pitch": notes.pitch}
+
+    def encode(self, score: Any) -> np.ndarray:
+        """Score -> uint8 frames ``[T, K]``; T = the last note's end step."""
+        q = self.quantize(score)
+        K = self.n_pitches
+        T = int(q["end"].max()) if len(q["end"]) else 0
+        key = q["pitch"] - self.config.min_pitch
+        size = (T + 1) * K
+        diff = np.bincount(q["start"] * K + key, minlength=size) - np.bincount(q["end"] * K + key, minlength=size)
+        active = (np.cumsum(diff.reshape(T + 1, K), axis=0)[:T] > 0).astype(np.uint8)
+        if not self.config.onsets:
+            return active
+        onset = np.zeros((T, K), dtype=np.uint8)
+        onset[q["start"], key] = 1
+        return np.concatenate([active, onset], axis=1)
+
+    def _frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        arr = np.asarray(frames)
+        if arr.ndim != 2 or arr.shape[1] != self.n_keys:
+            raise ValueError(
+                f"pianoroll: expected frames of shape [T, {self.n_keys}] "
+                f"({'pitches then onsets' if self.config.onsets else 'one column per pitch'}), got {arr.shape}"
+            )
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError("pianoroll: frames contain NaN or infinite values")
+        on = arr > 0.5
+        K = self.n_pitches
+        if self.config.onsets:
+            # an onset key without its pitch key sounding still starts (a one-step) note
+            onset = on[:, K:]
+            return on[:, :K] | onset, onset
+        return on, None
+
+    def _decode_arrays(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        active, onset = self._frames(frames)
+        T, K = active.shape
+        # work per key along time: [K, T+1] with a silent column at the end
+        a = np.zeros((K, T + 1), dtype=bool)
+        a[:, :T] = active.T
+        prev = np.zeros((K, T + 1), dtype=bool)
+        prev[:, 1:] = a[:, :-1]
+        starts = a & ~prev
+        if onset is not None:
+            starts[:, :T] |= onset.T & a[:, :T]
+        # a note runs until the key goes silent or another note starts on it
+        flat_start = np.flatnonzero(starts)
+        breaks = np.flatnonzero(~a | starts)  # sorted; each row ends with a silent column
+        nxt = breaks[np.searchsorted(breaks, flat_start, side="right")]
+        key, start = np.divmod(flat_start, T + 1)
+        end = nxt - key * (T + 1)
+        order = np.lexsort((key, start))
+        return {"start": start[order], "end": end[order], "pitch": key[order] + self.config.min_pitch}
+
+    def decode(self, frames: np.ndarray) -> Any:
+        q = self._decode_arrays(frames)
+        unit = self.tpq // self.config.steps_per_quarter
+        n = len(q["start"])
+        return build_score(
+            self.tpq,
+            q["start"] * unit,
+            (q["end"] - q["start"]) * unit,
+            q["pitch"],
+            np.full(n, self.config.velocity),
+        )
+
+    def count_notes(self, frames: np.ndarray) -> int:
+        return int(len(self._decode_arrays(frames)["start"]))
+
+    def token_names(self, tokens: np.ndarray) -> list[str]:
+        active, onset = self._frames(tokens)
+        names = self._vocab
+        out = []
+        for t in range(len(active)):
+            keys = [names[k] + ("*" if onset is not None and onset[t, k] else "") for k in np.flatnonzero(active[t])]
+            out.append("[" + " ".join(keys) + "]")
+        return out

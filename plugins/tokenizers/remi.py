@@ -1,0 +1,410 @@
+"""``remi``: REMI (Huang & Yang 2020, "Pop Music Transformer"), vectorized.
+
+Vocabulary, in id order (sizes with the default config in brackets)::
+
+    Bar                                   start of the next bar                        [1]
+    Position_<k>     k = 0..P-1           onset inside the bar, in 1/beat_resolution quarters
+                                          (P = max_bar_quarters * beat_resolution)     [32]
+    Pitch_<p>        min_pitch..max_pitch                                              [88]
+    Velocity_<v>     one per velocity bin (v = the velocity it decodes to)             [32]
+    Duration_<d>     d = 1..max_duration_quarters * beat_resolution positions          [32]
+    Tempo_<q>        tempo bins, quarter notes per minute (use_tempos)                 [32]
+    TimeSig_<n>/<d>  supported time signatures (use_time_signatures)                   [60]
+    Chord_<root>:<quality>, Chord_N.C.    rule-based chord per segment (use_chords)   [61]
+    Program_<p>      0..127, Program_Drums (use_programs)                              [129]
+
+A note is the triplet Pitch, Velocity, Duration at the current Bar + Position.  The
+exact quantization and the decoding rules are in docs/tokenizers.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import gcd
+from typing import Any
+
+import numpy as np
+
+from musicfw.core.tokenizer import Tokenizer
+
+from ._common import (
+    DRUM_PROGRAM,
+    build_score,
+    check_ids,
+    collect_notes,
+    ffill,
+    nearest_bin,
+    tempo_bins,
+    velocity_bins,
+)
+
+BAR, POSITION, PITCH, VELOCITY, DURATION, TEMPO, TIMESIG, CHORD, PROGRAM = range(9)
+TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program")
+
+PITCH_CLASS_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+#: chord qualities of the REMI paper: intervals above the root
+CHORD_QUALITIES = {
+    "maj": (0, 4, 7),
+    "min": (0, 3, 7),
+    "dim": (0, 3, 6),
+    "aug": (0, 4, 8),
+    "dom7": (0, 4, 7, 10),
+}
+NO_CHORD = len(CHORD_QUALITIES) * 12  # index of Chord_N.C.
+
+
+@dataclass
+class REMIConfig:
+    beat_resolution: int = field(default=4, metadata={"help": "positions per quarter note (4 -> 16 per 4/4 bar)"})
+    min_pitch: int = field(default=21, metadata={"help": "lowest pitch kept (notes outside are dropped)"})
+    max_pitch: int = field(default=108, metadata={"help": "highest pitch kept (inclusive)"})
+    velocity_bins: int = field(default=32, metadata={"help": "number of Velocity tokens"})
+    max_duration_quarters: int = field(default=8, metadata={"help": "longest Duration (longer notes are clipped)"})
+    max_bar_quarters: int = field(default=8, metadata={"help": "longest bar (sets the number of Position tokens), >= 4"})
+    use_tempos: bool = field(default=True, metadata={"help": "Tempo tokens"})
+    tempo_bins: int = field(default=32, metadata={"help": "number of Tempo tokens (geometric spacing)"})
+    min_tempo: float = field(default=40.0, metadata={"help": "slowest Tempo token, quarter notes per minute"})
+    max_tempo: float = field(default=250.0, metadata={"help": "fastest Tempo token"})
+    use_time_signatures: bool = field(default=True, metadata={"help": "TimeSig tokens after Bar; otherwise every bar is 4/4"})
+    use_chords: bool = field(default=False, metadata={"help": "Chord tokens from a rule-based recognizer"})
+    chord_quarters: int = field(default=2, metadata={"help": "chord segment length in quarters (from each bar start)"})
+    use_programs: bool = field(
+        default=False,
+        metadata={"help": "Program tokens (multitrack, drums included); otherwise pitched tracks are merged and drums dropped"},
+    )
+
+
+class REMI(Tokenizer):
+    """REMI: Bar, Position, Pitch, Velocity, Duration, Tempo (+ TimeSig, Chord, Program)."""
+
+    name = "remi"
+    Config = REMIConfig
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        c = self.config
+        if c.beat_resolution < 1:
+            raise ValueError("remi: beat_resolution must be >= 1")
+        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
+            raise ValueError(f"remi: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        if c.max_bar_quarters < 4:
+            raise ValueError("remi: max_bar_quarters must be >= 4 (a 4/4 bar must fit)")
+        if c.max_duration_quarters < 1 or c.chord_quarters < 1:
+            raise ValueError("remi: max_duration_quarters and chord_quarters must be >= 1")
+        res = c.beat_resolution
+        self._bin_of, self._bin_value = velocity_bins(c.velocity_bins)
+        self.n_positions = c.max_bar_quarters * res
+        self.max_duration = c.max_duration_quarters * res
+        # supported time signatures: n/d with d in 2,4,8,16, a bar of whole positions, <= max_bar_quarters
+        ts = [
+            (n, d)
+            for d in (2, 4, 8, 16)
+            for n in range(1, c.max_bar_quarters * d // 4 + 1)
+            if (n * 4 * res) % d == 0
+        ]
+        self.time_signatures: list[tuple[int, int]] = ts if c.use_time_signatures else []
+        self._ts_len = np.array([n * 4 * res // d for n, d in self.time_signatures] + [4 * res], dtype=np.int64)
+        self._ts_index = {t: i for i, t in enumerate(self.time_signatures)}
+        self._default_ts = self._ts_index.get((4, 4), len(self.time_signatures))  # last slot: implicit 4/4
+        self.tempos = tempo_bins(c.tempo_bins, c.min_tempo, c.max_tempo) if c.use_tempos else np.zeros(0)
+
+        names, types, values = ["Bar"], [BAR], [0]
+        for k in range(self.n_positions):
+            names.append(f"Position_{k}"); types.append(POSITION); values.append(k)  # noqa: E702
+        for p in range(c.min_pitch, c.max_pitch + 1):
+            names.append(f"Pitch_{p}"); types.append(PITCH); values.append(p)  # noqa: E702
+        for v in self._bin_value:
+            names.append(f"Velocity_{v}"); types.append(VELOCITY); values.append(int(v))  # noqa: E702
+        for d in range(1, self.max_duration + 1):
+            names.append(f"Duration_{d}"); types.append(DURATION); values.append(d)  # noqa: E702
+        for q in self.tempos:
+            names.append(f"Tempo_{q:g}"); types.append(TEMPO); values.append(int(round(q)))  # noqa: E702
+        for i, (n, d) in enumerate(self.time_signatures):
+            names.append(f"TimeSig_{n}/{d}"); types.append(TIMESIG); values.append(int(self._ts_len[i]))  # noqa: E702
+        if c.use_chords:
+            for qi, q in enumerate(CHORD_QUALITIES):
+                for root in range(12):
+                    names.append(f"Chord_{PITCH_CLASS_NAMES[root]}:{q}"); types.append(CHORD)  # noqa: E702
+                    values.append(qi * 12 + root)
+            names.append("Chord_N.C."); types.append(CHORD); values.append(NO_CHORD)  # noqa: E702
+        if c.use_programs:
+            for p in range(128):
+                names.append(f"Program_{p}"); types.append(PROGRAM); values.append(p)  # noqa: E702
+            names.append("Program_Drums"); types.append(PROGRAM); values.append(DRUM_PROGRAM)  # noqa: E702
+        self._vocab = names
+        #: type code per id (index into TYPE_NAMES)
+        self.type_codes = np.array(types, dtype=np.int64)
+        #: type name per id: "Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program"
+        self.token_types = np.array(TYPE_NAMES)[self.type_codes]
+        #: value per id: Position k, Pitch p, Velocity (decoded velocity), Duration (positions),
+        #: Tempo (rounded qpm), TimeSig (bar length in positions), Chord (quality*12 + root, 60 = N.C.),
+        #: Program (0..127, 128 = drums); Bar 0
+        self.token_values = np.array(values, dtype=np.int64)
+        self._first = {code: int(np.flatnonzero(self.type_codes == code)[0]) for code in set(types)}
+        # local index of each id inside its type (for tempo/time-signature lookup)
+        self._local = np.arange(len(types)) - np.array([self._first[t] for t in types])
+        self.tpq = 480 if 480 % res == 0 else res * 120
+
+    # -- vocabulary -------------------------------------------------------------------------
+    @property
+    def vocab(self) -> list[str]:
+        return self._vocab
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        return (self.config.min_pitch, self.config.max_pitch)
+
+    def token_id(self, name: str) -> int:
+        """The id of a token name such as ``"Pitch_60"``."""
+        try:
+            return self._vocab.index(name)
+        except ValueError:
+            raise ValueError(f"remi: no token named {name!r}") from None
+
+    def bar_lengths(self) -> np.ndarray:
+        """Bar length in positions for each TimeSig token (in TimeSig id order)."""
+        return self._ts_len[: len(self.time_signatures)].copy()
+
+    # -- quantization -------------------------------------------------------------------------
+    def _positions(self, ticks: np.ndarray, tpq: int) -> np.ndarray:
+        res = self.config.beat_resolution
+        return (2 * np.asarray(ticks, dtype=np.int64) * res + tpq) // (2 * tpq)  # round half up
+
+    def quantize(self, score: Any) -> dict[str, np.ndarray]:
+        """The notes exactly as encode sees them, sorted like the token stream:
+        ``onset`` and ``duration`` in positions (absolute), ``pitch``, velocity ``bin``, ``program``."""
+        c = self.config
+        notes = collect_notes(score, drums="include" if c.use_programs else "exclude")
+        tpq = int(score.ticks_per_quarter)
+        keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
+        notes = notes.take(keep)
+        onset = np.maximum(self._positions(notes.time, tpq), 0)
+        dur = np.clip(self._positions(notes.duration, tpq), 1, self.max_duration)
+        program = notes.program if c.use_programs else np.zeros(len(notes), dtype=np.int64)
+        vbin = self._bin_of[notes.velocity]
+        order = np.lexsort((vbin, dur, notes.pitch, program, onset))
+        return {
+            "onset": onset[order],
+            "duration": dur[order],
+            "pitch": notes.pitch[order],
+            "bin": vbin[order],
+            "program": program[order],
+        }
+
+    def _bar_grid(self, score: Any, last_pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bar starts in positions, time-signature slot per bar) covering 0..last_pos.
+
+        A time-signature change takes effect at the first bar line at or after it.
+        Unsupported signatures count as 4/4.  One Python iteration per signature change.
+        """
+        default = self._default_ts
+        segs: list[list[int]] = [[0, default]]  # [start, ts slot]
+        if self.config.use_time_signatures:
+            tsa = score.time_signatures.numpy()
+            t_pos = self._positions(tsa["time"], int(score.ticks_per_quarter))
+            for t, n, d in zip(t_pos.tolist(), tsa["numerator"].tolist(), tsa["denominator"].tolist()):
+                slot = self._ts_index.get((n, d), default)
+                start, cur = segs[-1]
+                length = int(self._ts_len[cur])
+                t_snap = start + -(-(max(t, start) - start) // length) * length
+                if t_snap > last_pos:
+                    break
+                if t_snap == start:
+                    segs[-1][1] = slot
+                elif slot != cur:
+                    segs.append([t_snap, slot])
+        starts, slots = [], []
+        for i, (start, slot) in enumerate(segs):
+            stop = segs[i + 1][0] if i + 1 < len(segs) else last_pos + 1
+            b = np.arange(start, stop, int(self._ts_len[slot]), dtype=np.int64)
+            starts.append(b)
+            slots.append(np.full(len(b), slot, dtype=np.int64))
+        return np.concatenate(starts), np.concatenate(slots)
+
+    def _tempo_events(self, score: Any, last_pos: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, tempo bin) of the tempo changes the stream states (first one at 0)."""
+        t = score.tempos.numpy()
+        pos = self._positions(t["time"], int(score.ticks_per_quarter))
+        qpm = 6e7 / np.maximum(t["mspq"].astype(np.float64), 1)
+        if len(pos) == 0 or pos[0] > 0:
+            pos = np.concatenate([[0], pos])
+            qpm = np.concatenate([[120.0], qpm])
+        b = nearest_bin(qpm, self.tempos)
+        keep = pos <= last_pos
+        pos, b = pos[keep], b[keep]
+        # several changes at one position: the last wins; then drop repeats of the same bin
+        last_at = np.ones(len(pos), dtype=bool)
+        last_at[:-1] = pos[1:] != pos[:-1]
+        pos, b = pos[last_at], b[last_at]
+        change = np.ones(len(b), dtype=bool)
+        change[1:] = b[1:] != b[:-1]
+        return pos[change], b[change]
+
+    def _chords(self, q: dict[str, np.ndarray], bar_starts: np.ndarray, bar_len: np.ndarray, last_pos: int):
+        """(positions, chord index) where the recognized chord changes."""
+        seg_len = self.config.chord_quarters * self.config.beat_resolution
+        n_seg = -(-bar_len // seg_len)
+        seg_start = np.repeat(bar_starts, n_seg) + (np.arange(int(n_seg.sum())) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)) * seg_len
+        seg_end = np.minimum(seg_start + seg_len, np.repeat(bar_starts + bar_len, n_seg))
+        pitched = q["program"] != DRUM_PROGRAM
+        on, end, pc = q["onset"][pitched], (q["onset"] + q["duration"])[pitched], q["pitch"][pitched] % 12
+        first = np.searchsorted(seg_start, on, side="right") - 1
+        last = np.searchsorted(seg_start, end - 1, side="right") - 1
+        k = last - first + 1
+        seg = np.repeat(first, k) + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
+        overlap = np.minimum(np.repeat(end, k), seg_end[seg]) - np.maximum(np.repeat(on, k), seg_start[seg])
+        chroma = np.bincount(seg * 12 + np.repeat(pc, k), weights=overlap, minlength=len(seg_start) * 12)
+        chroma = chroma.reshape(len(seg_start), 12)
+        templates = -np.ones((12, NO_CHORD))
+        for qi, intervals in enumerate(CHORD_QUALITIES.values()):
+            for root in range(12):
+                templates[[(root + i) % 12 for i in intervals], qi * 12 + root] = 1.0
+        scores = chroma @ templates
+        chord = np.argmax(scores, axis=1)
+        # fewer than two sounding pitch classes: no chord
+        chord[(chroma > 0).sum(axis=1) < 2] = NO_CHORD
+        prev = np.concatenate([[NO_CHORD], chord[:-1]])
+        change = (chord != prev) & (seg_start <= last_pos)
+        return seg_start[change], chord[change]
+
+    # -- encode -------------------------------------------------------------------------------
+    def encode(self, score: Any) -> np.ndarray:
+        c = self.config
+        q = self.quantize(score)
+        n = len(q["onset"])
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        last_pos = int(q["onset"][-1])
+        bar_starts, bar_slot = self._bar_grid(score, last_pos)
+        bar_len = self._ts_len[bar_slot]
+        nb = len(bar_starts)
+        # per-position events: (time, class, rank, sub, token)
+        parts_time, parts_key2, parts_tok = [], [], []
+
+        def add(time, cls, rank, sub, tok):
+            time = np.asarray(time, dtype=np.int64)
+            parts_time.append(time)
+            parts_key2.append(np.broadcast_to((cls * (1 << 22) + np.asarray(rank, dtype=np.int64)) * 4 + sub, time.shape))
+            parts_tok.append(np.broadcast_to(np.asarray(tok, dtype=np.int64), time.shape))
+
+        add(bar_starts, 0, 0, 0, np.zeros(nb, dtype=np.int64))
+        if c.use_time_signatures:
+            ts_change = np.ones(nb, dtype=bool)
+            ts_change[1:] = bar_slot[1:] != bar_slot[:-1]
+            # the implicit 4/4 slot exists only when 4/4 is not a TimeSig token (never by default)
+            ts_change &= bar_slot < len(self.time_signatures)
+            add(bar_starts[ts_change], 0, 0, 1, self._first[TIMESIG] + bar_slot[ts_change])
+        event_pos = [q["onset"]]
+        if c.use_tempos:
+            tpos, tbin = self._tempo_events(score, last_pos)
+            add(tpos, 2, 0, 0, self._first[TEMPO] + tbin)
+            event_pos.append(tpos)
+        if c.use_chords:
+            cpos, chord = self._chords(q, bar_starts, bar_len, last_pos)
+            add(cpos, 3, 0, 0, self._first[CHORD] + chord)
+            event_pos.append(cpos)
+        upos = np.unique(np.concatenate(event_pos))
+        ubar = np.searchsorted(bar_starts, upos, side="right") - 1
+        add(upos, 1, 0, 0, self._first[POSITION] + upos - bar_starts[ubar])
+        rank = np.arange(n)
+        if c.use_programs:
+            prog_change = np.ones(n, dtype=bool)
+            prog_change[1:] = q["program"][1:] != q["program"][:-1]
+            add(q["onset"][prog_change], 4, rank[prog_change], 0, self._first[PROGRAM] + q["program"][prog_change])
+        add(q["onset"], 4, rank, 1, self._first[PITCH] + q["pitch"] - c.min_pitch)
+        add(q["onset"], 4, rank, 2, self._first[VELOCITY] + q["bin"])
+        add(q["onset"], 4, rank, 3, self._first[DURATION] + q["duration"] - 1)
+        time = np.concatenate(parts_time)
+        key = time * (8 << 24) + np.concatenate(parts_key2)
+        return np.concatenate(parts_tok)[np.argsort(key, kind="stable")]
+
+    # -- decode -------------------------------------------------------------------------------
+    def _decode_arrays(self, tokens: np.ndarray) -> dict[str, Any]:
+        c = self.config
+        ids = check_ids(tokens, self.vocab_size, self.name)
+        codes = self.type_codes[ids]
+        vals = self.token_values[ids]
+        local = self._local[ids]
+        n = len(ids)
+        empty = np.zeros(0, dtype=np.int64)
+        if n == 0:
+            return {"onset": empty, "duration": empty, "pitch": empty, "velocity": empty, "program": empty,
+                    "tempo_pos": empty, "tempo_qpm": np.zeros(0), "bar_starts": np.zeros(1, dtype=np.int64),
+                    "bar_slot": np.full(1, self._default_ts), "invalid": 0}
+        is_bar = codes == BAR
+        bar_id = np.maximum(np.cumsum(is_bar) - 1, 0)
+        n_bars = int(bar_id[-1]) + 1
+        is_ts = codes == TIMESIG
+        ts_ff = ffill(local, is_ts, self._default_ts)
+        last_tok = np.searchsorted(bar_id, np.arange(n_bars), side="right") - 1
+        bar_slot = ts_ff[last_tok]
+        bar_len = self._ts_len[bar_slot]
+        bar_starts = np.concatenate([[0], np.cumsum(bar_len)[:-1]])
+        is_pos = codes == POSITION
+        valid_pos = is_pos & (vals < bar_len[bar_id])
+        pos_ff = ffill(np.where(is_bar, 0, vals), valid_pos | is_bar, 0)
+        t = bar_starts[bar_id] + pos_ff
+        # notes: Pitch immediately followed by Velocity and Duration
+        trip = np.zeros(n, dtype=bool)
+        if n >= 3:
+            trip[: n - 2] = (codes[: n - 2] == PITCH) & (codes[1 : n - 1] == VELOCITY) & (codes[2:] == DURATION)
+        i = np.flatnonzero(trip)
+        program = ffill(vals, codes == PROGRAM, 0)[i] if c.use_programs else np.zeros(len(i), dtype=np.int64)
+        n_note_tokens = int(np.isin(codes, (PITCH, VELOCITY, DURATION)).sum())
+        invalid = (n_note_tokens - 3 * len(i)) + int((is_pos & ~valid_pos).sum())
+        tempo_pos = t[codes == TEMPO]
+        tempo_qpm = self.tempos[local[codes == TEMPO]] if c.use_tempos else np.zeros(0)
+        return {
+            "onset": t[i],
+            "duration": vals[i + 2],
+            "pitch": vals[i],
+            "velocity": vals[i + 1],
+            "program": program,
+            "tempo_pos": tempo_pos,
+            "tempo_qpm": tempo_qpm,
+            "bar_starts": bar_starts,
+            "bar_slot": bar_slot,
+            "invalid": invalid,
+        }
+
+    def decode(self, tokens: np.ndarray) -> Any:
+        """Tokens -> Score (tpq 480 by default); one track per program when use_programs."""
+        d = self._decode_arrays(tokens)
+        unit = self.tpq // self.config.beat_resolution
+        # tempo map: 120 qpm until the first Tempo token; the last token at a position wins
+        tpos, tq = d["tempo_pos"], d["tempo_qpm"]
+        if len(tpos):
+            last_at = np.ones(len(tpos), dtype=bool)
+            last_at[:-1] = tpos[1:] != tpos[:-1]
+            order = np.argsort(tpos[last_at], kind="stable")
+            tpos, tq = tpos[last_at][order], tq[last_at][order]
+        if len(tpos) == 0 or tpos[0] > 0:
+            tpos, tq = np.concatenate([[0], tpos]), np.concatenate([[120.0], tq])
+        slots = d["bar_slot"]
+        change = np.ones(len(slots), dtype=bool)
+        change[1:] = slots[1:] != slots[:-1]
+        ts = [(self.time_signatures[s] if s < len(self.time_signatures) else (4, 4)) for s in slots[change].tolist()]
+        ts_arrays = (
+            d["bar_starts"][change] * unit,
+            np.array([a for a, _ in ts], dtype=np.int64),
+            np.array([b for _, b in ts], dtype=np.int64),
+        )
+        return build_score(
+            self.tpq,
+            d["onset"] * unit,
+            d["duration"] * unit,
+            d["pitch"],
+            d["velocity"],
+            d["program"],
+            tempo_times=tpos * unit,
+            tempo_qpm=tq,
+            time_signatures=ts_arrays,
+        )
+
+    def count_invalid(self, tokens: np.ndarray) -> int:
+        """Tokens decode ignores: Pitch/Velocity/Duration tokens that are not part of a
+        Pitch-Velocity-Duration triplet, and Position tokens beyond the current bar's length."""
+        return int(self._decode_arrays(tokens)["invalid"])
+
+    def count_notes(self, tokens: np.ndarray) -> int:
+        return int(len(self._decode_arrays(tokens)["onset"]))
