@@ -25,7 +25,7 @@ SPQ = 4  # steps per quarter
 
 
 class StepMelody:
-    """0 = note-off, 1 = no event, 2 + p = note-on of pitch p (MusicVAE's melody one-hot)."""
+    """0 = no event, 1 = note-off, 2 + p = note-on of pitch p (MusicVAE's melody one-hot)."""
 
     name = "step_melody"
     kind = "categorical"
@@ -38,10 +38,10 @@ class StepMelody:
         ticks = TPQ // SPQ
         notes = score.tracks[0].notes.numpy()
         end = int((notes["time"] + notes["duration"]).max()) // ticks
-        out = np.ones(end, dtype=np.int64)
+        out = np.zeros(end, dtype=np.int64)
         start = notes["time"] // ticks
         stop = (notes["time"] + notes["duration"]) // ticks
-        out[stop[stop < end]] = 0
+        out[stop[stop < end]] = 1
         out[start] = notes["pitch"] + 2
         return out
 
@@ -50,7 +50,7 @@ class StepMelody:
         score = symusic.Score(TPQ)
         track = symusic.Track()
         tokens = np.asarray(tokens)
-        events = np.flatnonzero(tokens != 1)
+        events = np.flatnonzero(tokens != 0)
         for i, pos in enumerate(events):
             if tokens[pos] >= 2:
                 end = events[i + 1] if i + 1 < len(events) else len(tokens)
@@ -61,7 +61,7 @@ class StepMelody:
 
 def write_midi(path: Path, pitches: list[int]) -> Path:
     tok = StepMelody()
-    seq = np.ones(32, dtype=np.int64)
+    seq = np.zeros(32, dtype=np.int64)
     seq[::4] = np.array(pitches[:8]) + 2
     tok.decode(seq).dump_midi(str(path))
     return path
@@ -77,7 +77,7 @@ def test_stand_in_tokenizer_round_trips(tmp_path):
     tok = StepMelody()
     path = write_midi(tmp_path / "a.mid", [60, 62, 64, 65, 67, 69, 71, 72])
     tokens = tok.encode(symusic.Score(str(path)))
-    assert len(tokens) == 32 and tokens[0] == 62 and tokens[1] == 1
+    assert len(tokens) == 32 and tokens[0] == 62 and tokens[1] == 0
 
 
 def test_sample_to_midi_writes_files_and_is_seeded(tmp_path):
@@ -122,5 +122,5 @@ def test_user_mistakes(tmp_path):
 
 def test_render_strip_handles_empty_scores(tmp_path):
     empty = symusic.Score(TPQ)
-    out = render_strip([empty, StepMelody().decode(np.array([62, 1, 0, 64]))], tmp_path / "x.png", labels=["a", "b"])
+    out = render_strip([empty, StepMelody().decode(np.array([62, 0, 1, 64]))], tmp_path / "x.png", labels=["a", "b"])
     assert out.stat().st_size > 500
