@@ -29,13 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def load_vae_run(run_dir: str, which: str = "best"):
     """(model, tokenizer, RunFolder) of a run folder."""
     from ..rundir import RunFolder
-    from ..tokenizer import load_tokenizer
     from ..training import load_model
 
     run = RunFolder.open(run_dir)
-    loaded = load_model(run.path, which=which)
-    model = loaded[0] if isinstance(loaded, tuple) else loaded
-    tokenizer = load_tokenizer(run.tokenizer_path)
+    model, tokenizer = load_model(run.path, which=which)
     return model, tokenizer, run
 
 
