@@ -57,6 +57,17 @@ class TrainSection:
     limit_train_batches: float = 1.0
     limit_val_batches: float = 1.0
     check_val_every_n_epoch: int = 1
+    window_align: int = field(
+        default=1,
+        metadata={"help": "training windows start at multiples of this many tokens (bar-aligned "
+                  "windows for fixed-rate tokenizers)"},
+    )
+    checkpoint_every_n_steps: int = field(
+        default=200, metadata={"help": "also save checkpoints/last.ckpt every N optimizer steps (0: epoch ends only)"}
+    )
+    accumulate_grad_batches: int = 1
+    lr_plateau_factor: float = field(default=0.5, metadata={"help": "lr_schedule plateau: multiply lr by this"})
+    lr_plateau_patience: int = field(default=2, metadata={"help": "lr_schedule plateau: epochs without improvement"})
 
 
 @dataclass
@@ -92,6 +103,34 @@ class LoggerSection:
     project: str = "musicfw"
     log_every_n_steps: int = 10
     log_samples: bool = True
+    offline: bool = field(default=True, metadata={"help": "wandb: keep the run offline in the run folder"})
+
+
+@dataclass
+class AugmentSection:
+    """Data augmentation of the training split, drawn afresh per sample per epoch.
+
+    Transposition never wraps: with ``out_of_range: drop`` notes pushed outside the
+    tokenizer's pitch range are dropped; with ``refuse`` only shifts that keep every note in
+    range are drawn (none possible: the piece stays untransposed).  Time stretch scales the
+    tempo (performance speed, as Magenta's Performance RNN did), not the notated rhythm, so
+    tokenizers that count time in beats are unaffected by it.
+    """
+
+    transpose: list = field(
+        default_factory=lambda: [0, 0],
+        metadata={"help": "[lowest, highest] semitone shift, drawn uniformly (e.g. [-5, 6])"},
+    )
+    time_stretch: list = field(
+        default_factory=lambda: [1.0],
+        metadata={"help": "tempo stretch factors drawn uniformly (e.g. [0.95, 0.975, 1.0, 1.025, 1.05])"},
+    )
+    velocity_jitter: int = field(
+        default=0, metadata={"help": "each note's velocity moves by up to this much (uniform)"}
+    )
+    out_of_range: str = choice(
+        "drop", ("drop", "refuse"), "notes transposed out of the tokenizer's pitch range"
+    )
 
 
 DEFAULT_SAMPLER = {"name": "top_p"}
@@ -120,6 +159,7 @@ class Experiment:
     generate: GenerateSection = field(default_factory=GenerateSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     logger: LoggerSection = field(default_factory=LoggerSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
 
 # --------------------------------------------------------------------------------------
