@@ -1,1 +1,19 @@
-"""Built-in models (registered through the musicfw_register_models hook)."""
+"""Built-in models: ``markov`` (counts) and ``lstm`` (Performance RNN style).
+
+Each model is one package: its ``__init__`` holds the cheap plugin class (``name``, ``Config``,
+``from_config``) and ``model.py`` the torch implementation, imported only when a model is built.
+"""
+
+from musicfw.core.hookspecs import hookimpl
+
+
+@hookimpl
+def musicfw_register_models(registry):
+    from .lstm import LSTM
+    from .markov import Markov
+
+    for cls in (Markov, LSTM):
+        registry.add(cls)
+    from .musicvae import MusicVAE
+
+    registry.add(MusicVAE)

@@ -1,0 +1,52 @@
+"""``lstm``: Performance RNN's language model, a stacked LSTM over tokens or piano-roll frames.
+
+Embedding (categorical ids) or a linear input layer (multi-hot frames) -> stacked LSTM ->
+softmax head (ids) or per-key sigmoid head (frames, independent Bernoulli per key).  Trained
+with teacher forcing; ``step`` keeps the (h, c) state so that generation costs O(1) per token.
+The torch implementation is in :mod:`.model`, imported only when the model is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from musicfw.core.errors import ConfigError
+
+
+@dataclass
+class LSTMConfig:
+    hidden_size: int = field(default=512, metadata={"help": "LSTM units per layer (Performance RNN: 512)"})
+    num_layers: int = field(default=3, metadata={"help": "stacked LSTM layers (Performance RNN: 3)"})
+    embed_dim: int = field(default=256, metadata={"help": "size of the input embedding / projection"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between LSTM layers and before the head"})
+    input_dropout: float = field(default=0.0, metadata={"help": "dropout on the input embedding"})
+
+
+class LSTM:
+    """Stacked LSTM language model (Performance RNN): softmax or per-key sigmoid head."""
+
+    name = "lstm"
+    Config = LSTMConfig
+
+    @classmethod
+    def from_config(cls, config: LSTMConfig, tokenizer: Any = None, **context: Any) -> Any:
+        if tokenizer is None:
+            raise ConfigError("the lstm model needs a tokenizer (its vocabulary).")
+        for key in ("hidden_size", "num_layers", "embed_dim"):
+            if getattr(config, key) < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {getattr(config, key)}.")
+        for key in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(config, key) < 1.0:
+                raise ConfigError(f"model.{key} must be in [0, 1), got {getattr(config, key)}.")
+        from .model import LSTMModel
+
+        return LSTMModel(
+            vocab_size=tokenizer.vocab_size,
+            token_kind=tokenizer.kind,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            embed_dim=config.embed_dim,
+            dropout=config.dropout,
+            input_dropout=config.input_dropout,
+        )

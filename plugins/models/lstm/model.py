@@ -1,0 +1,110 @@
+"""The LSTM language model (Performance RNN: 3 x 512 LSTM, teacher forcing).
+
+Every position is predicted: the input at t is token t-1, and at t = 0 a learned start input
+(an extra embedding row for ids, a learned vector for frames).  Categorical tokens get a
+softmax head (cross-entropy); multi-hot frames a per-key sigmoid head (Bernoulli NLL summed
+over the keys of a frame).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LSTMModel(nn.Module):
+    trainable = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        token_kind: str = "categorical",
+        hidden_size: int = 512,
+        num_layers: int = 3,
+        embed_dim: int = 256,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if token_kind not in ("categorical", "multihot"):
+            raise ValueError(f"unknown token kind {token_kind!r}")
+        self.vocab_size = int(vocab_size)
+        self.token_kind = token_kind
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        if token_kind == "categorical":
+            # row V is the start input
+            self.embed = nn.Embedding(self.vocab_size + 1, embed_dim)
+        else:
+            self.embed = nn.Linear(self.vocab_size, embed_dim)
+            self.start = nn.Parameter(torch.zeros(embed_dim))
+        self.input_dropout = nn.Dropout(input_dropout)
+        self.lstm = nn.LSTM(
+            embed_dim,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.output_dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, self.vocab_size)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _start(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        if self.token_kind == "categorical":
+            ids = torch.full((batch_size,), self.vocab_size, dtype=torch.long, device=device)
+            return self.embed(ids)
+        return self.start.expand(batch_size, -1)
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.token_kind == "categorical":
+            return self.embed(x.long().clamp(min=0))  # padding ids (if negative) are never scored
+        return self.embed(x.to(self.embed.weight.dtype))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[B, T, V]`` (or ``[B, T, K]``) for every position."""
+        B, T = tokens.shape[0], tokens.shape[1]
+        start = self._start(B, tokens.device).unsqueeze(1)
+        inputs = torch.cat([start, self._embed(tokens[:, : T - 1])], dim=1) if T > 1 else start
+        out, _ = self.lstm(self.input_dropout(inputs))
+        return self.head(self.output_dropout(out))
+
+    # -- the model protocol ----------------------------------------------------------------
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        tokens, mask = batch["tokens"], batch["mask"].bool()
+        logits = self(tokens)
+        if self.token_kind == "categorical":
+            nll = F.cross_entropy(
+                logits.float().reshape(-1, self.vocab_size),
+                tokens.long().masked_fill(~mask, 0).reshape(-1),
+                reduction="none",
+            ).view(mask.shape)
+        else:
+            nll = F.binary_cross_entropy_with_logits(
+                logits.float(), tokens.float(), reduction="none"
+            ).sum(-1)
+        nll = nll * mask
+        n = mask.sum()
+        nll_sum = nll.sum()
+        out = {"loss": nll_sum / n.clamp(min=1), "nll_sum": nll_sum.detach(), "n_targets": n}
+        if self.token_kind == "categorical":
+            with torch.no_grad():
+                correct = (logits.argmax(-1) == tokens) & mask
+                out["accuracy"] = correct.sum().float() / n.clamp(min=1)
+        return out
+
+    def init_state(self, batch_size: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if device is None:
+            device = self.head.weight.device
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def step(self, x: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        """One token: ``x`` ``[B]`` ids or ``[B, K]`` frames (None at the first step)."""
+        batch_size = state[0].shape[1]
+        inp = self._start(batch_size, state[0].device) if x is None else self._embed(x.to(state[0].device))
+        out, state = self.lstm(self.input_dropout(inp).unsqueeze(1), state)
+        return self.head(self.output_dropout(out[:, 0])), state
