@@ -18,7 +18,7 @@ import textwrap
 from .errors import UserError
 
 #: sub-command modules, in the order ``musicfw --help`` lists them
-COMMANDS = ("run", "plugins", "sample", "interpolate", "tokenize")
+COMMANDS = ("run", "plugins", "sample", "interpolate", "tokenize", "evaluate")
 
 
 def _version() -> str:

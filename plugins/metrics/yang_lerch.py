@@ -1,0 +1,391 @@
+"""Yang & Lerch (2020) features and their generated-vs-reference set comparison.
+
+Li-Chia Yang and Alexander Lerch, "On the evaluation of generative models in music", Neural
+Computing and Applications 32, 2020; reference code: github.com/RichardYang40148/mgeval
+(``mgeval/core.py`` for the features, ``mgeval/utils.py`` and ``demo.ipynb`` for the
+comparison).  The definitions follow mgeval; every deliberate deviation (mostly fixes of
+flaws in its code) is listed in docs/metrics.md.
+
+Everything is vectorized numpy over a piece's note arrays (:mod:`.notes`): no per-note
+Python loop.  The comparison (pairwise distances, Gaussian KDEs, KL divergence and overlap
+area) is generic: it compares any per-piece features, the MusPy-style statistics included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .notes import PieceNotes, piece_notes
+
+#: note-length classes of mgeval in 1/96 of a whole note: full, half, quarter, 8th, 16th,
+#: dotted half, dotted quarter, dotted 8th, dotted 16th, half-, quarter- and 8th-note triplet
+NOTE_LENGTH_CLASSES = np.array([96, 48, 24, 12, 6, 72, 36, 18, 9, 32, 16, 8], dtype=np.float64)
+NOTE_LENGTH_NAMES = (
+    "1", "1/2", "1/4", "1/8", "1/16", "1/2.", "1/4.", "1/8.", "1/16.", "1/2t", "1/4t", "1/8t",
+)
+
+#: feature name -> description (the per-bar ones get their shape from ``num_bars``)
+FEATURES: dict[str, str] = {
+    "pitch_count": "number of distinct pitches (PC)",
+    "pitch_count_per_bar": "distinct pitches with an onset in each of the first num_bars bars (PC/bar)",
+    "pitch_class_histogram": "duration-weighted pitch-class histogram, sums to 1 (PCH)",
+    "pitch_class_histogram_per_bar": "duration-weighted pitch-class histogram of each bar (PCH/bar)",
+    "pitch_class_transition_matrix": "12x12 counts of pitch-class transitions between a note "
+    "and a note starting within the threshold of its end (PCTM)",
+    "pitch_range": "highest minus lowest pitch, semitones (PR)",
+    "avg_pitch_interval": "mean absolute interval between consecutive notes, semitones (PI)",
+    "note_count": "number of notes (NC)",
+    "note_count_per_bar": "notes with an onset in each of the first num_bars bars (NC/bar)",
+    "avg_ioi": "mean time between consecutive distinct onsets, seconds (IOI)",
+    "note_length_histogram": "12-class note-length histogram, sums to 1 (NLH)",
+    "note_length_transition_matrix": "12x12 transitions between the length classes of "
+    "consecutive notes (NLTM)",
+}
+
+
+def _normalize_matrix(m: np.ndarray, how: str) -> np.ndarray:
+    if how == "none":
+        return m
+    if how == "row":
+        sums = m.sum(axis=1, keepdims=True)
+        sums[sums == 0] = 1.0
+        return m / sums
+    total = m.sum()
+    return m / total if total > 0 else m
+
+
+def pitch_class_transitions(notes: PieceNotes, threshold_s: float) -> np.ndarray:
+    """pretty_midi's ``get_pitch_class_transition_matrix``: pairs (i, j), i != j, where note j
+    starts less than ``threshold_s`` seconds from note i's end; counts by pitch class."""
+    n = len(notes)
+    if n < 2:
+        return np.zeros((12, 12))
+    order = np.argsort(notes.start_s, kind="stable")
+    starts = notes.start_s[order]
+    lo = np.searchsorted(starts, notes.end_s - threshold_s, side="right")
+    hi = np.searchsorted(starts, notes.end_s + threshold_s, side="left")
+    counts = np.maximum(hi - lo, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros((12, 12))
+    src = np.repeat(np.arange(n), counts)
+    # offsets 0..count-1 within each source's window
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    dst = order[np.repeat(lo, counts) + offsets]
+    keep = src != dst
+    pc = notes.pitch % 12
+    codes = pc[src[keep]] * 12 + pc[dst[keep]]
+    return np.bincount(codes, minlength=144).reshape(12, 12).astype(np.float64)
+
+
+def note_length_classes(duration_ticks: np.ndarray, tpq: int) -> np.ndarray:
+    """Index (0..11) of the nearest mgeval note-length class; a whole note is 4 quarters."""
+    unit = 4.0 * tpq / 96.0
+    dist = np.abs(duration_ticks[:, None].astype(np.float64) - NOTE_LENGTH_CLASSES[None, :] * unit)
+    return dist.argmin(axis=1)
+
+
+def yang_lerch_features(
+    notes: PieceNotes,
+    num_bars: int = 8,
+    transition_normalize: str = "all",
+    transition_threshold_s: float = 0.05,
+) -> dict[str, np.ndarray]:
+    """The twelve features of one piece (``notes`` already restricted to the measured
+    notes).  Undefined values (e.g. the histogram of an empty piece) are NaN."""
+    n = len(notes)
+    nan = math.nan
+    pitch, time, dur = notes.pitch, notes.time, notes.duration
+    pc = pitch % 12
+    out: dict[str, np.ndarray] = {}
+
+    out["pitch_count"] = np.float64(len(np.unique(pitch)))
+    out["note_count"] = np.float64(n)
+    out["pitch_range"] = np.float64(pitch.max() - pitch.min()) if n else np.float64(nan)
+    out["avg_pitch_interval"] = (
+        np.float64(np.abs(np.diff(pitch)).mean()) if n >= 2 else np.float64(nan)
+    )
+    onsets = np.unique(notes.start_s)
+    out["avg_ioi"] = np.float64(np.diff(onsets).mean()) if len(onsets) >= 2 else np.float64(nan)
+
+    # pitch-class histogram, weighted by duration (ticks)
+    if n:
+        hist = np.bincount(pc, weights=dur.astype(np.float64), minlength=12)
+        if hist.sum() <= 0:  # only zero-length notes: count them instead
+            hist = np.bincount(pc, minlength=12).astype(np.float64)
+        out["pitch_class_histogram"] = hist / hist.sum()
+    else:
+        out["pitch_class_histogram"] = np.full(12, nan)
+
+    out["pitch_class_transition_matrix"] = _normalize_matrix(
+        pitch_class_transitions(notes, transition_threshold_s), transition_normalize
+    )
+
+    # note lengths
+    if n:
+        cls = note_length_classes(dur, notes.tpq)
+        nlh = np.bincount(cls, minlength=12).astype(np.float64)
+        out["note_length_histogram"] = nlh / nlh.sum()
+        trans = np.bincount(cls[:-1] * 12 + cls[1:], minlength=144).reshape(12, 12).astype(np.float64)
+    else:
+        out["note_length_histogram"] = np.full(12, nan)
+        trans = np.zeros((12, 12))
+    out["note_length_transition_matrix"] = _normalize_matrix(trans, transition_normalize)
+
+    # per-bar features over the first num_bars bars (bars from the time signatures)
+    bounds = notes.bar_starts(num_bars)
+    bar = np.searchsorted(bounds, time, side="right") - 1
+    inside = (bar >= 0) & (bar < num_bars)
+    out["note_count_per_bar"] = np.bincount(bar[inside], minlength=num_bars)[:num_bars].astype(np.float64)
+    codes = np.unique(bar[inside] * 128 + pitch[inside])
+    out["pitch_count_per_bar"] = np.bincount(codes // 128, minlength=num_bars)[:num_bars].astype(np.float64)
+    if n:
+        end = (time + dur).astype(np.float64)
+        start = time.astype(np.float64)
+        overlap = np.minimum(end[:, None], bounds[None, 1:]) - np.maximum(start[:, None], bounds[None, :-1])
+        overlap = np.clip(overlap, 0.0, None)  # [n, num_bars] ticks of each note in each bar
+        onehot = np.zeros((n, 12))
+        onehot[np.arange(n), pc] = 1.0
+        bar_hist = overlap.T @ onehot
+        sums = bar_hist.sum(axis=1, keepdims=True)
+        bar_hist = np.divide(bar_hist, sums, out=np.zeros_like(bar_hist), where=sums > 0)
+    else:
+        bar_hist = np.zeros((num_bars, 12))
+    out["pitch_class_histogram_per_bar"] = bar_hist
+    return out
+
+
+class YangLerch:
+    """Yang & Lerch (2020) features per piece (mgeval definitions) for the set comparison."""
+
+    name = "yang_lerch"
+    kind = "features"
+
+    @dataclass
+    class Config:
+        num_bars: int = field(
+            default=8,
+            metadata={"help": "bars measured by the per-bar features (shorter pieces count empty bars)"},
+        )
+        track: int = field(
+            default=-1,
+            metadata={"help": "-1: all non-drum tracks together; i >= 0: only track i (mgeval reads one track)"},
+        )
+        transition_normalize: str = field(
+            default="all",
+            metadata={
+                "choices": ("none", "row", "all"),
+                "help": "transition matrices: raw counts, rows summing to 1, or the whole matrix summing to 1",
+            },
+        )
+        transition_threshold: float = field(
+            default=0.05,
+            metadata={"help": "seconds between a note's end and the next note's start (pretty_midi's time_thresh)"},
+        )
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+        if self.config.num_bars < 1:
+            raise ValueError(f"yang_lerch.num_bars must be >= 1, got {self.config.num_bars}")
+        if self.config.transition_threshold <= 0:
+            raise ValueError("yang_lerch.transition_threshold must be > 0 seconds")
+
+    @classmethod
+    def from_config(cls, config: Any, **context: Any) -> "YangLerch":
+        return cls(config)
+
+    @property
+    def feature_descriptions(self) -> dict[str, str]:
+        return dict(FEATURES)
+
+    def features(self, score: Any) -> dict[str, np.ndarray]:
+        """Feature name -> value (a float or a fixed-shape array) of one ``symusic.Score``."""
+        notes = score if isinstance(score, PieceNotes) else piece_notes(score)
+        return yang_lerch_features(
+            notes.pitched(self.config.track),
+            num_bars=self.config.num_bars,
+            transition_normalize=self.config.transition_normalize,
+            transition_threshold_s=self.config.transition_threshold,
+        )
+
+    def __repr__(self) -> str:
+        return f"YangLerch({self.config})"
+
+
+# --------------------------------------------------------------------------------------
+# The set comparison (mgeval's demo: leave-one-out intra-set and inter-set distances,
+# Gaussian KDE of each, KL divergence and overlapping area)
+# --------------------------------------------------------------------------------------
+
+#: points of the common grid on which the densities of one feature are evaluated
+KDE_GRID_POINTS = 1024
+#: densities are floored at this value (times the grid maximum) inside the KL divergence
+KL_FLOOR = 1e-10
+#: how many points of each density are stored for plots
+KDE_STORED_POINTS = 160
+
+
+def _rows(values: np.ndarray) -> np.ndarray:
+    """[n, ...] -> [n, d] (one flattened feature per row; works for n = 0)."""
+    return values.reshape(len(values), int(np.prod(values.shape[1:], dtype=np.int64)))
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distances: within ``a`` (each unordered pair once) or between ``a`` and ``b``.
+
+    Rows are pieces, columns the flattened feature.  mgeval's leave-one-out loop measures
+    every ordered pair (each distance twice); the distribution is the same.
+    """
+    from scipy.spatial.distance import cdist, pdist
+
+    a = _rows(a)
+    if b is None:
+        return pdist(a) if len(a) >= 2 else np.zeros(0)
+    b = _rows(b)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(0)
+    return cdist(a, b).ravel()
+
+
+def scott_bandwidth(x: np.ndarray) -> float:
+    """scipy.stats.gaussian_kde's default (Scott's rule) kernel standard deviation in 1-D."""
+    if len(x) < 2:
+        return 0.0
+    return float(np.std(x, ddof=1) * len(x) ** (-0.2))
+
+
+def kde_on_grid(x: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Gaussian KDE of the samples ``x`` on an evenly spaced ``grid`` (linear binning, then a
+    convolution with the sampled kernel), normalized to integrate to 1 on the grid."""
+    g = len(grid)
+    dx = grid[1] - grid[0]
+    pos = np.clip((x - grid[0]) / dx, 0.0, g - 1 - 1e-9)
+    i = np.floor(pos).astype(np.int64)
+    frac = pos - i
+    binned = np.bincount(i, weights=1.0 - frac, minlength=g) + np.bincount(
+        i + 1, weights=frac, minlength=g + 1
+    )[:g]
+    half = min(int(math.ceil(4.0 * bandwidth / dx)), g - 1)
+    offsets = np.arange(-half, half + 1) * dx
+    kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2) if bandwidth > 0 else (offsets == 0).astype(float)
+    kernel /= kernel.sum()
+    density = np.convolve(binned, kernel, mode="same")
+    total = density.sum() * dx
+    return density / total if total > 0 else density
+
+
+def _stats(x: np.ndarray) -> dict[str, float | None]:
+    if len(x) == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(x)), "std": float(np.std(x))}
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray, dx: float) -> float:
+    """KL(p || q) of two densities on the same grid (q floored at KL_FLOOR * max q)."""
+    q = np.maximum(q, KL_FLOOR * max(float(q.max()), 1e-300))
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])) * dx)
+
+
+def overlap_area(p: np.ndarray, q: np.ndarray, dx: float) -> float:
+    """Area under min(p, q): 1 for identical densities, 0 for disjoint ones."""
+    return float(np.minimum(p, q).sum() * dx)
+
+
+def _valid_rows(values: np.ndarray) -> np.ndarray:
+    flat = _rows(values)
+    return np.all(np.isfinite(flat), axis=1)
+
+
+def compare_feature(
+    generated: np.ndarray, reference: np.ndarray, grid_points: int = KDE_GRID_POINTS
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Compare one feature between two sets (rows = pieces).  Returns the table row and the
+    KDE curves (or None when there are too few pieces to estimate densities)."""
+    gen = generated[_valid_rows(generated)]
+    ref = reference[_valid_rows(reference)]
+    intra_g = pairwise_distances(gen)
+    intra_r = pairwise_distances(ref)
+    inter = pairwise_distances(gen, ref)
+    row: dict[str, Any] = {
+        "n_generated": int(len(gen)),
+        "n_reference": int(len(ref)),
+        "intra_generated": _stats(intra_g),
+        "intra_reference": _stats(intra_r),
+        "inter": _stats(inter),
+        "kl_generated": None,
+        "oa_generated": None,
+        "kl_reference": None,
+        "oa_reference": None,
+    }
+    if len(inter) == 0:
+        return row, None
+    samples = {"intra_generated": intra_g, "intra_reference": intra_r, "inter": inter}
+    present = {k: v for k, v in samples.items() if len(v)}
+    every = np.concatenate(list(present.values()))
+    lo, hi = float(every.min()), float(every.max())
+    span = hi - lo
+    floor = 1e-3 * max(span, abs(hi), 1e-9)
+    bws = {k: max(scott_bandwidth(v), floor) for k, v in present.items()}
+    pad = 4.0 * max(bws.values())
+    grid = np.linspace(lo - pad, hi + pad, grid_points)
+    dx = float(grid[1] - grid[0])
+    dens = {k: kde_on_grid(v, grid, bws[k]) for k, v in present.items()}
+    q = dens["inter"]
+    for side in ("generated", "reference"):
+        p = dens.get(f"intra_{side}")
+        if p is not None:
+            row[f"kl_{side}"] = kl_divergence(p, q, dx)
+            row[f"oa_{side}"] = overlap_area(p, q, dx)
+    step = max(1, grid_points // KDE_STORED_POINTS)
+    curves = {"x": grid[::step].tolist()}
+    for k in samples:
+        curves[k] = dens[k][::step].tolist() if k in dens else None
+    return row, curves
+
+
+def stack_features(per_piece: list[Mapping[str, Any]], names: list[str]) -> dict[str, np.ndarray]:
+    """[{feature: value}] per piece -> {feature: array [n_pieces, ...]} (missing -> NaN)."""
+    out = {}
+    for name in names:
+        values = [p.get(name) for p in per_piece]
+        shapes = [np.shape(v) for v in values if v is not None]
+        shape = shapes[0] if shapes else ()
+        rows = [
+            np.asarray(v, dtype=np.float64) if v is not None else np.full(shape, np.nan)
+            for v in values
+        ]
+        out[name] = np.stack(rows) if rows else np.zeros((0, *shape))
+    return out
+
+
+def compare_sets(
+    generated: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    grid_points: int = KDE_GRID_POINTS,
+) -> dict[str, Any]:
+    """Compare every feature present in both sets ({feature: array [n_pieces, ...]}).
+
+    Returns ``{"features": {feature: row}, "kde": {feature: curves}, "summary": {...}}`` where a
+    row has the intra-/inter-set distance statistics, ``kl_*`` (KL(intra || inter)) and
+    ``oa_*`` (overlapping area of the intra-set and inter-set densities), and the summary the
+    mean OA and KL over features.
+    """
+    rows: dict[str, Any] = {}
+    kde: dict[str, Any] = {}
+    for name in generated:
+        if name not in reference:
+            continue
+        row, curves = compare_feature(np.asarray(generated[name]), np.asarray(reference[name]), grid_points)
+        rows[name] = row
+        if curves is not None:
+            kde[name] = curves
+    summary: dict[str, Any] = {}
+    for key in ("oa_generated", "kl_generated", "oa_reference", "kl_reference"):
+        vals = [r[key] for r in rows.values() if r[key] is not None]
+        summary[f"mean_{key}"] = float(np.mean(vals)) if vals else None
+    return {"features": rows, "kde": kde, "summary": summary}
