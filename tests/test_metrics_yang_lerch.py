@@ -238,3 +238,11 @@ def test_compare_sets_summary():
     assert set(out["features"]) == {"a", "b"}
     oas = [out["features"][k]["oa_generated"] for k in ("a", "b")]
     assert out["summary"]["mean_oa_generated"] == pytest.approx(np.mean(oas))
+
+
+def test_kde_with_a_kernel_wider_than_the_grid():
+    x = np.array([0.0, 1.0, 5.0])
+    grid = np.linspace(-2, 7, 50)
+    dens = kde_on_grid(x, grid, 10.0)
+    assert dens.shape == grid.shape
+    assert dens.sum() * (grid[1] - grid[0]) == pytest.approx(1.0)

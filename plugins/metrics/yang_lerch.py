@@ -273,7 +273,7 @@ def kde_on_grid(x: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.ndarray
     offsets = np.arange(-half, half + 1) * dx
     kernel = np.exp(-0.5 * (offsets / bandwidth) ** 2) if bandwidth > 0 else (offsets == 0).astype(float)
     kernel /= kernel.sum()
-    density = np.convolve(binned, kernel, mode="same")
+    density = np.convolve(binned, kernel)[half : half + g]  # centred, same length as the grid
     total = density.sum() * dx
     return density / total if total > 0 else density
 
