@@ -124,3 +124,17 @@ def test_render_strip_handles_empty_scores(tmp_path):
     empty = symusic.Score(TPQ)
     out = render_strip([empty, StepMelody().decode(np.array([62, 0, 1, 64]))], tmp_path / "x.png", labels=["a", "b"])
     assert out.stat().st_size > 500
+
+
+def test_heldout_windows_are_bar_aligned_deduplicated_and_not_silent():
+    from musicfw.plugins.models.musicvae.tools import heldout_windows, window_batches
+
+    seq = np.zeros(80, dtype=np.int64)
+    seq[0:16] = 5  # bar 0 busy
+    seq[32:48] = 5  # bar 2 busy, bars 1, 3, 4 silent
+    w = heldout_windows([seq, seq, np.zeros(10, dtype=np.int64)], length=32, hop=16)
+    # windows start at 0, 16, 32, 48: the one at 48 (bars 3-4) is silent; 0 and 32 are equal
+    assert w.shape == (2, 32)
+    assert (w >= 2).any(axis=1).all()
+    b = window_batches(w, batch_size=1)
+    assert len(b) == 2 and b[0]["tokens"].shape == (1, 32) and bool(b[0]["mask"].all())

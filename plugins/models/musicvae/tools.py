@@ -224,3 +224,42 @@ def render_strip(
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def heldout_windows(
+    sequences: Sequence[np.ndarray],
+    length: int = 32,
+    hop: int = 16,
+    min_onset_id: int = 2,
+    dedupe: bool = True,
+) -> np.ndarray:
+    """Every bar-aligned window of ``length`` tokens (starting every ``hop`` steps) of the
+    given token sequences that holds at least one onset (an id >= ``min_onset_id``: 2 for
+    melody tokens, whose 0 and 1 are no-event and note-off; 1 for drums), deduplicated as
+    Magenta's converters do.  Returns ``[N, length]`` int64."""
+    windows = []
+    for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64)
+        if len(seq) < length:
+            continue
+        starts = np.arange(0, len(seq) - length + 1, hop)
+        idx = starts[:, None] + np.arange(length)[None, :]
+        w = seq[idx]
+        windows.append(w[(w >= min_onset_id).any(axis=1)])
+    if not windows:
+        return np.zeros((0, length), dtype=np.int64)
+    out = np.concatenate(windows)
+    if dedupe and len(out):
+        out = np.unique(out, axis=0)
+    return out
+
+
+def window_batches(windows: np.ndarray, batch_size: int = 256) -> list[dict]:
+    """``{"tokens", "mask"}`` batches of full-length windows (for :func:`evaluate_vae`)."""
+    import torch
+
+    batches = []
+    for i in range(0, len(windows), batch_size):
+        tokens = torch.as_tensor(windows[i : i + batch_size], dtype=torch.long)
+        batches.append({"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool)})
+    return batches
