@@ -1,0 +1,566 @@
+"""The one generation loop, for every model: ``init_state`` then ``step`` per token, batched.
+
+>>> chain = build_sampler_chain([{"name": "temperature", "temperature": 0.9}, {"name": "top_p", "p": 0.9}])
+>>> result = generate(model, tokenizer, chain, n=8, max_tokens=512, seed=0)   # doctest: +SKIP
+>>> paths = write_samples(result, "runs/demo/samples")                          # doctest: +SKIP
+
+Each step costs the same whatever the position (the model keeps its recurrent state; nothing
+is recomputed over the prefix).  Sequences stop at ``max_tokens`` new tokens, at an end token
+(a tokenizer's ``end_id`` attribute, or ``end_token=``), or after ``max_bars`` bars /
+``max_seconds`` seconds of new music.  With a ``prompt`` (a MIDI path or a Score) the prompt is
+encoded, fed through the model, and continued; the returned tokens and scores hold the prompt
+followed by its continuation, and the limits count the continuation only.
+
+With ``constraints=True`` (the default) a grammar from :mod:`musicfw.core.constraints` masks
+the ids that cannot follow (REMI and MIDI-like), so that every sequence decodes with no
+dropped token; ``stats["invalid_rate"]`` measures it either way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+
+
+# --------------------------------------------------------------------------------------
+# samplers from config
+# --------------------------------------------------------------------------------------
+
+
+def build_sampler_chain(section: Any, registries: Any = None) -> Any:
+    """A sampler from ``config.sampler``: one section ``{name, params}`` (or a bare name),
+    or a list of sections applied in order (a :class:`~musicfw.core.sampler.SamplerChain`).
+
+    Sections are validated against each sampler's Config; mistakes are ConfigError /
+    PluginError naming ``sampler`` or ``sampler[i]``.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from .api import get_registries
+    from .config import validate_plugin_section
+    from .sampler import SamplerChain
+
+    registries = registries if registries is not None else get_registries()
+    if section is None:
+        from .config import DEFAULT_SAMPLER
+
+        section = dict(DEFAULT_SAMPLER)
+    if isinstance(section, (list, tuple, ListConfig)):
+        items = list(section)
+        if not items:
+            raise ConfigError("sampler: an empty list; give at least one sampler (e.g. {name: top_p}).")
+        samplers = [_build_one(item, registries, f"sampler[{i}]") for i, item in enumerate(items)]
+        return samplers[0] if len(samplers) == 1 else SamplerChain(samplers)
+    return _build_one(section, registries, "sampler")
+
+
+def _build_one(item: Any, registries: Any, key: str) -> Any:
+    from omegaconf import DictConfig, OmegaConf
+
+    from .config import validate_plugin_section
+
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, DictConfig):
+        item = OmegaConf.create(dict(item))
+    section = validate_plugin_section(item, "samplers", registries, key)
+    plugin_cls = registries["samplers"].get(section.name)
+    values = OmegaConf.to_container(section, resolve=True)
+    assert isinstance(values, dict)
+    values.pop("name")
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin_cls.Config), values))
+    try:
+        return plugin_cls.from_config(config)
+    except ValueError as exc:  # a value the Config's types allow but the sampler refuses
+        raise ConfigError(f"Invalid config: {key}: {exc}.") from None
+
+
+# --------------------------------------------------------------------------------------
+# clocks: how much music a sequence holds, to stop at max_bars / max_seconds
+# --------------------------------------------------------------------------------------
+
+
+class _Clock:
+    """Bars and seconds of new music per row; ``bars``/``seconds`` are float arrays [B]."""
+
+    has_bars = True
+    #: bars are opened by tokens (REMI's Bar): stop *before* the one too many; otherwise
+    #: stop once ``max_bars`` bars are full
+    bar_tokens = False
+
+    def __init__(self, batch_size: int):
+        self.B = batch_size
+
+    def update(self, x: np.ndarray) -> None:
+        raise TypeError
+
+    def would_open_bar(self, x: np.ndarray) -> np.ndarray:
+        """Rows where token x starts a new bar (stop *before* it when the limit is reached)."""
+        return np.zeros(self.B, dtype=bool)
+
+    def mark(self) -> None:
+        """The prompt ends here: limits count from this point."""
+        self.bar0, self.sec0 = self.bars.copy(), self.seconds.copy()
+
+    def new_bars(self) -> np.ndarray:
+        return self.bars - self.bar0
+
+    def new_seconds(self) -> np.ndarray:
+        return self.seconds - self.sec0
+
+
+class _FrameClock(_Clock):
+    """One token = one step of a fixed grid (pianoroll, melody, drums)."""
+
+    def __init__(self, batch_size: int, steps_per_bar: int, seconds_per_step: float):
+        super().__init__(batch_size)
+        self.steps_per_bar, self.sps = steps_per_bar, seconds_per_step
+        self.steps = np.zeros(batch_size, dtype=np.int64)
+        self.bars = np.zeros(batch_size)
+        self.seconds = np.zeros(batch_size)
+        self.mark()
+
+    def update(self, x: np.ndarray) -> None:
+        self.steps += 1
+        self.bars = self.steps / self.steps_per_bar
+        self.seconds = self.steps * self.sps
+
+
+class _REMIClock(_Clock):
+    """Bars are Bar tokens; seconds follow Position/Bar tokens through the Tempo tokens."""
+
+    bar_tokens = True
+
+    def __init__(self, batch_size: int, tokenizer: Any):
+        super().__init__(batch_size)
+        self.codes = np.asarray(tokenizer.token_types)
+        self.is_bar = self.codes == "Bar"
+        self.is_pos = self.codes == "Position"
+        self.is_tempo = self.codes == "Tempo"
+        self.is_ts = self.codes == "TimeSig"
+        self.values = np.asarray(tokenizer.token_values, dtype=np.int64)
+        self.res = int(getattr(tokenizer.config, "beat_resolution", 4))
+        self.bar_len = np.full(batch_size, 4 * self.res, dtype=np.int64)
+        self.bar_start = np.zeros(batch_size, dtype=np.int64)
+        self.t = np.zeros(batch_size, dtype=np.int64)  # absolute position
+        self.qpm = np.full(batch_size, 120.0)
+        self.bars = np.zeros(batch_size)
+        self.seconds = np.zeros(batch_size)
+        self.mark()
+
+    def would_open_bar(self, x: np.ndarray) -> np.ndarray:
+        return self.is_bar[x]
+
+    def update(self, x: np.ndarray) -> None:
+        bar, pos, tempo, ts = self.is_bar[x], self.is_pos[x], self.is_tempo[x], self.is_ts[x]
+        val = self.values[x]
+        started = self.bars > 0
+        new_t = self.t.copy()
+        # a Bar closes the current bar (the first Bar opens bar 1 at 0)
+        self.bar_start = np.where(bar & started, self.bar_start + self.bar_len, self.bar_start)
+        new_t[bar] = self.bar_start[bar]
+        self.bars = self.bars + bar
+        new_t[pos] = self.bar_start[pos] + val[pos]
+        self.seconds = self.seconds + np.maximum(new_t - self.t, 0) * 60.0 / (self.qpm * self.res)
+        self.t = new_t
+        self.qpm = np.where(tempo, np.maximum(val, 1), self.qpm)
+        self.bar_len = np.where(ts, val, self.bar_len)
+
+
+class _ShiftClock(_Clock):
+    """MIDI-like: seconds are the TimeShift tokens; there are no bars."""
+
+    has_bars = False
+
+    def __init__(self, batch_size: int, tokenizer: Any):
+        super().__init__(batch_size)
+        sps = float(tokenizer.config.steps_per_second)
+        types = np.asarray(tokenizer.token_types)
+        self.shift = np.where(types == "TimeShift", np.asarray(tokenizer.token_values), 0) / sps
+        self.bars = np.zeros(batch_size)
+        self.seconds = np.zeros(batch_size)
+        self.mark()
+
+    def update(self, x: np.ndarray) -> None:
+        self.seconds = self.seconds + self.shift[x]
+
+
+class _DecodeClock(_Clock):
+    """Any other tokenizer: decode the sequences so far every ``every`` tokens (4/4 bars)."""
+
+    def __init__(self, batch_size: int, tokenizer: Any, every: int = 16):
+        super().__init__(batch_size)
+        self.tokenizer, self.every = tokenizer, every
+        self.history: list[np.ndarray] = []
+        self.bars = np.zeros(batch_size)
+        self.seconds = np.zeros(batch_size)
+        self.mark()
+
+    def update(self, x: np.ndarray) -> None:
+        self.history.append(np.asarray(x).copy())
+        if len(self.history) % self.every:
+            return
+        seqs = np.stack(self.history, axis=1)
+        for b in range(self.B):
+            score = self.tokenizer.decode(seqs[b])
+            end = score.end()
+            self.bars[b] = end / (4 * score.ticks_per_quarter) if end else 0.0
+            self.seconds[b] = score.to("second").end() if end else 0.0
+
+
+def _clock_for(tokenizer: Any, batch_size: int) -> _Clock:
+    types = getattr(tokenizer, "token_types", None)
+    present = set(map(str, np.unique(np.asarray(types)))) if types is not None else set()
+    if {"Bar", "Position"} <= present:
+        return _REMIClock(batch_size, tokenizer)
+    if "TimeShift" in present and hasattr(getattr(tokenizer, "config", None), "steps_per_second"):
+        return _ShiftClock(batch_size, tokenizer)
+    spq = getattr(getattr(tokenizer, "config", None), "steps_per_quarter", None)
+    steps_per_bar = getattr(tokenizer, "steps_per_bar", None)
+    if spq and (steps_per_bar or tokenizer.kind == "multihot"):
+        qpm = _decoded_qpm(tokenizer)
+        return _FrameClock(batch_size, int(steps_per_bar or 4 * spq), 60.0 / (qpm * spq))
+    return _DecodeClock(batch_size, tokenizer)
+
+
+def _decoded_qpm(tokenizer: Any) -> float:
+    """The tempo decode writes (read from the decoding of an empty sequence), default 120."""
+    empty = np.zeros((0, tokenizer.vocab_size) if tokenizer.kind == "multihot" else 0, dtype=np.int64)
+    try:
+        tempos = tokenizer.decode(empty).tempos
+        return float(tempos[0].qpm) if len(tempos) else 120.0
+    except Exception:
+        return 120.0
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate` made: token arrays (prompt included), decoded Scores, numbers."""
+
+    tokens: list[np.ndarray]
+    scores: list[Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: why each sequence stopped: "max_tokens", "end_token", "max_bars", "max_seconds"
+    stop_reasons: list[str] = field(default_factory=list)
+    prompt_length: int = 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _load_prompt(prompt: Any, tokenizer: Any) -> np.ndarray:
+    import symusic
+
+    if isinstance(prompt, (str, Path)):
+        path = Path(prompt)
+        if not path.is_file():
+            raise DataError(f"Prompt file not found: {path}")
+        try:
+            score = symusic.Score(str(path))
+        except Exception as exc:
+            raise DataError(f"Cannot read the prompt {path} as MIDI: {exc}") from None
+        where = str(path)
+    else:
+        score, where = prompt, "the prompt score"
+    tokens = np.asarray(tokenizer.encode(score))
+    if len(tokens) == 0:
+        raise DataError(
+            f"{where} encodes to no tokens with the {tokenizer.name!r} tokenizer "
+            "(no notes in its pitch range?); nothing to continue."
+        )
+    return tokens
+
+
+def _model_device(model: Any) -> Any:
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _as_input(x: Any, kind: str) -> Any:
+    return x.float() if kind == "multihot" else x.long()
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    sampler: Any,
+    *,
+    n: int = 8,
+    batch_size: int = 8,
+    max_tokens: int = 512,
+    max_bars: int | None = None,
+    max_seconds: float | None = None,
+    prompt: Any = None,
+    constraints: bool = True,
+    seed: int = 0,
+    device: Any = None,
+    end_token: int | None = None,
+    progress: Any = None,
+) -> GenerationResult:
+    """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
+
+    ``sampler``: a Sampler (or SamplerChain, see :func:`build_sampler_chain`).
+    ``max_tokens`` new tokens at most per sequence; ``max_bars`` / ``max_seconds`` stop a
+    sequence once it holds that much new music (a REMI sequence stops before the Bar token
+    that would open one bar too many).  ``end_token`` (default: the tokenizer's ``end_id``,
+    if it has one) ends a sequence and is not kept.  ``prompt``: a MIDI path or a Score to
+    continue.  ``constraints``: mask ids the tokenizer's grammar forbids (REMI, MIDI-like).
+    ``seed`` makes the draw reproducible; ``device`` moves the model (default: where it is).
+    ``progress``: optional callable ``progress(done, total)`` after each batch.
+    """
+    import torch
+
+    kind = getattr(tokenizer, "kind", "categorical")
+    if n < 1 or batch_size < 1 or max_tokens < 1:
+        raise ConfigError(
+            f"generate needs n >= 1, batch_size >= 1 and max_tokens >= 1 (got {n}, {batch_size}, {max_tokens})."
+        )
+    if max_bars is not None and max_bars <= 0:
+        raise ConfigError(f"generate.max_bars must be > 0, got {max_bars}.")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"generate.max_seconds must be > 0, got {max_seconds}.")
+    kinds = getattr(sampler, "token_kinds", ("categorical",))
+    if kind not in kinds:
+        raise ConfigError(
+            f"The sampler {sampler!r} cannot draw {kind} tokens (tokenizer {tokenizer.name!r}); "
+            + ("use bernoulli or greedy for piano-roll frames." if kind == "multihot" else "use greedy, temperature, top_k or top_p.")
+        )
+    model_kind = getattr(model, "token_kind", kind)
+    if model_kind != kind:
+        raise ConfigError(f"The model predicts {model_kind} tokens but the tokenizer {tokenizer.name!r} makes {kind} ones.")
+    if end_token is None:
+        end_token = getattr(tokenizer, "end_id", None)
+    if max_bars is not None and not _clock_for(tokenizer, 1).has_bars:
+        raise ConfigError(
+            f"generate.max_bars: the {tokenizer.name!r} tokenizer has no bars (it counts time in "
+            "seconds); use generate.max_seconds instead."
+        )
+    prompt_tokens = _load_prompt(prompt, tokenizer) if prompt is not None else None
+
+    if device is not None:
+        model.to(device)
+    device = _model_device(model) if hasattr(model, "parameters") else torch.device(device or "cpu")
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+
+    tokens: list[np.ndarray] = []
+    reasons: list[str] = []
+    n_new = 0
+    constrained = False
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            done_n = 0
+            while done_n < n:
+                B = min(batch_size, n - done_n)
+                seqs, why, used_grammar = _generate_batch(
+                    model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
+                    prompt_tokens, constraints, end_token, generator, device,
+                )
+                constrained = constrained or used_grammar
+                for s, r in zip(seqs, why):
+                    n_new += len(s) - (0 if prompt_tokens is None else len(prompt_tokens))
+                    tokens.append(s)
+                    reasons.append(r)
+                done_n += B
+                if progress is not None:
+                    progress(done_n, n)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    elapsed = time.perf_counter() - t0
+
+    scores = [tokenizer.decode(s) for s in tokens]
+    stats: dict[str, Any] = {
+        "samples": len(tokens),
+        "tokens_generated": int(n_new),
+        "prompt_tokens": 0 if prompt_tokens is None else int(len(prompt_tokens)),
+        "mean_length": float(np.mean([len(s) for s in tokens])),
+        "seconds": float(elapsed),
+        "tokens_per_second": float(n_new / elapsed) if elapsed > 0 else float("inf"),
+        "constrained": bool(constrained),
+        "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+        "notes": int(sum(sum(len(t.notes) for t in sc.tracks) for sc in scores)),
+    }
+    if hasattr(tokenizer, "count_invalid"):
+        invalid = int(sum(tokenizer.count_invalid(s) for s in tokens))
+        total = int(sum(len(s) for s in tokens))
+        stats["invalid_tokens"] = invalid
+        stats["invalid_rate"] = invalid / total if total else 0.0
+    return GenerationResult(
+        tokens=tokens,
+        scores=scores,
+        stats=stats,
+        stop_reasons=reasons,
+        prompt_length=0 if prompt_tokens is None else int(len(prompt_tokens)),
+    )
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    sampler: Any,
+    kind: str,
+    B: int,
+    max_tokens: int,
+    max_bars: int | None,
+    max_seconds: float | None,
+    prompt_tokens: np.ndarray | None,
+    constraints: bool,
+    end_token: int | None,
+    generator: Any,
+    device: Any,
+) -> tuple[list[np.ndarray], list[str], bool]:
+    import torch
+
+    from .constraints import grammar_for
+
+    grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
+    clock = _clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
+
+    state = model.init_state(B, device=device)
+    logits, state = model.step(None, state)
+    if prompt_tokens is not None:
+        for tok in prompt_tokens:
+            row = np.broadcast_to(tok, (B,) + np.shape(tok))
+            if grammar is not None:
+                grammar.update(row)
+            if clock is not None:
+                clock.update(row)
+            x = _as_input(torch.as_tensor(np.ascontiguousarray(row), device=device), kind)
+            logits, state = model.step(x, state)
+        if clock is not None:
+            clock.mark()
+
+    if kind == "multihot":
+        out = np.zeros((B, max_tokens, int(logits.shape[-1])), dtype=np.uint8)
+    else:
+        out = np.zeros((B, max_tokens), dtype=np.int64)
+    length = np.zeros(B, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)
+    why = np.array(["max_tokens"] * B, dtype=object)
+    neg_inf = float("-inf")
+    for t in range(max_tokens):
+        if grammar is not None:
+            allowed = grammar.mask(max_tokens - t)
+            empty = ~allowed.any(axis=1)
+            if empty.any():  # no budget left to finish a structure: fall back to the bare grammar
+                allowed[empty] = grammar.mask(None)[empty]
+            logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), neg_inf)
+        x = sampler(logits, generator, kind)
+        x_np = x.detach().cpu().numpy()
+        if kind == "multihot":
+            x_np = (x_np > 0.5).astype(np.uint8)
+        else:
+            x_np = x_np.astype(np.int64)
+        live = ~done
+        stop_before = np.zeros(B, dtype=bool)
+        if end_token is not None and kind == "categorical":
+            hit = live & (x_np == end_token)
+            why[hit] = "end_token"
+            stop_before |= hit
+        if clock is not None and max_bars is not None:
+            over = live & ~stop_before & clock.would_open_bar(x_np) & (clock.new_bars() >= max_bars)
+            why[over] = "max_bars"
+            stop_before |= over
+        done |= stop_before
+        keep = ~done
+        out[keep, t] = x_np[keep]
+        length[keep] += 1
+        if grammar is not None:
+            grammar.update(x_np)
+        if clock is not None:
+            clock.update(x_np)
+            if max_bars is not None and not clock.bar_tokens:
+                full = keep & ~done & (clock.new_bars() >= max_bars)
+                why[full] = "max_bars"
+                done |= full
+            if max_seconds is not None:
+                late = keep & ~done & (clock.new_seconds() >= max_seconds)
+                why[late] = "max_seconds"
+                done |= late
+        if done.all():
+            break
+        logits, state = model.step(_as_input(x, kind), state)
+
+    prefix = prompt_tokens if prompt_tokens is not None else None
+    seqs = []
+    for b in range(B):
+        s = out[b, : length[b]]
+        if prefix is not None:
+            s = np.concatenate([np.asarray(prefix, dtype=s.dtype), s], axis=0)
+        seqs.append(s.copy())
+    return seqs, [str(w) for w in why], grammar is not None
+
+
+# --------------------------------------------------------------------------------------
+# writing samples
+# --------------------------------------------------------------------------------------
+
+
+def _first_free_index(out_dir: Path, stem: str) -> int:
+    taken = []
+    for p in out_dir.glob(f"{stem}_*.*"):
+        tail = p.stem[len(stem) + 1 :]
+        if tail.isdigit():
+            taken.append(int(tail))
+    return max(taken) + 1 if taken else 0
+
+
+def write_samples(
+    result: GenerationResult | Sequence[Any],
+    out_dir: str | Path,
+    *,
+    render_audio: bool = True,
+    soundfont: str | Path | None = None,
+    stem: str = "sample",
+    piano_roll: bool = True,
+) -> list[Path]:
+    """Write ``<stem>_000.mid`` (+ ``.png`` piano roll, + ``.wav`` when a General MIDI
+    soundfont is found) per sample into ``out_dir``; returns the paths written.
+
+    Existing samples are never overwritten: numbering continues after the highest index
+    already in the folder.  ``result`` may also be a list of Scores.
+    """
+    from .render import AudioRenderer, piano_roll_png
+
+    scores = result.scores if isinstance(result, GenerationResult) else list(result)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = _first_free_index(out, stem)
+    width = max(3, len(str(start + len(scores) - 1)))
+    renderer = AudioRenderer(soundfont) if render_audio else None
+    written: list[Path] = []
+    for i, score in enumerate(scores):
+        base = out / f"{stem}_{start + i:0{width}d}"
+        mid = base.with_suffix(".mid")
+        score.dump_midi(str(mid))
+        written.append(mid)
+        if piano_roll:
+            written.append(piano_roll_png(score, base.with_suffix(".png"), title=mid.name))
+        if renderer is not None:
+            wav = renderer.render(score, base.with_suffix(".wav"))
+            if wav is not None:
+                written.append(wav)
+    return written
+

@@ -1,0 +1,227 @@
+"""Rendering generated music: piano-roll PNGs (matplotlib) and WAV audio (a General MIDI
+soundfont through symusic's synthesizer).
+
+Soundfonts are looked up in this order: the ``soundfont`` argument (a config's
+``generate.soundfont``), the ``MUSICFW_SOUNDFONT`` environment variable, then the usual
+Debian/Ubuntu paths (``timgm6mb-soundfont``, ``fluid-soundfont-gm``, the ``default-GM.sf2``
+alternative).  When no soundfont is found, or the synthesizer cannot run, this is said once
+per process and no WAV is written; everything else still is.
+
+matplotlib and symusic are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+
+SOUNDFONT_ENV = "MUSICFW_SOUNDFONT"
+SOUNDFONT_PATHS = (
+    "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/sounds/sf3/default-GM.sf3",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+)
+
+_said: set[str] = set()
+
+
+def say_once(message: str, stream: Any = None) -> bool:
+    """Print ``message`` on stderr the first time it is said in this process."""
+    if message in _said:
+        return False
+    _said.add(message)
+    print(f"musicfw: {message}", file=stream or sys.stderr, flush=True)
+    return True
+
+
+def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
+    """The soundfont to use: the given path (which must exist), ``$MUSICFW_SOUNDFONT``, or
+    the first of :data:`SOUNDFONT_PATHS` that exists; None when there is none."""
+    if soundfont:
+        path = Path(soundfont).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"generate.soundfont: no soundfont file at {path} (give an .sf2/.sf3 file, or leave it "
+                f"empty to use {SOUNDFONT_PATHS[0]} and the other usual paths)."
+            )
+        return path
+    env = os.environ.get(SOUNDFONT_ENV, "").strip()
+    if env:
+        path = Path(env).expanduser()
+        if path.is_file():
+            return path
+        say_once(f"${SOUNDFONT_ENV}={env} is not a file; looking in the usual places.")
+    for candidate in SOUNDFONT_PATHS:
+        path = Path(candidate)
+        if path.is_file():
+            return path.resolve()
+    return None
+
+
+class AudioRenderer:
+    """Renders Scores to WAV files with one soundfont (loaded once).
+
+    ``render(score, path)`` returns the path written, or None when audio is unavailable
+    (said once: no soundfont found, or the synthesizer failed).  It tries symusic's
+    Synthesizer first and the ``fluidsynth`` program (when installed) second.
+    """
+
+    def __init__(self, soundfont: str | Path | None = None, sample_rate: int = 22050):
+        self.sample_rate = int(sample_rate)
+        self.soundfont = find_soundfont(soundfont)
+        self._synth: Any = None
+        self._symusic_failed: str | None = None
+        if self.soundfont is None:
+            say_once(
+                "no General MIDI soundfont found (looked in $"
+                f"{SOUNDFONT_ENV} and {', '.join(SOUNDFONT_PATHS[:2])}, ...); writing samples without "
+                ".wav audio. Install one (apt-get install timgm6mb-soundfont) or set generate.soundfont."
+            )
+
+    @property
+    def available(self) -> bool:
+        return self.soundfont is not None
+
+    def render(self, score: Any, path: str | Path) -> Path | None:
+        if self.soundfont is None:
+            return None
+        path = Path(path)
+        if self._symusic_failed is None:
+            try:
+                self._render_symusic(score, path)
+                return path
+            except Exception as exc:  # the synthesizer is optional; the rest must still be written
+                self._symusic_failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        fluidsynth = shutil.which("fluidsynth")
+        if fluidsynth is not None:
+            if self._render_fluidsynth(fluidsynth, score, path):
+                return path
+            say_once(f"fluidsynth could not render {path.name}; no .wav written.")
+            return None
+        say_once(
+            f"symusic's synthesizer failed here ({self._symusic_failed}) and the fluidsynth program "
+            "is not installed; writing samples without .wav audio."
+        )
+        return None
+
+    def _render_symusic(self, score: Any, path: Path) -> None:
+        import symusic
+
+        if self._synth is None:
+            self._synth = symusic.Synthesizer(str(self.soundfont), self.sample_rate, 0)
+        audio = np.asarray(self._synth.render(score, True), dtype=np.float32)
+        symusic.dump_wav(str(path), np.asfortranarray(audio), self.sample_rate, True)
+
+    def _render_fluidsynth(self, exe: str, score: Any, path: Path) -> bool:
+        mid = path.with_suffix(".render.mid")
+        score.dump_midi(str(mid))
+        try:
+            proc = subprocess.run(
+                [exe, "-ni", "-q", "-F", str(path), "-r", str(self.sample_rate), str(self.soundfont), str(mid)],
+                capture_output=True,
+                timeout=600,
+            )
+            return proc.returncode == 0 and path.is_file()
+        finally:
+            mid.unlink(missing_ok=True)
+
+
+def render_wav(score: Any, path: str | Path, soundfont: str | Path | None = None) -> Path | None:
+    """One Score to one WAV file (None when no audio could be made; said once)."""
+    return AudioRenderer(soundfont).render(score, path)
+
+
+# --------------------------------------------------------------------------------------
+# piano rolls
+# --------------------------------------------------------------------------------------
+
+
+def piano_roll_array(score: Any, steps_per_quarter: int = 4, max_steps: int = 4096) -> tuple[np.ndarray, int, int]:
+    """``(roll, lowest pitch, steps per quarter used)``: roll ``[pitches, steps]`` holds
+    1 + the track index of the note sounding there (0 = silence), built without a per-note loop.
+    Long pieces use a coarser grid so that the roll has at most ``max_steps`` columns."""
+    tpq = int(score.ticks_per_quarter)
+    starts, ends, pitches, tracks = [], [], [], []
+    for i, track in enumerate(score.tracks):
+        arr = track.notes.numpy()
+        if len(arr["pitch"]) == 0:
+            continue
+        starts.append(arr["time"].astype(np.int64))
+        ends.append(arr["time"].astype(np.int64) + np.maximum(arr["duration"].astype(np.int64), 1))
+        pitches.append(arr["pitch"].astype(np.int64) & 0x7F)
+        tracks.append(np.full(len(arr["pitch"]), i + 1, dtype=np.int64))
+    if not pitches:
+        return np.zeros((1, 1), dtype=np.int64), 60, steps_per_quarter
+    start, end = np.concatenate(starts), np.concatenate(ends)
+    pitch, track = np.concatenate(pitches), np.concatenate(tracks)
+    spq = steps_per_quarter
+    total_quarters = float(end.max()) / tpq
+    while spq > 1 and total_quarters * spq > max_steps:
+        spq //= 2
+    s = np.floor(start * spq / tpq).astype(np.int64)
+    e = np.maximum(np.ceil(end * spq / tpq).astype(np.int64), s + 1)
+    T = int(e.max())
+    if T > max_steps:  # still too long at one step per quarter: scale
+        scale = max_steps / T
+        s = np.floor(s * scale).astype(np.int64)
+        e = np.maximum(np.ceil(e * scale).astype(np.int64), s + 1)
+        T = int(e.max())
+    lo, hi = int(pitch.min()), int(pitch.max())
+    P = hi - lo + 1
+    roll = np.zeros((P, T + 1), dtype=np.int64)
+    # later tracks paint over earlier ones: one pass per track, vectorized inside
+    for tr in np.unique(track):
+        m = track == tr
+        diff = np.zeros((P, T + 1), dtype=np.int64)
+        np.add.at(diff, (pitch[m] - lo, s[m]), 1)
+        np.add.at(diff, (pitch[m] - lo, e[m]), -1)
+        on = np.cumsum(diff, axis=1) > 0
+        roll[on] = tr
+    return roll[:, :T], lo, spq
+
+
+def piano_roll_png(score: Any, path: str | Path, title: str | None = None, dpi: int = 100) -> Path:
+    """Draw a Score as a piano roll (time in bars of 4 quarters, pitch upwards) into a PNG."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    roll, lo, spq = piano_roll_array(score)
+    P, T = roll.shape
+    n_tracks = max(int(roll.max()), 1)
+    base = colormaps["tab10"]
+    colors = [(1, 1, 1, 1)] + [base(i % 10) for i in range(n_tracks)]
+    width = min(max(6.0, T / 60.0), 20.0)
+    fig = Figure(figsize=(width, 3.5), dpi=dpi)  # no pyplot: no global state, any backend
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.imshow(
+        roll,
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        cmap=ListedColormap(colors),
+        vmin=0,
+        vmax=n_tracks,
+        extent=(0, T / (4 * spq), lo - 0.5, lo + P - 0.5),
+    )
+    ax.set_xlabel("bar (4 quarters)")
+    ax.set_ylabel("MIDI pitch")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
