@@ -246,3 +246,20 @@ def test_kde_with_a_kernel_wider_than_the_grid():
     dens = kde_on_grid(x, grid, 10.0)
     assert dens.shape == grid.shape
     assert dens.sum() * (grid[1] - grid[0]) == pytest.approx(1.0)
+
+
+def test_densities_match_scipy_on_mgevals_leave_one_out_distances():
+    from scipy.stats import gaussian_kde
+
+    rng = np.random.default_rng(3)
+    gen, ref = rng.normal(0, 1, (25, 12)), rng.normal(0.3, 1, (30, 12))
+    # mgeval's demo: for each generated piece, distances to every other one (each pair twice)
+    intra = [np.linalg.norm(gen[i] - gen[j]) for i in range(25) for j in range(25) if i != j]
+    inter = [np.linalg.norm(gen[i] - ref[j]) for i in range(25) for j in range(30)]
+    row, curves = compare_feature(gen, ref)
+    x = np.asarray(curves["x"])
+    for ours, samples in ((curves["intra_generated"], intra), (curves["inter"], inter)):
+        exact = gaussian_kde(samples)(x)
+        assert np.max(np.abs(np.asarray(ours) - exact)) < 3e-3 * exact.max()
+    assert row["intra_generated"]["mean"] == pytest.approx(np.mean(intra))
+    assert row["inter"]["mean"] == pytest.approx(np.mean(inter))

@@ -251,11 +251,14 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray
     return cdist(a, b).ravel()
 
 
-def scott_bandwidth(x: np.ndarray) -> float:
-    """scipy.stats.gaussian_kde's default (Scott's rule) kernel standard deviation in 1-D."""
-    if len(x) < 2:
+def scott_bandwidth(x: np.ndarray, repeats: int = 1) -> float:
+    """scipy.stats.gaussian_kde's default (Scott's rule) kernel standard deviation in 1-D,
+    for the samples ``x`` each taken ``repeats`` times (without building the copy)."""
+    n = len(x) * repeats
+    if n < 2:
         return 0.0
-    return float(np.std(x, ddof=1) * len(x) ** (-0.2))
+    var = repeats * float(np.sum((x - x.mean()) ** 2)) / (n - 1)
+    return float(math.sqrt(var) * n ** (-0.2))
 
 
 def kde_on_grid(x: np.ndarray, grid: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -330,7 +333,9 @@ def compare_feature(
     lo, hi = float(every.min()), float(every.max())
     span = hi - lo
     floor = 1e-3 * max(span, abs(hi), 1e-9)
-    bws = {k: max(scott_bandwidth(v), floor) for k, v in present.items()}
+    # intra-set distances are stored once per pair; mgeval's leave-one-out loop has every
+    # pair twice, which changes Scott's rule (n counts the copies): repeats=2 matches it
+    bws = {k: max(scott_bandwidth(v, 1 if k == "inter" else 2), floor) for k, v in present.items()}
     pad = 4.0 * max(bws.values())
     grid = np.linspace(lo - pad, hi + pad, grid_points)
     dx = float(grid[1] - grid[0])
