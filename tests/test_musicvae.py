@@ -349,3 +349,21 @@ def test_sample_is_reproducible_and_in_range():
     assert int(a.min()) >= 0 and int(a.max()) < V
     greedy = m.decode(torch.zeros(2, 8), length=5, temperature=0)
     assert torch.equal(greedy[0], greedy[1])
+
+
+def test_long_sequences_are_scored_as_segments():
+    from musicfw.plugins.models.musicvae.model import segments
+
+    m = small(sampling_schedule="constant", sampling_rate=0.0)  # max_seq_len 12
+    m.eval()
+    long = batch(b=2, t=30, seed=4)
+    long["mask"][1, 20:] = False
+    toks, mask = segments(long["tokens"], long["mask"], 12)
+    # 2 x 3 segments, minus row 1's last one (positions 24..29 all unscored)
+    assert toks.shape == (5, 12) and int(mask.sum()) == 30 + 20
+    torch.manual_seed(0)
+    whole = m.loss(long)
+    torch.manual_seed(0)
+    parts = m.loss({"tokens": toks, "mask": mask})
+    assert int(whole["n_targets"]) == 50
+    torch.testing.assert_close(whole["nll_sum"], parts["nll_sum"])

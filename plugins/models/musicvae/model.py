@@ -271,6 +271,23 @@ def slerp(p0: torch.Tensor, p1: torch.Tensor, t: float) -> torch.Tensor:
     return out.to(p0.dtype)
 
 
+def segments(tokens: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut ``[B, T]`` sequences longer than ``length`` into consecutive segments
+    ``[N, length]`` (the last one padded, mask False), dropping segments with no scored
+    position.  Sequences of at most ``length`` tokens are returned as they are."""
+    b, t = tokens.shape
+    if t <= length:
+        return tokens, mask
+    n = -(-t // length)
+    pad = n * length - t
+    if pad:
+        tokens = torch.cat([tokens, tokens.new_zeros(b, pad)], dim=1)
+        mask = torch.cat([mask, mask.new_zeros(b, pad)], dim=1)
+    tokens, mask = tokens.reshape(b * n, length), mask.reshape(b * n, length)
+    keep = mask.any(dim=1)
+    return tokens[keep], mask[keep]
+
+
 def _lengths(mask: torch.Tensor) -> torch.Tensor:
     """Sequence lengths from a mask: last True position + 1 (at least 1)."""
     t = mask.shape[1]
@@ -384,9 +401,16 @@ class MusicVAEModel(nn.Module):
 
     # -- the musicfw protocol -----------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The MusicVAE objective of a batch; see the module docstring.
+
+        A MusicVAE models ``max_seq_len``-step segments: longer sequences (whole held-out
+        pieces in validation) are scored as consecutive segments, each encoded on its own
+        (Magenta evaluates on the same slices it trains on).
+        """
         tokens = batch["tokens"].long()
         mask = batch.get("mask")
         mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.bool()
+        tokens, mask = segments(tokens, mask, int(self.config.max_seq_len))
         b, t = tokens.shape
         mu, sigma = self.encode(tokens, mask)
         z = mu + sigma * torch.randn_like(mu)
@@ -553,7 +577,8 @@ def evaluate_vae(
     z is drawn from the posterior q(z|x) (as Magenta's eval does).  *Teacher-forced*: the
     decoder reads the true previous token.  *Sampled*: the decoder reads its own samples
     (softmax at ``temperature``, 1 as in Magenta's eval with sampling probability 1) at
-    every step, bars included; *greedy*: it reads its own argmax.  Accuracy is the argmax
+    every step, bars included; *greedy*: it reads its own argmax.  Batches may hold whole
+    pieces: sequences longer than ``max_seq_len`` are cut into segments as in ``loss``.  Accuracy is the argmax
     prediction against the true token over scored (mask) positions; for melody and drum
     tokens one position is one 16th-note step.  ``elbo`` is per sequence in nats
     (``-(recon_nll + kl)``).
@@ -572,6 +597,7 @@ def evaluate_vae(
             tokens = batch["tokens"].to(device).long()
             mask = batch.get("mask")
             mask = torch.ones_like(tokens, dtype=torch.bool) if mask is None else mask.to(device).bool()
+            tokens, mask = segments(tokens, mask, int(model.config.max_seq_len))
             b, t = tokens.shape
             mu, sigma = model.encode(tokens, mask)
             z = mu + sigma * torch.randn(mu.shape, generator=gen, device=device)
