@@ -447,7 +447,7 @@ def _generate_batch(
                 grammar.update(row)
             if clock is not None:
                 clock.update(row)
-            x = _as_input(torch.as_tensor(np.ascontiguousarray(row), device=device), kind)
+            x = _as_input(torch.tensor(np.array(row), device=device), kind)
             logits, state = model.step(x, state)
         if clock is not None:
             clock.mark()
@@ -499,7 +499,7 @@ def _generate_batch(
                 late = keep & ~done & (clock.new_seconds() >= max_seconds)
                 why[late] = "max_seconds"
                 done |= late
-        if done.all():
+        if done.all() or t == max_tokens - 1:
             break
         logits, state = model.step(_as_input(x, kind), state)
 
