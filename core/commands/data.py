@@ -1,0 +1,139 @@
+"""``musicfw data``: list the datasets, and prepare one (convert, cache, split, summarize)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data",
+        help="list datasets; prepare one and print its summary",
+        description="List the installed datasets, or prepare one: convert and cache a bundled "
+        "corpus, load a MIDI folder, split it, and print pieces, notes, total duration, split "
+        "sizes and the skipped files with their reasons.",
+    )
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION")
+    actions.required = True
+    ls = actions.add_parser("list", help="list the installed datasets and their parameters")
+    ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    ls.set_defaults(func=main)
+    prep = actions.add_parser(
+        "prepare",
+        help="prepare a dataset and print its summary",
+        description="Prepare a dataset (e.g. `musicfw data prepare folk_melodies max_count=500` "
+        "or `musicfw data prepare midi_folder path=my_midi/`) and print its summary.",
+    )
+    prep.add_argument("name", help="dataset name (see `musicfw data list`)")
+    prep.add_argument("params", nargs="*", metavar="key=value", help="dataset parameters")
+    prep.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    prep.add_argument(
+        "--tokenizer",
+        metavar="NAME",
+        help="also build the token cache for this tokenizer (default parameters)",
+    )
+    prep.add_argument("--json", action="store_true", help="print the summary as JSON")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(func=main)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from ..plugins import load_registries
+
+    registry = load_registries()["datasets"]
+    rows = [
+        {
+            "name": info.name,
+            "provider": info.provider,
+            "description": info.description,
+            "config": info.config_fields(),
+        }
+        for info in registry
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1, default=repr)
+        print()
+        return 0
+    if not rows:
+        print("(no datasets installed)")
+    for row in rows:
+        print(f"{row['name']}  [{row['provider']}]  {row['description']}")
+        for f in row["config"]:
+            help_text = f"  # {f['help']}" if f["help"] else ""
+            print(f"    {f['name']}: {f['type']} = {f['default']!r}{help_text}")
+    return 0
+
+
+def _params(items: list[str]) -> dict:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..errors import ConfigError
+
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Parameter {item!r} is not of the form key=value (e.g. max_count=100).")
+    try:
+        params = OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot parse the parameters: {exc}") from None
+    assert isinstance(params, dict)
+    return params
+
+
+def format_summary(summary: dict, seed: int) -> str:
+    lines = [
+        f"{summary['dataset']}: {summary['pieces']:,} pieces, {summary['notes']:,} notes, "
+        f"{summary['duration']} ({summary['duration_s']:,.0f} s)",
+        f"splits (seed {seed}): " + ", ".join(f"{k} {v:,}" for k, v in summary["splits"].items()),
+    ]
+    if "tokens" in summary:
+        lines.append(
+            f"tokens ({summary['token_kind']}): "
+            + ", ".join(f"{k} {v:,}" for k, v in summary["tokens"].items())
+        )
+        lines.append(f"token cache: {summary['token_cache']}")
+    skipped = summary["skipped"]
+    lines.append(f"skipped: {len(skipped)}" + (" files" if skipped else ""))
+    lines.extend(f"  {item}" for item in skipped)
+    return "\n".join(lines)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from ..api import build_from_section, get_registries
+    from ..config import validate_plugin_section
+
+    registries = get_registries()
+    section = validate_plugin_section(
+        OmegaConf.create({"name": args.name, **_params(args.params)}), "datasets", registries, key="data"
+    )
+    t0 = time.perf_counter()
+    dataset = build_from_section("datasets", section, registries=registries)
+    if args.tokenizer:
+        from ..data import MusicDataModule
+
+        tokenizer = build_from_section("tokenizers", {"name": args.tokenizer}, registries=registries)
+        summary = MusicDataModule(
+            dataset, tokenizer, seed=args.seed, cache_dir=section.get("cache_dir"), progress=not args.quiet
+        ).summary()
+    else:
+        summary = dataset.load(seed=args.seed, progress=not args.quiet).summary()
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_summary(summary, args.seed))
+        print(f"prepared in {summary['seconds']:.1f} s")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.data_command == "list":
+        return _list(args)
+    return _prepare(args)

@@ -1,0 +1,407 @@
+"""The corpora bundled with music21, converted to MIDI once and cached.
+
+* ``bach_chorales``: the Bach chorale harmonizations in music21's ``corpus/bach`` folder
+  (MusicXML, a few Humdrum files), 409 pieces once duplicates and the one non-chorale
+  (BWV 846, a prelude) are left out.
+* ``folk_melodies``: the monophonic tune collections: Essen folk songs (``essenFolksong``,
+  8,514 tunes in 32 ABC files), O'Neill's Music of Ireland 1850 (``oneills1850``, 2,009 tunes
+  in 39 files), Ryan's Mammoth Collection (``ryansMammoth``, 1,059 files of one tune) and
+  Aird's Airs (``airdsAirs``, 1,180 tunes in 6 files).  Tunes of one file stay in one split.
+
+Conversion (music21 parse -> :func:`.m21convert.to_score` -> MIDI bytes) runs in parallel
+worker processes with a progress bar, once per piece: results are appended to packed shards
+under ``<cache>/corpora/music21-<version>-conv<N>/<collection>/`` with a JSON manifest
+(failures are recorded with their reason too, so they are not retried).  Asking for more
+tunes later converts only the missing ones; a later load reads the shards back with symusic.
+The cache folder is the ``cache_dir`` field, else ``$MUSICFW_CACHE_DIR``, else the user's
+cache folder.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+from musicfw.core.config import choice
+from musicfw.core.errors import ConfigError, DataError
+
+from .base import MusicDataset, Piece, SplitConfig, cache_root
+from .m21convert import Unit
+
+#: bump when the conversion's output changes: old caches are then left alone, not reused
+CONVERTER_VERSION = 1
+FLUSH_EVERY = 500
+
+FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs")
+#: files in music21's bach folder that are not chorale harmonizations
+NOT_CHORALES = frozenset({"bwv846"})
+
+
+@lru_cache(maxsize=1)
+def music21_corpus_dir() -> Path:
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("music21 is not installed; it ships the bundled corpora (pip install music21).")
+    return Path(list(spec.submodule_search_locations)[0]) / "corpus"
+
+
+def music21_version() -> str:
+    try:
+        return metadata.version("music21")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _hash_order(unit_id: str) -> str:
+    return hashlib.sha256(unit_id.encode("utf-8")).hexdigest()
+
+
+def select(units: list[Unit], max_count: int | None) -> list[Unit]:
+    """All units, or a deterministic, representative subset of ``max_count`` (by id hash;
+    a larger ``max_count`` only adds units)."""
+    if max_count is None or max_count >= len(units):
+        return units
+    if max_count <= 0:
+        raise ConfigError(f"data.max_count must be positive, got {max_count}.")
+    chosen = set(sorted((u.id for u in units), key=_hash_order)[:max_count])
+    return [u for u in units if u.id in chosen]
+
+
+# --------------------------------------------------------------------------------------
+# the packed, append-only store of converted pieces
+# --------------------------------------------------------------------------------------
+
+
+class CorpusStore:
+    """Converted pieces of one collection: ``shard-*.bin`` (MIDI bytes) + ``manifest.json``."""
+
+    def __init__(self, root: Path, collection: str):
+        self.dir = Path(root) / "corpora" / f"music21-{music21_version()}-conv{CONVERTER_VERSION}" / collection
+        self.manifest_path = self.dir / "manifest.json"
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        try:
+            return json.loads(self.manifest_path.read_text())["entries"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "a+") as fh:
+            try:
+                import fcntl
+
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - no advisory locks on this platform
+                pass
+            yield
+
+    def _flush(self, done: list[tuple[Unit, bytes | None, str, str | None]]) -> None:
+        if not done:
+            return
+        shard = f"shard-{uuid.uuid4().hex[:12]}.bin"
+        entries: dict[str, dict[str, Any]] = {}
+        blobs, offset = [], 0
+        for unit, blob, title, error in done:
+            entry: dict[str, Any] = {"group": unit.group, "title": title}
+            if blob is None:
+                entry["error"] = error or "conversion failed"
+            else:
+                entry.update(shard=shard, offset=offset, length=len(blob))
+                blobs.append(blob)
+                offset += len(blob)
+            entries[unit.id] = entry
+        tmp = self.dir / f".{shard}.tmp"
+        tmp.write_bytes(b"".join(blobs))
+        os.replace(tmp, self.dir / shard)
+        manifest = self.manifest()
+        manifest.update(entries)
+        tmp = self.dir / f".manifest-{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps({"music21": music21_version(), "entries": manifest}))
+        os.replace(tmp, self.manifest_path)
+        done.clear()
+
+    def ensure(self, units: list[Unit], workers: int = 0, progress: bool = True, desc: str = "") -> int:
+        """Convert the units missing from the store (in parallel); returns how many."""
+        known = self.manifest()
+        if all(u.id in known for u in units):
+            return 0
+        with self._locked():
+            known = self.manifest()
+            missing = [u for u in units if u.id not in known]
+            if not missing:
+                return 0
+            from .m21convert import convert
+
+            workers = int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
+            workers = max(1, min(workers, len(missing)))
+            by_id = {u.id: u for u in missing}
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(missing),
+                desc=desc or f"converting {self.dir.name}",
+                unit="piece",
+                file=sys.stderr,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            done: list = []
+            try:
+                if workers == 1:
+                    results: Any = map(convert, missing)
+                    pool = None
+                else:
+                    import multiprocessing as mp
+
+                    methods = mp.get_all_start_methods()
+                    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+                    pool = ctx.Pool(workers)
+                    chunk = max(1, min(16, len(missing) // (workers * 8)))
+                    results = pool.imap_unordered(convert, missing, chunksize=chunk)
+                try:
+                    for unit_id, blob, title, error in results:
+                        done.append((by_id[unit_id], blob, title, error))
+                        bar.update(1)
+                        if len(done) >= FLUSH_EVERY:
+                            self._flush(done)
+                finally:
+                    if pool is not None:
+                        pool.terminate()
+                        pool.join()
+                self._flush(done)
+            finally:
+                bar.close()
+            return len(missing)
+
+    def load(self, ids: list[str]) -> dict[str, tuple[Any, str, str | None]]:
+        """id -> (score or None, title, error reason or None) for the ids in the store."""
+        from .base import parse_midi
+
+        manifest = self.manifest()
+        shards: dict[str, bytes] = {}
+        out: dict[str, tuple[Any, str, str | None]] = {}
+        for unit_id in ids:
+            entry = manifest.get(unit_id)
+            if entry is None:
+                continue
+            title = entry.get("title", "")
+            if "error" in entry:
+                out[unit_id] = (None, title, entry["error"])
+                continue
+            shard = entry["shard"]
+            if shard not in shards:
+                try:
+                    shards[shard] = (self.dir / shard).read_bytes()
+                except OSError as exc:
+                    out[unit_id] = (None, title, f"cache shard unreadable: {exc}")
+                    continue
+            blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
+            score, reason = parse_midi(blob)
+            out[unit_id] = (score, title, reason)
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# plugins
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusConfig(SplitConfig):
+    max_count: Optional[int] = field(
+        default=None,
+        metadata={"help": "use at most this many pieces (a fixed, representative subset)"},
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "where converted pieces are cached (default: $MUSICFW_CACHE_DIR or "
+                  "the user's cache folder)"},
+    )
+    num_workers: int = field(
+        default=0, metadata={"help": "processes converting the corpus the first time (0: all cores)"}
+    )
+
+
+class Music21Corpus(MusicDataset):
+    """Shared machinery: list the units, convert the missing ones, read them back."""
+
+    collection: str = ""
+
+    @abc.abstractmethod
+    def units(self) -> list[Unit]:
+        """Every piece of the corpus, in a stable order."""
+
+    def postprocess(self, score: Any) -> Any:
+        return score
+
+    def collect(self, progress: bool = True) -> tuple[list[Piece], list[tuple[str, str]]]:
+        units = select(self.units(), self.config.max_count)
+        skipped: list[tuple[str, str]] = []
+        pieces: list[Piece] = []
+        corpus = music21_corpus_dir()
+        by_collection: dict[str, list[Unit]] = {}
+        for unit in units:
+            by_collection.setdefault(unit.id.split("/", 1)[0], []).append(unit)
+        root = cache_root(self.config.cache_dir)
+        for collection, members in by_collection.items():
+            store = CorpusStore(root, collection)
+            store.ensure(
+                members,
+                workers=self.config.num_workers,
+                progress=progress,
+                desc=f"{self.name}: converting {collection} (once)",
+            )
+            loaded = store.load([u.id for u in members])
+            for unit in members:
+                score, title, reason = loaded.get(unit.id, (None, "", "missing from the cache"))
+                if score is not None:
+                    score = self.postprocess(score)
+                    if score.note_num() == 0:
+                        score, reason = None, "no notes in the selected voices"
+                if score is None:
+                    skipped.append((unit.id, reason or "conversion failed"))
+                    continue
+                source = Path(unit.path)
+                try:
+                    source_name = source.relative_to(corpus).as_posix()
+                except ValueError:
+                    source_name = str(source)
+                pieces.append(Piece(id=unit.id, score=score, group=unit.group, source=source_name, title=title))
+        if not pieces:
+            raise DataError(f"Dataset {self.name!r}: no piece could be converted ({len(skipped)} failed).")
+        return pieces, skipped
+
+
+# -- Bach chorales ------------------------------------------------------------------------
+
+VOICE_PREFIXES = ("soprano", "alto", "tenor", "bass")
+
+
+def satb_tracks(score: Any) -> Any:
+    """Keep the four voices (tracks named Soprano/Alto/Tenor/Bass; a four-track score as it
+    is); other parts (doubling instruments, continuo) are dropped."""
+    names = [t.name.strip().lower() for t in score.tracks]
+    voices = [i for i, n in enumerate(names) if n.startswith(VOICE_PREFIXES)]
+    if len(voices) == len(names) or (not voices and len(names) == 4) or not voices:
+        return score
+    out = score.copy()
+    for i in sorted(set(range(len(names))) - set(voices), reverse=True):
+        del out.tracks[i]
+    return out
+
+
+@dataclass
+class BachChoralesConfig(CorpusConfig):
+    voices: str = choice(
+        "satb", ("satb", "all"), "satb: the four voices only; all: every part of the score"
+    )
+
+
+class BachChorales(Music21Corpus):
+    """The ~410 Bach chorales of music21's corpus, converted to MIDI once and cached."""
+
+    name = "bach_chorales"
+    Config = BachChoralesConfig
+
+    def units(self) -> list[Unit]:
+        folder = music21_corpus_dir() / "bach"
+        files = [p for p in folder.iterdir() if p.is_file() and p.name.startswith("bwv")]
+        stems = {}
+        for p in files:
+            stem = p.name.rsplit(".", 1)[0]
+            if p.suffix.lower() not in (".mxl", ".xml", ".musicxml", ".krn") or stem in NOT_CHORALES:
+                continue
+            # the same chorale as MusicXML and Humdrum: keep the MusicXML
+            if stem in stems and stems[stem].suffix.lower() != ".krn":
+                continue
+            stems[stem] = p
+        return [
+            Unit(id=f"bach/{p.name}", group=f"bach/{p.name}", path=str(p))
+            for p in sorted(stems.values(), key=lambda p: p.name)
+        ]
+
+    def postprocess(self, score: Any) -> Any:
+        return satb_tracks(score) if self.config.voices == "satb" else score
+
+
+# -- folk melodies --------------------------------------------------------------------------
+
+_TUNE_START = re.compile(r"(?m)^X:[ \t]*(\S*)")
+
+
+def split_abc(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """An ABC file -> (file header, [(X number, tune text), ...])."""
+    starts = [(m.start(), m.group(1)) for m in _TUNE_START.finditer(text)]
+    if not starts:
+        return text, []
+    header = text[: starts[0][0]]
+    tunes = []
+    for i, (pos, number) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+        tunes.append((number, text[pos:end]))
+    return header, tunes
+
+
+def _header_fields(header: str) -> str:
+    """The file header's ABC field lines (comments and free text dropped)."""
+    return "".join(
+        line + "\n" for line in header.splitlines() if re.match(r"^[A-Za-z]:", line)
+    )
+
+
+@dataclass
+class FolkMelodiesConfig(CorpusConfig):
+    collections: List[str] = field(
+        default_factory=lambda: list(FOLK_COLLECTIONS),
+        metadata={"help": "which of " + ", ".join(FOLK_COLLECTIONS)},
+    )
+
+
+class FolkMelodies(Music21Corpus):
+    """Monophonic folk tunes from music21's corpus (Essen, O'Neill's, Ryan's, Aird's)."""
+
+    name = "folk_melodies"
+    Config = FolkMelodiesConfig
+
+    def __init__(self, config: FolkMelodiesConfig | None = None):
+        super().__init__(config)
+        chosen = list(self.config.collections)
+        unknown = [c for c in chosen if c not in FOLK_COLLECTIONS]
+        if unknown or not chosen:
+            raise ConfigError(
+                f"data.collections: {unknown or chosen!r} is not a selection of folk "
+                f"collections. Allowed values: {', '.join(FOLK_COLLECTIONS)}."
+            )
+
+    def units(self) -> list[Unit]:
+        units: list[Unit] = []
+        corpus = music21_corpus_dir()
+        for collection in FOLK_COLLECTIONS:
+            if collection not in self.config.collections:
+                continue
+            folder = corpus / collection
+            for path in sorted(folder.glob("*.abc")):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                header, tunes = split_abc(text)
+                header = _header_fields(header)
+                group = f"{collection}/{path.name}"
+                seen: dict[str, int] = {}
+                for number, tune in tunes:
+                    seen[number] = seen.get(number, 0) + 1
+                    suffix = number if seen[number] == 1 else f"{number}-{seen[number]}"
+                    units.append(Unit(f"{group}#{suffix}", group, str(path), header + tune))
+        return units

@@ -1,0 +1,77 @@
+"""``midi_folder``: every .mid/.midi file under a folder, however messy the folder is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from musicfw.core.errors import ConfigError, DataError
+
+from .base import MusicDataset, Piece, SplitConfig, read_midi
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+
+
+@dataclass
+class MidiFolderConfig(SplitConfig):
+    path: str = field(default="", metadata={"help": "folder of MIDI files (or one MIDI file)"})
+    recursive: bool = field(default=True, metadata={"help": "also read sub-folders"})
+    min_notes: int = field(default=1, metadata={"help": "skip files with fewer notes"})
+    max_files: Optional[int] = field(
+        default=None, metadata={"help": "read only the first N files (sorted by path)"}
+    )
+
+
+class MidiFolder(MusicDataset):
+    """Your own MIDI files: a folder, searched recursively; bad files are skipped with a reason."""
+
+    name = "midi_folder"
+    Config = MidiFolderConfig
+
+    def __init__(self, config: MidiFolderConfig | None = None):
+        super().__init__(config)
+        if not self.config.path:
+            raise ConfigError(
+                "The midi_folder dataset needs a folder: set data.path (for example "
+                "`data: {name: midi_folder, path: my_midi/}` or the override data.path=my_midi/)."
+            )
+
+    def files(self) -> tuple[Path, list[Path]]:
+        root = Path(self.config.path).expanduser()
+        if not root.exists():
+            raise DataError(f"MIDI folder not found: {root} (data.path).")
+        if root.is_file():
+            return root.parent, [root]
+        pattern = root.rglob("*") if self.config.recursive else root.glob("*")
+        files = sorted(
+            (p for p in pattern if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+        if not files:
+            where = "or its sub-folders " if self.config.recursive else ""
+            raise DataError(
+                f"No MIDI file ({', '.join(MIDI_SUFFIXES)}) in {root} {where}(data.path)."
+            )
+        if self.config.max_files is not None:
+            files = files[: max(int(self.config.max_files), 0)]
+        return root, files
+
+    def collect(self, progress: bool = True) -> tuple[list[Piece], list[tuple[str, str]]]:
+        root, files = self.files()
+        pieces: list[Piece] = []
+        skipped: list[tuple[str, str]] = []
+        for path in files:
+            score, reason = read_midi(path, min_notes=max(int(self.config.min_notes), 1))
+            if reason is not None:
+                skipped.append((str(path), reason))
+                continue
+            rel = path.relative_to(root).as_posix()
+            pieces.append(Piece(id=rel, score=score, source=str(path), title=path.stem))
+        if not pieces:
+            reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5])
+            more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+            raise DataError(
+                f"None of the {len(files)} MIDI files in {root} could be loaded: {reasons}{more}."
+            )
+        return pieces, skipped
