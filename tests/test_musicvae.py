@@ -367,3 +367,23 @@ def test_long_sequences_are_scored_as_segments():
     parts = m.loss({"tokens": toks, "mask": mask})
     assert int(whole["n_targets"]) == 50
     torch.testing.assert_close(whole["nll_sum"], parts["nll_sum"])
+
+
+def test_built_through_the_registry_with_the_melody_tokenizer():
+    import musicfw
+
+    if "musicvae" not in musicfw.list_plugins()["models"]:
+        pytest.fail("musicvae is not registered in plugins/models/__init__.py")
+    if "melody" not in musicfw.list_plugins()["tokenizers"]:
+        pytest.skip("the melody tokenizer plugin is not installed")
+    tok = musicfw.build_tokenizer("melody", min_pitch=21, max_pitch=108)
+    m = musicfw.build_model(
+        "musicvae", tokenizer=tok, z_size=4, enc_rnn_size=[8], dec_rnn_size=[8, 8],
+        decoder="hierarchical", max_seq_len=32,
+    )
+    assert m.vocab_size == tok.vocab_size == 90
+    tokens = m.sample(2, length=32, generator=torch.Generator().manual_seed(0))
+    score = tok.decode(tokens[0].numpy())
+    assert score is not None
+    with pytest.raises(ConfigError):
+        musicfw.build_model("musicvae", tokenizer=tok, sampling_schedule="nope")
