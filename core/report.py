@@ -38,6 +38,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}
 pre{background:#f7f7f7;border:1px solid #e3e3e3;padding:.8em;overflow:auto;font-size:.85em}
+pre.config{max-height:26em}
 .missing{color:#8a5a00;background:#fff6e0;border:1px solid #f0d9a0;padding:.5em .8em;border-radius:4px}
 .sample{border:1px solid #e3e3e3;border-radius:6px;padding:.6em;margin:.8em 0}
 .sample h3{margin:.1em 0 .4em 0;font-size:1em}
@@ -125,6 +126,8 @@ def curves_figure(history: Sequence[Mapping[str, Any]]) -> str | None:
             continue
         for key, value in row.items():
             if key in ("step", "epoch") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if key.startswith(("final/", "final_")):  # end-of-training numbers: in the tables
                 continue
             if not math.isfinite(value):
                 continue
@@ -455,7 +458,7 @@ def render_report(run_dir: str | Path) -> str:
         '<a href="#metrics">metrics</a><a href="#distributions">distributions</a>'
         '<a href="#samples">samples</a></nav>',
         '<h2 id="config">Config</h2>',
-        f"<pre>{_e(config_text)}</pre>" if config_text is not None else _missing("config.yaml was not found in the run folder."),
+        f'<pre class="config">{_e(config_text)}</pre>' if config_text is not None else _missing("config.yaml was not found in the run folder."),
         '<h2 id="curves">Training curves</h2>',
     ]
     history = read_history(run / "history.jsonl")
