@@ -18,7 +18,7 @@ import textwrap
 from .errors import UserError
 
 #: sub-command modules, in the order ``musicfw --help`` lists them
-COMMANDS = ("run", "plugins", "sample", "interpolate", "tokenize", "evaluate", "data")
+COMMANDS = ("run", "generate", "plugins", "sample", "interpolate", "tokenize", "evaluate", "data")
 
 
 def _version() -> str:

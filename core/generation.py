@@ -68,8 +68,10 @@ def _build_one(item: Any, registries: Any, key: str) -> Any:
 
     if isinstance(item, str):
         item = {"name": item}
-    if not isinstance(item, DictConfig):
-        item = OmegaConf.create(dict(item))
+    # a plain copy: a section validated before (the runner's config) is typed by a dataclass
+    # made for that validation, which a second validation cannot merge into
+    plain = OmegaConf.to_container(item, resolve=True) if isinstance(item, DictConfig) else dict(item)
+    item = OmegaConf.create(plain)
     section = validate_plugin_section(item, "samplers", registries, key)
     plugin_cls = registries["samplers"].get(section.name)
     values = OmegaConf.to_container(section, resolve=True)

@@ -1,0 +1,180 @@
+"""``musicfw generate --run DIR``: sample new pieces from a trained run.
+
+Defaults come from the run's saved config (its ``sampler`` and ``generate`` sections); the
+options override them.  Samples go to a new numbered folder ``RUN_DIR/samples/generate-NNN/``
+(never over earlier ones): ``sample_000.mid``, ``.png`` piano rolls, ``.wav`` audio when a
+General MIDI soundfont is found, and ``generation.json`` with the settings and statistics.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample new MIDI pieces from a trained run",
+        description="Generate --n pieces with the model trained in RUN_DIR and write them (MIDI, "
+        "piano-roll PNG, WAV when a soundfont is found) into a new folder RUN_DIR/samples/"
+        "generate-NNN/. Unset options take the run's config (sampler and generate sections).",
+        epilog="Sampler examples: --sampler top_k k=20   |   --sampler temperature temperature=0.9 "
+        "--sampler top_p p=0.9 (a chain, applied in order)",
+    )
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder (musicfw run)")
+    p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
+    p.add_argument(
+        "--sampler",
+        nargs="+",
+        action="append",
+        metavar="NAME [key=value ...]",
+        help="a sampler and its parameters; repeat to chain samplers (default: the run's sampler)",
+    )
+    p.add_argument("--prompt", default=None, metavar="FILE.mid", help="a MIDI file to continue")
+    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample at most")
+    p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
+    p.add_argument("--batch-size", type=int, default=None, help="samples generated together")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the run's seed)")
+    p.add_argument(
+        "--constraints",
+        choices=("on", "off"),
+        default=None,
+        help="mask tokens that cannot follow (remi, midi_like; default: the run's generate.constraints)",
+    )
+    p.add_argument("--no-audio", action="store_true", help="do not render .wav files")
+    p.add_argument("--soundfont", default=None, metavar="FILE.sf2", help="General MIDI soundfont for .wav files")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default best)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new RUN_DIR/samples/generate-NNN)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    p.set_defaults(func=main)
+
+
+def parse_sampler_args(groups: list[list[str]]) -> list[dict]:
+    """``[["top_k", "k=5"], ...]`` -> ``[{"name": "top_k", "k": 5}, ...]`` (values typed as YAML)."""
+    import yaml
+
+    from ..errors import ConfigError
+
+    sections = []
+    for group in groups:
+        name, *pairs = group
+        if "=" in name:
+            raise ConfigError(
+                f"--sampler {' '.join(group)}: give the sampler's name first, then key=value "
+                "parameters (for example --sampler top_k k=20)."
+            )
+        section: dict = {"name": name}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--sampler {name}: {pair!r} is not of the form key=value.")
+            try:
+                section[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError:
+                section[key.strip()] = value
+        sections.append(section)
+    return sections
+
+
+def next_output_dir(samples: Path, prefix: str = "generate") -> Path:
+    """A new folder ``samples/<prefix>-NNN`` (the first number not taken), created atomically."""
+    samples.mkdir(parents=True, exist_ok=True)
+    taken = [
+        int(p.name[len(prefix) + 1 :])
+        for p in samples.glob(f"{prefix}-*")
+        if p.name[len(prefix) + 1 :].isdigit()
+    ]
+    i = max(taken, default=0) + 1
+    while True:
+        out = samples / f"{prefix}-{i:03d}"
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            i += 1
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from ..errors import ConfigError
+    from ..rundir import RunFolder, load_run_config
+
+    run = RunFolder.open(args.run)
+    config = load_run_config(run.path)
+    gen = config.generate
+    for flag in ("n", "max_tokens", "max_bars", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= 1, got {value}.")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds}.")
+    if args.prompt is not None and not Path(args.prompt).is_file():
+        from ..errors import DataError
+
+        raise DataError(f"Prompt file not found: {args.prompt}")
+
+    from ..generation import build_sampler_chain, generate, write_samples
+
+    try:
+        if args.sampler:
+            sections = parse_sampler_args(args.sampler)
+            sampler_section = sections[0] if len(sections) == 1 else sections
+        else:
+            sampler_section = config.sampler
+        sampler = build_sampler_chain(sampler_section)
+    except ConfigError as exc:
+        raise type(exc)(f"{exc} (from the --sampler option)" if args.sampler else str(exc)) from None
+
+    from ..training import load_model
+
+    model, tokenizer = load_model(run.path, which=args.checkpoint)
+    if tokenizer.kind not in sampler.token_kinds:
+        raise ConfigError(
+            f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens (tokenizer {tokenizer.name!r}); "
+            + ("use --sampler bernoulli (or greedy)." if tokenizer.kind == "multihot" else "use greedy, temperature, top_k or top_p.")
+        )
+    settings = {
+        "n": args.n or int(gen.n),
+        "batch_size": args.batch_size or int(gen.batch_size),
+        "max_tokens": args.max_tokens or int(gen.max_tokens),
+        "max_bars": args.max_bars if args.max_bars is not None else gen.max_bars,
+        "max_seconds": args.max_seconds if args.max_seconds is not None else gen.max_seconds,
+        "prompt": args.prompt if args.prompt is not None else gen.prompt,
+        "constraints": (args.constraints == "on") if args.constraints else bool(gen.constraints),
+        "seed": args.seed if args.seed is not None else int(config.seed),
+    }
+    out = Path(args.out) if args.out else next_output_dir(run.samples)
+    result = generate(model, tokenizer, sampler, device=args.device, **settings)
+    paths = write_samples(
+        result,
+        out,
+        render_audio=not args.no_audio and bool(gen.render_audio),
+        soundfont=args.soundfont or gen.soundfont,
+    )
+    record = {
+        "run": str(run.path),
+        "checkpoint": args.checkpoint,
+        "sampler": repr(sampler),
+        "settings": settings,
+        "stats": result.stats,
+        "files": [p.name for p in paths],
+    }
+    (out / "generation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    stats = result.stats
+    kinds = {}
+    for p in paths:
+        kinds[p.suffix] = kinds.get(p.suffix, 0) + 1
+    files = ", ".join(f"{v} {k[1:]}" for k, v in sorted(kinds.items()))
+    print(f"wrote {len(result)} samples to {out} ({files})")
+    line = (
+        f"{stats['tokens_generated']} tokens in {stats['seconds']:.2f} s "
+        f"({stats['tokens_per_second']:,.0f} tokens/s), {stats['notes']} notes"
+    )
+    if "invalid_rate" in stats:
+        line += f", dropped tokens {stats['invalid_rate']:.2%}"
+        line += " (constrained)" if stats["constrained"] else " (unconstrained)"
+    print(line)
+    return 0

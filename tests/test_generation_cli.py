@@ -1,0 +1,113 @@
+"""``musicfw generate --run DIR`` on a run folder made by hand (a tiny untrained LSTM)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import symusic
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import torch
+
+    import musicfw
+    from musicfw.core.api import build_from_section
+    from musicfw.core.rundir import RunFolder
+
+    root = tmp_path_factory.mktemp("runs")
+    config = musicfw.load_config(
+        {
+            "name": "cli-gen",
+            "seed": 3,
+            "data": {"name": "midi_folder", "path": str(root)},
+            "tokenizer": {"name": "remi"},
+            "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+            "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}],
+            "generate": {"n": 2, "max_tokens": 24, "render_audio": False},
+        }
+    )
+    run = RunFolder.create(root, config.name)
+    run.save_config(config)
+    tokenizer = build_from_section("tokenizers", config.tokenizer)
+    tokenizer.save(run.tokenizer_path)
+    torch.manual_seed(0)
+    model = build_from_section("models", config.model, tokenizer=tokenizer)
+    run.checkpoints.mkdir()
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, run.checkpoints / "best.ckpt")
+    return run.path
+
+
+def test_generate_writes_a_new_folder_each_time(run_dir):
+    first = run_cli("generate", "--run", str(run_dir), "--seed", "1")
+    assert first.returncode == 0, first.stderr
+    assert "wrote 2 samples" in first.stdout and "dropped tokens 0.00% (constrained)" in first.stdout
+    out1 = run_dir / "samples" / "generate-001"
+    assert sorted(p.name for p in out1.iterdir()) == [
+        "generation.json", "sample_000.mid", "sample_000.png", "sample_001.mid", "sample_001.png",
+    ]
+    record = json.loads((out1 / "generation.json").read_text())
+    assert record["settings"]["max_tokens"] == 24 and record["settings"]["seed"] == 1
+    assert "Temperature" in record["sampler"] and "TopP" in record["sampler"]  # the run's chain
+    assert record["stats"]["invalid_tokens"] == 0
+
+    second = run_cli(
+        "generate", "--run", str(run_dir), "--n", "3", "--max-tokens", "16",
+        "--sampler", "temperature", "temperature=1.5", "--sampler", "top_k", "k=5",
+    )
+    assert second.returncode == 0, second.stderr
+    out2 = run_dir / "samples" / "generate-002"
+    assert len(list(out2.glob("*.mid"))) == 3
+    record = json.loads((out2 / "generation.json").read_text())
+    assert "k=5" in record["sampler"] and "temperature=1.5" in record["sampler"]
+    # the first folder is untouched
+    assert len(list(out1.glob("*.mid"))) == 2
+
+
+def test_generate_continues_a_prompt(run_dir, tmp_path):
+    import numpy as np
+
+    score = symusic.Score(480)
+    track = symusic.Track("p", 0, False)
+    track.notes = symusic.Note.from_numpy(
+        np.arange(0, 1920, 480, dtype=np.int32), np.full(4, 480, np.int32), np.array([60, 62, 64, 65], np.int8), np.full(4, 90, np.int8)
+    )
+    score.tracks.append(track)
+    prompt = tmp_path / "prompt.mid"
+    score.dump_midi(str(prompt))
+    out = tmp_path / "out"
+    proc = run_cli("generate", "--run", str(run_dir), "--n", "1", "--prompt", str(prompt), "--out", str(out), "--sampler", "greedy")
+    assert proc.returncode == 0, proc.stderr
+    generated = symusic.Score(str(out / "sample_000.mid"))
+    notes = generated.tracks[0].notes.numpy()
+    have = set(zip(notes["time"].tolist(), notes["pitch"].tolist()))
+    assert {(0, 60), (480, 62), (960, 64), (1440, 65)} <= have  # the prompt opens the sample
+    assert len(notes["pitch"]) >= 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--sampler", "nucleus"], "Unknown sampler 'nucleus'"),
+        (["--sampler", "top_k", "kk=3"], "sampler.kk"),
+        (["--sampler", "temperature", "temperature=0"], "temperature must be > 0"),
+        (["--sampler", "top_k", "k"], "not of the form key=value"),
+        (["--sampler", "bernoulli"], "cannot draw categorical"),
+        (["--prompt", "missing.mid"], "Prompt file not found"),
+        (["--n", "0"], "--n must be >= 1"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(run_dir, args, message):
+    proc = run_cli("generate", "--run", str(run_dir), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr.replace("\n", " ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_run_folder(tmp_path):
+    proc = run_cli("generate", "--run", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "Run folder not found" in proc.stderr
