@@ -234,21 +234,32 @@ def _rows(values: np.ndarray) -> np.ndarray:
     return values.reshape(len(values), int(np.prod(values.shape[1:], dtype=np.int64)))
 
 
+def _euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[n, d] x [m, d] -> [n, m] Euclidean distances (exact differences, in chunks)."""
+    out = np.empty((len(a), len(b)))
+    chunk = max(1, 4_000_000 // max(1, len(b) * a.shape[1]))
+    for s in range(0, len(a), chunk):
+        diff = a[s : s + chunk, None, :] - b[None, :, :]
+        out[s : s + chunk] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    return out
+
+
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     """Euclidean distances: within ``a`` (each unordered pair once) or between ``a`` and ``b``.
 
     Rows are pieces, columns the flattened feature.  mgeval's leave-one-out loop measures
     every ordered pair (each distance twice); the distribution is the same.
     """
-    from scipy.spatial.distance import cdist, pdist
-
-    a = _rows(a)
+    a = _rows(np.asarray(a, dtype=np.float64))
     if b is None:
-        return pdist(a) if len(a) >= 2 else np.zeros(0)
-    b = _rows(b)
+        if len(a) < 2:
+            return np.zeros(0)
+        i, j = np.triu_indices(len(a), k=1)
+        return _euclidean(a, a)[i, j]
+    b = _rows(np.asarray(b, dtype=np.float64))
     if len(a) == 0 or len(b) == 0:
         return np.zeros(0)
-    return cdist(a, b).ravel()
+    return _euclidean(a, b).ravel()
 
 
 def scott_bandwidth(x: np.ndarray, repeats: int = 1) -> float:
