@@ -164,7 +164,7 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
     A piece's notes are flattened once and shared by the built-in metrics.  Two metrics that
     produce the same feature name are a :class:`PluginError`.
     """
-    from musicfw.plugins.metrics.notes import PieceNotes, piece_notes
+    from musicfw.plugins.metrics.notes import piece_notes
 
     owners: dict[str, str] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -527,3 +527,49 @@ def format_table(result: Mapping[str, Any]) -> str:
     for note in result.get("notes") or []:
         parts.append(f"note: {note}")
     return "\n".join(parts)
+
+
+def evaluate_run_folder(run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True) -> dict[str, Any]:
+    """Re-run the evaluation stage on an existing run folder (``musicfw evaluate --run``).
+
+    Uses the folder's config.yaml (with ``key=value`` overrides, e.g.
+    ``evaluate.max_reference=50``), its best checkpoint when there is one, its samples/*.mid,
+    and keeps the training numbers of a previous metrics.json.  Rewrites metrics.json and,
+    with ``report=True``, report.html.
+    """
+    from .data import build_datamodule
+    from .errors import RunFolderError
+    from .rundir import RunFolder, load_run_config
+
+    run = RunFolder.open(run_dir)
+    config = load_run_config(run.path, overrides=list(overrides))
+    model = tokenizer = None
+    problem = None
+    try:
+        from .training import load_model
+
+        model, tokenizer = load_model(run.path, which="best")
+    except RunFolderError as exc:
+        problem = f"no model to measure the likelihood of: {exc}"
+    if tokenizer is None:
+        from .api import build_from_section
+
+        tokenizer = build_from_section("tokenizers", config.tokenizer)
+    datamodule = build_datamodule(config, tokenizer, run.path, progress=False)
+    previous: dict[str, Any] = {}
+    if run.metrics_path.is_file():
+        try:
+            previous = json.loads(run.metrics_path.read_text()).get("training") or {}
+        except (json.JSONDecodeError, AttributeError):
+            previous = {}
+    result = evaluate_run(
+        config, run.path, model=model, tokenizer=tokenizer, datamodule=datamodule, fit_metrics=previous
+    )
+    if problem:
+        result["notes"].insert(0, problem)
+        write_metrics(result, run.metrics_path)
+    if report:
+        from .report import write_report
+
+        write_report(run.path)
+    return result

@@ -10,7 +10,6 @@ import pytest
 import symusic
 
 import musicfw
-from musicfw.plugins.metrics.notes import piece_notes
 from musicfw.plugins.metrics.yang_lerch import (
     NOTE_LENGTH_CLASSES,
     compare_feature,

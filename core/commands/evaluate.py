@@ -1,5 +1,8 @@
 """``musicfw evaluate --generated DIR --reference DIR [--out metrics.json]``: compare two
-folders of MIDI files with the Yang & Lerch method and MusPy-style statistics."""
+folders of MIDI files with the Yang & Lerch method and MusPy-style statistics.
+
+``musicfw evaluate --run RUN_DIR [key=value ...]`` re-runs a run folder's evaluation stage
+(likelihood, samples vs the held-out split) and rewrites its metrics.json and report.html."""
 
 from __future__ import annotations
 
@@ -18,8 +21,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Prints the comparison table; --out writes everything as metrics.json "
         "(schema in docs/metrics.md).",
     )
-    p.add_argument("--generated", required=True, metavar="DIR", help="folder of generated .mid files")
-    p.add_argument("--reference", required=True, metavar="DIR", help="folder of reference .mid files")
+    p.add_argument("--generated", metavar="DIR", help="folder of generated .mid files")
+    p.add_argument("--reference", metavar="DIR", help="folder of reference .mid files")
+    p.add_argument(
+        "--run",
+        metavar="RUN_DIR",
+        help="instead: re-evaluate a run folder (its checkpoint, samples and held-out split) "
+        "and rewrite its metrics.json and report.html",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="with --run: config overrides, e.g. evaluate.max_reference=50",
+    )
     p.add_argument("--out", metavar="FILE", help="write the full results as JSON (metrics.json)")
     p.add_argument(
         "--metrics",
@@ -33,8 +48,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..evaluation import compare_folders, format_table
+    from ..errors import ConfigError
+    from ..evaluation import compare_folders, evaluate_run_folder, format_table
 
+    if args.run:
+        if args.generated or args.reference:
+            raise ConfigError("Give either --run RUN_DIR or --generated DIR --reference DIR, not both.")
+        result = evaluate_run_folder(args.run, overrides=args.overrides)
+        if args.out:
+            from ..evaluation import write_metrics
+
+            write_metrics(result, args.out)
+        if args.json:
+            json.dump(result, sys.stdout, indent=1)
+            print()
+        else:
+            print(format_table(result))
+            print(f"\nwrote {args.run}/metrics.json and {args.run}/report.html")
+        return 0
+    if not (args.generated and args.reference):
+        raise ConfigError("musicfw evaluate needs --generated DIR and --reference DIR (or --run RUN_DIR).")
+    if args.overrides:
+        raise ConfigError(f"key=value overrides only apply with --run (got {' '.join(args.overrides)}).")
     result = compare_folders(args.generated, args.reference, metrics=args.metrics, out=args.out)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
