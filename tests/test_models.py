@@ -247,3 +247,29 @@ def test_lstm_learns_with_gradient_descent():
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+
+
+# ------------------------------------------------------------------------------------------
+# the JSB protocol (frames shipped with the piano_roll_benchmark dataset)
+# ------------------------------------------------------------------------------------------
+
+
+def test_jsb_protocol_baselines():
+    """The per-key Bernoulli row of the published table (11.09 nats/frame, computed on these
+    files) comes out of our protocol, and the frames-as-states Markov chain beats it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import jsb
+    finally:
+        sys.path.pop(0)
+    try:
+        frames = jsb.load_frames("jsb_chorales")
+    except musicfw.PluginError as exc:
+        pytest.skip(f"piano_roll_benchmark dataset not available: {exc}")
+    test, _ = jsb.bernoulli_baseline(frames)
+    assert test == pytest.approx(11.09, abs=0.005)
+    markov_test, _, fit_s = jsb.markov_baseline(frames, order=1)
+    assert np.isfinite(markov_test) and markov_test < test and fit_s < 5
