@@ -1,0 +1,150 @@
+"""Generation speed: incremental decoding (the core loop, O(1) per token) side by side with
+naive full-prefix recomputation, at batch 1 and batch 64, and the time per token at
+position ~10 against position ~1000.
+
+The model is the project's LSTM (``plugins/models/lstm``, Performance RNN's stacked LSTM) with
+random weights (speed does not depend on the weights) over the REMI vocabulary; both sides
+use the same sampler chain (temperature then top_p) and the same REMI constraints, so the
+only difference is how the next logits are computed:
+
+* incremental: ``musicfw.core.generation.generate`` -> ``model.step(x, state)``, one token;
+* naive: ``model(prefix)`` over the whole prefix generated so far, last position's logits
+  (what a model without a recurrent state must do).
+
+Run:  python benchmarks/generation.py [--tokens 128] [--hidden 512] [--layers 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build(args):
+    import torch
+
+    import musicfw
+    from musicfw.core.generation import build_sampler_chain
+
+    torch.manual_seed(0)
+    tokenizer = musicfw.build_tokenizer("remi")
+    model = musicfw.build_model(
+        "lstm", tokenizer=tokenizer, hidden_size=args.hidden, num_layers=args.layers, embed_dim=args.embed
+    ).eval()
+    sampler = build_sampler_chain([{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}])
+    return tokenizer, model, sampler
+
+
+def incremental(model, tokenizer, sampler, batch: int, tokens: int) -> float:
+    from musicfw.core.generation import generate
+
+    t0 = time.perf_counter()
+    result = generate(model, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=tokens, seed=0)
+    elapsed = time.perf_counter() - t0
+    assert result.stats["invalid_tokens"] == 0
+    return result.stats["tokens_generated"] / elapsed
+
+
+def naive(model, tokenizer, sampler, batch: int, tokens: int) -> float:
+    """The same loop, but each step recomputes the model over the whole prefix."""
+    import torch
+
+    from musicfw.core.constraints import grammar_for
+
+    grammar = grammar_for(tokenizer, batch)
+    gen = torch.Generator().manual_seed(0)
+    prefix = torch.zeros(batch, 0, dtype=torch.long)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for t in range(tokens):
+            # model(tokens) predicts every position from the one before; feeding the prefix plus
+            # a placeholder makes its last position predict the next token
+            logits = model(torch.cat([prefix, torch.zeros(batch, 1, dtype=torch.long)], 1))[:, -1]
+            allowed = torch.from_numpy(grammar.mask(tokens - t))
+            x = sampler(logits.masked_fill(~allowed, float("-inf")), gen, "categorical")
+            grammar.update(x.numpy())
+            prefix = torch.cat([prefix, x[:, None]], 1)
+    elapsed = time.perf_counter() - t0
+    return batch * tokens / elapsed
+
+
+class Timed:
+    """Wraps a model: records the time of every ``step`` call (one call per generated token,
+    so consecutive differences are the whole per-token cost: step + constraints + sampler)."""
+
+    def __init__(self, model):
+        self.model, self.times = model, []
+        self.token_kind = model.token_kind
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def init_state(self, batch_size, device=None):
+        return self.model.init_state(batch_size, device=device)
+
+    def step(self, x, state):
+        self.times.append(time.perf_counter())
+        return self.model.step(x, state)
+
+
+def per_position(model, tokenizer, sampler, batch: int, positions=(10, 1000), window: int = 40) -> dict[int, float]:
+    from musicfw.core.generation import generate
+
+    timed = Timed(model)
+    last = max(positions) + window
+    generate(timed, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=last + 1, seed=1)
+    deltas = np.diff(np.array(timed.times))  # deltas[i]: token i+1 -> i+2
+    out = {}
+    for p in positions:
+        lo = max(p - window // 2, 1)
+        out[p] = statistics.median(deltas[lo : lo + window].tolist())
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per sequence for the tokens/s table")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--embed", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for step-by-step decoding on a busy machine)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tokenizer, model, sampler = build(args)
+    print(
+        f"LSTM {args.layers}x{args.hidden} (embed {args.embed}), REMI vocab {tokenizer.vocab_size}, "
+        f"sampler temperature->top_p, constraints on, CPU threads {args.threads}, {args.tokens} tokens per sequence\n"
+    )
+    print(f"{'batch':>5} | {'incremental tok/s':>17} | {'naive tok/s':>11} | {'speed-up':>8}")
+    print("-" * 52)
+    for batch in args.batches:
+        incremental(model, tokenizer, sampler, batch, 8)  # warm-up
+        inc = incremental(model, tokenizer, sampler, batch, args.tokens)
+        nai = naive(model, tokenizer, sampler, batch, args.tokens)
+        print(f"{batch:>5} | {inc:>17,.0f} | {nai:>11,.0f} | {inc / nai:>7.1f}x")
+
+    print("\ntime per generated token (median of 40 tokens around the position), incremental decoding")
+    print(f"{'batch':>5} | {'pos ~10 (ms)':>12} | {'pos ~1000 (ms)':>14} | {'ratio':>5}")
+    print("-" * 47)
+    worst = 0.0
+    for batch in args.batches:
+        t = per_position(model, tokenizer, sampler, batch)
+        ratio = t[1000] / t[10]
+        worst = max(worst, ratio)
+        print(f"{batch:>5} | {t[10] * 1e3:>12.3f} | {t[1000] * 1e3:>14.3f} | {ratio:>5.2f}")
+    print(f"\nworst ratio position 1000 / position 10: {worst:.2f} (promise: within 1.5x)")
+    return 0 if worst <= 1.5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
