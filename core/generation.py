@@ -80,8 +80,8 @@ def _build_one(item: Any, registries: Any, key: str) -> Any:
     config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin_cls.Config), values))
     try:
         return plugin_cls.from_config(config)
-    except ValueError as exc:  # a value the Config's types allow but the sampler refuses
-        raise ConfigError(f"Invalid config: {key}: {exc}.") from None
+    except (ValueError, ConfigError) as exc:  # a value the Config's types allow but the sampler refuses
+        raise ConfigError(f"Invalid config: {key}: {str(exc).rstrip('.')}.") from None
 
 
 # --------------------------------------------------------------------------------------

@@ -142,6 +142,12 @@ def test_build_sampler_chain_reports_mistakes_with_their_key():
         build_sampler_chain([])
 
 
+def test_bad_values_from_the_python_api_are_config_errors():
+    for name, params in (("temperature", {"temperature": -1.0}), ("top_k", {"k": 0}), ("top_p", {"p": 0.0}), ("bernoulli", {"temperature": 0.0})):
+        with pytest.raises(ConfigError):
+            musicfw.build_sampler(name, **params)
+
+
 def test_seeded_draws_are_reproducible():
     chain = build_sampler_chain([{"name": "temperature", "temperature": 1.3}, {"name": "top_k", "k": 4}])
     logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(3))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from musicfw.core.errors import ConfigError
 from musicfw.core.sampler import Sampler
 
 
 def _positive(value: float, what: str) -> float:
     if not value > 0:
-        raise ValueError(f"{what} must be > 0, got {value}")
+        raise ConfigError(f"{what} must be > 0, got {value}")
     return value
 
 
@@ -60,7 +61,7 @@ class TopK(Sampler):
     def __init__(self, config: Any = None):
         super().__init__(config)
         if self.config.k < 1:
-            raise ValueError(f"top_k.k must be >= 1, got {self.config.k}")
+            raise ConfigError(f"top_k.k must be >= 1, got {self.config.k}")
 
     def process(self, logits: Any) -> Any:
         import torch
@@ -82,7 +83,7 @@ class TopP(Sampler):
     def __init__(self, config: Any = None):
         super().__init__(config)
         if not 0 < self.config.p <= 1:
-            raise ValueError(f"top_p.p must be in (0, 1], got {self.config.p}")
+            raise ConfigError(f"top_p.p must be in (0, 1], got {self.config.p}")
 
     def process(self, logits: Any) -> Any:
         import torch
