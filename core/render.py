@@ -73,8 +73,9 @@ class AudioRenderer:
     """Renders Scores to WAV files with one soundfont (loaded once).
 
     ``render(score, path)`` returns the path written, or None when audio is unavailable
-    (said once: no soundfont found, or the synthesizer failed).  It tries symusic's
-    Synthesizer first and the ``fluidsynth`` program (when installed) second.
+    (said once: no soundfont found, or no synthesizer worked).  It tries symusic's
+    Synthesizer first, then the ``fluidsynth`` program (when installed), then the small numpy
+    SoundFont player of :mod:`musicfw.core.soundfont` (.sf2 files).
     """
 
     def __init__(self, soundfont: str | Path | None = None, sample_rate: int = 22050):
@@ -82,6 +83,7 @@ class AudioRenderer:
         self.soundfont = find_soundfont(soundfont)
         self._synth: Any = None
         self._symusic_failed: str | None = None
+        self._fallback: Any = None
         if self.soundfont is None:
             say_once(
                 "no General MIDI soundfont found (looked in $"
@@ -104,16 +106,26 @@ class AudioRenderer:
             except Exception as exc:  # the synthesizer is optional; the rest must still be written
                 self._symusic_failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         fluidsynth = shutil.which("fluidsynth")
-        if fluidsynth is not None:
-            if self._render_fluidsynth(fluidsynth, score, path):
-                return path
-            say_once(f"fluidsynth could not render {path.name}; no .wav written.")
+        if fluidsynth is not None and self._render_fluidsynth(fluidsynth, score, path):
+            return path
+        try:
+            if self._fallback is None:
+                from .soundfont import SF2Synth
+
+                self._fallback = SF2Synth(self.soundfont, self.sample_rate)
+                say_once(
+                    f"symusic's synthesizer failed here ({self._symusic_failed}); rendering .wav files "
+                    "with musicfw's simple SoundFont player instead."
+                )
+            from .soundfont import write_wav
+
+            return write_wav(path, self._fallback.render(score), self.sample_rate)
+        except Exception as exc:
+            say_once(
+                f"cannot render audio: symusic's synthesizer failed ({self._symusic_failed}) and so did the "
+                f"fallback SoundFont player ({type(exc).__name__}: {exc}); writing samples without .wav audio."
+            )
             return None
-        say_once(
-            f"symusic's synthesizer failed here ({self._symusic_failed}) and the fluidsynth program "
-            "is not installed; writing samples without .wav audio."
-        )
-        return None
 
     def _render_symusic(self, score: Any, path: Path) -> None:
         import symusic
