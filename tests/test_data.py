@@ -152,13 +152,28 @@ def test_split_is_a_pure_function_of_identity_and_seed():
     groups = [f"piece{i}.mid" for i in range(5000)]
     table = assign_splits(groups, seed=3, train_fraction=0.7, valid_fraction=0.2)
     counts = {s: sum(v == s for v in table.values()) for s in ("train", "valid", "test")}
-    assert abs(counts["train"] / 5000 - 0.7) < 0.03
-    assert abs(counts["valid"] / 5000 - 0.2) < 0.03
-    # a piece keeps its split when the corpus grows
-    bigger = assign_splits(groups + [f"new{i}" for i in range(500)], 3, 0.7, 0.2)
-    assert all(bigger[g] == table[g] for g in groups)
+    assert counts == {"train": 3500, "valid": 1000, "test": 500}
+    assert assign_splits(list(reversed(groups)), 3, 0.7, 0.2) == table  # order does not matter
     other_seed = assign_splits(groups, seed=4, train_fraction=0.7, valid_fraction=0.2)
     assert sum(other_seed[g] != table[g] for g in groups) > 1000
+    # frozen: the same on every machine
+    frozen = assign_splits([f"g{i}" for i in range(10)], 0, 0.6, 0.2)
+    assert [frozen[f"g{i}"] for i in range(10)] == FROZEN_SPLIT
+
+
+FROZEN_SPLIT = ["train", "train", "test", "valid", "valid", "train", "train", "test", "train", "train"]
+
+
+def test_big_groups_stay_whole_and_fractions_hold_in_pieces():
+    # 40 files of very different sizes (like the Essen collection's opus files)
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 600, size=40)
+    pieces = [f"file{i}" for i, n in enumerate(sizes) for _ in range(n)]
+    for seed in range(5):
+        table = assign_splits(pieces, seed, 0.8, 0.1)
+        n = {s: sum(table[p] == s for p in pieces) for s in ("train", "valid", "test")}
+        for split, fraction in (("train", 0.8), ("valid", 0.1), ("test", 0.1)):
+            assert abs(n[split] - fraction * len(pieces)) <= sizes.max()
 
 
 def test_tiny_corpora_still_get_every_split():
