@@ -49,7 +49,7 @@ def incremental(model, tokenizer, sampler, batch: int, tokens: int) -> float:
     from musicfw.core.generation import generate
 
     t0 = time.perf_counter()
-    result = generate(model, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=tokens, seed=0)
+    result = generate(model, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=tokens, seed=0, cpu_threads=None)
     elapsed = time.perf_counter() - t0
     assert result.stats["invalid_tokens"] == 0
     return result.stats["tokens_generated"] / elapsed
@@ -102,7 +102,7 @@ def per_position(model, tokenizer, sampler, batch: int, positions=(10, 1000), wi
 
     timed = Timed(model)
     last = max(positions) + window
-    generate(timed, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=last + 1, seed=1)
+    generate(timed, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=last + 1, seed=1, cpu_threads=None)
     deltas = np.diff(np.array(timed.times))  # deltas[i]: token i+1 -> i+2
     out = {}
     for p in positions:

@@ -396,3 +396,23 @@ def test_piano_roll_png(tmp_path):
         assert img.size[0] >= 600 and img.size[1] >= 300
     empty = piano_roll_png(symusic.Score(480), tmp_path / "empty.png")
     assert empty.stat().st_size > 0
+
+
+def test_cpu_threads_are_set_while_decoding_and_restored(remi):
+    seen = []
+
+    class Spy(ToyGRU):
+        def step(self, x, h):
+            seen.append(torch.get_num_threads())
+            return super().step(x, h)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generate(Spy(remi.vocab_size), remi, SAMPLER, n=1, max_tokens=5, cpu_threads=1)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        generate(Spy(remi.vocab_size), remi, SAMPLER, n=1, max_tokens=5, cpu_threads=None)
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
