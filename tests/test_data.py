@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import io
-from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -252,7 +252,6 @@ class Music21Corpus(MusicDataset):
         units = select(self.units(), self.config.max_count)
         skipped: list[tuple[str, str]] = []
         pieces: list[Piece] = []
-        corpus = music21_corpus_dir()
         by_collection: dict[str, list[Unit]] = {}
         for unit in units:
             by_collection.setdefault(unit.id.split("/", 1)[0], []).append(unit)
@@ -275,12 +274,8 @@ class Music21Corpus(MusicDataset):
                 if score is None:
                     skipped.append((unit.id, reason or "conversion failed"))
                     continue
-                source = Path(unit.path)
-                try:
-                    source_name = source.relative_to(corpus).as_posix()
-                except ValueError:
-                    source_name = str(source)
-                pieces.append(Piece(id=unit.id, score=score, group=unit.group, source=source_name, title=title))
+                # the group is the source file's path inside music21's corpus folder
+                pieces.append(Piece(id=unit.id, score=score, group=unit.group, source=unit.group, title=title))
         if not pieces:
             raise DataError(f"Dataset {self.name!r}: no piece could be converted ({len(skipped)} failed).")
         return pieces, skipped
