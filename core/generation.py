@@ -18,7 +18,6 @@ dropped token; ``stats["invalid_rate"]`` measures it either way.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,9 @@ def build_sampler_chain(section: Any, registries: Any = None) -> Any:
     Sections are validated against each sampler's Config; mistakes are ConfigError /
     PluginError naming ``sampler`` or ``sampler[i]``.
     """
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import ListConfig
 
     from .api import get_registries
-    from .config import validate_plugin_section
     from .sampler import SamplerChain
 
     registries = registries if registries is not None else get_registries()
