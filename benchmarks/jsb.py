@@ -120,7 +120,9 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
     tokenizer = musicfw.build_tokenizer("pianoroll", **plugin_params(config.tokenizer))
     model = musicfw.build_model("lstm", tokenizer=tokenizer, **plugin_params(config.model))
     dm = make_datamodule(frames, int(config.train.batch_size), int(config.seed))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # one thread by default: on a shared 2-core CPU, two torch threads competing with other
+    # processes spin on locks and run many times slower
+    torch.set_num_threads(int(__import__("os").environ.get("MUSICFW_BENCH_THREADS", "1")))
     return fit(model, dm, config, out_dir)
 
 
