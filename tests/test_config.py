@@ -87,7 +87,7 @@ def test_unknown_plugin_lists_the_available_names(tmp_path, regs):
         load_config(write(tmp_path, GOOD.replace("name: toy_model", "name: toy_modle")), registries=regs)
     msg = str(err.value)
     assert "Unknown model 'toy_modle'" in msg and "Did you mean 'toy_model'" in msg
-    assert "Available models: toy_model" in msg and "model.name" in msg
+    assert "Available models:" in msg and "toy_model" in msg and "model.name" in msg
 
 
 def test_sampler_chain_entries_are_validated_one_by_one(tmp_path, regs):
