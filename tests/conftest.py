@@ -33,3 +33,9 @@ def shared_midi() -> Path:
     if not path.is_dir():
         pytest.skip(f"the external MIDI corpus is not at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def corpus_cache(tmp_path_factory) -> Path:
+    """One converted-corpus cache for the whole test session (conversion is the slow part)."""
+    return tmp_path_factory.mktemp("corpus-cache")
