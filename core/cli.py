@@ -18,7 +18,7 @@ import textwrap
 from .errors import UserError
 
 #: sub-command modules, in the order ``musicfw --help`` lists them
-COMMANDS = ("run", "generate", "plugins", "sample", "interpolate", "tokenize", "evaluate", "data")
+COMMANDS = ("run", "plugins", "data", "tokenize", "generate", "evaluate", "sample", "interpolate")
 
 
 def _version() -> str:
