@@ -45,7 +45,9 @@ class MusicVAEConfig:
         metadata={"help": "hierarchical decoder: steps per conductor step (one bar of 16ths)"},
     )
     max_seq_len: int = field(
-        default=32, metadata={"help": "default length of sample()/decode() (32 = 2 bars)"}
+        default=32,
+        metadata={"help": "segment length (32 = 2 bars): sample()/decode() length; longer "
+                  "sequences are scored as consecutive segments"},
     )
     free_bits: float = field(
         default=0.0, metadata={"help": "KL cost = max(KL - free_bits * ln 2, 0) (KL summed over z)"}
