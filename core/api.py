@@ -69,7 +69,12 @@ def build(
     kind = normalize_kind(kind)
     plugin_cls = registries[kind].get(name)
     config = make_config(kind, name, registries=registries, **params)
-    return plugin_cls.from_config(config, **(context or {}))
+    try:
+        return plugin_cls.from_config(config, **(context or {}))
+    except ValueError as exc:
+        # the plugin convention: from_config raises ValueError for parameter values it rejects
+        # (ranges, combinations) that the Config's types cannot express -- a user mistake
+        raise ConfigError(f"Invalid {kind.rstrip('s')} {name!r} parameters: {exc}") from exc
 
 
 def build_from_section(kind: str, section: Any, registries: Registries | None = None, **context: Any) -> Any:

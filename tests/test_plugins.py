@@ -154,3 +154,8 @@ def test_version():
     assert result.returncode == 0
     assert result.stdout.strip() == f"musicfw {musicfw.__version__}"
     assert musicfw.__version__ != "0+unknown"
+
+
+def test_values_a_plugin_rejects_are_config_errors():
+    with pytest.raises(musicfw.ConfigError, match=r"tokenizer 'melody'.*min_pitch"):
+        musicfw.build_tokenizer("melody", min_pitch=200)
