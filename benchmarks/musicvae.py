@@ -47,7 +47,7 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     from musicfw.core.api import build_from_section
     from musicfw.core.data import build_datamodule
     from musicfw.core.rundir import RunFolder
-    from musicfw.core.training import fit
+    from musicfw.core.training import fit, load_checkpoint
     from musicfw.plugins.models.musicvae.model import evaluate_vae
     from musicfw.plugins.models.musicvae.tools import heldout_windows, window_batches
 
@@ -63,6 +63,12 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     torch.manual_seed(int(config.seed))
     model = build_from_section("models", config.model, tokenizer=tokenizer)
     fit_metrics = fit(model, datamodule, config, run.path)
+    # Evaluate the last weights, as Magenta evaluates its latest checkpoint: fit() restores the
+    # "best" checkpoint by val/nll, which for a VAE is the negative ELBO, and with beta ~ 0
+    # early in training the KL (free to grow) makes the earliest checkpoint look best.
+    last = run.path / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        load_checkpoint(model, last)
     length = int(config.model.max_seq_len)
     bar = int(getattr(tokenizer, "steps_per_bar", 16))
     windows = heldout_windows(datamodule.tokens("test"), length=length, hop=bar, min_onset_id=2)

@@ -43,7 +43,7 @@ def vae_run(tmp_path: Path) -> Path:
     )
     run.checkpoints.mkdir()
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state}, run.checkpoints / "best.ckpt")
+    torch.save({"state_dict": state}, run.checkpoints / "last.ckpt")
     return run.path
 
 

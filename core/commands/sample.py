@@ -22,11 +22,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/prior)")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    p.add_argument(
+        "--checkpoint", default="last", choices=("best", "last"),
+        help="which checkpoint (default last: a VAE's 'best' by held-out negative ELBO is an "
+        "early one while the KL weight is still near 0)",
+    )
     p.set_defaults(func=main)
 
 
-def load_vae_run(run_dir: str, which: str = "best"):
+def load_vae_run(run_dir: str, which: str = "last"):
     """(model, tokenizer, RunFolder) of a run folder."""
     from ..rundir import RunFolder
     from ..training import load_model
