@@ -548,7 +548,7 @@ def evaluate_run_folder(run_dir: str | Path, overrides: Sequence[str] = (), repo
     try:
         from .training import load_model
 
-        model, tokenizer = load_model(run.path, which="best")
+        model, tokenizer = load_model(run.path)
     except RunFolderError as exc:
         problem = f"no model to measure the likelihood of: {exc}"
     if tokenizer is None:

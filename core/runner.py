@@ -113,7 +113,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
 
     with progress.stage("train", f"{config.model.name}"):
         fit_metrics = fit(model, datamodule, config, run.path, resume=bool(resume))
-        model, _ = load_model(run.path, which="best")
+        model, _ = load_model(run.path)
 
     from .generation import generate, write_samples
 

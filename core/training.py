@@ -583,10 +583,12 @@ def load_checkpoint(model: Any, path: str | Path) -> Any:
     return model
 
 
-def load_model(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
+def load_model(run_dir: str | Path, which: str = "auto") -> tuple[Any, Any]:
     """``(model, tokenizer)`` rebuilt from run_dir/config.yaml, run_dir/tokenizer.json and
-    ``checkpoints/<which>.ckpt`` (``which``: "best", "last", or a checkpoint path).  The
-    model is in eval mode, on the CPU."""
+    ``checkpoints/<which>.ckpt`` (``which``: "best", "last", a checkpoint path, or "auto": the
+    model's ``preferred_checkpoint``, "best" unless the model says otherwise -- MusicVAE says
+    "last", since its KL annealing makes early checkpoints look best).  The model is in eval
+    mode, on the CPU."""
     from .api import build_from_section
     from .rundir import load_run_config
     from .tokenizer import load_tokenizer
@@ -597,6 +599,9 @@ def load_model(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
     if not tok_path.is_file():
         raise RunFolderError(f"{run_dir} has no tokenizer.json; was the run's data stage reached?")
     tokenizer = load_tokenizer(tok_path)
+    model = build_from_section("models", config.model, tokenizer=tokenizer)
+    if which == "auto":
+        which = getattr(model, "preferred_checkpoint", "best")
     path = Path(which) if which not in ("best", "last") else run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
     if not path.is_file():
         found = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.ckpt"))
@@ -604,7 +609,6 @@ def load_model(run_dir: str | Path, which: str = "best") -> tuple[Any, Any]:
             f"No checkpoint {path} in {run_dir} (found: {', '.join(found) or 'none'}); "
             "train the model first (musicfw run) or pick which='last'."
         )
-    model = build_from_section("models", config.model, tokenizer=tokenizer)
     load_checkpoint(model, path)
     model.eval()
     return model, tokenizer

@@ -45,7 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-audio", action="store_true", help="do not render .wav files")
     p.add_argument("--soundfont", default=None, metavar="FILE.sf2", help="General MIDI soundfont for .wav files")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint path (default best)")
+    p.add_argument(
+        "--checkpoint",
+        default="auto",
+        help="best, last, a checkpoint path, or auto (default: the model's preference, best for "
+        "language models, last for MusicVAE)",
+    )
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new RUN_DIR/samples/generate-NNN)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.set_defaults(func=main)

@@ -300,6 +300,9 @@ class MusicVAEModel(nn.Module):
 
     token_kind = "categorical"
     trainable = True
+    #: generate from last.ckpt: with beta annealed from ~0, the held-out negative ELBO that picks
+    #: best.ckpt favours early checkpoints (measured: best 0.759 vs last 0.954 accuracy)
+    preferred_checkpoint = "last"
 
     def __init__(self, config: Any, vocab_size: int):
         super().__init__()
