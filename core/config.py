@@ -384,6 +384,16 @@ def load_config(
         merged = OmegaConf.merge(merged, override_cfg)
     except OmegaConfBaseException as exc:
         raise _schema_error(exc, source) from None
+    except TypeError:  # a dict override onto a list (or back): omegaconf cannot merge them
+        key = next(
+            (k for k in override_cfg if isinstance(merged.get(k), ListConfig) != isinstance(override_cfg[k], ListConfig)),
+            "?",
+        )
+        raise ConfigError(
+            f"Invalid command-line override of `{key}`: it is a list (a chain) in {source.path or 'the config'}, "
+            f"so a key inside it cannot be overridden. Replace the whole value instead, e.g. "
+            f"'{key}=[{{name: bernoulli}}]'."
+        ) from None
     _check_choices(merged, Experiment, source, "")
     for key in ("data", "tokenizer", "model"):
         if merged.get(key) is None:

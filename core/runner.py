@@ -85,6 +85,13 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     from .seeding import seed_everything
 
     registries = get_registries()
+    # sampler and tokenizer first: a mismatch must fail before a run folder is made
+    from .generation import build_sampler_chain
+
+    sampler = build_sampler_chain(config.sampler, registries=registries)
+    tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries)
+    _check_sampler_kind(sampler, tokenizer)
+
     run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
     result = RunResult(run.path)
     progress = Progress(total=5)
@@ -92,13 +99,6 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     if not resume:
         run.save_config(config)
     seed_everything(int(config.seed))
-
-    # sampler first: a mismatch with the tokenizer must fail before any work is done
-    from .generation import build_sampler_chain
-
-    sampler = build_sampler_chain(config.sampler, registries=registries)
-    tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries)
-    _check_sampler_kind(sampler, tokenizer)
     tokenizer.save(run.tokenizer_path)
 
     from .data import build_datamodule

@@ -141,3 +141,16 @@ def test_cli_unknown_key_and_wrong_type(tmp_path):
     assert_user_error(
         run_cli("run", str(path), "train.batch_size=big"), "train.batch_size", "'big'", "Integer"
     )
+
+
+def test_cli_override_inside_a_sampler_chain_explains_itself(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "data: {name: midi_folder, path: x}\ntokenizer: {name: remi}\nmodel: {name: markov}\n"
+        "sampler:\n  - {name: temperature}\n  - {name: top_p}\n"
+        f"output_dir: {tmp_path / 'runs'}\n"
+    )
+    assert_user_error(run_cli("run", str(path), "sampler.name=greedy"), "it is a list (a chain)", "sampler=[{name:")
+    # a sampler that cannot draw the tokenizer's tokens fails before any run folder is made
+    assert_user_error(run_cli("run", str(path), "sampler=[{name: bernoulli}]"), "cannot draw categorical tokens")
+    assert not (tmp_path / "runs").exists()
