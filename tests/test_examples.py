@@ -55,3 +55,18 @@ def test_example_runs(example, tmp_path, corpus_cache):
     assert "report:" in result.stdout and str(run_dir) in result.stdout
     if example == "quickstart.yaml":
         assert any((run_dir / "wandb").rglob("*.wandb")), "the offline W&B run is in the run folder"
+
+
+@pytest.mark.slow
+def test_run_resume_continues_in_the_same_folder(tmp_path, corpus_cache):
+    common = [f"output_dir={tmp_path}", *COMMON, *TINY["quickstart.yaml"], "logger.name=none",
+              "train.max_epochs=100", "train.checkpoint_every_n_steps=2", "evaluate.enabled=false"]
+    env = {"MUSICFW_CACHE_DIR": str(corpus_cache)}
+    first = run_cli("run", "examples/quickstart.yaml", *common, cwd=REPO, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    again = run_cli("run", "examples/quickstart.yaml", "--resume", str(run_dir), "train.max_steps=6", cwd=REPO, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == [run_dir]  # no new folder
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["global_step"] == 6
