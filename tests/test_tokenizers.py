@@ -553,3 +553,12 @@ def test_tokenizer_modules_are_cheap_to_import():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_pianoroll_keeps_trailing_silent_frames_of_the_benchmark_scores():
+    from musicfw.plugins.datasets.piano_roll_benchmark import frames_to_score
+
+    frames = np.zeros((6, 88), dtype=np.uint8)
+    frames[0:2, 39] = 1  # middle C for two frames, then four silent frames
+    tok = musicfw.build_tokenizer("pianoroll", steps_per_quarter=1)
+    assert np.array_equal(tok.encode(frames_to_score(frames)), frames)

@@ -83,10 +83,13 @@ class PianoRoll(Tokenizer):
         return {"start": start, "end": end, "pitch": notes.pitch}
 
     def encode(self, score: Any) -> np.ndarray:
-        """Score -> uint8 frames ``[T, K]``; T = the last note's end step."""
+        """Score -> uint8 frames ``[T, K]``; T = the last note's end step, or the step of a
+        text marker ``"end"`` when that is later (trailing silent frames survive, as in the
+        piano-roll benchmarks)."""
         q = self.quantize(score)
         K = self.n_pitches
         T = int(q["end"].max()) if len(q["end"]) else 0
+        T = max(T, self._end_marker_step(score))
         key = q["pitch"] - self.config.min_pitch
         size = (T + 1) * K
         diff = np.bincount(q["start"] * K + key, minlength=size) - np.bincount(q["end"] * K + key, minlength=size)
@@ -96,6 +99,13 @@ class PianoRoll(Tokenizer):
         onset = np.zeros((T, K), dtype=np.uint8)
         onset[q["start"], key] = 1
         return np.concatenate([active, onset], axis=1)
+
+    def _end_marker_step(self, score: Any) -> int:
+        ends = [m.time for m in score.markers if m.text == "end"]
+        if not ends:
+            return 0
+        tpq, spq = int(score.ticks_per_quarter), self.config.steps_per_quarter
+        return int((2 * max(ends) * spq + tpq) // (2 * tpq))
 
     def _frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         arr = np.asarray(frames)
