@@ -6,6 +6,7 @@ generation, evaluation, report) and can be rerun on a run folder from the CLI.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .rundir import RunFolder
 
 
@@ -104,7 +105,12 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     from .data import build_datamodule
 
     with progress.stage("data", f"{config.data.name} -> {tokenizer.name} tokens"):
-        datamodule = build_datamodule(config, tokenizer, run.path)
+        try:
+            datamodule = build_datamodule(config, tokenizer, run.path)
+        except UserError:
+            if not resume:  # nothing was made yet but the config: leave no half-empty run behind
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
 
