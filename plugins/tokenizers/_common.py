@@ -216,3 +216,9 @@ def next_in_group(group: np.ndarray) -> np.ndarray:
     if n > 1:
         same[:-1] = group[1:] == group[:-1]
     return np.where(same, nxt, -1)
+
+
+def check_pitch_range(name: str, min_pitch: int, max_pitch: int) -> None:
+    """A tokenizer's pitch range must be a non-empty part of MIDI's 0..127."""
+    if not 0 <= min_pitch <= max_pitch <= 127:
+        raise ValueError(f"{name}: need 0 <= min_pitch <= max_pitch <= 127, got {min_pitch}, {max_pitch}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import build_score, check_ids, collect_notes
+from ._common import build_score, check_ids, check_pitch_range, collect_notes
 from .pianoroll import pitch_name
 
 NO_EVENT = 0
@@ -45,8 +45,7 @@ class Melody(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
-            raise ValueError(f"melody: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        check_pitch_range("melody", c.min_pitch, c.max_pitch)
         if c.steps_per_quarter < 1:
             raise ValueError("melody: steps_per_quarter must be >= 1")
         if not 1 <= c.velocity <= 127:

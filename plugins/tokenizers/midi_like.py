@@ -21,7 +21,7 @@ import numpy as np
 
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import build_score, check_ids, collect_notes, ffill, next_in_group, velocity_bins
+from ._common import build_score, check_ids, check_pitch_range, collect_notes, ffill, next_in_group, velocity_bins
 
 # type codes (index into TYPE_NAMES)
 NOTE_ON, NOTE_OFF, TIME_SHIFT, VELOCITY = 0, 1, 2, 3
@@ -51,8 +51,7 @@ class MIDILike(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
-            raise ValueError(f"midi_like: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        check_pitch_range("midi_like", c.min_pitch, c.max_pitch)
         if c.steps_per_second < 1 or c.max_shift_steps < 1:
             raise ValueError("midi_like: steps_per_second and max_shift_steps must be >= 1")
         if not 1 <= c.default_velocity <= 127:

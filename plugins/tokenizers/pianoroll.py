@@ -14,7 +14,7 @@ import numpy as np
 
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
 
-from ._common import build_score, collect_notes
+from ._common import build_score, check_pitch_range, collect_notes
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -43,8 +43,7 @@ class PianoRoll(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
-            raise ValueError(f"pianoroll: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        check_pitch_range("pianoroll", c.min_pitch, c.max_pitch)
         if c.steps_per_quarter < 1:
             raise ValueError("pianoroll: steps_per_quarter must be >= 1")
         if not 1 <= c.velocity <= 127:

@@ -28,6 +28,7 @@ import numpy as np
 from musicfw.core.tokenizer import Tokenizer
 
 from ._common import (
+    check_pitch_range,
     DRUM_PROGRAM,
     build_score,
     check_ids,
@@ -85,8 +86,7 @@ class REMI(Tokenizer):
         c = self.config
         if c.beat_resolution < 1:
             raise ValueError("remi: beat_resolution must be >= 1")
-        if not 0 <= c.min_pitch <= c.max_pitch <= 127:
-            raise ValueError(f"remi: need 0 <= min_pitch <= max_pitch <= 127, got {c.min_pitch}, {c.max_pitch}")
+        check_pitch_range("remi", c.min_pitch, c.max_pitch)
         if c.max_bar_quarters < 4:
             raise ValueError("remi: max_bar_quarters must be >= 4 (a 4/4 bar must fit)")
         if c.max_duration_quarters < 1 or c.chord_quarters < 1:
