@@ -13,7 +13,7 @@ only difference is how the next logits are computed:
 
 A last table measures the dropped-token rate (tokens ``decode`` ignores, from the
 tokenizers' ``count_invalid``) with and without constraints, for REMI and MIDI-like, from an
-order-2 Markov chain counted on the external MIDI corpus (../shared/midi/one_track) and from
+order-2 Markov chain counted on the external MIDI corpus (tests/data/midi/one_track, copied from ../shared/midi) and from
 the untrained LSTM.
 
 Run:  python benchmarks/generation.py [--tokens 128] [--hidden 512] [--layers 3] [--threads 1]
@@ -160,7 +160,7 @@ def dropped_tokens(args, n: int = 32, max_tokens: int = 512) -> None:
     import musicfw
     from musicfw.core.generation import build_sampler_chain, generate
 
-    corpus = Path(__file__).resolve().parents[1].parent / "shared" / "midi" / "one_track"
+    corpus = Path(__file__).resolve().parents[1] / "tests" / "data" / "midi" / "one_track"
     files = sorted(corpus.glob("*.mid"))
     sampler = build_sampler_chain({"name": "temperature", "temperature": 1.0})
     print(f"\ndropped tokens (decode ignores them), {n} samples x {max_tokens} tokens, sampler temperature 1.0")

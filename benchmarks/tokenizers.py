@@ -4,7 +4,7 @@ Both sides start from the same in-memory ``symusic.Score`` objects and use their
 configs.  For each corpus the table gives encode and decode throughput in each side's own
 tokens per second (best of --repeat runs over the whole corpus), the ratio, and symusic's
 bare parse time of the same files as the floor (what a tokenizer as fast as the MIDI parser
-would take).  Corpora: ../shared/midi/one_track, ../shared/midi/multitrack, and Bach
+would take).  Corpora: tests/data/midi/one_track and multitrack (copies of ../shared/midi), and Bach
 chorales from music21's corpus (converted to MIDI in a temporary folder first).
 
     python benchmarks/tokenizers.py [--bach 20] [--repeat 3]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # this file is named like HuggingFace's `tokenizers`, which MidiTok imports: keep the
 # script's own folder off the import path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-SHARED_MIDI = REPO.parent / "shared" / "midi"
+SHARED_MIDI = REPO / "tests" / "data" / "midi"  # copies of ../shared/midi
 
 
 def bach_chorales(n: int, folder: Path) -> list[Path]:

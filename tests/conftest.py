@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# Real MIDI files (one_track/, multitrack/, bad/) shipped with the tests: see data/midi/README.md.
+TEST_MIDI = REPO / "tests" / "data" / "midi"
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, timeout: int = 600):
@@ -29,10 +30,9 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, 
 
 @pytest.fixture
 def shared_midi() -> Path:
-    path = SHARED / "midi"
-    if not path.is_dir():
-        pytest.skip(f"the external MIDI corpus is not at {path}")
-    return path
+    """The folder of real MIDI files (see tests/data/midi/README.md)."""
+    assert (TEST_MIDI / "bad").is_dir(), f"the test MIDI corpus is missing: {TEST_MIDI}"
+    return TEST_MIDI
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from musicfw.core.constraints import MIDILikeGrammar, REMIGrammar, grammar_for, 
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.generation import GenerationResult, build_sampler_chain, generate, write_samples
 
-from conftest import SHARED
+from conftest import TEST_MIDI
 
 torch.set_num_threads(1)
 
@@ -324,8 +324,7 @@ def test_midi_like_grammar_rules(midi_like):
 
 
 def _corpus_files():
-    folder = SHARED / "midi" / "one_track"
-    return sorted(folder.glob("*.mid"))[:3] if folder.is_dir() else []
+    return sorted((TEST_MIDI / "one_track").glob("*.mid"))[:3]
 
 
 @pytest.mark.parametrize("name, params", [("remi", {}), ("remi", {"use_chords": True, "use_programs": True}), ("midi_like", {})])
@@ -334,8 +333,7 @@ def test_every_encoded_piece_follows_the_grammar(name, params):
     tok = musicfw.build_tokenizer(name, **params)
     scores = [a_score()]
     files = _corpus_files()
-    if not files:
-        pytest.skip(f"the external MIDI corpus is not at {SHARED / 'midi'}")
+    assert files, f"the test MIDI corpus is missing: {TEST_MIDI}"
     scores += [symusic.Score(str(f)) for f in files]
     for score in scores:
         ids = tok.encode(score)[:1500]

@@ -20,7 +20,7 @@ from musicfw.plugins.tokenizers.midi_like import MIDILike, MIDILikeConfig
 from musicfw.plugins.tokenizers.pianoroll import PianoRoll, PianoRollConfig
 from musicfw.plugins.tokenizers.remi import REMI, REMIConfig
 
-from conftest import SHARED, run_cli
+from conftest import TEST_MIDI, run_cli
 
 CATEGORICAL = [
     REMI(),
@@ -34,17 +34,16 @@ CATEGORICAL = [
 
 
 def _shared_files(*folders: str) -> list:
-    root = SHARED / "midi"
-    if not root.is_dir():
-        return []
-    return sorted(p for f in folders for p in (root / f).glob("*.mid"))
+    files = sorted(p for f in folders for p in (TEST_MIDI / f).glob("*.mid"))
+    assert files, f"the test MIDI corpus is missing: {TEST_MIDI}"
+    return files
 
 
 SHARED_FILES = _shared_files("one_track", "multitrack")
 
 
 def _file_param(paths):
-    return pytest.mark.parametrize("path", paths or [pytest.param(None, marks=pytest.mark.skip(reason=f"no MIDI corpus at {SHARED / 'midi'}"))], ids=lambda p: p.name if p else "none")
+    return pytest.mark.parametrize("path", paths, ids=lambda p: p.name)
 
 
 # -- independent expectations (the documented quantization, written out plainly) ----------
