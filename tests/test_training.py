@@ -224,10 +224,18 @@ def test_wandb_offline_run_lives_in_the_run_folder_and_reads_back(tmp_path):
     assert list((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
 
 
-def test_tensorboard_logger(tmp_path):
-    pytest.importorskip("tensorboardX")
+def test_tensorboard_logger(tmp_path):  # tensorboardX comes with the [test] extra
     fit(small_lstm(), make_datamodule(), make_config("tensorboard", max_epochs=1), tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_tensorboard_without_its_package_is_a_user_error(tmp_path, monkeypatch):
+    from musicfw.core.loggers import build_loggers
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # None in sys.modules: import fails
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(UserError, match=r"logger.name: tensorboard needs .*musicfw\[tensorboard\]"):
+        build_loggers(make_config("tensorboard", max_epochs=1), tmp_path)
 
 
 # ------------------------------------------------------------------------------------------
