@@ -20,7 +20,9 @@ Usage::
 
     python benchmarks/musicvae.py --part 2bar --max-steps 4000
     python benchmarks/musicvae.py --part 16bar --max-steps 600 --set data.max_count=3000
-    python benchmarks/musicvae.py --part 16bar --parallel ...   # both decoders at once, a core each
+    python benchmarks/musicvae.py --part 16bar --parallel --max-steps 3000 \
+        --set model.enc_rnn_size=[256] --set model.dec_rnn_size=[128,128] --set model.z_size=128 \
+        --set train.batch_size=16 --set train.lr=0.003 --max-windows 500   # README's 16-bar row
     python benchmarks/musicvae.py --quick          # a smoke run: a few steps, small data
 
 Any ``--set key=value`` is an experiment override (omegaconf dotlist).  Prints a table; with
@@ -64,8 +66,9 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     torch.manual_seed(int(config.seed))
     model = build_from_section("models", config.model, tokenizer=tokenizer)
     fit_metrics = fit(model, datamodule, config, run.path)
-    # Evaluate the last weights, as Magenta evaluates its latest checkpoint: fit() restores the
-    # "best" checkpoint by val/nll, which for a VAE is the negative ELBO, and with beta ~ 0
+    # Evaluate the last weights, as Magenta evaluates its latest checkpoint (fit() already
+    # restores them, MusicVAE's preferred_checkpoint; loaded again here to be explicit): the
+    # "best" checkpoint by val/nll, the negative ELBO, is an early one, because with beta ~ 0
     # early in training the KL (free to grow) makes the earliest checkpoint look best.
     last = run.path / "checkpoints" / "last.ckpt"
     if last.is_file():

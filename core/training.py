@@ -6,7 +6,7 @@
   every validation and at the end: the resume point) and ``checkpoints/best.ckpt`` (lowest
   ``val/nll``), logs through :mod:`musicfw.core.loggers` (history.jsonl always, plus W&B
   offline / csv / tensorboard), and returns the final metrics, computed exactly with the
-  best weights: ``val_nll`` and ``test_nll`` (nats per token; per frame for piano-rolls),
+  weights the model prefers (``preferred_checkpoint``: best, or last for MusicVAE): ``val_nll`` and ``test_nll`` (nats per token; per frame for piano-rolls),
   ``val_perplexity``, ``test_perplexity``, ``train_time_s``, ``global_step``, ``epochs``,
   ``n_parameters``.
 * ``fit(..., resume=True)`` continues from ``checkpoints/last.ckpt`` (mid-epoch included).
@@ -480,7 +480,9 @@ def _fit_lightning(model: Any, datamodule: Any, config: Any, run_dir: Path, resu
 
     if not best.is_file() and last.is_file():  # no validation ran: the last weights are the best we know
         shutil.copyfile(last, best)
-    which = best if best.is_file() else last
+    # The held-out metrics below describe the weights a user gets from load_model(which="auto").
+    prefers_last = getattr(model, "preferred_checkpoint", "best") == "last"
+    which = last if (prefers_last and last.is_file()) or not best.is_file() else best
     load_checkpoint(model, which)
     device = module.device
     model.to(device)

@@ -224,6 +224,18 @@ def test_wandb_offline_run_lives_in_the_run_folder_and_reads_back(tmp_path):
     assert list((tmp_path / "wandb").glob("offline-run-*/files/media/images/**/*.png"))
 
 
+def test_fit_reports_held_out_metrics_of_the_checkpoint_the_model_prefers(tmp_path):
+    """Language models are judged on best.ckpt; a model preferring "last" (MusicVAE) on last.ckpt."""
+    for prefer, folder in (("best", tmp_path / "a"), ("last", tmp_path / "b")):
+        model = small_lstm()
+        model.preferred_checkpoint = prefer
+        metrics = fit(model, make_datamodule(), make_config("none", max_epochs=2), folder)
+        assert Path(metrics["checkpoint"]).name == f"{prefer}.ckpt"
+        saved = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+        for key, value in model.state_dict().items():  # the model now holds those very weights
+            assert torch.equal(value, saved[f"model.{key}"])
+
+
 def test_tensorboard_logger(tmp_path):  # tensorboardX comes with the [test] extra
     fit(small_lstm(), make_datamodule(), make_config("tensorboard", max_epochs=1), tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
