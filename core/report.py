@@ -98,6 +98,18 @@ def _pyplot():
     return plt
 
 
+def _panel_grid(n: int) -> tuple[Any, list[Any], int]:
+    """A figure of ``n`` small panels, PANEL_COLUMNS to a row, the unused cells hidden:
+    (figure, the n axes, number of rows)."""
+    plt = _pyplot()
+    cols = min(PANEL_COLUMNS, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, list(axes.ravel()[:n]), rows
+
+
 def _png_data_uri(fig: Any, dpi: int = 90, tight: bool = True) -> str:
     plt = _pyplot()
     buf = io.BytesIO()
@@ -161,16 +173,13 @@ def distance_kde_figure(kde: Mapping[str, Any]) -> str | None:
     names = [n for n, c in kde.items() if c and c.get("x")]
     if not names:
         return None
-    plt = _pyplot()
-    cols = min(PANEL_COLUMNS, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.4 * rows), squeeze=False)
+    fig, axes, rows = _panel_grid(len(names))
     styles = {
         "intra_generated": ("intra generated", "#d62728", "-"),
         "intra_reference": ("intra reference", "#1f77b4", "-"),
         "inter": ("inter (generated vs reference)", "#2ca02c", "--"),
     }
-    for ax, name in zip(axes.ravel(), names):
+    for ax, name in zip(axes, names):
         curves = kde[name]
         for key, (label, color, ls) in styles.items():
             ys = curves.get(key)
@@ -179,9 +188,7 @@ def distance_kde_figure(kde: Mapping[str, Any]) -> str | None:
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
-    for ax in axes.ravel()[len(names):]:
-        ax.axis("off")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.05 if rows > 1 else 0.1, 1, 1))
     return _png_data_uri(fig)
@@ -206,12 +213,9 @@ def value_kde_figure(metrics: Mapping[str, Any]) -> str | None:
             panels.append((name, sets))
     if not panels:
         return None
-    plt = _pyplot()
-    cols = min(PANEL_COLUMNS, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.4 * rows), squeeze=False)
+    fig, axes, _ = _panel_grid(len(panels))
     colors = {"generated": "#d62728", "reference": "#1f77b4"}
-    for ax, (name, sets) in zip(axes.ravel(), panels):
+    for ax, (name, sets) in zip(axes, panels):
         every = np.concatenate(list(sets.values()))
         lo, hi = float(every.min()), float(every.max())
         floor = 1e-3 * max(hi - lo, abs(hi), 1e-9)
@@ -225,8 +229,6 @@ def value_kde_figure(metrics: Mapping[str, Any]) -> str | None:
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
         ax.legend(fontsize=6)
-    for ax in axes.ravel()[len(panels):]:
-        ax.axis("off")
     fig.tight_layout()
     return _png_data_uri(fig)
 
