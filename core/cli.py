@@ -1,8 +1,10 @@
 """The ``musicfw`` command line.
 
-Each sub-command lives in its own module under :mod:`musicfw.core.commands` with two
-functions: ``add_parser(subparsers)`` and ``main(args) -> int``.  Modules are imported when
-the parser is built; they must stay cheap (torch and Lightning load inside ``main``).
+Core's own sub-commands live in modules under :mod:`musicfw.core.commands` with two
+functions: ``add_parser(subparsers)`` and ``main(args) -> int``.  Plugins add verbs through
+the ``musicfw_register_commands`` hook (:mod:`musicfw.core.command`); their names cannot
+shadow core's.  Everything is imported when the parser is built, so it must stay cheap
+(torch and Lightning load inside ``main``/``run``).
 
 User mistakes (:class:`~musicfw.core.errors.UserError`) print one paragraph and exit 2; any
 other exception is a bug and keeps its traceback.
@@ -17,8 +19,8 @@ import textwrap
 
 from .errors import UserError
 
-#: sub-command modules, in the order ``musicfw --help`` lists them
-COMMANDS = ("run", "plugins", "data", "tokenize", "generate", "evaluate", "sample", "interpolate")
+#: core's sub-command modules, in the order ``musicfw --help`` lists them (plugin verbs follow)
+COMMANDS = ("run", "plugins", "data", "tokenize", "generate", "evaluate")
 
 
 def _version() -> str:
@@ -30,7 +32,9 @@ def _version() -> str:
         return "0+unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registries=None) -> argparse.ArgumentParser:
+    """The whole parser: core's verbs, then every plugin verb of ``registries`` (loaded here
+    when None)."""
     parser = argparse.ArgumentParser(
         prog="musicfw",
         description="musicfw: train, sample and evaluate symbolic music models from one YAML file.",
@@ -41,11 +45,42 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"musicfw.core.commands.{name}")
         module.add_parser(sub)
+    if registries is None:
+        from .plugins import load_registries
+
+        registries = load_registries(reserved_commands={name: "musicfw" for name in COMMANDS})
+    for info in registries.commands:
+        command = info.cls()
+        p = sub.add_parser(
+            info.name,
+            help=f"{command.help} [{info.provider}]" if info.provider != "musicfw" else command.help,
+            description=command.description or command.help,
+        )
+        command.add_arguments(p)
+        p.set_defaults(func=_runner(command, registries))
     return parser
 
 
+def _runner(command, registries):
+    from .command import CommandContext
+
+    def run(args: argparse.Namespace) -> int:
+        return command.run(args, CommandContext(registries))
+
+    return run
+
+
+def _print_error(command: str, exc: UserError) -> int:
+    message = textwrap.fill(str(exc), width=100, break_long_words=False, break_on_hyphens=False)
+    print(f"musicfw {command}: error: {message}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except UserError as exc:  # e.g. two plugins with one name
+        return _print_error("(plugins)", exc)
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides may also follow an option (`run exp.yaml --resume DIR a.b=1`)
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
@@ -58,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        message = textwrap.fill(str(exc), width=100, break_long_words=False, break_on_hyphens=False)
-        print(f"musicfw {args.command}: error: {message}", file=sys.stderr)
-        return exc.exit_code
+        return _print_error(args.command, exc)
     except KeyboardInterrupt:
         print("musicfw: interrupted", file=sys.stderr)
         return 130

@@ -360,9 +360,9 @@ def load_config(
 ) -> DictConfig:
     """Load an experiment (a YAML path, a dict, or nothing for the defaults), apply
     ``key=value`` overrides, and validate every section.  Raises ConfigError/PluginError."""
-    from .api import get_registries
+    from .plugins import load_registries
 
-    registries = registries if registries is not None else get_registries()
+    registries = registries if registries is not None else load_registries()
     overrides = list(overrides)
     if path is None:
         raw, source = OmegaConf.create({}), _Source(None, None, overrides)

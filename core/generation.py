@@ -462,9 +462,17 @@ def _generate_batch(
             clock.mark()
 
     if kind == "multihot":
-        out = np.zeros((B, max_tokens, int(logits.shape[-1])), dtype=np.uint8)
+        out = np.zeros((B, max_tokens, int(tokenizer.vocab_size)), dtype=np.uint8)
     else:
         out = np.zeros((B, max_tokens), dtype=np.int64)
+    # the tokens so far (prompt included), for samplers that ask for them
+    history = None
+    n_prompt = 0 if prompt_tokens is None else len(prompt_tokens)
+    if sampler.needs_history:
+        shape = (B, n_prompt + max_tokens) + ((int(tokenizer.vocab_size),) if kind == "multihot" else ())
+        history = torch.zeros(shape, dtype=torch.long, device=device)
+        if n_prompt:
+            history[:, :n_prompt] = torch.as_tensor(np.asarray(prompt_tokens), dtype=torch.long, device=device)
     length = np.zeros(B, dtype=np.int64)
     done = np.zeros(B, dtype=bool)
     why = np.array(["max_tokens"] * B, dtype=object)
@@ -476,7 +484,9 @@ def _generate_batch(
             if empty.any():  # no budget left to finish a structure: fall back to the bare grammar
                 allowed[empty] = grammar.mask(None)[empty]
             logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), neg_inf)
-        x = sampler(logits, generator, kind)
+        x = model.draw(logits, sampler, generator, None if history is None else history[:, : n_prompt + t])
+        if history is not None:
+            history[:, n_prompt + t] = x.long()
         x_np = x.detach().cpu().numpy()
         if kind == "multihot":
             x_np = (x_np > 0.5).astype(np.uint8)

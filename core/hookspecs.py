@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .command import CommandRegistry
     from .registry import Registry
 
 PROJECT_NAME = "musicfw"
@@ -32,25 +33,36 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 @hookspec
 def musicfw_register_tokenizers(registry: "Registry") -> None:
-    """Add tokenizer classes: ``encode(Score) -> ndarray``, ``decode(ndarray) -> Score``."""
+    """Add :class:`musicfw.core.tokenizer.Tokenizer` subclasses: ``encode(Score) -> ndarray``,
+    ``decode(ndarray) -> Score``, optionally a ``grammar`` and a ``clock``."""
 
 
 @hookspec
 def musicfw_register_models(registry: "Registry") -> None:
     """Add model plugins; ``from_config(config, tokenizer=...)`` returns a ``torch.nn.Module``
-    with ``loss(batch)``, ``init_state(batch_size)`` and ``step(x, state)``."""
+    that subclasses :class:`musicfw.core.model.Model` (``loss``, ``init_state``, ``step`` and
+    the optional hooks)."""
 
 
 @hookspec
 def musicfw_register_samplers(registry: "Registry") -> None:
-    """Add samplers: callables turning one step's logits into the next token."""
+    """Add :class:`musicfw.core.sampler.Sampler` subclasses: one step's logits in, the next
+    token out (``needs_history`` to see the tokens generated so far)."""
 
 
 @hookspec
 def musicfw_register_datasets(registry: "Registry") -> None:
-    """Add datasets: sources of ``symusic.Score`` pieces with a deterministic split."""
+    """Add :class:`musicfw.core.dataset.MusicDataset` subclasses: sources of
+    ``symusic.Score`` pieces with a deterministic split."""
 
 
 @hookspec
 def musicfw_register_metrics(registry: "Registry") -> None:
-    """Add metrics: functions of generated (and reference) music or of a model's likelihood."""
+    """Add :class:`musicfw.core.metric.Metric` subclasses: features of one piece (compared
+    between sets) or a model's likelihood on a held-out split."""
+
+
+@hookspec
+def musicfw_register_commands(commands: "CommandRegistry") -> None:
+    """Add CLI verbs: :class:`musicfw.core.command.Command` subclasses
+    (``commands.add(MyCommand)``), run as ``musicfw <name> ...``."""

@@ -19,7 +19,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Iterable
+from typing import Any, Iterable
 
 import pluggy
 
@@ -60,6 +60,8 @@ class Registries:
     by_kind: dict[str, Registry]
     failures: list[LoadFailure] = field(default_factory=list)
     pm: pluggy.PluginManager | None = None
+    #: CLI verbs added by plugins (``musicfw_register_commands``)
+    commands: Any = None
 
     def __getitem__(self, kind: str) -> Registry:
         from .registry import normalize_kind
@@ -137,7 +139,7 @@ def get_plugin_manager(
     return pm
 
 
-def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
+def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: dict[str, str] | None = None) -> Registries:
     """Call every ``musicfw_register_<kind>`` hook into fresh registries.
 
     Implementations are called one by one (pluggy's ``get_hookimpls``) so that the registry
@@ -147,8 +149,13 @@ def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
         pm = get_plugin_manager()
     providers: dict[str, str] = getattr(pm, "musicfw_providers", {})
     failures: list[LoadFailure] = list(getattr(pm, "musicfw_failures", []))
+    from .command import CommandRegistry
+
     registries = {kind: Registry(kind) for kind in KINDS}
-    for kind, registry in registries.items():
+    commands = CommandRegistry(reserved_commands)
+    targets: list[tuple[str, Any, str]] = [(kind, reg, "registry") for kind, reg in registries.items()]
+    targets.append(("commands", commands, "commands"))
+    for kind, registry, argname in targets:
         caller = getattr(pm.hook, f"musicfw_register_{kind}")
         # pluggy returns implementations last-registered-last; call in registration order
         for impl in caller.get_hookimpls():
@@ -156,7 +163,7 @@ def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
             provider = providers.get(plugin_name, plugin_name)
             registry.current_provider = provider
             try:
-                impl.function(registry=registry)
+                impl.function(**{argname: registry})
             except PluginError:
                 raise
             except Exception as exc:
@@ -172,4 +179,4 @@ def load_registries(pm: pluggy.PluginManager | None = None) -> Registries:
                     stacklevel=2,
                 )
         registry.current_provider = "<python api>"
-    return Registries(registries, failures, pm)
+    return Registries(registries, failures, pm, commands)

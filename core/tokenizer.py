@@ -92,7 +92,7 @@ class Tokenizer(ABC):
 
 def load_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
     """Rebuild a tokenizer from the JSON written by :meth:`Tokenizer.save`."""
-    from .api import build
+    from .build import build
 
     data = json.loads(Path(path).read_text())
     return build("tokenizer", data["name"], registries=registries, **data["config"])

@@ -93,9 +93,7 @@ def _classes() -> dict[str, type]:
 
         # -- training --------------------------------------------------------------------
         def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-            hook = getattr(self.model, "set_training_step", None)
-            if callable(hook):
-                hook(self.global_step)
+            self.model.on_train_step(self.global_step)
             out = self.model.loss(batch)
             loss = out["loss"]
             if not bool(torch.isfinite(loss.detach()).all()):
@@ -182,33 +180,8 @@ def _classes() -> dict[str, type]:
 
         # -- optimizer -----------------------------------------------------------------
         def configure_optimizers(self) -> Any:
-            cfg = self.train_cfg
-            opt = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            warm = int(cfg.warmup_steps)
-            if cfg.lr_schedule == "plateau":
-                plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                    opt, mode="min", factor=cfg.lr_plateau_factor, patience=cfg.lr_plateau_patience
-                )
-                return {
-                    "optimizer": opt,
-                    "lr_scheduler": {"scheduler": plateau, "monitor": "val/nll", "interval": "epoch", "strict": False},
-                }
             total = self.trainer.estimated_stepping_batches
-            if cfg.lr_schedule == "cosine" and not math.isfinite(total):
-                raise ConfigError("train.lr_schedule: cosine needs a finite train.max_steps or train.max_epochs.")
-            cosine = cfg.lr_schedule == "cosine"
-
-            def factor(step: int) -> float:
-                f = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-                if cosine:
-                    progress = min(1.0, max(0, step - warm) / max(1, total - warm))
-                    f *= 0.5 * (1.0 + math.cos(math.pi * progress))
-                return f
-
-            if warm == 0 and not cosine:
-                return opt
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return self.model.configure_optimizers(self.train_cfg, total if math.isfinite(total) else None)
 
         # -- wall-clock training time survives resumes -----------------------------------
         def on_train_start(self) -> None:
@@ -379,7 +352,7 @@ def fit(model: Any, datamodule: Any, config: Any, run_dir: str | Path, resume: b
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if not getattr(model, "trainable", True):
+    if not model.trainable:
         return _fit_counting(model, datamodule, config, run_dir)
     return _fit_lightning(model, datamodule, config, run_dir, resume)
 
@@ -481,7 +454,7 @@ def _fit_lightning(model: Any, datamodule: Any, config: Any, run_dir: Path, resu
     if not best.is_file() and last.is_file():  # no validation ran: the last weights are the best we know
         shutil.copyfile(last, best)
     # The held-out metrics below describe the weights a user gets from load_model(which="auto").
-    prefers_last = getattr(model, "preferred_checkpoint", "best") == "last"
+    prefers_last = model.preferred_checkpoint == "last"
     which = last if (prefers_last and last.is_file()) or not best.is_file() else best
     load_checkpoint(model, which)
     device = module.device
@@ -585,13 +558,13 @@ def load_checkpoint(model: Any, path: str | Path) -> Any:
     return model
 
 
-def load_model(run_dir: str | Path, which: str = "auto") -> tuple[Any, Any]:
+def load_model(run_dir: str | Path, which: str = "auto", registries: Any = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` rebuilt from run_dir/config.yaml, run_dir/tokenizer.json and
     ``checkpoints/<which>.ckpt`` (``which``: "best", "last", a checkpoint path, or "auto": the
     model's ``preferred_checkpoint``, "best" unless the model says otherwise -- MusicVAE says
     "last", since its KL annealing makes early checkpoints look best).  The model is in eval
     mode, on the CPU."""
-    from .api import build_from_section
+    from .build import build_from_section
     from .rundir import load_run_config
     from .tokenizer import load_tokenizer
 
@@ -600,10 +573,10 @@ def load_model(run_dir: str | Path, which: str = "auto") -> tuple[Any, Any]:
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise RunFolderError(f"{run_dir} has no tokenizer.json; was the run's data stage reached?")
-    tokenizer = load_tokenizer(tok_path)
-    model = build_from_section("models", config.model, tokenizer=tokenizer)
+    tokenizer = load_tokenizer(tok_path, registries=registries)
+    model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
     if which == "auto":
-        which = getattr(model, "preferred_checkpoint", "best")
+        which = model.preferred_checkpoint
     path = Path(which) if which not in ("best", "last") else run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
     if not path.is_file():
         found = sorted(p.name for p in (run_dir / CHECKPOINT_DIR).glob("*.ckpt"))

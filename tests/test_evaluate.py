@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import symusic
 import torch
+
+from musicfw.core.model import Model
 from omegaconf import OmegaConf
 
 import musicfw
@@ -51,7 +53,7 @@ class PitchTokenizer(Tokenizer):
         return score
 
 
-class UniformModel(torch.nn.Module):
+class UniformModel(Model, torch.nn.Module):
     """Every token has probability 1/V: NLL per scored token is exactly log V."""
 
     token_kind = "categorical"

@@ -7,6 +7,8 @@ import pytest
 import symusic
 import torch
 
+from musicfw.core.model import Model
+
 import musicfw
 from musicfw.core.constraints import MIDILikeGrammar, REMIGrammar, grammar_for, violations
 from musicfw.core.errors import ConfigError, DataError
@@ -17,7 +19,7 @@ from conftest import TEST_MIDI
 torch.set_num_threads(1)
 
 
-class ToyGRU(torch.nn.Module):
+class ToyGRU(Model, torch.nn.Module):
     """Embedding + GRU cell; random weights give a broad distribution over every id."""
 
     token_kind = "categorical"
@@ -47,7 +49,7 @@ class ToyGRU(torch.nn.Module):
         raise AssertionError("generation never calls loss")
 
 
-class Successor(torch.nn.Module):
+class Successor(Model, torch.nn.Module):
     """A fixed transition table: after id i the next id is (i + 1) mod V (start: ``first``)."""
 
     token_kind = "categorical"
@@ -67,7 +69,7 @@ class Successor(torch.nn.Module):
         raise AssertionError
 
 
-class ToyFrames(torch.nn.Module):
+class ToyFrames(Model, torch.nn.Module):
     """Per-key sigmoid logits for multi-hot frames."""
 
     token_kind = "multihot"

@@ -17,3 +17,11 @@ def musicfw_register_models(registry):
     from .musicvae import MusicVAE
 
     registry.add(MusicVAE)
+
+
+@hookimpl
+def musicfw_register_commands(commands):
+    from .musicvae.commands import Interpolate, Sample
+
+    commands.add(Sample)
+    commands.add(Interpolate)

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicfw.core.model import Model
 
-class LSTMModel(nn.Module):
-    trainable = True
+
+class LSTMModel(Model, nn.Module):
 
     def __init__(
         self,

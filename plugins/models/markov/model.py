@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicfw.core.model import Model
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -70,7 +72,7 @@ def _lookup(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return pos, keys[pos] == query
 
 
-class MarkovModel(nn.Module):
+class MarkovModel(Model, nn.Module):
     """See the module docstring.  ``fit`` counts; ``loss``/``init_state``/``step`` as every model."""
 
     trainable = False

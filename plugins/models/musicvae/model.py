@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicfw.core.model import Model
+
 LN2 = math.log(2.0)
 
 
@@ -295,7 +297,7 @@ def _lengths(mask: torch.Tensor) -> torch.Tensor:
     return (idx * mask.long()).max(dim=1).values.clamp(min=1)
 
 
-class MusicVAEModel(nn.Module):
+class MusicVAEModel(Model, nn.Module):
     """MusicVAE speaking musicfw's model protocol, plus encode/decode/sample/interpolate."""
 
     token_kind = "categorical"
@@ -330,7 +332,7 @@ class MusicVAEModel(nn.Module):
         self.global_step = 0
 
     # -- schedules ----------------------------------------------------------------------
-    def set_training_step(self, global_step: int) -> None:
+    def on_train_step(self, global_step: int) -> None:
         self.global_step = int(global_step)
 
     def beta(self, step: int | None = None) -> float:

@@ -1,0 +1,119 @@
+"""MusicVAE's CLI verbs, registered through ``musicfw_register_commands`` like any plugin's:
+
+* ``musicfw sample --run DIR``: decode latent vectors drawn from the prior;
+* ``musicfw interpolate --run DIR A.mid B.mid``: a path through the latent space.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from musicfw.core.command import Command
+
+_CHECKPOINT_HELP = (
+    "which checkpoint (default last: a VAE's 'best' by held-out negative ELBO is an "
+    "early one while the KL weight is still near 0)"
+)
+
+
+def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
+    """(model, tokenizer, RunFolder) of a run folder whose model is a MusicVAE."""
+    from musicfw.core.errors import ConfigError
+    from musicfw.core.rundir import RunFolder
+    from musicfw.core.training import load_model
+
+    run = RunFolder.open(run_dir)
+    model, tokenizer = load_model(run.path, which=which, registries=registries)
+    from .model import MusicVAEModel
+
+    if not isinstance(model, MusicVAEModel):
+        raise ConfigError(f"{run.path} holds a {type(model).__name__}, not a MusicVAE; this command needs a MusicVAE run.")
+    return model, tokenizer, run
+
+
+class Sample(Command):
+    name = "sample"
+    help = "sample a trained MusicVAE from its prior (z ~ N(0, I)) into MIDI files"
+    description = (
+        "Draw --n latent vectors from the prior N(0, I) of the MusicVAE trained in RUN_DIR, "
+        "decode each into a sequence, and write RUN_DIR/samples/prior/sample_XXX.mid (or --out) "
+        "with a piano-roll image of all samples."
+    )
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+        p.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
+        p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of every step; 0 = argmax (default 1.0)")
+        p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/prior)")
+        p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        from musicfw.core.errors import ConfigError
+
+        if args.n < 1:
+            raise ConfigError(f"--n must be >= 1, got {args.n}.")
+        if args.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
+        from .tools import sample_to_midi
+
+        model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        out = args.out or (run.samples / "prior")
+        written = sample_to_midi(
+            model, tokenizer, out, n=args.n, temperature=args.temperature, length=args.length, seed=args.seed
+        )
+        print(f"wrote {len(written.midi)} samples to {out}")
+        if written.image is not None:
+            print(f"piano roll: {written.image}")
+        return 0
+
+
+class Interpolate(Command):
+    name = "interpolate"
+    help = "interpolate between two MIDI files through a trained MusicVAE's latent space"
+    description = (
+        "Encode the first bars of A.mid and B.mid (as many tokens as the model's max_seq_len) "
+        "with the MusicVAE trained in RUN_DIR, decode --steps points of the spherical "
+        "interpolation between the two encodings (step 0 reconstructs A, the last B), and write "
+        "step_XX.mid for each step, interpolation.mid with all steps in a row, and "
+        "interpolation.png (a piano-roll strip of the whole path)."
+    )
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+        p.add_argument("a", metavar="A.mid", help="the start")
+        p.add_argument("b", metavar="B.mid", help="the end")
+        p.add_argument("--steps", type=int, default=8, help="points on the path, endpoints included (default 8)")
+        p.add_argument("--temperature", type=float, default=0.0, help="softmax temperature of the decoder; 0 = argmax (default 0)")
+        p.add_argument("--length", type=int, default=None, help="tokens taken from each file (default: the model's max_seq_len)")
+        p.add_argument("--seed", type=int, default=0, help="random seed when temperature > 0 (default 0)")
+        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/interpolation)")
+        p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        from musicfw.core.errors import ConfigError
+
+        if args.steps < 2:
+            raise ConfigError(f"--steps must be >= 2 (the two endpoints), got {args.steps}.")
+        if args.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
+        from .tools import interpolate_files
+
+        model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        out = args.out or (run.samples / "interpolation")
+        written = interpolate_files(
+            model, tokenizer, args.a, args.b, out, steps=args.steps, temperature=args.temperature,
+            length=args.length, seed=args.seed,
+        )
+        extra = written.extra
+        print(f"wrote {args.steps} steps of {extra['length']} tokens to {out}")
+        print(f"all steps in a row: {written.midi[-1]}")
+        if written.image is not None:
+            print(f"piano-roll strip: {written.image}")
+        print(
+            f"endpoint reconstruction accuracy: A {extra['reconstruction_accuracy_a']:.3f}, "
+            f"B {extra['reconstruction_accuracy_b']:.3f}"
+        )
+        return 0
