@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from . import build as _build
 from .errors import ConfigError
 from .plugins import Registries, load_registries
-from .registry import normalize_kind
 
 _default_registries: Registries | None = None
 
@@ -39,18 +39,7 @@ def list_plugins(registries: Registries | None = None) -> dict[str, list[str]]:
 
 def make_config(kind: str, name: str, registries: Registries | None = None, **params: Any) -> Any:
     """A plugin's validated ``Config`` instance from keyword parameters."""
-    from .config import validate_plugin_section
-
-    registries = registries or get_registries()
-    kind = normalize_kind(kind)
-    section = validate_plugin_section(
-        OmegaConf.create({"name": name, **params}), kind, registries, key=kind.rstrip("s")
-    )
-    plugin_cls = registries[kind].get(name)
-    values = OmegaConf.to_container(section, resolve=True)
-    assert isinstance(values, dict)
-    values.pop("name")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin_cls.Config), values))
+    return _build.make_config(kind, name, registries=registries or get_registries(), **params)
 
 
 def build(
@@ -65,25 +54,12 @@ def build(
 
     ``context`` carries what the plugin needs besides its parameters (a model's tokenizer).
     """
-    registries = registries or get_registries()
-    kind = normalize_kind(kind)
-    plugin_cls = registries[kind].get(name)
-    config = make_config(kind, name, registries=registries, **params)
-    try:
-        return plugin_cls.from_config(config, **(context or {}))
-    except ValueError as exc:
-        # the plugin convention: from_config raises ValueError for parameter values it rejects
-        # (ranges, combinations) that the Config's types cannot express -- a user mistake
-        raise ConfigError(f"Invalid {kind.rstrip('s')} {name!r} parameters: {exc}") from exc
+    return _build.build(kind, name, registries=registries or get_registries(), context=context, **params)
 
 
 def build_from_section(kind: str, section: Any, registries: Registries | None = None, **context: Any) -> Any:
     """Build a plugin from a config section ``{name: ..., params}``."""
-    if isinstance(section, str):
-        section = {"name": section}
-    params = OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
-    name = params.pop("name")
-    return build(kind, name, registries=registries, context=context, **params)
+    return _build.build_from_section(kind, section, registries=registries or get_registries(), **context)
 
 
 def build_tokenizer(name: str, **params: Any) -> Any:
@@ -112,7 +88,7 @@ def load_config(path: str | Path | dict | None = None, overrides: list[str] | tu
     """Load and validate an experiment YAML (or dict) with ``key=value`` overrides."""
     from .config import load_config as _load
 
-    return _load(path, overrides)
+    return _load(path, overrides, registries=get_registries())
 
 
 def run(config: DictConfig | dict | str | Path, resume: str | Path | None = None) -> Any:
@@ -121,4 +97,4 @@ def run(config: DictConfig | dict | str | Path, resume: str | Path | None = None
 
     if not isinstance(config, DictConfig):
         config = load_config(config)
-    return run_experiment(config, resume=resume)
+    return run_experiment(config, resume=resume, registries=get_registries())

@@ -54,11 +54,19 @@ def build(
     kind = normalize_kind(kind)
     plugin_cls = registries[kind].get(name, where=key)
     config = make_config(kind, name, registries=registries, key=key, **params)
+    return _construct(kind, name, plugin_cls, config, context, key)
+
+
+def _construct(kind: str, name: str, plugin_cls: type, config: Any, context: dict[str, Any] | None, key: str | None) -> Any:
     try:
         built = plugin_cls.from_config(config, **(context or {}))
-    except ValueError as exc:
-        where = f"{key}: " if key else ""
-        raise ConfigError(f"Invalid {kind.rstrip('s')} {name!r} parameters: {where}{str(exc).rstrip('.')}.") from None
+    except (ValueError, ConfigError) as exc:
+        message = str(exc).rstrip(".")
+        if key:
+            raise ConfigError(f"Invalid config: {key}: {message}.") from None
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"Invalid {kind.rstrip('s')} {name!r} parameters: {message}.") from None
     if kind == "models":
         from .model import check_model
 
@@ -77,7 +85,29 @@ def section_params(section: Any) -> tuple[str, dict[str, Any]]:
     return str(params.pop("name")), params
 
 
+def _validated_config(plugin_cls: type, section: Any) -> Any:
+    """The plugin's Config from a section that :func:`musicfw.core.config.load_config` already
+    validated (its node type is the plugin's section class), or None for a raw section."""
+    import dataclasses
+
+    if not isinstance(section, DictConfig):
+        return None
+    typ = OmegaConf.get_type(section)
+    config_cls = plugin_cls.Config
+    if not (isinstance(typ, type) and typ is not config_cls and issubclass(typ, config_cls)):
+        return None
+    obj = OmegaConf.to_object(section)
+    return config_cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(config_cls) if f.init})
+
+
 def build_from_section(kind: str, section: Any, registries: Registries | None = None, key: str | None = None, **context: Any) -> Any:
-    """Build a plugin from a config section ``{name: ..., params}``."""
+    """Build a plugin from a config section ``{name: ..., params}``.  A section of a config
+    validated by ``load_config`` is not validated a second time."""
+    registries = _registries(registries)
+    kind = normalize_kind(kind)
     name, params = section_params(section)
-    return build(kind, name, registries=registries, context=context, key=key, **params)
+    plugin_cls = registries[kind].get(name, where=key)
+    config = _validated_config(plugin_cls, section)
+    if config is None:
+        return build(kind, name, registries=registries, context=context, key=key, **params)
+    return _construct(kind, name, plugin_cls, config, context, key)

@@ -16,6 +16,8 @@ import argparse
 import importlib
 import sys
 import textwrap
+from dataclasses import dataclass
+from typing import Any
 
 from .errors import UserError
 
@@ -61,9 +63,21 @@ def build_parser(registries=None) -> argparse.ArgumentParser:
     return parser
 
 
-def _runner(command, registries):
-    from .command import CommandContext
+@dataclass
+class CommandContext:
+    """What a plugin command gets besides its arguments: the registries of this invocation."""
 
+    registries: Any
+
+    def build(self, kind: str, name: str, **params: Any) -> Any:
+        """Build a plugin with validated parameters (``context={...}`` for a model's tokenizer)."""
+        from .build import build
+
+        context = params.pop("context", None)
+        return build(kind, name, registries=self.registries, context=context, **params)
+
+
+def _runner(command, registries):
     def run(args: argparse.Namespace) -> int:
         return command.run(args, CommandContext(registries))
 

@@ -19,8 +19,8 @@ A command is a class with a ``name`` (the verb), a one-line ``help``, ``add_argu
     def musicfw_register_commands(commands):
         commands.add(Hello)
 
-``context`` is a :class:`CommandContext`: the registries of this invocation (build plugins
-with ``context.build(kind, name, **params)``).  A :class:`~musicfw.core.errors.UserError`
+``context`` is a :class:`musicfw.core.cli.CommandContext`: the registries of this invocation
+(build plugins with ``context.build(kind, name, **params)``).  A :class:`~musicfw.core.errors.UserError`
 raised by ``run`` is printed as one paragraph with exit code 2, like core's own commands.
 Imports inside ``run`` keep ``musicfw --help`` fast.  Core's own verbs (run, plugins, data,
 ...) are reserved: a plugin command with one of their names is an error naming both.
@@ -49,19 +49,6 @@ class Command:
 
     def run(self, args: argparse.Namespace, context: "CommandContext") -> int:  # pragma: no cover
         raise TypeError(f"command {self.name!r} does not implement run(args, context)")
-
-
-@dataclass
-class CommandContext:
-    """What a command gets besides its arguments."""
-
-    registries: Any
-
-    def build(self, kind: str, name: str, **params: Any) -> Any:
-        from .build import build
-
-        context = params.pop("context", None)
-        return build(kind, name, registries=self.registries, context=context, **params)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 :func:`build_datamodule` is what the experiment runner calls.  The :class:`MusicDataModule`
 
 * loads the dataset plugin's pieces and their deterministic split (see
-  :mod:`musicfw.plugins.datasets.base`), and writes ``skipped.txt`` into the run folder;
+  :mod:`musicfw.core.dataset`), and writes ``skipped.txt`` into the run folder;
 * tokenizes every piece once into a **token cache** on disk (numpy, memory-mapped), keyed by
   a fingerprint of the pieces' identities and contents and of the tokenizer (class, config,
   vocabulary) and the cache format: a change of either builds a new cache, never reuses one;
@@ -41,7 +41,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from musicfw.plugins.datasets.base import (
+from .dataset import (
     SPLITS,
     LoadedData,
     MusicDataset,
@@ -545,25 +545,34 @@ class MusicDataModule(pl.LightningDataModule):
         return self.eval_dataloader("test")
 
 
-def build_datamodule(config: Any, tokenizer: Any, run_dir: str | os.PathLike | None = None, progress: bool = True) -> MusicDataModule:
-    """The data module of a validated experiment config (``data``, ``train``, ``augment``,
-    ``seed``), prepared: pieces loaded and split, token cache ready, ``skipped.txt`` written."""
-    from .api import build_from_section
+def build_datamodule(
+    data: Any,
+    tokenizer: Any,
+    *,
+    train: Any = None,
+    augment: Any = None,
+    seed: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    registries: Any = None,
+    progress: bool = True,
+) -> MusicDataModule:
+    """The data module of the ``data:`` section (a dataset plugin section) with the batch and
+    window options of the ``train:`` section and the ``augment:`` section, prepared: pieces
+    loaded and split, token cache ready, ``skipped.txt`` written into ``run_dir``."""
+    from .build import build_from_section
+    from .training import train_section
 
-    dataset = build_from_section("datasets", config.data)
-    train = config.train
-    augment = config.get("augment") if hasattr(config, "get") else getattr(config, "augment", None)
-    data_section = config.data
-    cache_dir = data_section.get("cache_dir") if hasattr(data_section, "get") else None
-    window_align = train.get("window_align", 1) if hasattr(train, "get") else getattr(train, "window_align", 1)
+    dataset = build_from_section("datasets", data, registries=registries, key="data")
+    train = train_section(train)
+    cache_dir = data.get("cache_dir") if hasattr(data, "get") else None
     module = MusicDataModule(
         dataset,
         tokenizer,
-        seed=int(config.seed),
+        seed=int(seed),
         batch_size=int(train.batch_size),
         seq_len=int(train.seq_len),
         num_workers=int(train.num_workers),
-        window_align=int(window_align or 1),
+        window_align=int(train.window_align or 1),
         augmenter=Augmenter.from_section(augment, tokenizer),
         cache_dir=cache_dir,
         run_dir=run_dir,

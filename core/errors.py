@@ -28,3 +28,7 @@ class DataError(UserError):
 
 class RunFolderError(UserError):
     """A run folder that is missing or lacks what a command needs."""
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN/inf loss or gradient; the run stopped before applying it."""

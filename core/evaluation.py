@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import DataError, PluginError
+from .metric import FEATURES, LIKELIHOOD
 
 SCHEMA = "musicfw.metrics/1"
 DEFAULT_FOLDER_METRICS = ("yang_lerch", "muspy")
@@ -136,10 +137,12 @@ def named_pieces(items: Any, prefix: str = "piece") -> list[tuple[str, Any]]:
 
 def build_metrics(sections: Sequence[Any], registries: Any = None) -> list[Any]:
     """Metric instances from config sections (``{name: ..., params}``) or names."""
-    from .api import build_from_section, get_registries
+    from .build import build_from_section
 
-    registries = registries or get_registries()
-    return [build_from_section("metrics", s, registries=registries) for s in sections]
+    return [
+        build_from_section("metrics", s, registries=registries, key=f"evaluate.metrics[{i}]")
+        for i, s in enumerate(sections)
+    ]
 
 
 def _metric_record(metric: Any) -> dict[str, Any]:
@@ -151,11 +154,11 @@ def _metric_record(metric: Any) -> dict[str, Any]:
 
 
 def feature_metrics(metrics: Sequence[Any]) -> list[Any]:
-    return [m for m in metrics if getattr(m, "kind", None) == "features"]
+    return [m for m in metrics if m.kind == FEATURES]
 
 
 def likelihood_metrics(metrics: Sequence[Any]) -> list[Any]:
-    return [m for m in metrics if getattr(m, "kind", None) == "likelihood"]
+    return [m for m in metrics if m.kind == LIKELIHOOD]
 
 
 def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
@@ -164,7 +167,7 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
     A piece's notes are flattened once and shared by the built-in metrics.  Two metrics that
     produce the same feature name are a :class:`PluginError`.
     """
-    from musicfw.plugins.metrics.notes import piece_notes
+    from .notes import piece_notes
 
     owners: dict[str, str] = {}
     info: dict[str, dict[str, Any]] = {}
@@ -173,8 +176,8 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
         notes = piece_notes(score)
         values: dict[str, Any] = {}
         for metric in metrics:
-            metric_name = getattr(metric, "name", type(metric).__name__)
-            feats = metric.features(notes if _accepts_notes(metric) else score)
+            metric_name = metric.name
+            feats = metric.features(notes if metric.input == "notes" else score)
             for feature, value in feats.items():
                 owner = owners.setdefault(feature, metric_name)
                 if owner != metric_name:
@@ -184,7 +187,7 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
                     )
                 values[feature] = np.asarray(value, dtype=np.float64)
                 if feature not in info:
-                    desc = getattr(metric, "feature_descriptions", {}) or {}
+                    desc = metric.feature_descriptions or {}
                     info[feature] = {
                         "metric": metric_name,
                         "shape": list(np.shape(value)),
@@ -192,11 +195,6 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
                     }
         out[name] = values
     return out, info
-
-
-def _accepts_notes(metric: Any) -> bool:
-    module = type(metric).__module__
-    return module.startswith("musicfw.plugins.metrics.")
 
 
 def _set_statistics(stacked: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -218,7 +216,7 @@ def evaluate_sets(
     metrics: Sequence[Any],
 ) -> dict[str, Any]:
     """Features of both sets, their statistics, and the set comparison (no likelihood)."""
-    from musicfw.plugins.metrics.yang_lerch import compare_sets, stack_features
+    from .setcompare import compare_sets, stack_features
 
     feats = feature_metrics(metrics)
     gen_feats, info_g = piece_features(feats, generated)
@@ -329,7 +327,7 @@ def _generated_names(run_dir: Path, n: int) -> list[str]:
 
 
 def evaluate_run(
-    config: Any,
+    evaluate: Any,
     run_dir: str | Path,
     *,
     model: Any = None,
@@ -337,18 +335,18 @@ def evaluate_run(
     datamodule: Any = None,
     generated: Sequence[Any] | None = None,
     fit_metrics: Mapping[str, Any] | None = None,
+    registries: Any = None,
 ) -> dict[str, Any]:
-    """Compute ``config.evaluate.metrics`` for a run and write ``run_dir/metrics.json``.
+    """Compute the ``evaluate:`` section's metrics for a run and write ``run_dir/metrics.json``.
 
     Likelihood metrics run on the held-out split of ``datamodule`` with ``model``; feature
     metrics compare ``generated`` (Scores; default: the run's samples/*.mid) with
-    ``datamodule.pieces(config.evaluate.reference_split)`` (at most
-    ``config.evaluate.max_reference`` pieces).  ``fit_metrics`` is stored under "training".
+    ``datamodule.pieces(evaluate.reference_split)`` (at most ``evaluate.max_reference``
+    pieces).  ``fit_metrics`` is stored under "training".
     Returns the dict written (strict JSON values).
     """
     run_dir = Path(run_dir)
-    evaluate = config.evaluate
-    metrics = build_metrics(list(evaluate.metrics))
+    metrics = build_metrics(list(evaluate.metrics), registries)
     result = _skeleton(metrics)
     result["training"] = dict(fit_metrics or {})
     notes: list[str] = result["notes"]
@@ -402,14 +400,15 @@ def compare_folders(
     reference_dir: str | Path,
     metrics: Sequence[Any] | None = None,
     out: str | Path | None = None,
+    registries: Any = None,
 ) -> dict[str, Any]:
     """Features and set comparison of two MIDI folders (``musicfw evaluate``).
 
     ``metrics``: names or sections of feature metrics (default yang_lerch and muspy).
     Files that do not load are skipped and listed under ``sets``.  Writes ``out`` if given.
     """
-    metric_objs = build_metrics(list(metrics) if metrics is not None else list(DEFAULT_FOLDER_METRICS))
-    non_feature = [m.name for m in metric_objs if getattr(m, "kind", None) != "features"]
+    metric_objs = build_metrics(list(metrics) if metrics is not None else list(DEFAULT_FOLDER_METRICS), registries)
+    non_feature = [m.name for m in metric_objs if m.kind != FEATURES]
     if non_feature:
         raise PluginError(
             f"Comparing MIDI folders needs piece-level (feature) metrics; {', '.join(non_feature)} "
@@ -527,49 +526,3 @@ def format_table(result: Mapping[str, Any]) -> str:
     for note in result.get("notes") or []:
         parts.append(f"note: {note}")
     return "\n".join(parts)
-
-
-def evaluate_run_folder(run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True) -> dict[str, Any]:
-    """Re-run the evaluation stage on an existing run folder (``musicfw evaluate --run``).
-
-    Uses the folder's config.yaml (with ``key=value`` overrides, e.g.
-    ``evaluate.max_reference=50``), its best checkpoint when there is one, its samples/*.mid,
-    and keeps the training numbers of a previous metrics.json.  Rewrites metrics.json and,
-    with ``report=True``, report.html.
-    """
-    from .data import build_datamodule
-    from .errors import RunFolderError
-    from .rundir import RunFolder, load_run_config
-
-    run = RunFolder.open(run_dir)
-    config = load_run_config(run.path, overrides=list(overrides))
-    model = tokenizer = None
-    problem = None
-    try:
-        from .training import load_model
-
-        model, tokenizer = load_model(run.path)
-    except RunFolderError as exc:
-        problem = f"no model to measure the likelihood of: {exc}"
-    if tokenizer is None:
-        from .api import build_from_section
-
-        tokenizer = build_from_section("tokenizers", config.tokenizer)
-    datamodule = build_datamodule(config, tokenizer, run.path, progress=False)
-    previous: dict[str, Any] = {}
-    if run.metrics_path.is_file():
-        try:
-            previous = json.loads(run.metrics_path.read_text()).get("training") or {}
-        except (json.JSONDecodeError, AttributeError):
-            previous = {}
-    result = evaluate_run(
-        config, run.path, model=model, tokenizer=tokenizer, datamodule=datamodule, fit_metrics=previous
-    )
-    if problem:
-        result["notes"].insert(0, problem)
-        write_metrics(result, run.metrics_path)
-    if report:
-        from .report import write_report
-
-        write_report(run.path)
-    return result

@@ -37,15 +37,17 @@ def build_sampler_chain(section: Any, registries: Any = None) -> Any:
     """A sampler from ``config.sampler``: one section ``{name, params}`` (or a bare name),
     or a list of sections applied in order (a :class:`~musicfw.core.sampler.SamplerChain`).
 
-    Sections are validated against each sampler's Config; mistakes are ConfigError /
-    PluginError naming ``sampler`` or ``sampler[i]``.
+    Sections are validated against each sampler's Config (once: a section of a config that
+    ``load_config`` validated is used as it is); mistakes are ConfigError / PluginError
+    naming ``sampler`` or ``sampler[i]``.
     """
     from omegaconf import ListConfig
 
-    from .api import get_registries
+    from .build import build_from_section
+    from .plugins import load_registries
     from .sampler import SamplerChain
 
-    registries = registries if registries is not None else get_registries()
+    registries = registries if registries is not None else load_registries()
     if section is None:
         from .config import DEFAULT_SAMPLER
 
@@ -54,32 +56,12 @@ def build_sampler_chain(section: Any, registries: Any = None) -> Any:
         items = list(section)
         if not items:
             raise ConfigError("sampler: an empty list; give at least one sampler (e.g. {name: top_p}).")
-        samplers = [_build_one(item, registries, f"sampler[{i}]") for i, item in enumerate(items)]
+        samplers = [
+            build_from_section("samplers", item, registries=registries, key=f"sampler[{i}]")
+            for i, item in enumerate(items)
+        ]
         return samplers[0] if len(samplers) == 1 else SamplerChain(samplers)
-    return _build_one(section, registries, "sampler")
-
-
-def _build_one(item: Any, registries: Any, key: str) -> Any:
-    from omegaconf import DictConfig, OmegaConf
-
-    from .config import validate_plugin_section
-
-    if isinstance(item, str):
-        item = {"name": item}
-    # a plain copy: a section validated before (the runner's config) is typed by a dataclass
-    # made for that validation, which a second validation cannot merge into
-    plain = OmegaConf.to_container(item, resolve=True) if isinstance(item, DictConfig) else dict(item)
-    item = OmegaConf.create(plain)
-    section = validate_plugin_section(item, "samplers", registries, key)
-    plugin_cls = registries["samplers"].get(section.name)
-    values = OmegaConf.to_container(section, resolve=True)
-    assert isinstance(values, dict)
-    values.pop("name")
-    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin_cls.Config), values))
-    try:
-        return plugin_cls.from_config(config)
-    except (ValueError, ConfigError) as exc:  # a value the Config's types allow but the sampler refuses
-        raise ConfigError(f"Invalid config: {key}: {str(exc).rstrip('.')}.") from None
+    return build_from_section("samplers", section, registries=registries, key="sampler")
 
 
 # --------------------------------------------------------------------------------------

@@ -131,15 +131,15 @@ def configure_wandb_env(run_dir: str | Path, offline: bool = True) -> Path:
     return wandb_dir
 
 
-def logger_section(config: Any) -> dict[str, Any]:
-    """The ``logger:`` section as a dict, every default filled in."""
+def logger_section(section: Any = None) -> dict[str, Any]:
+    """The ``logger:`` section (a mapping, a LoggerSection or None) as a dict, every default
+    filled in."""
     import dataclasses
 
     from omegaconf import OmegaConf
 
     from .config import LoggerSection
 
-    section = config.get("logger") if hasattr(config, "get") else None
     merged = OmegaConf.merge(OmegaConf.structured(LoggerSection), section or {})
     out = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(out, dict)
@@ -148,13 +148,12 @@ def logger_section(config: Any) -> dict[str, Any]:
     return out
 
 
-def build_loggers(config: Any, run_dir: str | Path, resume: bool = False) -> list[Any]:
-    """The Lightning loggers for ``config.logger``: always the history.jsonl logger, plus
-    wandb (offline), csv (run_dir/csv/metrics.csv) or tensorboard (run_dir/tensorboard)."""
-    from omegaconf import OmegaConf
-
+def build_loggers(section: Any, run_dir: str | Path, hyperparams: Mapping[str, Any] | None = None) -> list[Any]:
+    """The Lightning loggers of a ``logger:`` section: always the history.jsonl logger, plus
+    wandb (offline), csv (run_dir/csv/metrics.csv) or tensorboard (run_dir/tensorboard).
+    ``hyperparams`` (the resolved experiment, a plain dict) is the W&B run's config."""
     run_dir = Path(run_dir)
-    section = logger_section(config)
+    section = logger_section(section)
     name = section.get("name", "wandb")
     loggers: list[Any] = [history_logger(run_dir)]
     if name == "none":
@@ -182,14 +181,13 @@ def build_loggers(config: Any, run_dir: str | Path, resume: bool = False) -> lis
 
         offline = bool(section.get("offline", True))
         configure_wandb_env(run_dir, offline=offline)
-        cfg = OmegaConf.to_container(config, resolve=True) if not isinstance(config, dict) else config
         # offline through WANDB_MODE=offline and mode= (WandbLogger's own offline flag would
         # switch the environment to the legacy "dryrun")
         logger = WandbLogger(
             name=run_dir.name,
             save_dir=str(run_dir),
             project=section.get("project", "musicfw"),
-            config=cfg,
+            config=dict(hyperparams or {}),
             mode="offline" if offline else "online",
         )
         # WandbLogger always passes anonymous=None, which wandb 0.31 warns about

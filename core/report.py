@@ -196,7 +196,7 @@ def distance_kde_figure(kde: Mapping[str, Any]) -> str | None:
 
 def value_kde_figure(metrics: Mapping[str, Any]) -> str | None:
     """Densities of each scalar feature's values: generated vs reference pieces."""
-    from musicfw.plugins.metrics.yang_lerch import kde_on_grid, scott_bandwidth
+    from .setcompare import kde_on_grid, scott_bandwidth
 
     info = metrics.get("feature_info") or {}
     feats = metrics.get("features") or {}

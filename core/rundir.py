@@ -18,6 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -88,9 +89,9 @@ class RunFolder:
         self.config_path.write_text(to_yaml(config))
 
 
-def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), registries: Any = None) -> DictConfig:
     """The validated config saved in a run folder (with optional overrides)."""
     from .config import load_config
 
     run = RunFolder.open(run_dir)
-    return load_config(run.config_path, overrides=list(overrides))
+    return load_config(run.config_path, overrides=list(overrides), registries=registries)

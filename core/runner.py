@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
@@ -80,17 +80,24 @@ def _check_sampler_kind(sampler: Any, tokenizer: Any) -> None:
         )
 
 
-def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunResult:
-    """Run every stage of a validated experiment config into a (new or resumed) run folder."""
-    from .api import build_from_section, get_registries
-    from .seeding import seed_everything
+def run_experiment(config: DictConfig, resume: str | Path | None = None, registries: Any = None) -> RunResult:
+    """Run every stage of a validated experiment config into a (new or resumed) run folder.
 
-    registries = get_registries()
-    # sampler and tokenizer first: a mismatch must fail before a run folder is made
+    ``config`` comes from :func:`musicfw.core.config.load_config` (validated once there); each
+    stage gets only its own sections.  ``registries``: the plugins of this invocation (loaded
+    here when None).
+    """
+    from omegaconf import OmegaConf
+
+    from .build import build_from_section
     from .generation import build_sampler_chain
+    from .plugins import load_registries
 
+    if registries is None:
+        registries = load_registries()
+    # sampler and tokenizer first: a mismatch must fail before a run folder is made
     sampler = build_sampler_chain(config.sampler, registries=registries)
-    tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries)
+    tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")
     _check_sampler_kind(sampler, tokenizer)
 
     run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
@@ -99,14 +106,17 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     progress.say(f"musicfw run {config.name!r} -> {run.path}")
     if not resume:
         run.save_config(config)
-    seed_everything(int(config.seed))
+    _seed_everything(int(config.seed))
     tokenizer.save(run.tokenizer_path)
 
     from .data import build_datamodule
 
     with progress.stage("data", f"{config.data.name} -> {tokenizer.name} tokens"):
         try:
-            datamodule = build_datamodule(config, tokenizer, run.path)
+            datamodule = build_datamodule(
+                config.data, tokenizer, train=config.train, augment=config.get("augment"),
+                seed=int(config.seed), run_dir=run.path, registries=registries,
+            )
         except UserError:
             if not resume:  # nothing was made yet but the config: leave no half-empty run behind
                 shutil.rmtree(run.path, ignore_errors=True)
@@ -114,12 +124,15 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
 
-    model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
+    model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
     from .training import fit, load_model
 
     with progress.stage("train", f"{config.model.name}"):
-        fit_metrics = fit(model, datamodule, config, run.path, resume=bool(resume))
-        model, _ = load_model(run.path)
+        fit_metrics = fit(
+            model, datamodule, config.train, run.path, logger=config.logger,
+            hyperparams=OmegaConf.to_container(config, resolve=True), resume=bool(resume),
+        )
+        model, _ = load_model(run.path, registries=registries)
 
     from .generation import generate, write_samples
 
@@ -141,20 +154,21 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         result.samples = write_samples(
             generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont
         )
-        _log_samples(run.path, config, result.samples)
+        _log_samples(run.path, config.logger, result.samples)
 
     if config.evaluate.enabled:
         from .evaluation import evaluate_run
 
         with progress.stage("evaluate", ", ".join(m.name for m in config.evaluate.metrics)):
             result.metrics = evaluate_run(
-                config,
+                config.evaluate,
                 run.path,
                 model=model,
                 tokenizer=tokenizer,
                 datamodule=datamodule,
                 generated=generated.scores,
                 fit_metrics=fit_metrics,
+                registries=registries,
             )
     else:
         progress.stage("evaluate", "skipped (evaluate.enabled: false)")
@@ -171,8 +185,74 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     return result
 
 
-def _log_samples(run_dir: Path, config: DictConfig, paths: list[Path]) -> None:
-    if not config.logger.log_samples or config.logger.name == "none":
+def _seed_everything(seed: int) -> None:
+    """One seed for Python, numpy and torch (Lightning's seeding, without its log line)."""
+    import logging
+
+    from lightning_fabric.utilities.seed import seed_everything
+
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
+    seed_everything(seed, workers=False, verbose=False)
+
+
+def evaluate_run_folder(
+    run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True, registries: Any = None
+) -> dict[str, Any]:
+    """Re-run the evaluation stage on an existing run folder (``musicfw evaluate --run``).
+
+    Uses the folder's config.yaml (with ``key=value`` overrides, e.g.
+    ``evaluate.max_reference=50``), the checkpoint its model prefers when there is one, its
+    samples/*.mid, and keeps the training numbers of a previous metrics.json.  Rewrites
+    metrics.json and, with ``report=True``, report.html.
+    """
+    import json
+
+    from .build import build_from_section
+    from .data import build_datamodule
+    from .errors import RunFolderError
+    from .evaluation import evaluate_run, write_metrics
+    from .plugins import load_registries
+    from .rundir import load_run_config
+    from .training import load_model
+
+    if registries is None:
+        registries = load_registries()
+    run = RunFolder.open(run_dir)
+    config = load_run_config(run.path, overrides=list(overrides), registries=registries)
+    model = tokenizer = None
+    problem = None
+    try:
+        model, tokenizer = load_model(run.path, registries=registries)
+    except RunFolderError as exc:
+        problem = f"no model to measure the likelihood of: {exc}"
+    if tokenizer is None:
+        tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")
+    datamodule = build_datamodule(
+        config.data, tokenizer, train=config.train, augment=config.get("augment"), seed=int(config.seed),
+        run_dir=run.path, registries=registries, progress=False,
+    )
+    previous: dict[str, Any] = {}
+    if run.metrics_path.is_file():
+        try:
+            previous = json.loads(run.metrics_path.read_text()).get("training") or {}
+        except (json.JSONDecodeError, AttributeError):
+            previous = {}
+    result = evaluate_run(
+        config.evaluate, run.path, model=model, tokenizer=tokenizer, datamodule=datamodule,
+        fit_metrics=previous, registries=registries,
+    )
+    if problem:
+        result["notes"].insert(0, problem)
+        write_metrics(result, run.metrics_path)
+    if report:
+        from .report import write_report
+
+        write_report(run.path)
+    return result
+
+
+def _log_samples(run_dir: Path, logger: Any, paths: list[Path]) -> None:
+    if not logger.log_samples or logger.name == "none":
         return
     from .training import log_samples
 

@@ -1,7 +1,9 @@
 """Training: one LightningModule for every neural model, ``fit``, ``load_model``.
 
-* :func:`fit` trains a model on a datamodule into a run folder: Lightning for trainable
-  models, ``model.fit(datamodule)`` for count-based ones (``trainable = False``).  It writes
+* :func:`fit` trains a model on a datamodule into a run folder, given only the ``train:`` and
+  ``logger:`` sections: Lightning for trainable models (the module-level
+  :class:`~musicfw.core.lightning.MusicLightningModule`), ``model.fit(datamodule)`` for
+  count-based ones (``trainable = False``).  It writes
   ``checkpoints/last.ckpt`` (every ``train.checkpoint_every_n_steps`` optimizer steps, after
   every validation and at the end: the resume point) and ``checkpoints/best.ckpt`` (lowest
   ``val/nll``), logs through :mod:`musicfw.core.loggers` (history.jsonl always, plus W&B
@@ -28,15 +30,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ConfigError, RunFolderError, UserError
+from .errors import ConfigError, NonFiniteLossError, RunFolderError
 from .loggers import append_history, build_loggers, finish_loggers, logger_section
 from .loggers import log_samples as _log_samples
+from .windows import scored_loss
 
 CHECKPOINT_DIR = "checkpoints"
 
-
-class NonFiniteLossError(UserError):
-    """Training produced a NaN/inf loss or gradient; the run stopped before applying it."""
+__all__ = ["NonFiniteLossError", "evaluate_nll", "fit", "load_checkpoint", "load_model", "log_samples", "train_section"]
 
 
 def log_samples(run_dir: str | Path, image_paths: Iterable[str | Path] = (), audio_paths: Iterable[str | Path] = ()) -> int:
@@ -50,14 +51,13 @@ def log_samples(run_dir: str | Path, image_paths: Iterable[str | Path] = (), aud
 # --------------------------------------------------------------------------------------------
 
 
-def train_section(config: Any) -> Any:
-    """The ``train:`` section with every default filled in (configs built by hand may omit keys)."""
+def train_section(train: Any = None) -> Any:
+    """The ``train:`` section (a mapping, a TrainSection or None) with every default filled in."""
     from omegaconf import OmegaConf
 
     from .config import TrainSection
 
-    raw = config.get("train") if hasattr(config, "get") else None
-    return OmegaConf.merge(OmegaConf.structured(TrainSection), raw or {})
+    return OmegaConf.merge(OmegaConf.structured(TrainSection), train or {})
 
 
 def _limit(value: Any) -> int | float:
@@ -67,241 +67,15 @@ def _limit(value: Any) -> int | float:
 
 
 # --------------------------------------------------------------------------------------------
-# the LightningModule and callbacks (classes built on first use: Lightning is imported lazily)
-# --------------------------------------------------------------------------------------------
-
-_CLASSES: dict[str, type] = {}
-
-
-def _classes() -> dict[str, type]:
-    if _CLASSES:
-        return _CLASSES
-    import pytorch_lightning as pl
-    import torch
-
-    class MusicLightningModule(pl.LightningModule):
-        """Wraps any model of the protocol: ``loss(batch)`` trains it; validation and test
-        sum ``nll_sum`` and ``n_targets`` over the whole split, so val/nll is exact."""
-
-        def __init__(self, model: torch.nn.Module, train: Any):
-            super().__init__()
-            self.model = model
-            self.train_cfg = train
-            self._sums: dict[str, list] = {}
-            self.train_time_s = 0.0  # accumulated over resumed runs
-            self._t0: float | None = None
-
-        # -- training --------------------------------------------------------------------
-        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-            self.model.on_train_step(self.global_step)
-            out = self.model.loss(batch)
-            loss = out["loss"]
-            if not bool(torch.isfinite(loss.detach()).all()):
-                raise NonFiniteLossError(
-                    f"the training loss became {float(loss.detach()):g} at step {self.global_step} "
-                    "(batch {}), so training stopped before applying it.".format(batch_idx)
-                )
-            bs = int(batch["tokens"].shape[0])
-            n = out["n_targets"]
-            self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
-            nll = (out["nll_sum"].detach().double() / n.clamp(min=1)).float()
-            self.log("train/nll", nll, batch_size=bs)
-            self.log("train/ppl", torch.exp(nll.clamp(max=80.0)), batch_size=bs)
-            for key, value in _extra_scalars(out):
-                self.log(f"train/{key}", value, batch_size=bs)
-            self.log("train/lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), batch_size=bs)
-            return loss
-
-        def on_before_optimizer_step(self, optimizer: Any) -> None:
-            if str(self.trainer.precision).startswith("16"):
-                return  # the grad scaler skips inf steps itself
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if not grads:
-                return
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            if not bool(torch.isfinite(norm)):
-                raise NonFiniteLossError(
-                    f"the gradient became {float(norm):g} at step {self.global_step}, so training "
-                    "stopped before applying it."
-                )
-            self.log("train/grad_norm", norm, batch_size=1)
-
-        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-            # linear warm-up for the plateau schedule (the others do it in their LambdaLR)
-            cfg = self.train_cfg
-            if cfg.lr_schedule == "plateau" and cfg.warmup_steps > 0 and self.global_step <= cfg.warmup_steps:
-                scale = min(1.0, (self.global_step + 1) / cfg.warmup_steps)
-                for group in self.trainer.optimizers[0].param_groups:
-                    group["lr"] = cfg.lr * scale
-
-        # -- validation and test: exact sums over the split ----------------------------
-        def _start(self, split: str) -> None:
-            self._sums[split] = [0.0, 0, {}]
-
-        def _accumulate(self, split: str, batch: dict) -> None:
-            out = self.model.loss(batch)
-            sums = self._sums.setdefault(split, [0.0, 0, {}])
-            n = int(out["n_targets"])
-            sums[0] += float(out["nll_sum"].double())
-            sums[1] += n
-            for key, value in _extra_scalars(out):
-                total, weight = sums[2].get(key, (0.0, 0))
-                sums[2][key] = (total + float(value) * n, weight + n)
-
-        def _finish(self, split: str) -> None:
-            nll_sum, n, extras = self._sums.get(split, [0.0, 0, {}])
-            t = torch.tensor([nll_sum, float(n)], dtype=torch.float64, device=self.device)
-            t = self.trainer.strategy.reduce(t, reduce_op="sum")
-            if float(t[1]) == 0:
-                return
-            nll = float(t[0] / t[1])
-            self.log(f"{split}/nll", nll, prog_bar=split == "val", sync_dist=False)
-            self.log(f"{split}/ppl", math.exp(min(nll, 700.0)))
-            for key, (total, weight) in extras.items():
-                self.log(f"{split}/{key}", total / max(weight, 1))
-
-        def on_validation_epoch_start(self) -> None:
-            self._start("val")
-
-        def validation_step(self, batch: dict, batch_idx: int) -> None:
-            self._accumulate("val", batch)
-
-        def on_validation_epoch_end(self) -> None:
-            self._finish("val")
-
-        def on_test_epoch_start(self) -> None:
-            self._start("test")
-
-        def test_step(self, batch: dict, batch_idx: int) -> None:
-            self._accumulate("test", batch)
-
-        def on_test_epoch_end(self) -> None:
-            self._finish("test")
-
-        # -- optimizer -----------------------------------------------------------------
-        def configure_optimizers(self) -> Any:
-            total = self.trainer.estimated_stepping_batches
-            return self.model.configure_optimizers(self.train_cfg, total if math.isfinite(total) else None)
-
-        # -- wall-clock training time survives resumes -----------------------------------
-        def on_train_start(self) -> None:
-            self._t0 = time.perf_counter()
-
-        def _elapsed(self) -> float:
-            return self.train_time_s + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
-
-        def on_save_checkpoint(self, checkpoint: dict) -> None:
-            checkpoint["musicfw"] = {"train_time_s": self._elapsed()}
-
-        def on_load_checkpoint(self, checkpoint: dict) -> None:
-            self.train_time_s = float(checkpoint.get("musicfw", {}).get("train_time_s", 0.0))
-
-    class LastCheckpoint(pl.Callback):
-        """Writes checkpoints/last.ckpt every N optimizer steps, after every validation and at
-        the end of training — atomically (temp file + rename), so a kill never corrupts it."""
-
-        def __init__(self, path: Path, every_n_steps: int):
-            self.path = Path(path)
-            self.every = int(every_n_steps)
-            self._saved_at = -1
-
-        def _save(self, trainer: pl.Trainer) -> None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(str(tmp), weights_only=False)
-            if trainer.is_global_zero:
-                os.replace(tmp, self.path)
-            trainer.strategy.barrier()
-            self._saved_at = trainer.global_step
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            step = trainer.global_step
-            if self.every > 0 and step > 0 and step % self.every == 0 and step != self._saved_at:
-                self._save(trainer)
-
-        def on_validation_end(self, trainer, pl_module) -> None:
-            if not trainer.sanity_checking and trainer.state.fn == "fit":
-                self._save(trainer)
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            self._save(trainer)
-
-    class ProgressLines(pl.Callback):
-        """One line per ~10% of training on stderr, where no progress bar can be drawn (a log
-        file, CI): ``train step 300/1000  loss 1.234  val/nll 1.301  41 s``."""
-
-        def __init__(self, stream: Any = None):
-            import sys
-
-            self.stream = stream or sys.stderr
-            self._next = 0
-
-        def _total(self, trainer: pl.Trainer) -> int:
-            if trainer.max_steps and trainer.max_steps > 0:
-                return int(trainer.max_steps)
-            per_epoch = trainer.num_training_batches
-            if isinstance(per_epoch, (int, float)) and per_epoch != float("inf") and trainer.max_epochs:
-                return int(per_epoch * trainer.max_epochs)
-            return 0
-
-        def on_train_start(self, trainer, pl_module) -> None:
-            import time
-
-            self._t0 = time.perf_counter()
-            total = self._total(trainer)
-            self._every = max(1, total // 10) if total else 100
-            self._next = trainer.global_step + self._every
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            import time
-
-            step = trainer.global_step
-            if step < self._next:
-                return
-            self._next = step + self._every
-            total = self._total(trainer)
-            metrics = trainer.callback_metrics
-            shown = "  ".join(
-                f"{key} {float(metrics[key]):.3f}" for key in ("train/loss", "val/nll") if key in metrics
-            )
-            print(
-                f"      train step {step}{f'/{total}' if total else ''}  {shown}  "
-                f"{time.perf_counter() - self._t0:.0f} s",
-                file=self.stream,
-                flush=True,
-            )
-
-    _CLASSES.update(
-        MusicLightningModule=MusicLightningModule, LastCheckpoint=LastCheckpoint, ProgressLines=ProgressLines
-    )
-    return _CLASSES
-
-
-def lightning_module(model: Any, config: Any) -> Any:
-    """The LightningModule wrapping ``model`` with the ``train:`` options of ``config``."""
-    return _classes()["MusicLightningModule"](model, train_section(config))
-
-
-def _extra_scalars(out: dict) -> list[tuple[str, Any]]:
-    """Scalars a model's loss returns besides loss / nll_sum / n_targets (logged as they are)."""
-    extras = []
-    for key, value in out.items():
-        if key in ("loss", "nll_sum", "n_targets"):
-            continue
-        if hasattr(value, "numel") and value.numel() == 1:
-            extras.append((key, value.detach().float()))
-        elif isinstance(value, (int, float)):
-            extras.append((key, float(value)))
-    return extras
-
-
-# --------------------------------------------------------------------------------------------
 # exact held-out NLL
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_nll(model: Any, batches: Iterable[dict], device: Any = None) -> dict[str, float]:
+def evaluate_nll(model: Any, batches: Iterable[dict], device: Any = None, stride: int | None = None) -> dict[str, float]:
     """Exact NLL of ``model`` over every batch: ``{"nll_per_token", "perplexity", "nll_sum",
-    "n_targets"}`` (per token = per scored position; per frame for piano-rolls)."""
+    "n_targets"}`` (per token = per scored position; per frame for piano-rolls).  Sequences
+    longer than ``model.max_context`` are scored in sliding windows of ``stride`` new positions
+    (default half the context; :mod:`musicfw.core.windows`), every token exactly once."""
     import torch
 
     if device is None:
@@ -313,7 +87,7 @@ def evaluate_nll(model: Any, batches: Iterable[dict], device: Any = None) -> dic
     with torch.no_grad():
         for batch in batches:
             batch = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-            out = model.loss(batch)
+            out = scored_loss(model, batch, stride)
             nll_sum += float(out["nll_sum"].double())
             n += int(out["n_targets"])
     model.train(was_training)
@@ -347,17 +121,38 @@ def _dataloader(datamodule: Any, split: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def fit(model: Any, datamodule: Any, config: Any, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train ``model`` on ``datamodule`` into ``run_dir`` (see the module docstring)."""
+def fit(
+    model: Any,
+    datamodule: Any,
+    train: Any,
+    run_dir: str | Path,
+    *,
+    logger: Any = None,
+    hyperparams: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` on ``datamodule`` into ``run_dir`` (see the module docstring).
+
+    ``train``: the ``train:`` section (None: the defaults); ``logger``: the ``logger:``
+    section (None: W&B offline); ``hyperparams``: the resolved experiment as a plain dict,
+    recorded by the logger.  ``resume`` continues from ``checkpoints/last.ckpt``.
+    """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    train = train_section(train)
     if not model.trainable:
-        return _fit_counting(model, datamodule, config, run_dir)
-    return _fit_lightning(model, datamodule, config, run_dir, resume)
+        return _fit_counting(model, datamodule, logger, hyperparams, run_dir)
+    context = model.max_context
+    if context is not None and int(train.seq_len) > int(context):
+        raise ConfigError(
+            f"train.seq_len={train.seq_len} is longer than the model's context (max_context={context}); "
+            "lower train.seq_len or raise the model's context."
+        )
+    return _fit_lightning(model, datamodule, train, logger, hyperparams, run_dir, resume)
 
 
-def _trainer(config: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
+def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
     import logging
     import sys
 
@@ -369,8 +164,7 @@ def _trainer(config: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
-    train = train_section(config)
-    log_every = int(logger_section(config)["log_every_n_steps"])
+    log_every = int(logger_section(logger)["log_every_n_steps"])
     return pl.Trainer(
         max_epochs=int(train.max_epochs),
         max_steps=int(train.max_steps),
@@ -393,15 +187,15 @@ def _trainer(config: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
     )
 
 
-def _fit_lightning(model: Any, datamodule: Any, config: Any, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _fit_lightning(
+    model: Any, datamodule: Any, train: Any, logger: Any, hyperparams: Any, run_dir: Path, resume: bool
+) -> dict[str, Any]:
     import sys
 
     import pytorch_lightning as pl
-    import torch
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-    classes = _classes()
-    train = train_section(config)
+    from .lightning import LastCheckpoint, MusicLightningModule, ProgressLines
     ckpt_dir = run_dir / CHECKPOINT_DIR
     last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
     callbacks: list = [
@@ -414,15 +208,15 @@ def _fit_lightning(model: Any, datamodule: Any, config: Any, run_dir: Path, resu
             auto_insert_metric_name=False,
             enable_version_counter=False,
         ),
-        classes["LastCheckpoint"](last, int(train.checkpoint_every_n_steps)),
+        LastCheckpoint(last, int(train.checkpoint_every_n_steps)),
     ]
     if not sys.stderr.isatty():  # no progress bar: print a line every ~10% instead
-        callbacks.append(classes["ProgressLines"]())
+        callbacks.append(ProgressLines())
     if int(train.early_stopping_patience) > 0:
         callbacks.append(EarlyStopping(monitor="val/nll", mode="min", patience=int(train.early_stopping_patience)))
-    loggers = build_loggers(config, run_dir)
-    trainer = _trainer(config, run_dir, loggers, callbacks)
-    module = classes["MusicLightningModule"](model, train)
+    loggers = build_loggers(logger, run_dir, hyperparams)
+    trainer = _trainer(train, logger, run_dir, loggers, callbacks)
+    module = MusicLightningModule(model, train)
 
     ckpt_path = None
     if resume:
@@ -497,10 +291,9 @@ def _held_out_metrics(model: Any, datamodule: Any, device: Any) -> dict[str, flo
     return out
 
 
-def _fit_counting(model: Any, datamodule: Any, config: Any, run_dir: Path) -> dict[str, Any]:
+def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
     """Count-based models: ``model.fit(datamodule)``, then the same checkpoints and logs."""
     import torch
-    from omegaconf import OmegaConf
 
     if hasattr(datamodule, "setup"):
         datamodule.setup("fit")
@@ -528,7 +321,7 @@ def _fit_counting(model: Any, datamodule: Any, config: Any, run_dir: Path) -> di
     }
     final = _held_out_metrics(model, datamodule, None)
     metrics.update(final)
-    loggers = build_loggers(config, run_dir)
+    loggers = build_loggers(logger, run_dir, hyperparams)
     logged = {"train/fit_time_s": fit_time}
     for split in ("val", "test"):
         if f"{split}_nll" in final:
@@ -536,7 +329,7 @@ def _fit_counting(model: Any, datamodule: Any, config: Any, run_dir: Path) -> di
             logged[f"{split}/ppl"] = final[f"{split}_perplexity"]
     logged.update({f"final/{k}": v for k, v in final.items()})
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(config, resolve=True) if not isinstance(config, dict) else config)
+        logger.log_hyperparams(dict(hyperparams or {}))
         logger.log_metrics(dict(logged, epoch=0), step=0)
     finish_loggers(loggers, run_dir, status="success")
     return metrics
@@ -569,7 +362,7 @@ def load_model(run_dir: str | Path, which: str = "auto", registries: Any = None)
     from .tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir, registries=registries)
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise RunFolderError(f"{run_dir} has no tokenizer.json; was the run's data stage reached?")

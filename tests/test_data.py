@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import musicfw
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.tokenizer import Tokenizer
-from musicfw.plugins.datasets.base import (
+from musicfw.core.dataset import (
     assign_splits,
     check_midi_bytes,
     parse_midi,
@@ -502,7 +502,10 @@ def test_build_datamodule_from_an_experiment_config(midi_dir, tmp_path):
     config.data = validate_plugin_section(
         OmegaConf.create({"name": "midi_folder", "path": str(midi_dir)}), "datasets", get_registries(), "data"
     )
-    dm = build_datamodule(config, FakeTokenizer(), tmp_path / "run", progress=False)
+    dm = build_datamodule(
+        config.data, FakeTokenizer(), train=config.train, augment=config.augment, seed=config.seed,
+        run_dir=tmp_path / "run", progress=False,
+    )
     assert dm.window_align == 4 and dm.augmenter.transpose == (-2, 2) and dm.seed == 1
     assert dm.augmenter.time_stretch == (0.95, 1.05) and dm.augmenter.out_of_range == "drop"
     assert (tmp_path / "run" / "skipped.txt").read_text().count("\n") == 3

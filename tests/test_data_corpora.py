@@ -9,7 +9,7 @@ import pytest
 import musicfw
 from musicfw.core.errors import ConfigError
 from musicfw.plugins.datasets import corpora, m21convert
-from musicfw.plugins.datasets.base import MusicDataset, Piece
+from musicfw.core.dataset import MusicDataset, Piece
 
 pytest.importorskip("music21")
 
@@ -93,7 +93,7 @@ def test_split_abc_keeps_header_fields_and_numbers():
 def test_grouped_split_through_load():
     class Grouped(MusicDataset):
         name = "grouped"
-        from musicfw.plugins.datasets.base import SplitConfig as Config
+        from musicfw.core.dataset import SplitConfig as Config
 
         def collect(self, progress=True):
             import symusic

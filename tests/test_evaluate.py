@@ -161,7 +161,7 @@ def test_evaluate_run_writes_the_documented_schema(tmp_path):
     rng = np.random.default_rng(5)
     generated = [random_piece(rng, 20) for _ in range(4)]
     result = evaluate_run(
-        config(max_reference=5),
+        config(max_reference=5).evaluate,
         tmp_path,
         model=UniformModel(tok.vocab_size),
         tokenizer=tok,
@@ -198,7 +198,7 @@ def test_evaluate_run_without_model_reads_the_samples_folder(tmp_path):
     (tmp_path / "samples").mkdir()
     for i in range(3):
         random_piece(rng, 12).dump_midi(str(tmp_path / "samples" / f"sample_{i:03d}.mid"))
-    result = evaluate_run(config(), tmp_path, datamodule=ToyData(PitchTokenizer()))
+    result = evaluate_run(config().evaluate, tmp_path, datamodule=ToyData(PitchTokenizer()))
     assert result["likelihood"] == {}
     assert any("nll: skipped" in n for n in result["notes"])
     assert sorted(result["features"]["generated"]) == [f"sample_{i:03d}.mid" for i in range(3)]

@@ -51,9 +51,9 @@ def trained_run(tmp_path):
     run.save_config(config)
     tokenizer = build_from_section("tokenizers", config.tokenizer)
     tokenizer.save(run.tokenizer_path)
-    datamodule = build_datamodule(config, tokenizer, run.path, progress=False)
+    datamodule = build_datamodule(config.data, tokenizer, train=config.train, seed=config.seed, run_dir=run.path, progress=False)
     model = build_from_section("models", config.model, tokenizer=tokenizer)
-    fit(model, datamodule, config, run.path)
+    fit(model, datamodule, config.train, run.path, logger=config.logger)
     run.samples.mkdir(exist_ok=True)
     for i in range(3):
         chorale_like(rng, bars=2).dump_midi(str(run.samples / f"sample_{i:03d}.mid"))

@@ -145,7 +145,7 @@ def test_drum_roll_encoder_input_is_bits_plus_empty_flag():
 def test_kl_and_loss_match_the_magenta_formula():
     m = small(free_bits=1.0, max_beta=0.5, beta_rate=0.99)
     m.train()
-    m.set_training_step(10)
+    m.on_train_step(10)
     b = batch()
     torch.manual_seed(3)
     out = m.loss(b)
@@ -175,7 +175,7 @@ def test_free_bits_switch_off_the_kl_cost_and_beta_starts_at_zero():
     out = m.loss(batch())
     assert float(out["kl_cost"]) == 0.0
     torch.testing.assert_close(out["loss"], out["recon_nll"])
-    m.set_training_step(0)
+    m.on_train_step(0)
     assert m.beta() == 0.0
     assert m.beta(10**9) == pytest.approx(0.2)
 
@@ -323,7 +323,7 @@ def test_training_overfits_and_interpolation_endpoints_reconstruct():
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     m.train()
     for step in range(300):
-        m.set_training_step(step)
+        m.on_train_step(step)
         opt.zero_grad()
         out = m.loss(data)
         out["loss"].backward()

@@ -23,7 +23,8 @@ from musicfw.core.errors import UserError
 from musicfw.core.loggers import read_history, read_wandb_history
 from musicfw.core.plugins import get_plugin_manager, load_registries
 from musicfw.core.tokenizer import Tokenizer
-from musicfw.core.training import NonFiniteLossError, evaluate_nll, fit, load_checkpoint, load_model, log_samples
+from musicfw.core.training import NonFiniteLossError, evaluate_nll, load_checkpoint, load_model, log_samples
+from musicfw.core.training import fit as core_fit
 from musicfw.plugins.models.lstm.model import LSTMModel
 from musicfw.plugins.models.markov.model import MarkovModel
 
@@ -78,6 +79,11 @@ def make_config(logger: str = "csv", **train) -> OmegaConf:
     return OmegaConf.create({"train": base, "logger": {"name": logger, "log_every_n_steps": 2}})
 
 
+def fit(model, datamodule, config, run_dir, **kw):
+    """core's fit with the two sections of a test config."""
+    return core_fit(model, datamodule, config.train, run_dir, logger=config.logger, **kw)
+
+
 def small_lstm(seed: int = 0) -> LSTMModel:
     torch.manual_seed(seed)
     return LSTMModel(V, "categorical", hidden_size=32, num_layers=1, embed_dim=16)
@@ -130,7 +136,7 @@ def test_early_stopping_and_cosine_schedule(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
     class Exploding(LSTMModel):
-        def set_training_step(self, step):
+        def on_train_step(self, step):
             self.step_now = step
 
         def loss(self, batch):
@@ -159,14 +165,13 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads(1)
-from test_training import make_config, make_datamodule, small_lstm
-from musicfw.core.training import fit
+from test_training import fit, make_config, make_datamodule, small_lstm
 
 model = small_lstm()
 def die_at(step):
     if step == 10:  # mid-epoch 1 (6 batches per epoch); last.ckpt was written at step 8
         os.kill(os.getpid(), signal.SIGKILL)
-model.set_training_step = die_at
+model.on_train_step = die_at
 fit(model, make_datamodule(), make_config("csv", max_epochs=4), {run!r})
 """
 
@@ -180,7 +185,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_kill(tmp_path):
 
     seen: list[int] = []
     model = small_lstm(seed=5)  # different init: resuming must restore the weights
-    model.set_training_step = seen.append
+    model.on_train_step = seen.append
     metrics = fit(model, make_datamodule(), make_config("csv", max_epochs=4), tmp_path, resume=True)
     assert seen[0] == 8  # continued where the checkpoint left off, mid-epoch
     assert metrics["global_step"] == 24 and metrics["epochs"] == 4
@@ -247,7 +252,7 @@ def test_tensorboard_without_its_package_is_a_user_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # None in sys.modules: import fails
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(UserError, match=r"logger.name: tensorboard needs .*musicfw\[tensorboard\]"):
-        build_loggers(make_config("tensorboard", max_epochs=1), tmp_path)
+        build_loggers(make_config("tensorboard", max_epochs=1).logger, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -343,7 +348,7 @@ def test_markov_fit_and_load_model(tmp_path, registries):
     assert metrics["train_time_s"] < 5 and metrics["val_nll"] < 1.6
     history = read_history(run)
     assert history[0]["val/nll"] == pytest.approx(metrics["val_nll"])
-    loaded, tok = load_model(run)
+    loaded, tok = load_model(run, registries=registries)
     assert isinstance(loaded, MarkovModel) and tok.vocab_size == V
     assert evaluate_nll(loaded, dm.test_dataloader())["nll_per_token"] == pytest.approx(metrics["test_nll"])
 
@@ -356,10 +361,10 @@ def test_lstm_load_model_best_and_last(tmp_path, registries):
     )
     dm = make_datamodule()
     metrics = fit(model, dm, cfg, run)
-    best, _ = load_model(run, which="best")
+    best, _ = load_model(run, which="best", registries=registries)
     assert not best.training
     assert evaluate_nll(best, dm.val_dataloader())["nll_per_token"] == pytest.approx(metrics["val_nll"], rel=1e-6)
-    last, _ = load_model(run, which="last")
+    last, _ = load_model(run, which="last", registries=registries)
     assert isinstance(last, LSTMModel)
     with pytest.raises(UserError, match="No checkpoint"):
-        load_model(run, which=str(run / "checkpoints" / "nope.ckpt"))
+        load_model(run, which=str(run / "checkpoints" / "nope.ckpt"), registries=registries)

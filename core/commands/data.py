@@ -105,10 +105,11 @@ def format_summary(summary: dict, seed: int) -> str:
 def _prepare(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from ..api import build_from_section, get_registries
+    from ..build import build_from_section
     from ..config import validate_plugin_section
+    from ..plugins import load_registries
 
-    registries = get_registries()
+    registries = load_registries()
     section = validate_plugin_section(
         OmegaConf.create({"name": args.name, **_params(args.params)}), "datasets", registries, key="data"
     )

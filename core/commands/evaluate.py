@@ -49,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..evaluation import compare_folders, evaluate_run_folder, format_table
+    from ..evaluation import compare_folders, format_table
+    from ..runner import evaluate_run_folder
 
     if args.run:
         if args.generated or args.reference:

@@ -29,15 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..api import load_config
+    from ..config import load_config
+    from ..plugins import load_registries
     from ..runner import run_experiment
 
+    registries = load_registries()
     if args.resume:
         from ..rundir import load_run_config
 
-        config = load_run_config(args.resume, overrides=args.overrides)
+        config = load_run_config(args.resume, overrides=args.overrides, registries=registries)
     else:
-        config = load_config(args.experiment, overrides=args.overrides)
-    result = run_experiment(config, resume=args.resume)
+        config = load_config(args.experiment, overrides=args.overrides, registries=registries)
+    result = run_experiment(config, resume=args.resume, registries=registries)
     print(result.summary())
     return 0

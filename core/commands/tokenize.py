@@ -44,10 +44,10 @@ def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..api import build
+    from ..build import build
     from ..errors import DataError
 
-    tokenizer = build("tokenizers", args.tokenizer, **_parse_params(args.params))
+    tokenizer = build("tokenizers", args.tokenizer, key="--tokenizer", **_parse_params(args.params))
     path = Path(args.file)
     if not path.is_file():
         raise DataError(f"no such MIDI file: {path}")

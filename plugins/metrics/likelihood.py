@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.metric import Metric
+
 
 def _model_device(model: Any) -> Any:
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -49,7 +51,7 @@ def _safe_div(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
 
-class NLL:
+class NLL(Metric):
     """Exact held-out NLL (nats) and perplexity per token, plus NLL per note and per second."""
 
     name = "nll"
@@ -75,17 +77,19 @@ class NLL:
         return cls(config)
 
     def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any]:
-        """Sum ``model.loss(batch)["nll_sum"]`` and ``["n_targets"]`` over the held-out split."""
+        """Sum ``nll_sum`` and ``n_targets`` over the held-out split (in sliding windows for a
+        model whose ``max_context`` is shorter than a piece: :mod:`musicfw.core.windows`)."""
         import torch
+
+        from musicfw.core.windows import scored_loss
 
         split = self.config.split
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
         device = _model_device(model)
-        was_training = bool(getattr(model, "training", False))
-        if hasattr(model, "eval"):
-            model.eval()
+        was_training = bool(model.training)
+        model.eval()
         nll_sum, n_targets, n_seq, n_notes, seconds = 0.0, 0, 0, 0, 0.0
-        multihot = getattr(tokenizer, "kind", None) == "multihot"
+        multihot = tokenizer is not None and tokenizer.kind == "multihot"
         try:
             with torch.no_grad():
                 for i, batch in enumerate(loader):
@@ -93,7 +97,7 @@ class NLL:
                         break
                     if device is not None:
                         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                    out = model.loss(batch)
+                    out = scored_loss(model, batch)
                     nll_sum += float(out["nll_sum"])
                     n_targets += int(out["n_targets"])
                     seqs = _piece_tokens(batch["tokens"].cpu().numpy(), batch["mask"].cpu().numpy())
@@ -106,8 +110,7 @@ class NLL:
                         n_notes += notes
                         seconds += secs
         finally:
-            if was_training and hasattr(model, "train"):
-                model.train()
+            model.train(was_training)
         per_token = _safe_div(nll_sum, n_targets)
         result: dict[str, Any] = {
             "split": split,

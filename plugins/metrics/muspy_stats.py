@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.metric import Metric
+
 from .notes import PieceNotes, piece_notes
 
 #: MusPy's default time resolution (muspy.DEFAULT_RESOLUTION), used for the groove grid
@@ -154,11 +156,12 @@ def _first_bar_quarters(notes: PieceNotes) -> float:
     return notes.last_bar_ticks / notes.tpq
 
 
-class MusPyStatistics:
+class MusPyStatistics(Metric):
     """MusPy-style statistics: scale, polyphony, empty beats, groove, pitch entropies."""
 
     name = "muspy"
     kind = "features"
+    input = "notes"  # flat note arrays, built once per piece by core
 
     @dataclass
     class Config:
