@@ -36,7 +36,7 @@ def tokenizer_pitch_range(tokenizer: Any) -> tuple[int, int]:
 
     ``pitch_range`` may be a ``range`` (stop exclusive) or a ``(low, high)`` pair (inclusive).
     """
-    pr = getattr(tokenizer, "pitch_range", None)
+    pr = tokenizer.pitch_range if tokenizer is not None else None
     if pr is None:
         return 0, 127
     if isinstance(pr, range):

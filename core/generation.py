@@ -11,9 +11,11 @@ is recomputed over the prefix).  Sequences stop at ``max_tokens`` new tokens, at
 encoded, fed through the model, and continued; the returned tokens and scores hold the prompt
 followed by its continuation, and the limits count the continuation only.
 
-With ``constraints=True`` (the default) a grammar from :mod:`musicfw.core.constraints` masks
-the ids that cannot follow (REMI and MIDI-like), so that every sequence decodes with no
-dropped token; ``stats["invalid_rate"]`` measures it either way.
+With ``constraints=True`` (the default) the tokenizer's grammar (``Tokenizer.grammar``, see
+:mod:`musicfw.core.constraints`) masks the ids that cannot follow, so that every sequence
+decodes with no dropped token; ``stats["invalid_rate"]`` measures it either way (for
+tokenizers that can count invalid tokens).  Bars and seconds are counted by the tokenizer's
+clock (``Tokenizer.clock``, :mod:`musicfw.core.clock`).
 """
 
 from __future__ import annotations
@@ -64,162 +66,12 @@ def build_sampler_chain(section: Any, registries: Any = None) -> Any:
     return build_from_section("samplers", section, registries=registries, key="sampler")
 
 
-# --------------------------------------------------------------------------------------
-# clocks: how much music a sequence holds, to stop at max_bars / max_seconds
-# --------------------------------------------------------------------------------------
+def clock_for(tokenizer: Any, batch_size: int) -> Any:
+    """The tokenizer's own clock, or the decoding clock for a tokenizer that has none."""
+    from .clock import DecodeClock
 
-
-class _Clock:
-    """Bars and seconds of new music per row; ``bars``/``seconds`` are float arrays [B]."""
-
-    has_bars = True
-    #: bars are opened by tokens (REMI's Bar): stop *before* the one too many; otherwise
-    #: stop once ``max_bars`` bars are full
-    bar_tokens = False
-
-    def __init__(self, batch_size: int):
-        self.B = batch_size
-
-    def update(self, x: np.ndarray) -> None:
-        raise TypeError
-
-    def would_open_bar(self, x: np.ndarray) -> np.ndarray:
-        """Rows where token x starts a new bar (stop *before* it when the limit is reached)."""
-        return np.zeros(self.B, dtype=bool)
-
-    def mark(self) -> None:
-        """The prompt ends here: limits count from this point."""
-        self.bar0, self.sec0 = self.bars.copy(), self.seconds.copy()
-
-    def new_bars(self) -> np.ndarray:
-        return self.bars - self.bar0
-
-    def new_seconds(self) -> np.ndarray:
-        return self.seconds - self.sec0
-
-
-class _FrameClock(_Clock):
-    """One token = one step of a fixed grid (pianoroll, melody, drums)."""
-
-    def __init__(self, batch_size: int, steps_per_bar: int, seconds_per_step: float):
-        super().__init__(batch_size)
-        self.steps_per_bar, self.sps = steps_per_bar, seconds_per_step
-        self.steps = np.zeros(batch_size, dtype=np.int64)
-        self.bars = np.zeros(batch_size)
-        self.seconds = np.zeros(batch_size)
-        self.mark()
-
-    def update(self, x: np.ndarray) -> None:
-        self.steps += 1
-        self.bars = self.steps / self.steps_per_bar
-        self.seconds = self.steps * self.sps
-
-
-class _REMIClock(_Clock):
-    """Bars are Bar tokens; seconds follow Position/Bar tokens through the Tempo tokens."""
-
-    bar_tokens = True
-
-    def __init__(self, batch_size: int, tokenizer: Any):
-        super().__init__(batch_size)
-        self.codes = np.asarray(tokenizer.token_types)
-        self.is_bar = self.codes == "Bar"
-        self.is_pos = self.codes == "Position"
-        self.is_tempo = self.codes == "Tempo"
-        self.is_ts = self.codes == "TimeSig"
-        self.values = np.asarray(tokenizer.token_values, dtype=np.int64)
-        self.res = int(getattr(tokenizer.config, "beat_resolution", 4))
-        self.bar_len = np.full(batch_size, 4 * self.res, dtype=np.int64)
-        self.bar_start = np.zeros(batch_size, dtype=np.int64)
-        self.t = np.zeros(batch_size, dtype=np.int64)  # absolute position
-        self.qpm = np.full(batch_size, 120.0)
-        self.bars = np.zeros(batch_size)
-        self.seconds = np.zeros(batch_size)
-        self.mark()
-
-    def would_open_bar(self, x: np.ndarray) -> np.ndarray:
-        return self.is_bar[x]
-
-    def update(self, x: np.ndarray) -> None:
-        bar, pos, tempo, ts = self.is_bar[x], self.is_pos[x], self.is_tempo[x], self.is_ts[x]
-        val = self.values[x]
-        started = self.bars > 0
-        new_t = self.t.copy()
-        # a Bar closes the current bar (the first Bar opens bar 1 at 0)
-        self.bar_start = np.where(bar & started, self.bar_start + self.bar_len, self.bar_start)
-        new_t[bar] = self.bar_start[bar]
-        self.bars = self.bars + bar
-        new_t[pos] = self.bar_start[pos] + val[pos]
-        self.seconds = self.seconds + np.maximum(new_t - self.t, 0) * 60.0 / (self.qpm * self.res)
-        self.t = new_t
-        self.qpm = np.where(tempo, np.maximum(val, 1), self.qpm)
-        self.bar_len = np.where(ts, val, self.bar_len)
-
-
-class _ShiftClock(_Clock):
-    """MIDI-like: seconds are the TimeShift tokens; there are no bars."""
-
-    has_bars = False
-
-    def __init__(self, batch_size: int, tokenizer: Any):
-        super().__init__(batch_size)
-        sps = float(tokenizer.config.steps_per_second)
-        types = np.asarray(tokenizer.token_types)
-        self.shift = np.where(types == "TimeShift", np.asarray(tokenizer.token_values), 0) / sps
-        self.bars = np.zeros(batch_size)
-        self.seconds = np.zeros(batch_size)
-        self.mark()
-
-    def update(self, x: np.ndarray) -> None:
-        self.seconds = self.seconds + self.shift[x]
-
-
-class _DecodeClock(_Clock):
-    """Any other tokenizer: decode the sequences so far every ``every`` tokens (4/4 bars)."""
-
-    def __init__(self, batch_size: int, tokenizer: Any, every: int = 16):
-        super().__init__(batch_size)
-        self.tokenizer, self.every = tokenizer, every
-        self.history: list[np.ndarray] = []
-        self.bars = np.zeros(batch_size)
-        self.seconds = np.zeros(batch_size)
-        self.mark()
-
-    def update(self, x: np.ndarray) -> None:
-        self.history.append(np.asarray(x).copy())
-        if len(self.history) % self.every:
-            return
-        seqs = np.stack(self.history, axis=1)
-        for b in range(self.B):
-            score = self.tokenizer.decode(seqs[b])
-            end = score.end()
-            self.bars[b] = end / (4 * score.ticks_per_quarter) if end else 0.0
-            self.seconds[b] = score.to("second").end() if end else 0.0
-
-
-def _clock_for(tokenizer: Any, batch_size: int) -> _Clock:
-    types = getattr(tokenizer, "token_types", None)
-    present = set(map(str, np.unique(np.asarray(types)))) if types is not None else set()
-    if {"Bar", "Position"} <= present:
-        return _REMIClock(batch_size, tokenizer)
-    if "TimeShift" in present and hasattr(getattr(tokenizer, "config", None), "steps_per_second"):
-        return _ShiftClock(batch_size, tokenizer)
-    spq = getattr(getattr(tokenizer, "config", None), "steps_per_quarter", None)
-    steps_per_bar = getattr(tokenizer, "steps_per_bar", None)
-    if spq and (steps_per_bar or tokenizer.kind == "multihot"):
-        qpm = _decoded_qpm(tokenizer)
-        return _FrameClock(batch_size, int(steps_per_bar or 4 * spq), 60.0 / (qpm * spq))
-    return _DecodeClock(batch_size, tokenizer)
-
-
-def _decoded_qpm(tokenizer: Any) -> float:
-    """The tempo decode writes (read from the decoding of an empty sequence), default 120."""
-    empty = np.zeros((0, tokenizer.vocab_size) if tokenizer.kind == "multihot" else 0, dtype=np.int64)
-    try:
-        tempos = tokenizer.decode(empty).tempos
-        return float(tempos[0].qpm) if len(tempos) else 120.0
-    except Exception:
-        return 120.0
+    clock = tokenizer.clock(batch_size)
+    return clock if clock is not None else DecodeClock(batch_size, tokenizer)
 
 
 # --------------------------------------------------------------------------------------
@@ -314,7 +166,7 @@ def generate(
     """
     import torch
 
-    kind = getattr(tokenizer, "kind", "categorical")
+    kind = tokenizer.kind
     if n < 1 or batch_size < 1 or max_tokens < 1:
         raise ConfigError(
             f"generate needs n >= 1, batch_size >= 1 and max_tokens >= 1 (got {n}, {batch_size}, {max_tokens})."
@@ -323,18 +175,18 @@ def generate(
         raise ConfigError(f"generate.max_bars must be > 0, got {max_bars}.")
     if max_seconds is not None and max_seconds <= 0:
         raise ConfigError(f"generate.max_seconds must be > 0, got {max_seconds}.")
-    kinds = getattr(sampler, "token_kinds", ("categorical",))
+    kinds = sampler.token_kinds
     if kind not in kinds:
         raise ConfigError(
             f"The sampler {sampler!r} cannot draw {kind} tokens (tokenizer {tokenizer.name!r}); "
             + ("use bernoulli or greedy for piano-roll frames." if kind == "multihot" else "use greedy, temperature, top_k or top_p.")
         )
-    model_kind = getattr(model, "token_kind", kind)
+    model_kind = model.token_kind
     if model_kind != kind:
         raise ConfigError(f"The model predicts {model_kind} tokens but the tokenizer {tokenizer.name!r} makes {kind} ones.")
     if end_token is None:
-        end_token = getattr(tokenizer, "end_id", None)
-    if max_bars is not None and not _clock_for(tokenizer, 1).has_bars:
+        end_token = tokenizer.end_id
+    if max_bars is not None and not clock_for(tokenizer, 1).has_bars:
         raise ConfigError(
             f"generate.max_bars: the {tokenizer.name!r} tokenizer has no bars (it counts time in "
             "seconds); use generate.max_seconds instead."
@@ -343,10 +195,9 @@ def generate(
 
     if device is not None:
         model.to(device)
-    device = _model_device(model) if hasattr(model, "parameters") else torch.device(device or "cpu")
-    was_training = bool(getattr(model, "training", False))
-    if hasattr(model, "eval"):
-        model.eval()
+    device = _model_device(model)
+    was_training = bool(model.training)
+    model.eval()
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
 
@@ -377,8 +228,7 @@ def generate(
                     progress(done_n, n)
     finally:
         torch.set_num_threads(threads_before)
-        if was_training and hasattr(model, "train"):
-            model.train()
+        model.train(was_training)
     elapsed = time.perf_counter() - t0
 
     scores = [tokenizer.decode(s) for s in tokens]
@@ -393,8 +243,9 @@ def generate(
         "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
         "notes": int(sum(sum(len(t.notes) for t in sc.tracks) for sc in scores)),
     }
-    if hasattr(tokenizer, "count_invalid"):
-        invalid = int(sum(tokenizer.count_invalid(s) for s in tokens))
+    counts = [tokenizer.count_invalid(s) for s in tokens]
+    if all(c is not None for c in counts):
+        invalid = int(sum(counts))
         total = int(sum(len(s) for s in tokens))
         stats["invalid_tokens"] = invalid
         stats["invalid_rate"] = invalid / total if total else 0.0
@@ -427,7 +278,7 @@ def _generate_batch(
     from .constraints import grammar_for
 
     grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
-    clock = _clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
+    clock = clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
 
     state = model.init_state(B, device=device)
     logits, state = model.step(None, state)

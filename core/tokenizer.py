@@ -8,6 +8,19 @@ Two token kinds exist:
 ``vocab`` names every id (categorical) or every key (multihot), so a sequence can be printed
 and read.  The config is saved as JSON next to a model and restored with
 :func:`load_tokenizer`.
+
+Optional parts of the contract, with their defaults here:
+
+* ``grammar(batch_size)``: a :class:`musicfw.core.constraints.Grammar` that masks the ids
+  that cannot come next, for constrained decoding (default None: unconstrained);
+* ``clock(batch_size)``: a :class:`musicfw.core.clock.Clock` that counts the bars and seconds
+  of generated sequences, for ``generate.max_bars`` / ``max_seconds`` (default None: core
+  decodes the sequences to measure them);
+* ``count_invalid(tokens)``: how many tokens of a sequence decode would drop (default None:
+  not measurable), reported as the generation's ``invalid_rate``;
+* ``end_id``: an id that ends a sequence (default None);
+* ``pitch_range``: ``(lowest, highest)`` MIDI pitch the tokenizer represents, which bounds
+  transposition augmentation (default None: no bound known).
 """
 
 from __future__ import annotations
@@ -33,6 +46,10 @@ class Tokenizer(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     kind: ClassVar[str] = CATEGORICAL
+    #: an id that ends a sequence, or None
+    end_id: int | None = None
+    #: (lowest, highest) MIDI pitch represented, or None
+    pitch_range: tuple[int, int] | None = None
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -58,6 +75,19 @@ class Tokenizer(ABC):
     @abstractmethod
     def decode(self, tokens: np.ndarray) -> "symusic.Score":
         """Tokens -> Score. Any in-range sequence decodes; an out-of-range id is a ValueError."""
+
+    # -- optional: structure for generation ---------------------------------------------
+    def grammar(self, batch_size: int) -> Any:
+        """A Grammar over ``batch_size`` sequences (constrained decoding), or None."""
+        return None
+
+    def clock(self, batch_size: int) -> Any:
+        """A Clock over ``batch_size`` sequences (bar and second limits), or None."""
+        return None
+
+    def count_invalid(self, tokens: np.ndarray) -> int | None:
+        """How many tokens of ``tokens`` decode would drop; None when not measurable."""
+        return None
 
     # -- helpers every tokenizer gets -----------------------------------------------------
     def token_names(self, tokens: np.ndarray) -> list[str]:
@@ -95,4 +125,4 @@ def load_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
     from .build import build
 
     data = json.loads(Path(path).read_text())
-    return build("tokenizer", data["name"], registries=registries, **data["config"])
+    return build("tokenizer", data["name"], registries=registries, key=str(path), **data["config"])

@@ -10,7 +10,8 @@ import torch
 from musicfw.core.model import Model
 
 import musicfw
-from musicfw.core.constraints import MIDILikeGrammar, REMIGrammar, grammar_for, violations
+from musicfw.core.constraints import grammar_for, violations
+from musicfw.plugins.tokenizers.structure import MIDILikeGrammar, REMIGrammar
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.generation import GenerationResult, build_sampler_chain, generate, write_samples
 

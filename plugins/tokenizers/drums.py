@@ -79,6 +79,12 @@ class Drums(Tokenizer):
         mapped = np.flatnonzero(PITCH_TO_CLASS >= 0)
         return (int(mapped[0]), int(mapped[-1]))
 
+    def clock(self, batch_size: int) -> Any:
+        """One token = one step of the grid, at the tempo decode writes."""
+        from musicfw.core.clock import FrameClock
+
+        return FrameClock.of(self, batch_size, self.steps_per_bar, self.config.steps_per_quarter)
+
     def encode(self, score: Any) -> np.ndarray:
         c = self.config
         notes = collect_notes(score, drums="only" if c.drum_tracks_only else "include")

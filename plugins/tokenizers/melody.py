@@ -69,6 +69,12 @@ class Melody(Tokenizer):
     def note_on_id(self, pitch: int) -> int:
         return NUM_SPECIAL + int(pitch) - self.config.min_pitch
 
+    def clock(self, batch_size: int) -> Any:
+        """One token = one step of the grid, at the tempo decode writes."""
+        from musicfw.core.clock import FrameClock
+
+        return FrameClock.of(self, batch_size, self.steps_per_bar, self.config.steps_per_quarter)
+
     def encode(self, score: Any) -> np.ndarray:
         c = self.config
         notes = collect_notes(score, drums="exclude")

@@ -161,6 +161,18 @@ class MIDILike(Tokenizer):
         return end_s
 
     # -- encode -------------------------------------------------------------------------------
+    def grammar(self, batch_size: int) -> Any:
+        """The performance-event grammar: no zero-length or unmatched notes."""
+        from .structure import MIDILikeGrammar
+
+        return MIDILikeGrammar(self, batch_size)
+
+    def clock(self, batch_size: int) -> Any:
+        """Seconds are the TimeShift tokens; there are no bars."""
+        from .structure import ShiftClock
+
+        return ShiftClock(batch_size, self)
+
     def encode(self, score: "Any") -> np.ndarray:
         c = self.config
         q = self.quantize(score)

@@ -81,6 +81,12 @@ class PianoRoll(Tokenizer):
         end = np.maximum(end, start + 1)
         return {"start": start, "end": end, "pitch": notes.pitch}
 
+    def clock(self, batch_size: int) -> Any:
+        """One token = one step of the grid, at the tempo decode writes."""
+        from musicfw.core.clock import FrameClock
+
+        return FrameClock.of(self, batch_size, 4 * self.config.steps_per_quarter, self.config.steps_per_quarter)
+
     def encode(self, score: Any) -> np.ndarray:
         """Score -> uint8 frames ``[T, K]``; T = the last note's end step, or the step of a
         text marker ``"end"`` when that is later (trailing silent frames survive, as in the

@@ -268,6 +268,18 @@ class REMI(Tokenizer):
         return seg_start[change], chord[change]
 
     # -- encode -------------------------------------------------------------------------------
+    def grammar(self, batch_size: int) -> Any:
+        """REMI's grammar: every constrained sequence decodes with no dropped token."""
+        from .structure import REMIGrammar
+
+        return REMIGrammar(self, batch_size)
+
+    def clock(self, batch_size: int) -> Any:
+        """Bars are Bar tokens; seconds follow the positions through the Tempo tokens."""
+        from .structure import REMIClock
+
+        return REMIClock(batch_size, self)
+
     def encode(self, score: Any) -> np.ndarray:
         c = self.config
         q = self.quantize(score)
