@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -101,6 +102,109 @@ def test_an_experiment_uses_it_by_name(installed, tmp_path):
     import symusic
 
     notes = symusic.Score(str(mids[0])).tracks[0].notes.numpy()
-    assert len(notes["pitch"]) > 0 and set(np.diff(notes["time"])) <= {120}  # the plugin's decoding
+    # the plugin's decoding: evenly spaced notes on a grid of note_ticks
+    assert len(notes["pitch"]) > 0 and set(np.diff(notes["time"]) % 120) == {0}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["likelihood"]["nll"]["nll_per_token"] > 0
+
+
+# --- a model, a history sampler and a command from outside the repository -------------------
+
+
+def test_plugins_lists_every_kind_and_the_command(installed):
+    data = json.loads(run_cli("plugins", "--json", env=installed).stdout)
+    provider = "musicfw-example-plugin"
+    for kind, name in (("models", "bigram"), ("samplers", "no_repeat_ngram"), ("tokenizers", "pitch_sequence")):
+        assert {p["name"]: p["provider"] for p in data[kind]}[name] == provider
+    assert {c["name"]: c["provider"] for c in data["commands"]}["pitches"] == provider
+    assert "pitches" in run_cli("--help", env=installed).stdout
+
+
+def test_its_command_runs_like_a_built_in(installed, tmp_path):
+    _write_melodies(tmp_path, n=1)
+    result = run_cli("pitches", str(tmp_path / "tune_0.mid"), "--notes-per-bar", "4", env=installed)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("Bar Pitch_") for line in lines)
+    assert max(len(line.split()) for line in lines) <= 5  # Bar + at most 4 notes per bar
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd not really")
+    bad = run_cli("pitches", str(broken), env=installed)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "cannot read" in bad.stderr
+
+
+def _experiment(tmp_path, model="{name: bigram}"):
+    _write_melodies(tmp_path / "midi", n=10)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        textwrap.dedent(
+            f"""\
+            name: plugin-model
+            output_dir: {tmp_path / 'runs'}
+            data: {{name: midi_folder, path: {tmp_path / 'midi'}}}
+            tokenizer: {{name: pitch_sequence, note_ticks: 120, notes_per_bar: 8}}
+            model: {model}
+            sampler:
+              - {{name: no_repeat_ngram, n: 3}}
+              - {{name: temperature, temperature: 0.9}}
+            train: {{max_steps: 30, batch_size: 4, seq_len: 32, lr: 0.5}}
+            generate: {{n: 2, max_tokens: 60, max_bars: 3, render_audio: false}}
+            evaluate: {{metrics: [nll]}}
+            logger: {{name: none}}
+            """
+        )
+    )
+    return exp
+
+
+def test_its_model_trains_generates_and_evaluates_through_run(installed, tmp_path):
+    result = run_cli("run", str(_experiment(tmp_path)), env=installed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["global_step"] == 30  # trained by gradient descent through Lightning
+    assert metrics["training"]["model"] == "BigramModel"
+    # better than uniform over its 129 ids after 30 SGD steps (the model's own optimizer)
+    assert metrics["likelihood"]["nll"]["nll_per_token"] < math.log(129)
+    import symusic
+
+    for mid in sorted((run_dir / "samples").glob("*.mid")):
+        assert symusic.Score(str(mid)).end() <= 3 * 8 * 120  # max_bars through the plugin's clock
+    again = run_cli("generate", "--run", str(run_dir), "--n", "2", "--seed", "3", env=installed)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_built_in_models_blocked_and_the_third_party_one_used(installed, tmp_path):
+    env = dict(installed, MUSICFW_BLOCK_PLUGINS="musicfw.plugins.models")
+    data = json.loads(run_cli("plugins", "--json", env=env).stdout)
+    assert [p["name"] for p in data["models"]] == ["bigram"]
+    assert "sample" not in [c["name"] for c in data["commands"]]  # MusicVAE's verbs went with it
+    result = run_cli("run", str(_experiment(tmp_path)), env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lstm = run_cli("run", str(_experiment(tmp_path / "b", model="{name: lstm}")), env=env)
+    assert lstm.returncode == 2 and "Unknown model 'lstm'" in lstm.stderr and "bigram" in lstm.stderr
+
+
+def test_its_grammar_leaves_no_dropped_token_and_its_sampler_sees_the_history():
+    sys.path.insert(0, str(PACKAGE))
+    try:
+        import musicfw_example_plugin as plugin
+    finally:
+        sys.path.remove(str(PACKAGE))
+    import musicfw
+    from musicfw.core.generation import build_sampler_chain, generate
+    from musicfw.core.plugins import get_plugin_manager, load_registries
+
+    regs = load_registries(get_plugin_manager(autoload=False, extra_plugins=[plugin]))
+    tok = musicfw.build("tokenizer", "pitch_sequence", registries=regs, notes_per_bar=4)
+    model = musicfw.build("model", "bigram", registries=regs, context={"tokenizer": tok})
+    chain = build_sampler_chain([{"name": "no_repeat_ngram", "n": 2}, {"name": "temperature"}], registries=regs)
+    free = generate(model, tok, chain, n=4, max_tokens=100, constraints=False, seed=0)
+    constrained = generate(model, tok, chain, n=4, max_tokens=100, constraints=True, seed=0)
+    assert free.stats["invalid_rate"] > 0.5  # an untrained model puts pitches where decode drops them
+    assert constrained.stats["invalid_rate"] == 0.0 and constrained.stats["constrained"]
+    for seq in constrained.tokens:
+        # no bigram twice (the sampler read the history), except a Bar the grammar forced
+        # after a full bar: the sampler never forbids the last token left
+        pairs = [p for p in zip(seq[:-1].tolist(), seq[1:].tolist()) if p[1] != 128]
+        assert len(pairs) > 50 and len(pairs) == len(set(pairs))

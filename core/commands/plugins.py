@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="list installed plugins and their parameters",
         description="List every registry (tokenizers, models, samplers, datasets, metrics), each "
         "plugin in it, the distribution that provides it, and its config fields with types and "
-        "defaults.",
+        "defaults; then the CLI commands plugins add.",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=main)
@@ -32,6 +32,15 @@ def describe(registries) -> dict:
             }
             for info in registry
         ]
+    out["commands"] = [
+        {
+            "name": info.name,
+            "provider": info.provider,
+            "class": f"{info.cls.__module__}.{info.cls.__qualname__}",
+            "description": info.cls.help,
+        }
+        for info in registries.commands
+    ]
     out["failed"] = [vars(f) for f in registries.failures]
     return out
 
@@ -54,6 +63,11 @@ def main(args: argparse.Namespace) -> int:
             for f in plugin["config"]:
                 help_text = f"  # {f['help']}" if f["help"] else ""
                 print(f"      {f['name']}: {f['type']} = {f['default']!r}{help_text}")
+    print("commands (added by plugins):")
+    if not data["commands"]:
+        print("  (none)")
+    for command in data["commands"]:
+        print(f"  {command['name']}  [{command['provider']}]  {command['description']}")
     for failure in registries.failures:
         print(
             f"failed to load: {failure.entry_point} ({failure.value}, from {failure.distribution}): "
