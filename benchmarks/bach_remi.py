@@ -47,9 +47,9 @@ EXPERIMENT = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     import musicfw
-    from musicfw.core.api import build_from_section
+    from musicfw.core.build import build_from_section
     from musicfw.core.data import build_datamodule
-    from musicfw.core.seeding import seed_everything
+    from lightning_fabric.utilities.seed import seed_everything
     from musicfw.core.training import evaluate_nll, fit
 
     import torch
@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(tempfile.mkdtemp(prefix="musicfw-bach-remi-"))
     tokenizer = build_from_section("tokenizers", config.tokenizer)
     t0 = time.perf_counter()
-    dm = build_datamodule(config, tokenizer, out, progress=False)
+    dm = build_datamodule(
+        config.data, tokenizer, train=config.train, augment=config.get("augment"), seed=int(config.seed),
+        run_dir=out, progress=False,
+    )
     print(f"data: {dm.summary()} ({time.perf_counter() - t0:.1f} s)", flush=True)
     test_tokens = dm.tokens("test")
     n_notes = sum(tokenizer.count_notes(t) for t in test_tokens)
@@ -74,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         run.mkdir()
         markov_config = OmegaConf.to_container(config)
         markov_config["model"] = {"name": "markov", "order": order}
-        metrics = fit(model, dm, OmegaConf.create(markov_config), run)
+        metrics = fit(model, dm, config.train, run, logger=config.logger, hyperparams=markov_config)
         test = evaluate_nll(model, dm.test_dataloader())
         rows.append((f"markov order {order}", test, metrics["val_nll"], metrics["train_time_s"]))
         print(f"markov {order}: test {test['nll_per_token']:.4f} nats/token", flush=True)
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     run.mkdir()
     m = config.model
     print(f"lstm {m.num_layers}x{m.hidden_size}: training up to {config.train.max_steps} steps -> {run}", flush=True)
-    metrics = fit(model, dm, config, run)
+    metrics = fit(model, dm, config.train, run, logger=config.logger, hyperparams=OmegaConf.to_container(config))
     test = evaluate_nll(model, dm.test_dataloader())
     rows.append((f"lstm {m.num_layers}x{m.hidden_size} ({metrics['global_step']} steps)", test, metrics["val_nll"], metrics["train_time_s"]))
 

@@ -113,7 +113,7 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
 
     import musicfw
     from musicfw.core.config import plugin_params
-    from musicfw.core.seeding import seed_everything
+    from lightning_fabric.utilities.seed import seed_everything
     from musicfw.core.training import fit
 
     seed_everything(int(config.seed))
@@ -123,7 +123,7 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
     # one thread by default: on a shared 2-core CPU, two torch threads competing with other
     # processes spin on locks and run many times slower
     torch.set_num_threads(int(__import__("os").environ.get("MUSICFW_BENCH_THREADS", "1")))
-    return fit(model, dm, config, out_dir)
+    return fit(model, dm, config.train, out_dir, logger=config.get("logger"))
 
 
 def main(argv: list[str] | None = None) -> int:

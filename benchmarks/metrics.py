@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import musicfw
     from musicfw.core.evaluation import piece_features
-    from musicfw.plugins.metrics.notes import piece_notes
-    from musicfw.plugins.metrics.yang_lerch import compare_sets, stack_features
+    from musicfw.core.notes import piece_notes
+    from musicfw.core.setcompare import compare_sets, stack_features
 
     pieces, load_s = load_chorales(args.pieces or None)
     n_notes = sum(s.note_num() for _, s in pieces)

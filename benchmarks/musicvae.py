@@ -47,7 +47,9 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     import torch
 
     import musicfw
-    from musicfw.core.api import build_from_section
+    from omegaconf import OmegaConf
+
+    from musicfw.core.build import build_from_section
     from musicfw.core.data import build_datamodule
     from musicfw.core.rundir import RunFolder
     from musicfw.core.training import fit, load_checkpoint
@@ -60,12 +62,18 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     tokenizer = build_from_section("tokenizers", config.tokenizer)
     tokenizer.save(run.tokenizer_path)
     t0 = time.perf_counter()
-    datamodule = build_datamodule(config, tokenizer, run.path)
+    datamodule = build_datamodule(
+        config.data, tokenizer, train=config.train, augment=config.get("augment"), seed=int(config.seed),
+        run_dir=run.path,
+    )
     data_s = time.perf_counter() - t0
     summary = datamodule.summary()
     torch.manual_seed(int(config.seed))
     model = build_from_section("models", config.model, tokenizer=tokenizer)
-    fit_metrics = fit(model, datamodule, config, run.path)
+    fit_metrics = fit(
+        model, datamodule, config.train, run.path, logger=config.logger,
+        hyperparams=OmegaConf.to_container(config, resolve=True),
+    )
     # Evaluate the last weights, as Magenta evaluates its latest checkpoint (fit() already
     # restores them, MusicVAE's preferred_checkpoint; loaded again here to be explicit): the
     # "best" checkpoint by val/nll, the negative ELBO, is an early one, because with beta ~ 0

@@ -84,7 +84,7 @@ def run_lightning(args, batches) -> float:
         }
     )
     with tempfile.TemporaryDirectory() as tmp:
-        metrics = fit(build_model(args), Data(), config, Path(tmp))
+        metrics = fit(build_model(args), Data(), config.train, Path(tmp), logger=config.logger)
     assert metrics["global_step"] == len(batches)
     return metrics["train_time_s"]
 

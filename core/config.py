@@ -333,6 +333,9 @@ def validate_plugin_section(
 
 
 def _validate_slots(cfg: DictConfig, registries: Any, source: _Source) -> None:
+    seed = cfg.get("seed")
+    if isinstance(seed, int) and not 0 <= seed <= 2**32 - 1:
+        raise ConfigError(f"Invalid config{_at(source, 'seed')}: seed must be in 0..4294967295 (numpy's range), got {seed}.")
     for key, kind in PLUGIN_SLOTS.items():
         raw = cfg.get(key)
         if raw is None:
