@@ -111,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("musicfw: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`musicfw tokenize song.mid | head`): what it read was all it
+        # wanted; silence the flush at exit instead of printing a traceback
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

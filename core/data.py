@@ -68,16 +68,7 @@ MULTIHOT = "multihot"
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     """What identifies a tokenizer's output: its class, config and vocabulary."""
     cls = type(tokenizer)
-    if hasattr(tokenizer, "to_dict"):
-        spec = tokenizer.to_dict()
-    else:
-        spec = {
-            "name": getattr(tokenizer, "name", cls.__name__),
-            "kind": getattr(tokenizer, "kind", "categorical"),
-            "config": repr(getattr(tokenizer, "config", None)),
-            "vocab_size": int(tokenizer.vocab_size),
-        }
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": spec}
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": tokenizer.to_dict()}
 
 
 def _musicfw_version() -> str:
@@ -185,12 +176,12 @@ class TokenStore:
     def _build(folder: Path, key: str, pieces: Sequence[Piece], tokenizer: Any, progress: bool) -> None:
         from tqdm import tqdm
 
-        kind = getattr(tokenizer, "kind", "categorical")
+        kind = tokenizer.kind
         vocab_size = int(tokenizer.vocab_size)
         arrays, ids, failed = [], [], []
         for piece in tqdm(
             sorted(pieces, key=lambda p: p.id),
-            desc=f"tokenizing with {getattr(tokenizer, 'name', type(tokenizer).__name__)}",
+            desc=f"tokenizing with {tokenizer.name}",
             unit="piece",
             file=sys.stderr,
             disable=not progress or len(pieces) < 200,
@@ -417,7 +408,7 @@ class MusicDataModule(pl.LightningDataModule):
     # -- preparation ---------------------------------------------------------------------
     @property
     def token_kind(self) -> str:
-        return getattr(self.tokenizer, "kind", "categorical")
+        return self.tokenizer.kind
 
     def prepare(self) -> "MusicDataModule":
         """Load the pieces, split them, open (or build) the token cache.  Idempotent."""
@@ -426,7 +417,7 @@ class MusicDataModule(pl.LightningDataModule):
         self.data = self.dataset.load(seed=self.seed, progress=self.progress)
         root = cache_root(self.cache_dir)
         key = token_cache_key(self.data, self.tokenizer)
-        name = f"{self.dataset.name}-{getattr(self.tokenizer, 'name', 'tokens')}"
+        name = f"{self.dataset.name}-{self.tokenizer.name}"
         self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
         for split in SPLITS:
             kept = [p for p in self.data.pieces(split) if p.id in self.store.position]

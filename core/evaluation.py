@@ -148,9 +148,9 @@ def build_metrics(sections: Sequence[Any], registries: Any = None) -> list[Any]:
 def _metric_record(metric: Any) -> dict[str, Any]:
     import dataclasses
 
-    config = getattr(metric, "config", None)
+    config = metric.config
     values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
-    return {"name": getattr(metric, "name", type(metric).__name__), "config": values}
+    return {"name": metric.name, "config": values}
 
 
 def feature_metrics(metrics: Sequence[Any]) -> list[Any]:

@@ -561,3 +561,18 @@ def test_pianoroll_keeps_trailing_silent_frames_of_the_benchmark_scores():
     frames[0:2, 39] = 1  # middle C for two frames, then four silent frames
     tok = musicfw.build_tokenizer("pianoroll", steps_per_quarter=1)
     assert np.array_equal(tok.encode(frames_to_score(frames)), frames)
+
+
+def test_tokenize_prints_one_bar_per_line_from_the_clock_and_survives_a_closed_pipe(shared_midi):
+    """Bars come from the tokenizer's clock (no token-name test in core); `| head` is no error."""
+    import subprocess
+    import sys
+
+    path = str(shared_midi / "one_track" / "POP909_008.mid")
+    out = run_cli("tokenize", "--tokenizer", "remi", path).stdout.splitlines()[1:]
+    assert len(out) > 3 and all(line.startswith("Bar ") for line in out)
+    frames = run_cli("tokenize", "--tokenizer", "melody", path).stdout.splitlines()[1:]
+    assert all(len(line.split()) <= 16 for line in frames)
+    cmd = f"{sys.executable} -m musicfw.core.cli tokenize --tokenizer melody {path} | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr

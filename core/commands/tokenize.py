@@ -44,6 +44,8 @@ def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    import numpy as np
+
     from ..build import build
     from ..errors import DataError
 
@@ -71,14 +73,20 @@ def main(args: argparse.Namespace) -> int:
     print(f"# {path.name}: {tokenizer.name}, {shape} tokens, vocabulary {tokenizer.vocab_size}, {n_notes} notes")
     if args.ids and tokenizer.kind == "categorical":
         names = [f"{int(i)}:{n}" for i, n in zip(shown, names)]
+    # one bar per line where the tokenizer's clock marks bars with tokens (REMI's Bar, ...),
+    # else 16 tokens per line
+    clock = tokenizer.clock(1) if tokenizer.kind == "categorical" else None
+    opens_bar = (
+        clock.would_open_bar(np.asarray(shown, dtype=np.int64).reshape(-1, 1)).reshape(-1)
+        if clock is not None and clock.bar_tokens else None
+    )
     line: list[str] = []
-    for name in names:
-        bare = name.split(":", 1)[-1] if args.ids else name
-        if bare == "Bar" and line:  # one bar per line for bar-based vocabularies
+    for i, name in enumerate(names):
+        if opens_bar is not None and opens_bar[i] and line:
             print(" ".join(line))
             line = []
         line.append(name)
-        if len(line) >= 16 and tokenizer.name != "remi":
+        if opens_bar is None and len(line) >= 16:
             print(" ".join(line))
             line = []
     if line:
