@@ -105,10 +105,12 @@ def main(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import ConfigError
+    from ..plugins import load_registries
     from ..rundir import RunFolder, load_run_config
 
+    registries = load_registries()
     run = RunFolder.open(args.run)
-    config = load_run_config(run.path)
+    config = load_run_config(run.path, registries=registries)
     gen = config.generate
     for flag in ("n", "max_tokens", "max_bars", "batch_size"):
         value = getattr(args, flag)
@@ -129,13 +131,13 @@ def main(args: argparse.Namespace) -> int:
             sampler_section = sections[0] if len(sections) == 1 else sections
         else:
             sampler_section = config.sampler
-        sampler = build_sampler_chain(sampler_section)
+        sampler = build_sampler_chain(sampler_section, registries=registries)
     except ConfigError as exc:
         raise type(exc)(f"{exc} (from the --sampler option)" if args.sampler else str(exc)) from None
 
     from ..training import load_model
 
-    model, tokenizer = load_model(run.path, which=args.checkpoint)
+    model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries)
     if tokenizer.kind not in sampler.token_kinds:
         raise ConfigError(
             f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens (tokenizer {tokenizer.name!r}); "
