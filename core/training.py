@@ -221,6 +221,7 @@ def _fit_lightning(
     ckpt_path = None
     if resume:
         if last.is_file():
+            _read_checkpoint(last)  # a clear error for a broken or unsafe file, before Lightning
             ckpt_path = str(last)
         else:
             import warnings
@@ -234,7 +235,8 @@ def _fit_lightning(
         if val is not None:
             data_kwargs["val_dataloaders"] = val
     try:
-        trainer.fit(module, ckpt_path=ckpt_path, **data_kwargs)
+        # weights_only=True: a checkpoint can run no code on load, whatever torch's default
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True, **data_kwargs)
     except NonFiniteLossError as exc:
         finish_loggers(loggers, run_dir, status="failed")
         append_history(run_dir, {"step": trainer.global_step, "epoch": trainer.current_epoch, "error": str(exc)})
@@ -340,11 +342,29 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
 # --------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model: Any, path: str | Path) -> Any:
-    """Load the model weights of a musicfw/Lightning checkpoint into ``model`` (in place)."""
+def _read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents, loaded with ``weights_only=True`` (tensors and plain data only:
+    loading runs no code, whatever the installed torch's default).  A truncated, empty,
+    foreign or unsafe file is a :class:`RunFolderError` that names it."""
     import torch
 
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunFolderError(
+            f"The checkpoint {path} cannot be read safely ({type(exc).__name__}: {reason[:300]}). "
+            "It is truncated, corrupted or not a musicfw checkpoint (only tensors and plain data "
+            "are loaded, never code). Delete it (and resume from another checkpoint, or train again)."
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise RunFolderError(f"The checkpoint {path} holds no model weights (no state_dict); it is not a musicfw checkpoint.")
+    return state
+
+
+def load_checkpoint(model: Any, path: str | Path) -> Any:
+    """Load the model weights of a musicfw/Lightning checkpoint into ``model`` (in place)."""
+    state = _read_checkpoint(path)
     prefix = "model."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights)

@@ -368,3 +368,41 @@ def test_lstm_load_model_best_and_last(tmp_path, registries):
     assert isinstance(last, LSTMModel)
     with pytest.raises(UserError, match="No checkpoint"):
         load_model(run, which=str(run / "checkpoints" / "nope.ckpt"), registries=registries)
+
+
+# ------------------------------------------------------------------------------------------
+# hostile or broken checkpoints: no code runs, a clear error names the file
+# ------------------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this object would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "truncated", "empty", "not_a_zip"])
+def test_resume_and_load_refuse_a_broken_or_malicious_checkpoint(tmp_path, kind):
+    from musicfw.core.errors import RunFolderError
+
+    run = tmp_path / "run"
+    fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=1), run)
+    last = run / "checkpoints" / "last.ckpt"
+    marker = tmp_path / "code_ran"
+    if kind == "pickle":
+        torch.save({"state_dict": {}, "evil": _Payload(str(marker))}, last)
+    elif kind == "truncated":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    elif kind == "empty":
+        last.write_bytes(b"")
+    else:
+        last.write_bytes(b"just some text\n")
+    with pytest.raises(RunFolderError, match=r"cannot be read safely.*last\.ckpt|last\.ckpt.*cannot be read safely"):
+        fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=2), run, resume=True)
+    with pytest.raises(RunFolderError, match="cannot be read safely"):
+        load_checkpoint(small_lstm(), last)
+    assert not marker.exists()
