@@ -14,6 +14,7 @@ the allowed list (for plugin configs as well as for the sections below).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -211,6 +212,45 @@ def _line_of_key(text: str, full_key: str) -> int | None:
     return line
 
 
+#: an experiment file is a page of YAML; these bounds stop hostile ones before they cost memory
+MAX_YAML_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 50
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse YAML whose aliases expand to a huge tree ("billion laughs"), that refers to
+    itself, or that nests absurdly deep -- before omegaconf copies it."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{path} refers to itself (a YAML alias inside its own anchor); write the values out.")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{path} nests more than {MAX_YAML_DEPTH} levels deep; an experiment is a few levels deep.")
+        active.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_YAML_NODES:
+                raise ConfigError(
+                    f"{path} expands to more than {MAX_YAML_NODES:,} values (YAML aliases repeating "
+                    "large blocks?); an experiment file is far smaller."
+                )
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data, 0)
+
+
 def _read_yaml(path: Path) -> tuple[DictConfig, str]:
     import yaml
 
@@ -218,7 +258,14 @@ def _read_yaml(path: Path) -> tuple[DictConfig, str]:
         raise ConfigError(f"Experiment file not found: {path}")
     if path.is_dir():
         raise ConfigError(f"Expected an experiment YAML file, got a folder: {path}")
-    text = path.read_text()
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path} is {path.stat().st_size:,} bytes; an experiment file is at most {MAX_YAML_BYTES:,}.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save the experiment file as UTF-8.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -226,6 +273,9 @@ def _read_yaml(path: Path) -> tuple[DictConfig, str]:
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"Malformed YAML in {path}{where}: {problem}.") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests deeper than YAML can be read; an experiment is a few levels deep.") from None
+    _check_expanded_size(data, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -332,6 +382,49 @@ def validate_plugin_section(
     return section
 
 
+#: value bounds of the non-plugin sections: key -> (test, what is allowed)
+_BOUNDS: dict[str, tuple[Any, str]] = {
+    "train.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "train.gradient_clip_val": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.seq_len": (lambda v: v >= 1, "an integer >= 1"),
+    "train.max_epochs": (lambda v: v >= -1, "an integer >= -1 (-1: no limit)"),
+    "train.max_steps": (lambda v: v >= -1 and v != 0, "an integer >= 1, or -1 for no limit"),
+    "train.warmup_steps": (lambda v: v >= 0, "an integer >= 0"),
+    "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
+    "train.window_align": (lambda v: v >= 1, "an integer >= 1"),
+    "train.accumulate_grad_batches": (lambda v: v >= 1, "an integer >= 1"),
+    "train.checkpoint_every_n_steps": (lambda v: v >= 0, "an integer >= 0"),
+    "train.check_val_every_n_epoch": (lambda v: v >= 1, "an integer >= 1"),
+    "train.early_stopping_patience": (lambda v: v >= 0, "an integer >= 0 (0: off)"),
+    "train.limit_train_batches": (lambda v: math.isfinite(v) and v > 0, "a fraction in (0, 1] or a count >= 1"),
+    "train.limit_val_batches": (lambda v: math.isfinite(v) and v >= 0, "a fraction in [0, 1] or a count"),
+    "generate.n": (lambda v: v >= 1, "an integer >= 1"),
+    "generate.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "generate.max_tokens": (lambda v: v >= 1, "an integer >= 1"),
+    "generate.max_bars": (lambda v: v is None or v >= 1, "an integer >= 1, or null"),
+    "generate.max_seconds": (lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0, or null"),
+    "evaluate.max_reference": (lambda v: v >= 1, "an integer >= 1"),
+    "logger.log_every_n_steps": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def _check_bounds(cfg: DictConfig, source: _Source) -> None:
+    """Values the types allow but training or generation cannot use: caught here, before any
+    run folder exists or any training starts."""
+    for key, (ok, allowed) in _BOUNDS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and not key.startswith("generate."):
+            continue
+        try:
+            good = bool(ok(value))
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f"Invalid config{_at(source, key)}: {key} must be {allowed}, got {value!r}.")
+
+
 def _validate_slots(cfg: DictConfig, registries: Any, source: _Source) -> None:
     seed = cfg.get("seed")
     if isinstance(seed, int) and not 0 <= seed <= 2**32 - 1:
@@ -397,6 +490,12 @@ def load_config(
             f"so a key inside it cannot be overridden. Replace the whole value instead, e.g. "
             f"'{key}=[{{name: bernoulli}}]'."
         ) from None
+    try:  # interpolations (${a.b}, ${oc.env:VAR}) resolve once, here
+        OmegaConf.resolve(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        msg = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"Invalid config{_at(source, str(key))}: cannot resolve the interpolation at {key}: {msg}") from None
     _check_choices(merged, Experiment, source, "")
     for key in ("data", "tokenizer", "model"):
         if merged.get(key) is None:
@@ -408,6 +507,7 @@ def load_config(
     plain = OmegaConf.create(OmegaConf.to_container(merged))  # drop the schema's typing on slots
     if plain.sampler is None:
         plain.sampler = dict(DEFAULT_SAMPLER)
+    _check_bounds(plain, source)
     _validate_slots(plain, registries, source)
     return plain
 

@@ -38,7 +38,13 @@ class RunFolder:
     def create(cls, output_dir: str | Path, name: str) -> "RunFolder":
         """A fresh folder ``<output_dir>/<name>-<timestamp>``; a suffix keeps it unique."""
         root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunFolderError(
+                f"output_dir {root} cannot be used for run folders ({exc.strerror or exc}); "
+                "give output_dir a folder you can write to."
+            ) from None
         stem = f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
         for i in range(1000):
             candidate = root / (stem if i == 0 else f"{stem}-{i}")
@@ -46,6 +52,11 @@ class RunFolder:
                 candidate.mkdir()  # atomic: two runs in the same second get different folders
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise RunFolderError(
+                    f"Cannot create a run folder in output_dir {root} ({exc.strerror or exc}); "
+                    "give output_dir a folder you can write to."
+                ) from None
             return cls(candidate)
         raise RunFolderError(f"Could not create a new run folder under {root}.")
 

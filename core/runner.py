@@ -99,6 +99,14 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     sampler = build_sampler_chain(config.sampler, registries=registries)
     tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")
     _check_sampler_kind(sampler, tokenizer)
+    # Every mistake is found before a run folder exists: the model's parameters too (a probe
+    # build, discarded: the real model is built after seeding, where it always was, so a seed
+    # gives the same weights as before), and the files the generate stage will read.
+    build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
+    for key in ("prompt", "soundfont"):
+        value = config.generate.get(key)
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"Invalid config: generate.{key}: no such file {value!r}.")
 
     run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
     result = RunResult(run.path)
