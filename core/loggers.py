@@ -148,7 +148,9 @@ def logger_section(section: Any = None) -> dict[str, Any]:
     return out
 
 
-def build_loggers(section: Any, run_dir: str | Path, hyperparams: Mapping[str, Any] | None = None) -> list[Any]:
+def build_loggers(
+    section: Any, run_dir: str | Path, hyperparams: Mapping[str, Any] | None = None, resume: bool = False
+) -> list[Any]:
     """The Lightning loggers of a ``logger:`` section: always the history.jsonl logger, plus
     wandb (offline), csv (run_dir/csv/metrics.csv) or tensorboard (run_dir/tensorboard).
     ``hyperparams`` (the resolved experiment, a plain dict) is the W&B run's config."""
@@ -161,7 +163,24 @@ def build_loggers(section: Any, run_dir: str | Path, hyperparams: Mapping[str, A
     if name == "csv":
         from pytorch_lightning.loggers import CSVLogger
 
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        # Lightning's CSV writer deletes an existing metrics.csv when it starts; on resume the
+        # rows of the interrupted run are kept and the new ones appended after them
+        old = run_dir / "csv" / "metrics.csv"
+        kept = old.read_bytes() if resume and old.is_file() else None
+        if kept is not None:
+            import shutil
+
+            shutil.rmtree(old.parent)  # only metrics.csv (kept above) and hparams.yaml live here
+        logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        if kept is not None:
+            import csv
+            import io
+
+            writer = logger.experiment  # made now: the writer clears its folder when it is made
+            old.write_bytes(kept)
+            header = next(csv.reader(io.StringIO(kept.decode("utf-8", "replace"))), [])
+            writer.metrics_keys = sorted(header)  # new columns are merged in, old rows kept
+        loggers.append(logger)
     elif name == "tensorboard":
         try:
             import tensorboard  # noqa: F401

@@ -214,7 +214,7 @@ def _fit_lightning(
         callbacks.append(ProgressLines())
     if int(train.early_stopping_patience) > 0:
         callbacks.append(EarlyStopping(monitor="val/nll", mode="min", patience=int(train.early_stopping_patience)))
-    loggers = build_loggers(logger, run_dir, hyperparams)
+    loggers = build_loggers(logger, run_dir, hyperparams, resume=resume)
     trainer = _trainer(train, logger, run_dir, loggers, callbacks)
     module = MusicLightningModule(model, train)
 

@@ -194,6 +194,23 @@ def test_resume_continues_from_the_last_checkpoint_after_a_kill(tmp_path):
     assert steps == sorted(steps)
 
 
+def _csv_steps(run):
+    import csv
+
+    with open(run / "csv" / "metrics.csv", newline="") as f:
+        return sorted({int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")})
+
+
+def test_resume_keeps_the_csv_rows_written_before(tmp_path):
+    """Lightning's CSV writer deletes metrics.csv when it starts; a resumed run appends."""
+    fit(small_lstm(), make_datamodule(), make_config("csv", max_epochs=2), tmp_path)
+    before = _csv_steps(tmp_path)
+    assert before and before[-1] <= 12
+    fit(small_lstm(), make_datamodule(), make_config("csv", max_epochs=4), tmp_path, resume=True)
+    after = _csv_steps(tmp_path)
+    assert after[: len(before)] == before and after[-1] > 12
+
+
 # ------------------------------------------------------------------------------------------
 # W&B offline
 # ------------------------------------------------------------------------------------------
