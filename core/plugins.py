@@ -151,7 +151,7 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
     failures: list[LoadFailure] = list(getattr(pm, "musicfw_failures", []))
     from .command import CommandRegistry
 
-    registries = {kind: Registry(kind) for kind in KINDS}
+    registries = {kind: Registry(kind, strict=False) for kind in KINDS}
     commands = CommandRegistry(reserved_commands)
     targets: list[tuple[str, Any, str]] = [(kind, reg, "registry") for kind, reg in registries.items()]
     targets.append(("commands", commands, "commands"))
@@ -179,4 +179,8 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
                     stacklevel=2,
                 )
         registry.current_provider = "<python api>"
+    for kind, registry in registries.items():
+        for name, message in registry.clashes.items():
+            failures.append(LoadFailure(f"{kind}:{name}", "name clash", "-", message))
+            warnings.warn(message + " Only what needs that name fails.", PluginLoadWarning, stacklevel=2)
     return Registries(registries, failures, pm, commands)

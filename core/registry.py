@@ -79,9 +79,13 @@ class Registry:
     and an unknown name is an error listing the known ones.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, strict: bool = True):
         self.kind = normalize_kind(kind)
         self._plugins: dict[str, PluginInfo] = {}
+        #: strict: a duplicate name raises at once; otherwise it is recorded in ``clashes``
+        #: and only looking that name up raises (what the plugin manager does)
+        self.strict = strict
+        self.clashes: dict[str, str] = {}
         #: set by the plugin manager while a provider's hook runs
         self.current_provider = "<python api>"
 
@@ -107,12 +111,17 @@ class Registry:
             )
         if name in self._plugins:
             other = self._plugins[name]
-            raise PluginError(
+            message = (
                 f"Two {self.kind} are named {name!r}: one from {other.provider} "
                 f"({other.cls.__module__}.{other.cls.__qualname__}) and one from "
                 f"{self.current_provider} ({cls.__module__}.{cls.__qualname__}). "
                 "Rename one, or block one with MUSICFW_BLOCK_PLUGINS."
             )
+            if self.strict:
+                raise PluginError(message)
+            # a clash fails only what asks for this name; the rest of musicfw keeps working
+            self.clashes[name] = message
+            return cls
         self._plugins[name] = PluginInfo(name, cls, self.kind, self.current_provider)
         return cls
 
@@ -130,7 +139,10 @@ class Registry:
         return len(self._plugins)
 
     def info(self, name: str, where: str | None = None) -> PluginInfo:
-        """Look a plugin up; an unknown name is a :class:`PluginError` listing known ones."""
+        """Look a plugin up; an unknown name is a :class:`PluginError` listing known ones, and
+        a name two plugins claim is one naming both."""
+        if name in self.clashes:
+            raise PluginError(self.clashes[name] + (f" (needed at {where})" if where else ""))
         try:
             return self._plugins[name]
         except KeyError:

@@ -20,7 +20,7 @@ from musicfw.core.plugins import (
     get_plugin_manager,
     load_registries,
 )
-from musicfw.core.registry import KINDS
+from musicfw.core.registry import KINDS, Registry
 
 from conftest import REPO, run_cli
 from toy_plugins import DuplicatePlugin, MisspelledPlugin, ToyPlugin
@@ -61,12 +61,22 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_duplicate_name_is_an_error_naming_both_providers():
+    """A clash fails only what needs that name (naming both providers); everything else,
+    `musicfw plugins` included, keeps working and lists the clash."""
     pm = get_plugin_manager(autoload=False, extra_plugins=[DuplicatePlugin()])
+    with pytest.warns(PluginLoadWarning, match="top_p"):
+        regs = load_registries(pm)
     with pytest.raises(PluginError) as err:
-        load_registries(pm)
+        musicfw.build("sampler", "top_p", registries=regs)
     message = str(err.value)
     assert "'top_p'" in message
     assert "musicfw" in message and "duplicate-plugin" in message
+    assert musicfw.build("sampler", "top_k", registries=regs, k=3).config.k == 3
+    assert any("top_p" in f.entry_point and "duplicate-plugin" in f.error for f in regs.failures)
+    strict = Registry("samplers")
+    strict.add(regs["samplers"].get("top_k"))
+    with pytest.raises(PluginError, match="Two samplers are named 'top_k'"):
+        strict.add(regs["samplers"].get("top_k"))
 
 
 def test_misspelled_hook_name_is_rejected():
