@@ -69,6 +69,10 @@ class TrainSection:
     accumulate_grad_batches: int = 1
     lr_plateau_factor: float = field(default=0.5, metadata={"help": "lr_schedule plateau: multiply lr by this"})
     lr_plateau_patience: int = field(default=2, metadata={"help": "lr_schedule plateau: epochs without improvement"})
+    freeze: list = field(
+        default_factory=list,
+        metadata={"help": "parameter-name prefixes not trained (fine-tuning), e.g. [encoder] or [embed, lstm]"},
+    )
 
 
 @dataclass
@@ -152,6 +156,8 @@ class Experiment:
     name: str = "experiment"
     seed: int = 0
     output_dir: str = "runs"
+    #: a trained run folder whose weights start this run (fine-tuning)
+    init_from: Optional[str] = None
     data: Any = None
     tokenizer: Any = None
     model: Any = None

@@ -102,7 +102,18 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     # Every mistake is found before a run folder exists: the model's parameters too (a probe
     # build, discarded: the real model is built after seeding, where it always was, so a seed
     # gives the same weights as before), and the files the generate stage will read.
-    build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
+    probe = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
+    if config.get("init_from"):
+        from .training import init_from_run
+
+        init_from_run(probe, tokenizer, config.init_from)  # same tokenizer, weights that fit
+    if list(config.train.freeze):
+        from .training import freeze
+
+        if not probe.trainable:
+            raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
+        freeze(probe, list(config.train.freeze))  # every prefix names a part of the model
+    del probe
     for key in ("prompt", "soundfont"):
         value = config.generate.get(key)
         if value is not None and not Path(value).is_file():
@@ -133,7 +144,11 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         progress.say(f"      {_format_data_summary(summary)}")
 
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
-    from .training import fit, load_model
+    from .training import fit, init_from_run, load_model
+
+    if config.get("init_from") and not resume:
+        used = init_from_run(model, tokenizer, config.init_from)
+        progress.say(f"      model starts from {used}")
 
     with progress.stage("train", f"{config.model.name}"):
         fit_metrics = fit(

@@ -37,7 +37,7 @@ from .windows import scored_loss
 
 CHECKPOINT_DIR = "checkpoints"
 
-__all__ = ["NonFiniteLossError", "evaluate_nll", "fit", "load_checkpoint", "load_model", "log_samples", "train_section"]
+__all__ = ["NonFiniteLossError", "evaluate_nll", "fit", "freeze", "init_from_run", "load_checkpoint", "load_model", "log_samples", "train_section"]
 
 
 def log_samples(run_dir: str | Path, image_paths: Iterable[str | Path] = (), audio_paths: Iterable[str | Path] = ()) -> int:
@@ -142,7 +142,10 @@ def fit(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     train = train_section(train)
     if not model.trainable:
+        if list(train.freeze):
+            raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
         return _fit_counting(model, datamodule, logger, hyperparams, run_dir)
+    freeze(model, list(train.freeze))
     context = model.max_context
     if context is not None and int(train.seq_len) > int(context):
         raise ConfigError(
@@ -150,6 +153,30 @@ def fit(
             "lower train.seq_len or raise the model's context."
         )
     return _fit_lightning(model, datamodule, train, logger, hyperparams, run_dir, resume)
+
+
+def freeze(model: Any, prefixes: list[str]) -> int:
+    """Stop training the parameters whose names start with one of ``prefixes`` (a whole
+    dotted component: ``encoder`` freezes ``encoder.*``, not ``encoder2.*``); returns how many
+    tensors were frozen.  A prefix that matches nothing is a ConfigError listing the model's
+    top-level parts."""
+    if not prefixes:
+        return 0
+    names = [name for name, _ in model.named_parameters()]
+    frozen = 0
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(str(prefix) + ".")]
+        if not hits:
+            parts = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(
+                f"train.freeze: no parameter of {type(model).__name__} starts with {prefix!r}; "
+                f"its parts are: {', '.join(parts)}."
+            )
+    for name, p in model.named_parameters():
+        if any(name == pre or name.startswith(str(pre) + ".") for pre in prefixes):
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
 
 
 def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
@@ -369,6 +396,45 @@ def load_checkpoint(model: Any, path: str | Path) -> Any:
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     model.load_state_dict(weights)
     return model
+
+
+def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
+    """Start ``model`` from the weights a trained run prefers (fine-tuning).  The run's
+    tokenizer must equal ``tokenizer`` and its weights must fit ``model``: anything else is a
+    ConfigError saying what differs.  Returns the checkpoint used."""
+    import json
+
+    run_dir = Path(run_dir)
+    tok_path = run_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise ConfigError(f"init_from: {run_dir} is not a trained musicfw run folder (no tokenizer.json).")
+    theirs = json.loads(tok_path.read_text())
+    ours = json.loads(json.dumps(tokenizer.to_dict()))
+    if (theirs.get("name"), theirs.get("config")) != (ours["name"], ours["config"]):
+        diff = sorted(
+            k for k in set(theirs.get("config", {})) | set(ours["config"])
+            if theirs.get("config", {}).get(k) != ours["config"].get(k)
+        )
+        raise ConfigError(
+            f"init_from: the run {run_dir} used the tokenizer {theirs.get('name')!r} "
+            f"{'with other ' + ', '.join(diff) if diff and theirs.get('name') == ours['name'] else ''}; "
+            f"fine-tuning needs the same tokenizer (this experiment: {ours['name']!r}). Copy its tokenizer section."
+        )
+    which = model.preferred_checkpoint
+    path = run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
+    if not path.is_file():
+        path = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"init_from: {run_dir} has no checkpoint to start from (train it first).")
+    try:
+        load_checkpoint(model, path)
+    except RuntimeError as exc:  # load_state_dict: missing/unexpected keys, shape mismatch
+        first = str(exc).strip().splitlines()
+        raise ConfigError(
+            f"init_from: the weights in {path} do not fit this model ({' '.join(first[:3])[:400]}); "
+            "fine-tuning needs the same model section as the run."
+        ) from None
+    return path
 
 
 def load_model(run_dir: str | Path, which: str = "auto", registries: Any = None) -> tuple[Any, Any]:
