@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._output import add_limit_arguments, apply_limit_arguments, stdout_closed
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE.mid", help="the MIDI file")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="print only the first N tokens")
     p.add_argument("--ids", action="store_true", help="print id:name instead of names")
-    p.add_argument("--json", action="store_true", help="print {tokenizer, ids, names} as JSON")
+    p.add_argument("--json", action="store_true", help="print {tokenizer, ids, names, coverage} as JSON")
+    add_limit_arguments(p)
     p.set_defaults(func=main)
 
 
@@ -40,47 +43,76 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def coverage_line(cov: dict) -> str:
+    """``12 of 1,200 notes not represented: 12 drum track (...)`` (or all represented)."""
+    if not cov["dropped"]:
+        text = f"all {cov['notes']:,} notes represented"
+    else:
+        why = "; ".join(f"{n:,} {reason}" for reason, n in cov["reasons"].items())
+        text = f"{cov['dropped']:,} of {cov['notes']:,} notes not represented: {why}"
+    if cov.get("altered"):
+        text += "; changed: " + "; ".join(f"{n:,} {what}" for what, n in cov["altered"].items())
+    return text
+
+
 def main(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
     from ..api import build
     from ..errors import DataError
+    from ..limits import PieceRejected
+    from ..midiload import load_score
 
     tokenizer = build("tokenizers", args.tokenizer, **_parse_params(args.params))
+    apply_limit_arguments(args)
     path = Path(args.file)
     if not path.is_file():
         raise DataError(f"no such MIDI file: {path}")
-    import symusic
-
+    score, reason = load_score(path, min_notes=0)
+    if reason is not None:
+        raise DataError(f"cannot use {path}: {reason}")
     try:
-        score = symusic.Score(str(path))
-    except Exception as exc:  # symusic raises plain errors for unreadable files
-        raise DataError(f"cannot read {path} as MIDI: {exc}") from None
-    tokens = tokenizer.encode(score)
+        tokens = tokenizer.encode(score)
+        coverage = tokenizer.coverage(score, tokens)
+    except PieceRejected as exc:
+        raise DataError(f"cannot tokenize {path} with {tokenizer.name}: {exc}") from None
     shown = tokens if args.limit is None else tokens[: max(args.limit, 0)]
     names = tokenizer.token_names(shown)
-    if args.json:
-        ids = shown.tolist()
-        json.dump({"tokenizer": tokenizer.to_dict()["config"] | {"name": tokenizer.name}, "ids": ids, "names": names},
-                  sys.stdout)
-        print()
-        return 0
-    n_notes = tokenizer.count_notes(tokens)
-    shape = "x".join(str(s) for s in tokens.shape)
-    print(f"# {path.name}: {tokenizer.name}, {shape} tokens, vocabulary {tokenizer.vocab_size}, {n_notes} notes")
-    if args.ids and tokenizer.kind == "categorical":
-        names = [f"{int(i)}:{n}" for i, n in zip(shown, names)]
-    line: list[str] = []
-    for name in names:
-        bare = name.split(":", 1)[-1] if args.ids else name
-        if bare == "Bar" and line:  # one bar per line for bar-based vocabularies
+    try:
+        if args.json:
+            ids = shown.tolist()
+            json.dump(
+                {
+                    "tokenizer": tokenizer.to_dict()["config"] | {"name": tokenizer.name},
+                    "ids": ids,
+                    "names": names,
+                    "coverage": coverage,
+                },
+                sys.stdout,
+            )
+            print()
+            sys.stdout.flush()
+            return 0
+        n_notes = tokenizer.count_notes(tokens)
+        shape = "x".join(str(s) for s in tokens.shape)
+        print(f"# {path.name}: {tokenizer.name}, {shape} tokens, vocabulary {tokenizer.vocab_size}, {n_notes} notes")
+        print(f"# coverage: {coverage_line(coverage)}")
+        if args.ids and tokenizer.kind == "categorical":
+            names = [f"{int(i)}:{n}" for i, n in zip(shown, names)]
+        line: list[str] = []
+        for name in names:
+            bare = name.split(":", 1)[-1] if args.ids else name
+            if bare == "Bar" and line:  # one bar per line for bar-based vocabularies
+                print(" ".join(line))
+                line = []
+            line.append(name)
+            if len(line) >= 16 and tokenizer.name != "remi":
+                print(" ".join(line))
+                line = []
+        if line:
             print(" ".join(line))
-            line = []
-        line.append(name)
-        if len(line) >= 16 and tokenizer.name != "remi":
-            print(" ".join(line))
-            line = []
-    if line:
-        print(" ".join(line))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `musicfw tokenize x.mid | head`
+        return stdout_closed()
     return 0

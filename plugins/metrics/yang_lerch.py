@@ -60,26 +60,33 @@ def _normalize_matrix(m: np.ndarray, how: str) -> np.ndarray:
 
 def pitch_class_transitions(notes: PieceNotes, threshold_s: float) -> np.ndarray:
     """pretty_midi's ``get_pitch_class_transition_matrix``: pairs (i, j), i != j, where note j
-    starts less than ``threshold_s`` seconds from note i's end; counts by pitch class."""
+    starts less than ``threshold_s`` seconds from note i's end; counts by pitch class.
+
+    Counted without listing the pairs: for each pitch class b, two binary searches in the
+    sorted onsets of class b give, for every note i, how many notes of class b start in i's
+    window.  Memory is O(12 n) whatever the polyphony (listing the pairs, as an earlier
+    version did, took 8 bytes per pair: 18.6 GiB for 50,000 simultaneous notes).
+    """
     n = len(notes)
     if n < 2:
         return np.zeros((12, 12))
-    order = np.argsort(notes.start_s, kind="stable")
-    starts = notes.start_s[order]
-    lo = np.searchsorted(starts, notes.end_s - threshold_s, side="right")
-    hi = np.searchsorted(starts, notes.end_s + threshold_s, side="left")
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros((12, 12))
-    src = np.repeat(np.arange(n), counts)
-    # offsets 0..count-1 within each source's window
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    dst = order[np.repeat(lo, counts) + offsets]
-    keep = src != dst
     pc = notes.pitch % 12
-    codes = pc[src[keep]] * 12 + pc[dst[keep]]
-    return np.bincount(codes, minlength=144).reshape(12, 12).astype(np.float64)
+    lo_t = notes.end_s - threshold_s  # a note j is in i's window when lo_t < start_j < hi_t
+    hi_t = notes.end_s + threshold_s
+    counts = np.zeros((n, 12), dtype=np.int64)
+    for b in range(12):
+        starts_b = np.sort(notes.start_s[pc == b])
+        if len(starts_b):
+            counts[:, b] = np.searchsorted(starts_b, hi_t, side="left") - np.searchsorted(
+                starts_b, lo_t, side="right"
+            )
+    counts = np.maximum(counts, 0)
+    # a note is in its own window when it starts inside it (pairs need i != j)
+    self_in = (notes.start_s > lo_t) & (notes.start_s < hi_t)
+    counts[np.arange(n)[self_in], pc[self_in]] -= 1
+    out = np.zeros((12, 12))
+    np.add.at(out, pc, counts.astype(np.float64))
+    return out
 
 
 def note_length_classes(duration_ticks: np.ndarray, tpq: int) -> np.ndarray:
