@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .errors import ConfigError, DataError
+
+log = logging.getLogger("musicfw.limits")
 
 ENV = "MUSICFW_LIMITS"
 ON_EXCEED = ("skip", "cut")
@@ -293,6 +296,10 @@ def check_piece(score: Any, limits: Limits | None = None, allow_cut: bool = True
     if allow_cut and limits.on_exceed == "cut":
         cut = cut_to_limits(score, limits)
         if _first_problem(cut, measure(cut), limits) is None:
+            log.warning(
+                "a piece was cut to fit the limits (%s): %d of its %d notes kept",
+                str(problem).removeprefix("too large: ").split(" (raise", 1)[0], cut.note_num(), size.notes,
+            )
             return cut
     raise problem
 
@@ -343,26 +350,22 @@ def cut_to_limits(score: Any, limits: Limits | None = None) -> Any:
             np.concatenate([np.asarray(t.notes.numpy()["time"], dtype=np.int64) for t in score.tracks if len(t.notes)])
         )
         cut = min(cut, int(onsets[limits.max_notes]))  # the first note that does not fit
-    out = score.clip(0, cut, False)
-    for track in out.tracks:
-        if len(track.notes) == 0:
-            continue
-        arr = track.notes.numpy()
-        start = arr["time"].astype(np.int64)
-        keep = start < cut
-        dur = np.minimum(arr["duration"].astype(np.int64), cut - start)
-        if keep.all() and (dur == arr["duration"]).all():
-            continue
-        from symusic import Note
+    out = score.clip(0, cut, False)  # events from the cut on are dropped
+    from symusic import Note, Pedal
 
-        track.notes = Note.from_numpy(
-            start[keep].astype(np.int32), dur[keep].astype(np.int32), arr["pitch"][keep], arr["velocity"][keep]
-        )
-    for name in ("markers", "tempos", "time_signatures", "key_signatures"):
-        events = getattr(out, name)
-        arr = events.numpy()
-        if len(arr["time"]) and (np.asarray(arr["time"]) >= cut).any():
-            setattr(out, name, type(events)([e for e in events if e.time < cut]))
+    for track in out.tracks:  # notes and pedals still sounding at the cut end there
+        if len(track.notes):
+            arr = track.notes.numpy()
+            t = arr["time"].astype(np.int64)
+            dur = np.minimum(arr["duration"].astype(np.int64), cut - t)
+            if (dur != arr["duration"]).any():
+                track.notes = Note.from_numpy(t.astype(np.int32), dur.astype(np.int32), arr["pitch"], arr["velocity"])
+        if len(track.pedals):
+            arr = track.pedals.numpy()
+            t = arr["time"].astype(np.int64)
+            dur = np.minimum(arr["duration"].astype(np.int64), cut - t)
+            if (dur != arr["duration"]).any():
+                track.pedals = Pedal.from_numpy(t.astype(np.int32), dur.astype(np.int32))
     return out
 
 

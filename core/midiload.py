@@ -67,8 +67,13 @@ def check_midi_bytes(data: bytes) -> str | None:
     return None
 
 
-def parse_score(data: bytes, min_notes: int = 1, limits: Limits | None = None) -> tuple[Any, str | None]:
-    """``(score, None)`` or ``(None, reason)`` for the bytes of a MIDI file."""
+def parse_score(
+    data: bytes, min_notes: int = 1, limits: Limits | None = None, check_limits: bool = True
+) -> tuple[Any, str | None]:
+    """``(score, None)`` or ``(None, reason)`` for the bytes of a MIDI file.
+
+    ``check_limits=False`` leaves the limits (and the cut) to the caller: a tokenizer checks
+    them itself and reports a cut in its coverage."""
     reason = check_midi_bytes(data)
     if reason is not None:
         return None, reason
@@ -84,6 +89,8 @@ def parse_score(data: bytes, min_notes: int = 1, limits: Limits | None = None) -
         return None, "no notes"
     if n < min_notes:
         return None, f"only {n} notes (min_notes={min_notes})"
+    if not check_limits:
+        return score, None
     try:
         score = check_piece(score, limits)
     except PieceRejected as exc:
@@ -91,7 +98,9 @@ def parse_score(data: bytes, min_notes: int = 1, limits: Limits | None = None) -
     return score, None
 
 
-def load_score(path: str | os.PathLike, min_notes: int = 1, limits: Limits | None = None) -> tuple[Any, str | None]:
+def load_score(
+    path: str | os.PathLike, min_notes: int = 1, limits: Limits | None = None, check_limits: bool = True
+) -> tuple[Any, str | None]:
     """``(score, None)`` or ``(None, reason)`` for one file; never raises for bad input.
 
     ``limits`` defaults to :func:`musicfw.core.limits.current`."""
@@ -106,4 +115,4 @@ def load_score(path: str | os.PathLike, min_notes: int = 1, limits: Limits | Non
         data = Path(path).read_bytes()
     except OSError as exc:
         return None, f"cannot read the file: {exc.strerror or exc}"
-    return parse_score(data, min_notes, limits)
+    return parse_score(data, min_notes, limits, check_limits)
