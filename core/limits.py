@@ -153,6 +153,11 @@ class Limits:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def to_env(self) -> str:
+        """The value of ``MUSICFW_LIMITS`` that gives these limits to a child process
+        (``Limits.from_env({ENV: limits.to_env()}) == limits``), e.g. spawned data workers."""
+        return ",".join(f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}" for k, v in self.to_dict().items())
+
 
 _active: Limits | None = None
 

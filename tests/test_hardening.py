@@ -453,6 +453,8 @@ def test_limits_from_mapping_and_environment():
     assert env.max_notes == 10 and env.on_exceed == "cut"
     with pytest.raises(ConfigError, match="MUSICFW_LIMITS"):
         Limits.from_env({L.ENV: "max_notes"})
+    odd = Limits(max_notes=7, max_quarters=12.5, max_seconds=1e7, on_exceed="cut")
+    assert Limits.from_env({L.ENV: odd.to_env()}) == odd
 
 
 def test_using_sets_and_restores_the_process_limits():
