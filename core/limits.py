@@ -69,6 +69,7 @@ class Limits:
         default=64 * 2**20, metadata={"help": "size of a MIDI file read from disk (64 MiB)"}
     )
     max_notes: int = field(default=200_000, metadata={"help": "notes in one piece (all tracks)"})
+    max_tracks: int = field(default=1_024, metadata={"help": "tracks in one piece"})
     max_quarters: float = field(
         default=20_000.0,
         metadata={"help": "length of a piece in quarter notes (5,000 bars of 4/4), up to its last event"},
@@ -121,7 +122,7 @@ class Limits:
                     value = float(value) if any(c in value for c in ".eE") else int(value.replace("_", ""))
                 except ValueError:
                     raise ConfigError(f"{where}.{key} must be a number, got {value!r}.") from None
-            if key in ("max_file_bytes", "max_notes", "max_tokens", "max_prompt_tokens") and isinstance(value, float):
+            if key in ("max_file_bytes", "max_notes", "max_tracks", "max_tokens", "max_prompt_tokens") and isinstance(value, float):
                 if not value.is_integer():
                     raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}.")
                 value = int(value)
@@ -289,7 +290,8 @@ def _too_large(what: str, value: float, key: str, limit: float, unit: str = "") 
 
 def check_piece(score: Any, limits: Limits | None = None, allow_cut: bool = True) -> Any:
     """The piece if it is within ``limits`` (default: :func:`current`), cut to fit when
-    ``limits.on_exceed == "cut"`` (and ``allow_cut``), else :class:`PieceTooLarge`;
+    ``limits.on_exceed == "cut"`` (and ``allow_cut``; too many tracks cannot be cut), else
+    :class:`PieceTooLarge`;
     :class:`MalformedPiece` for unusable timing.  Costs O(tracks + tempo changes)."""
     limits = limits or current()
     score = _ticks(score)
@@ -310,6 +312,8 @@ def check_piece(score: Any, limits: Limits | None = None, allow_cut: bool = True
 
 
 def _first_problem(score: Any, size: PieceSize, limits: Limits) -> PieceTooLarge | None:
+    if len(score.tracks) > limits.max_tracks:  # per-track work is a Python loop
+        return _too_large("tracks", len(score.tracks), "max_tracks", limits.max_tracks)
     if size.notes > limits.max_notes:
         return _too_large("notes", size.notes, "max_notes", limits.max_notes)
     if size.quarters > limits.max_quarters:

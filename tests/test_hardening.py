@@ -108,6 +108,11 @@ def melody_bytes(n_notes: int = 64, division: int = 96) -> bytes:
     return midi([track(events)], division)
 
 
+def many_tracks(n: int = 65_535) -> bytes:
+    """The most tracks a MIDI header can declare, one note each (1.3 MB)."""
+    return midi([track([(0, on(60 + i % 12, 64, i % 16)), (96, off(60 + i % 12, i % 16))]) for i in range(n)])
+
+
 def truncated() -> bytes:
     return melody_bytes()[:40]
 
@@ -121,6 +126,7 @@ HOSTILE = {
     "truncated": truncated,
     "no_notes": lambda: midi([track([(0, b"\xff\x51\x03\x07\xa1\x20")])]),
     "smpte": lambda: midi([track([(0, on(60)), (10, off(60))])], division=0xE728),
+    "many_tracks": many_tracks,
 }
 
 
@@ -194,6 +200,7 @@ def test_tokenize_huge_tick_gaps_is_refused_within_memory(tmp_path, tokenizer):
         ("empty", "empty file"),
         ("truncated", "truncated"),
         ("smpte", "SMPTE"),
+        ("many_tracks", "max_tracks"),
     ],
 )
 @pytest.mark.parametrize("tokenizer", ("remi", "pianoroll"))
