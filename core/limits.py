@@ -70,6 +70,10 @@ class Limits:
     )
     max_notes: int = field(default=200_000, metadata={"help": "notes in one piece (all tracks)"})
     max_tracks: int = field(default=1_024, metadata={"help": "tracks in one piece"})
+    max_time_signatures: int = field(
+        default=10_000,
+        metadata={"help": "time-signature changes in one piece (symusic's bar grid is quadratic in them)"},
+    )
     max_quarters: float = field(
         default=20_000.0,
         metadata={"help": "length of a piece in quarter notes (5,000 bars of 4/4), up to its last event"},
@@ -122,7 +126,7 @@ class Limits:
                     value = float(value) if any(c in value for c in ".eE") else int(value.replace("_", ""))
                 except ValueError:
                     raise ConfigError(f"{where}.{key} must be a number, got {value!r}.") from None
-            if key in ("max_file_bytes", "max_notes", "max_tracks", "max_tokens", "max_prompt_tokens") and isinstance(value, float):
+            if key in ("max_file_bytes", "max_notes", "max_tracks", "max_time_signatures", "max_tokens", "max_prompt_tokens") and isinstance(value, float):
                 if not value.is_integer():
                     raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}.")
                 value = int(value)
@@ -280,7 +284,7 @@ def measure(score: Any) -> PieceSize:
 
 def _too_large(what: str, value: float, key: str, limit: float, unit: str = "") -> PieceTooLarge:
     def fmt(x: float) -> str:
-        return f"{x:,.0f}" if float(x).is_integer() or x >= 100 else f"{x:,.1f}"
+        return f"{x:,.0f}" if float(x).is_integer() or x >= 100 else f"{x:.6g}"
 
     return PieceTooLarge(
         f"too large: {what} {fmt(value)}{unit} > limits.{key}={fmt(limit)} "
@@ -316,6 +320,9 @@ def _first_problem(score: Any, size: PieceSize, limits: Limits) -> PieceTooLarge
         return _too_large("tracks", len(score.tracks), "max_tracks", limits.max_tracks)
     if size.notes > limits.max_notes:
         return _too_large("notes", size.notes, "max_notes", limits.max_notes)
+    n_ts = len(score.time_signatures)
+    if n_ts > limits.max_time_signatures:
+        return _too_large("time-signature changes", n_ts, "max_time_signatures", limits.max_time_signatures)
     if size.quarters > limits.max_quarters:
         return _too_large("length", size.quarters, "max_quarters", limits.max_quarters, " quarter notes")
     if limits.max_seconds < math.inf:
@@ -344,8 +351,8 @@ def _tick_of_seconds(score: Any, seconds: float) -> int:
 
 
 def cut_to_limits(score: Any, limits: Limits | None = None) -> Any:
-    """The longest beginning of ``score`` within ``max_quarters``, ``max_seconds`` and
-    ``max_notes``: events from the cut time on are dropped, notes still sounding there are
+    """The longest beginning of ``score`` within ``max_quarters``, ``max_seconds``,
+    ``max_notes`` and ``max_time_signatures``: events from the cut time on are dropped, notes still sounding there are
     shortened to end at it."""
     limits = limits or current()
     score = _ticks(score)
@@ -359,6 +366,9 @@ def cut_to_limits(score: Any, limits: Limits | None = None) -> Any:
             np.concatenate([np.asarray(t.notes.numpy()["time"], dtype=np.int64) for t in score.tracks if len(t.notes)])
         )
         cut = min(cut, int(onsets[limits.max_notes]))  # the first note that does not fit
+    if len(score.time_signatures) > limits.max_time_signatures:
+        ts_times = np.sort(np.asarray(score.time_signatures.numpy()["time"], dtype=np.int64))
+        cut = min(cut, int(ts_times[limits.max_time_signatures]))
     out = score.clip(0, cut, False)  # events from the cut on are dropped
     from symusic import Note, Pedal
 

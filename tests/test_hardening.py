@@ -113,6 +113,13 @@ def many_tracks(n: int = 65_535) -> bytes:
     return midi([track([(0, on(60 + i % 12, 64, i % 16)), (96, off(60 + i % 12, i % 16))]) for i in range(n)])
 
 
+def many_time_signatures(n: int = 100_000) -> bytes:
+    """One note under ``n`` time-signature changes, one per tick (800 KB)."""
+    events = [(0, on(60))]
+    events += [(1, b"\xff\x58\x04" + bytes([3 if i % 2 else 4, 2, 24, 8])) for i in range(n)]
+    return midi([track(events + [(1, off(60))])])
+
+
 def truncated() -> bytes:
     return melody_bytes()[:40]
 
@@ -127,6 +134,7 @@ HOSTILE = {
     "no_notes": lambda: midi([track([(0, b"\xff\x51\x03\x07\xa1\x20")])]),
     "smpte": lambda: midi([track([(0, on(60)), (10, off(60))])], division=0xE728),
     "many_tracks": many_tracks,
+    "many_time_signatures": many_time_signatures,
 }
 
 
@@ -201,6 +209,7 @@ def test_tokenize_huge_tick_gaps_is_refused_within_memory(tmp_path, tokenizer):
         ("truncated", "truncated"),
         ("smpte", "SMPTE"),
         ("many_tracks", "max_tracks"),
+        ("many_time_signatures", "max_time_signatures"),
     ],
 )
 @pytest.mark.parametrize("tokenizer", ("remi", "pianoroll"))
@@ -487,6 +496,9 @@ def test_cut_to_limits_keeps_the_longest_beginning_that_fits():
     assert cov["reasons"]["cut off to fit the limits (limits.on_exceed=cut)"] == 100 - 11
     with L.using(max_seconds=1.0, on_exceed="cut"):  # 120 qpm: 2 quarters
         assert musicfw.build_tokenizer("melody").encode(score).shape == (8,)
+    with L.using(max_time_signatures=10, on_exceed="cut"):
+        cut, reason = parse_score(many_time_signatures(100))
+    assert reason is None and len(cut.time_signatures) == 10 and cut.end() == 11  # cut at the 11th
 
 
 def test_prompt_limit():

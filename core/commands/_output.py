@@ -10,12 +10,13 @@ from typing import Any
 
 
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
-    """``--max-notes``, ``--max-tracks``, ``--max-quarters``, ``--max-seconds``, ``--max-tokens``, ``--cut``:
+    """``--max-notes``, ``--max-tracks``, ``--max-time-signatures``, ``--max-quarters``, ``--max-seconds``, ``--max-tokens``, ``--cut``:
     raise the limits of :mod:`musicfw.core.limits` for this command (on top of
     ``MUSICFW_LIMITS``)."""
     g = p.add_argument_group("limits (defaults in docs/reliability.md; also MUSICFW_LIMITS=key=value,...)")
     g.add_argument("--max-notes", type=int, metavar="N", help="notes in one piece")
     g.add_argument("--max-tracks", type=int, metavar="N", help="tracks in one piece")
+    g.add_argument("--max-time-signatures", type=int, metavar="N", help="time-signature changes in one piece")
     g.add_argument("--max-quarters", type=float, metavar="Q", help="length of a piece in quarter notes")
     g.add_argument("--max-seconds", type=float, metavar="S", help="length of a piece in seconds")
     g.add_argument("--max-tokens", type=int, metavar="N", help="tokens (or frames) of one encoded piece")
@@ -32,7 +33,7 @@ def apply_limit_arguments(args: argparse.Namespace) -> Any:
     from ..limits import configure
 
     values: dict[str, Any] = {}
-    for key in ("max_notes", "max_tracks", "max_quarters", "max_seconds", "max_tokens", "max_file_bytes"):
+    for key in ("max_notes", "max_tracks", "max_time_signatures", "max_quarters", "max_seconds", "max_tokens", "max_file_bytes"):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
