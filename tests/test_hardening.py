@@ -564,6 +564,44 @@ def test_coverage_adds_up_to_what_decoding_gives_back(tokenizer, shared_midi):
             assert decoded == cov["represented"], (path.name, cov)
 
 
+def test_default_coverage_of_a_third_party_tokenizer():
+    """A tokenizer that does not override coverage() still reports what it loses."""
+    from dataclasses import dataclass
+
+    from symusic import Note, Score, Track
+
+    from musicfw.core.tokenizer import Tokenizer
+
+    class FirstTrackPitches(Tokenizer):
+        name = "first_track_pitches"
+
+        @dataclass
+        class Config:
+            pass
+
+        vocab = [f"Pitch_{p}" for p in range(128)]
+
+        def encode(self, score):
+            return np.asarray(score.tracks[0].notes.numpy()["pitch"], dtype=np.int64)
+
+        def decode(self, tokens):
+            out = Score(480)
+            t = Track()
+            for i, p in enumerate(tokens):
+                t.notes.append(Note(480 * i, 480, int(p), 80))
+            out.tracks.append(t)
+            return out
+
+    cov = FirstTrackPitches().coverage(_band_score())
+    assert cov == {
+        "notes": 48,
+        "represented": 24,
+        "dropped": 24,
+        "reasons": {"not represented by the tokenizer": 24},
+        "altered": {},
+    }
+
+
 def test_tokenize_prints_the_coverage(tmp_path):
     from symusic import Score  # noqa: F401  (the band score is built with symusic)
 
