@@ -707,3 +707,16 @@ def test_property_evaluate_never_raises_anything_but_data_errors(data, bounded_m
     skipped = result["sets"]["generated"]["skipped"]
     assert n + len(skipped) == 2
     assert all(isinstance(s["reason"], str) and s["reason"] for s in skipped)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=ANY_BYTES)
+def test_property_midi_folder_dataset_never_raises_on_a_bad_file(data, bounded_memory, tmp_path_factory):
+    """What `musicfw data prepare midi_folder` reads: a bad file is skipped, never raised."""
+    root = tmp_path_factory.mktemp("ds")
+    write(root, "x.mid", data)
+    write(root, "ok.mid", melody_bytes(16))
+    loaded = musicfw.build_dataset("midi_folder", path=str(root)).load()
+    names = [p.id for p in loaded.pieces()] + [Path(f).name for f, _ in loaded.skipped]
+    assert sorted(names) == ["ok.mid", "x.mid"]
+    assert all(reason for _, reason in loaded.skipped)
