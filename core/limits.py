@@ -1,8 +1,9 @@
 """Limits on what one piece of music may cost, and the errors for pieces beyond them.
 
-A MIDI file of 82 bytes can describe four notes 2^28 ticks apart, or 50,000 notes at once;
-everything that sizes an array from a file (a piano roll's frames, a token sequence, a tick
-grid of beats or bars) would then allocate gigabytes.  Every built-in tokenizer and metric
+A MIDI file of 67 bytes can describe four notes 2^28 ticks apart, one of 400 KB 50,000 notes
+struck at once; everything that sizes an array from a file (a piano roll's frames, a token
+sequence, a tick grid of beats or bars, the pairs of notes that follow each other) would then
+allocate gigabytes.  Every built-in tokenizer and metric
 therefore checks a piece against the active :class:`Limits` *before* it allocates anything
 sized from the file, and refuses a piece beyond them with :class:`PieceTooLarge`; a piece
 whose header or time signatures make no sense (0 ticks per quarter, a time-signature
@@ -12,11 +13,12 @@ record ``str(exc)`` as the reason; a command that reads one piece exits 2 with t
 
 The limits are generous defaults that a user raises when a real corpus needs it:
 
-* in an experiment file, a ``limits:`` section (``limits: {max_notes: 500000}``);
 * for any command, the environment variable ``MUSICFW_LIMITS`` (comma-separated
   ``key=value``: ``MUSICFW_LIMITS=max_notes=500000,max_quarters=50000``);
 * on ``musicfw tokenize`` and ``musicfw evaluate``, the options ``--max-notes``,
-  ``--max-quarters``, ``--max-seconds``, ``--max-tokens`` and ``--cut``.
+  ``--max-quarters``, ``--max-seconds``, ``--max-tokens``, ... and ``--cut``;
+* from Python, :func:`configure` / :func:`using` (an experiment's ``limits:`` section is
+  meant to go through :meth:`Limits.from_mapping` and :func:`configure`).
 
 With ``on_exceed: cut`` a piece that is too long or has too many notes is cut to its
 longest beginning that fits (:func:`cut_to_limits`) instead of being skipped.
@@ -225,10 +227,10 @@ def _ticks(score: Any) -> Any:
 
 
 def end_tick(score: Any) -> int:
-    """The tick of the last event that any tokenizer or metric reads: note ends, markers,
-    tempo and time-signature changes, pedals and controls."""
-    ends = [int(score.end())]  # symusic: the latest end over every event list
-    return max(ends)
+    """The tick of the piece's last event of any kind (note and pedal ends, controls,
+    markers, tempo and time-signature changes): symusic's ``Score.end()``, which also sizes
+    its bar grid (``get_downbeats``)."""
+    return int(score.end())
 
 
 def seconds_at(score: Any, tick: int) -> float:

@@ -603,8 +603,6 @@ def test_default_coverage_of_a_third_party_tokenizer():
 
 
 def test_tokenize_prints_the_coverage(tmp_path):
-    from symusic import Score  # noqa: F401  (the band score is built with symusic)
-
     path = tmp_path / "band.mid"
     _band_score().dump_midi(str(path))
     proc = musicfw_cli("tokenize", "-t", "remi", "--limit", "4", str(path))

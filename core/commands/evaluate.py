@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..evaluation import compare_folders, evaluate_run_folder, format_table
+    from ..evaluation import compare_folders, evaluate_run_folder
 
     apply_limit_arguments(args)
     if args.run:

@@ -20,7 +20,6 @@ exact quantization and the decoding rules are in docs/tokenizers.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import gcd
 from typing import Any
 
 import numpy as np
