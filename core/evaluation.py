@@ -58,7 +58,7 @@ MIDI_SUFFIXES = (".mid", ".midi")
 def load_midi_folder(folder: str | Path) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     """Every .mid/.midi file under ``folder`` (recursive, sorted) as ``(relative name, Score)``;
     files that do not load are returned as ``{"file", "reason"}`` instead of raising."""
-    import symusic
+    from .midiload import load_score
 
     root = Path(folder)
     if not root.exists():
@@ -70,10 +70,9 @@ def load_midi_folder(folder: str | Path) -> tuple[list[tuple[str, Any]], list[di
     skipped: list[dict[str, str]] = []
     for path in files:
         name = path.relative_to(root).as_posix()
-        try:
-            score = symusic.Score(str(path))
-        except Exception as exc:  # any broken file is skipped with its reason
-            skipped.append({"file": name, "reason": f"{type(exc).__name__}: {exc}".strip()})
+        score, reason = load_score(path)  # the loader (and reasons) of the midi_folder dataset
+        if reason is not None:
+            skipped.append({"file": name, "reason": reason})
             continue
         pieces.append((name, score))
     if not pieces:

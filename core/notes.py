@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .limits import check_piece
+
 #: fallback bar when a piece has no time signature (4/4), in quarters
 DEFAULT_BAR_QUARTERS = 4.0
 
@@ -89,8 +91,12 @@ def _as_ticks(score: Any) -> Any:
 
 
 def piece_notes(score: Any) -> PieceNotes:
-    """Flatten a ``symusic.Score`` into :class:`PieceNotes` (tick and second times)."""
-    score = _as_ticks(score)
+    """Flatten a ``symusic.Score`` into :class:`PieceNotes` (tick and second times).
+
+    The piece is first checked against :mod:`musicfw.core.limits` (``PieceTooLarge`` beyond
+    them, ``MalformedPiece`` for 0 ticks per quarter or a zero time-signature denominator):
+    the bar grid below is sized from the piece's length."""
+    score = check_piece(_as_ticks(score))
     seconds = score.to("second")
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("time", "duration", "pitch", "velocity")}
     secs: list[tuple[np.ndarray, np.ndarray]] = []

@@ -104,6 +104,26 @@ class Tokenizer(ABC):
         score = self.decode(tokens)
         return int(sum(len(track.notes) for track in score.tracks))
 
+    def coverage(self, score: "symusic.Score", tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """How many of the score's notes the encoding represents, and why the others are not:
+        ``{"notes": N, "represented": R, "dropped": N - R, "reasons": {reason: count},
+        "altered": {what: count}}`` (``altered``: notes kept but changed, e.g. tracks merged).
+
+        ``tokens``: ``encode(score)`` when the caller has it already.  This default counts the
+        notes of ``decode(encode(score))`` and cannot say why; tokenizers override it with
+        reasons.  Raises what ``encode`` raises for a piece beyond the limits."""
+        total = int(score.note_num())
+        tokens = self.encode(score) if tokens is None else tokens
+        kept = min(int(self.count_notes(tokens)), total)
+        dropped = total - kept
+        return {
+            "notes": total,
+            "represented": kept,
+            "dropped": dropped,
+            "reasons": {"not represented by the tokenizer": dropped} if dropped else {},
+            "altered": {},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

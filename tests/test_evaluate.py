@@ -220,9 +220,21 @@ def test_compare_folders_and_cli(tmp_path, shared_midi):
 
 
 def test_bad_files_are_skipped_with_reasons(tmp_path, shared_midi):
-    result = compare_folders(shared_midi / "one_track", shared_midi / "bad")
-    skipped = {s["file"] for s in result["sets"]["reference"]["skipped"]}
-    assert {"zero_bytes.mid", "not_a_midi.mid", "truncated.mid"} <= skipped
+    import shutil
+
+    # every bad file next to one good one: the folder is evaluated, the bad files are listed
+    # with the midi_folder dataset's reasons (an empty MIDI is not a piece)
+    shutil.copytree(shared_midi / "bad", tmp_path / "ref")
+    good = sorted((shared_midi / "one_track").glob("*.mid"))[0]
+    shutil.copy(good, tmp_path / "ref" / good.name)
+    result = compare_folders(shared_midi / "one_track", tmp_path / "ref")
+    assert result["sets"]["reference"]["n_pieces"] == 1
+    skipped = {s["file"]: s["reason"] for s in result["sets"]["reference"]["skipped"]}
+    assert set(skipped) == {p.name for p in (shared_midi / "bad").iterdir()}
+    assert skipped["zero_bytes.mid"] == "empty file (0 bytes)"
+    assert skipped["empty.mid"] == "no notes"
+    assert skipped["not_a_midi.mid"].startswith("not a MIDI file")
+    assert skipped["truncated.mid"].startswith("truncated")
 
 
 def test_user_errors_exit_2(tmp_path):

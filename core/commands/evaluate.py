@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from ._output import add_limit_arguments, apply_limit_arguments, stdout_closed
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,14 +46,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="feature metrics to use (default: yang_lerch muspy)",
     )
     p.add_argument("--json", action="store_true", help="print the full JSON instead of the table")
+    add_limit_arguments(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..evaluation import compare_folders, format_table
+    from ..evaluation import compare_folders
     from ..runner import evaluate_run_folder
 
+    apply_limit_arguments(args)
     if args.run:
         if args.generated or args.reference:
             raise ConfigError("Give either --run RUN_DIR or --generated DIR --reference DIR, not both.")
@@ -60,23 +64,27 @@ def main(args: argparse.Namespace) -> int:
             from ..evaluation import write_metrics
 
             write_metrics(result, args.out)
-        if args.json:
-            json.dump(result, sys.stdout, indent=1)
-            print()
-        else:
-            print(format_table(result))
-            print(f"\nwrote {args.run}/metrics.json and {args.run}/report.html")
-        return 0
+        return _print(result, args, f"\nwrote {args.run}/metrics.json and {args.run}/report.html")
     if not (args.generated and args.reference):
         raise ConfigError("musicfw evaluate needs --generated DIR and --reference DIR (or --run RUN_DIR).")
     if args.overrides:
         raise ConfigError(f"key=value overrides only apply with --run (got {' '.join(args.overrides)}).")
     result = compare_folders(args.generated, args.reference, metrics=args.metrics, out=args.out)
-    if args.json:
-        json.dump(result, sys.stdout, indent=1)
-        print()
-    else:
-        print(format_table(result))
-        if args.out:
-            print(f"\nwrote {args.out}")
+    return _print(result, args, f"\nwrote {args.out}" if args.out else None)
+
+
+def _print(result: dict, args: argparse.Namespace, footer: str | None) -> int:
+    from ..evaluation import format_table
+
+    try:
+        if args.json:
+            json.dump(result, sys.stdout, indent=1)
+            print()
+        else:
+            print(format_table(result))
+            if footer:
+                print(footer)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `musicfw evaluate ... | head`
+        return stdout_closed()
     return 0

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.midiload import load_score
 
-from .base import MusicDataset, Piece, SplitConfig, read_midi
+from .base import MusicDataset, Piece, SplitConfig
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 
@@ -62,7 +63,7 @@ class MidiFolder(MusicDataset):
         pieces: list[Piece] = []
         skipped: list[tuple[str, str]] = []
         for path in files:
-            score, reason = read_midi(path, min_notes=max(int(self.config.min_notes), 1))
+            score, reason = load_score(path, min_notes=max(int(self.config.min_notes), 1))
             if reason is not None:
                 skipped.append((str(path), reason))
                 continue

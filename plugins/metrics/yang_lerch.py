@@ -62,26 +62,34 @@ def _normalize_matrix(m: np.ndarray, how: str) -> np.ndarray:
 
 def pitch_class_transitions(notes: PieceNotes, threshold_s: float) -> np.ndarray:
     """pretty_midi's ``get_pitch_class_transition_matrix``: pairs (i, j), i != j, where note j
-    starts less than ``threshold_s`` seconds from note i's end; counts by pitch class."""
+    starts less than ``threshold_s`` seconds from note i's end; counts by pitch class.
+
+    Counted without listing the pairs: with the onsets sorted, note i's window is a range
+    [lo_i, hi_i) of that order, and a prefix sum of the pitch classes along it ([n + 1, 12])
+    gives how many notes of each class start in the window.  Memory is O(12 n) whatever the
+    polyphony (listing the pairs, as an earlier version did, took 8 bytes per pair: 18.6 GiB
+    for 50,000 simultaneous notes).  Speed on ordinary files: benchmarks/hardening.py.
+    """
     n = len(notes)
     if n < 2:
         return np.zeros((12, 12))
+    pc = notes.pitch % 12
     order = np.argsort(notes.start_s, kind="stable")
     starts = notes.start_s[order]
-    lo = np.searchsorted(starts, notes.end_s - threshold_s, side="right")
-    hi = np.searchsorted(starts, notes.end_s + threshold_s, side="left")
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros((12, 12))
-    src = np.repeat(np.arange(n), counts)
-    # offsets 0..count-1 within each source's window
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    dst = order[np.repeat(lo, counts) + offsets]
-    keep = src != dst
-    pc = notes.pitch % 12
-    codes = pc[src[keep]] * 12 + pc[dst[keep]]
-    return np.bincount(codes, minlength=144).reshape(12, 12).astype(np.float64)
+    lo_t = notes.end_s - threshold_s  # a note j is in i's window when lo_t < start_j < hi_t
+    hi_t = notes.end_s + threshold_s
+    lo = np.searchsorted(starts, lo_t, side="right")
+    hi = np.maximum(np.searchsorted(starts, hi_t, side="left"), lo)
+    prefix = np.zeros((n + 1, 12), dtype=np.int32 if n < 2**31 else np.int64)
+    prefix[np.arange(1, n + 1), pc[order]] = 1
+    np.cumsum(prefix, axis=0, out=prefix)
+    counts = prefix[hi] - prefix[lo]  # [n, 12]: notes of each class starting in i's window
+    del prefix
+    # a note is in its own window when it starts inside it (pairs need i != j)
+    self_in = (notes.start_s > lo_t) & (notes.start_s < hi_t)
+    counts[np.flatnonzero(self_in), pc[self_in]] -= 1
+    # row a of the matrix: the counts of the notes of pitch class a, summed
+    return np.stack([np.bincount(pc, weights=counts[:, b], minlength=12) for b in range(12)], axis=1)
 
 
 def note_length_classes(duration_ticks: np.ndarray, tpq: int) -> np.ndarray:

@@ -222,3 +222,58 @@ def check_pitch_range(name: str, min_pitch: int, max_pitch: int) -> None:
     """A tokenizer's pitch range must be a non-empty part of MIDI's 0..127."""
     if not 0 <= min_pitch <= max_pitch <= 127:
         raise ValueError(f"{name}: need 0 <= min_pitch <= max_pitch <= 127, got {min_pitch}, {max_pitch}")
+
+
+# -- coverage: which notes an encoding represents -----------------------------------------
+
+
+class Coverage:
+    """Builds a tokenizer's :meth:`~musicfw.core.tokenizer.Tokenizer.coverage` report.
+
+    Start from every note of the score; each :meth:`drop` removes the notes of a mask with a
+    reason; :meth:`report` checks that the reasons add up.
+    """
+
+    def __init__(self, score: "symusic.Score"):
+        from musicfw.core.limits import check_piece
+
+        self.total = int(score.note_num())
+        self.score = check_piece(score)  # the piece as encode sees it (cut when asked)
+        self.reasons: dict[str, int] = {}
+        self.altered: dict[str, int] = {}
+        cut = self.total - int(self.score.note_num())
+        if cut:
+            self.reasons["cut off to fit the limits (limits.on_exceed=cut)"] = cut
+
+    def drop(self, notes: NoteArrays, mask: np.ndarray, reason: str) -> NoteArrays:
+        k = int(np.count_nonzero(mask))
+        if k:
+            self.reasons[reason] = self.reasons.get(reason, 0) + k
+        return notes.take(~mask)
+
+    def lose(self, k: int, reason: str) -> None:
+        if k > 0:
+            self.reasons[reason] = self.reasons.get(reason, 0) + int(k)
+
+    def alter(self, k: int, what: str) -> None:
+        if k > 0:
+            self.altered[what] = self.altered.get(what, 0) + int(k)
+
+    def report(self) -> dict:
+        dropped = int(sum(self.reasons.values()))
+        return {
+            "notes": self.total,
+            "represented": self.total - dropped,
+            "dropped": dropped,
+            "reasons": dict(self.reasons),
+            "altered": dict(self.altered),
+        }
+
+
+def merged_tracks(score: "symusic.Score", notes: NoteArrays, drums_kept: bool) -> int:
+    """Kept notes whose track or program a one-track decoding loses: all of them when they
+    come from two or more tracks, else those whose program is not 0 (piano)."""
+    tracks = sum(1 for t in score.tracks if len(t.notes) and (drums_kept or not t.is_drum))
+    if tracks >= 2:
+        return len(notes)
+    return int(np.count_nonzero(notes.program != 0))

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import DRUM_PROGRAM, build_score, check_ids, collect_notes
+from ._common import DRUM_PROGRAM, Coverage, build_score, check_ids, collect_notes
 
 #: (short name, GM pitches; the first is the one decode plays), bit i = class i
 DRUM_CLASSES: tuple[tuple[str, tuple[int, ...]], ...] = (
@@ -87,6 +88,7 @@ class Drums(Tokenizer):
 
     def encode(self, score: Any) -> np.ndarray:
         c = self.config
+        score = check_piece(score)
         notes = collect_notes(score, drums="only" if c.drum_tracks_only else "include")
         cls = PITCH_TO_CLASS[notes.pitch]
         known = cls >= 0
@@ -96,7 +98,24 @@ class Drums(Tokenizer):
         step = np.maximum((2 * notes.time[known] * spq + tpq) // (2 * tpq), 0)
         pair = np.unique(step * N_CLASSES + cls[known])  # one hit per (step, class)
         T = int(step.max()) + 1
+        check_tokens(T, "steps", self.name)
         return np.bincount(pair // N_CLASSES, weights=1 << (pair % N_CLASSES), minlength=T).astype(np.int64)
+
+    def coverage(self, score: Any, tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """Notes the 9 drum classes cannot represent (pitched tracks with
+        ``drum_tracks_only``, pitches outside every class, a class struck twice in one step)
+        and notes they change (a pitch replaced by its class's canonical pitch); see
+        :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
+        c = self.config
+        cov = Coverage(score)
+        notes = collect_notes(cov.score, drums="include")
+        if c.drum_tracks_only:
+            notes = cov.drop(notes, notes.program != DRUM_PROGRAM, "not a drum track (drum_tracks_only=true)")
+        notes = cov.drop(notes, PITCH_TO_CLASS[notes.pitch] < 0, "pitch outside the 9 drum classes")
+        tokens = self.encode(cov.score) if tokens is None else tokens
+        cov.lose(len(notes) - self.count_notes(tokens), "same drum class struck twice within one step")
+        cov.alter(int((CLASS_PITCH[PITCH_TO_CLASS[notes.pitch]] != notes.pitch).sum()), "played as its class's canonical pitch")
+        return cov.report()
 
     def decode(self, tokens: np.ndarray) -> Any:
         ids = check_ids(tokens, self.vocab_size, self.name)

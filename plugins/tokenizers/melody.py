@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import build_score, check_ids, check_pitch_range, collect_notes
+from ._common import DRUM_PROGRAM, Coverage, build_score, check_ids, check_pitch_range, collect_notes
 from .pianoroll import pitch_name
 
 NO_EVENT = 0
@@ -76,7 +77,10 @@ class Melody(Tokenizer):
         return FrameClock.of(self, batch_size, self.steps_per_bar, self.config.steps_per_quarter)
 
     def encode(self, score: Any) -> np.ndarray:
+        """Score -> one id per step.  The number of steps is checked against
+        ``limits.max_tokens`` before anything of that size is allocated (``PieceTooLarge``)."""
         c = self.config
+        score = check_piece(score)
         notes = collect_notes(score, drums="exclude")
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
         notes = notes.take(keep)
@@ -88,10 +92,16 @@ class Melody(Tokenizer):
         key = notes.pitch - c.min_pitch
         P = self.n_pitches
         T = int(end.max())
-        size = (T + 1) * P
-        diff = np.bincount(start * P + key, minlength=size) - np.bincount(end * P + key, minlength=size)
-        active = np.cumsum(diff.reshape(T + 1, P), axis=0)[:T] > 0
-        struck = (np.bincount(start * P + key, minlength=size)[: T * P] > 0).reshape(T, P)
+        check_tokens(T, "steps", self.name)
+        # +1 at each start, -1 at each end, summed along time (int32: 5 bytes per cell in all)
+        diff = np.zeros((T + 1, P), dtype=np.int32)
+        np.add.at(diff, (start, key), 1)
+        np.add.at(diff, (end, key), -1)
+        np.cumsum(diff, axis=0, out=diff)
+        active = diff[:T] > 0
+        del diff
+        struck = np.zeros((T, P), dtype=bool)
+        struck[start, key] = True
         sounding = active.any(axis=1)
         top = P - 1 - np.argmax(active[:, ::-1], axis=1)
         prev_sounding = np.concatenate([[False], sounding[:-1]])
@@ -101,6 +111,25 @@ class Melody(Tokenizer):
         out[~sounding & prev_sounding] = NOTE_OFF
         out[new] = NUM_SPECIAL + top[new]
         return out
+
+    def coverage(self, score: Any, tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """Notes the melody cannot represent: drums, pitches outside the range, and notes
+        that are never the top note (counted as the notes left minus the melody's
+        note-ons); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
+        c = self.config
+        cov = Coverage(score)
+        notes = collect_notes(cov.score, drums="include")
+        notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (melody reads pitched tracks only)")
+        notes = cov.drop(
+            notes,
+            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
+            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
+        )
+        tokens = self.encode(cov.score) if tokens is None else tokens
+        onsets = self.count_notes(tokens)
+        cov.lose(len(notes) - onsets, "not the top note (the melody keeps the highest sounding pitch on each step)")
+        cov.alter(onsets - len(notes), "a note resumed after a higher one ended (a second note-on)")
+        return cov.report()
 
     def _decode_arrays(self, tokens: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
         ids = check_ids(tokens, self.vocab_size, self.name)

@@ -19,9 +19,21 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import build_score, check_ids, check_pitch_range, collect_notes, ffill, next_in_group, velocity_bins
+from ._common import (
+    DRUM_PROGRAM,
+    Coverage,
+    build_score,
+    check_ids,
+    check_pitch_range,
+    collect_notes,
+    ffill,
+    merged_tracks,
+    next_in_group,
+    velocity_bins,
+)
 
 # type codes (index into TYPE_NAMES)
 NOTE_ON, NOTE_OFF, TIME_SHIFT, VELOCITY = 0, 1, 2, 3
@@ -102,7 +114,7 @@ class MIDILike(Tokenizer):
         pitches outside the range are dropped; every note lasts at least one step.
         """
         c = self.config
-        sec = score.to("second")
+        sec = check_piece(score).to("second")
         drums = "include" if c.include_drums else "exclude"
         notes = collect_notes(sec, drums=drums, float_time=True)
         sps = c.steps_per_second
@@ -198,6 +210,7 @@ class MIDILike(Tokenizer):
         vel_change[is_on] = on_bins != prev_bin
         per_event = n_shift + vel_change + 1
         total = int(per_event.sum())
+        check_tokens(total, "tokens", self.name)
         out = np.empty(total, dtype=np.int64)
         ends = np.cumsum(per_event)
         starts = ends - per_event
@@ -218,6 +231,26 @@ class MIDILike(Tokenizer):
             steps = np.where(last, np.repeat(g - (ns - 1) * c.max_shift_steps, ns), c.max_shift_steps)
             out[base + within] = self._offsets[TIME_SHIFT] + steps - 1
         return out
+
+    def coverage(self, score: "Any", tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """Notes the events cannot represent (drums without ``include_drums``, pitches outside
+        the range, a pitch struck again within one time step) and notes they change (every
+        track is merged into one, programs are lost); see
+        :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
+        c = self.config
+        cov = Coverage(score)
+        notes = collect_notes(cov.score, drums="include")
+        if not c.include_drums:
+            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
+        notes = cov.drop(
+            notes,
+            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
+            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
+        )
+        kept = len(self.quantize(cov.score)["start"])
+        cov.lose(len(notes) - kept, f"same pitch struck again within one time step (1/{c.steps_per_second} s)")
+        cov.alter(merged_tracks(cov.score, notes, c.include_drums), "tracks merged into one, programs lost (midi_like has one track)")
+        return cov.report()
 
     # -- decode -------------------------------------------------------------------------------
     def _decode_arrays(self, tokens: np.ndarray) -> tuple[dict[str, np.ndarray], int]:

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
 
-from ._common import build_score, check_pitch_range, collect_notes
+from ._common import DRUM_PROGRAM, Coverage, build_score, check_pitch_range, collect_notes, merged_tracks
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -71,6 +72,7 @@ class PianoRoll(Tokenizer):
     def quantize(self, score: Any) -> dict[str, np.ndarray]:
         """Notes on the step grid: ``start``, ``end`` (> start) in steps and ``pitch``."""
         c = self.config
+        score = check_piece(score)
         notes = collect_notes(score, drums="include" if c.include_drums else "exclude")
         tpq = int(score.ticks_per_quarter)
         spq = c.steps_per_quarter
@@ -90,20 +92,53 @@ class PianoRoll(Tokenizer):
     def encode(self, score: Any) -> np.ndarray:
         """Score -> uint8 frames ``[T, K]``; T = the last note's end step, or the step of a
         text marker ``"end"`` when that is later (trailing silent frames survive, as in the
-        piano-roll benchmarks)."""
+        piano-roll benchmarks).
+
+        T is checked against ``limits.max_tokens`` before the frames are allocated (a piece
+        beyond the limits raises ``PieceTooLarge``); the work arrays take 5 bytes per cell."""
+        score = check_piece(score)
         q = self.quantize(score)
         K = self.n_pitches
         T = int(q["end"].max()) if len(q["end"]) else 0
         T = max(T, self._end_marker_step(score))
+        check_tokens(T, "frames", self.name)
         key = q["pitch"] - self.config.min_pitch
-        size = (T + 1) * K
-        diff = np.bincount(q["start"] * K + key, minlength=size) - np.bincount(q["end"] * K + key, minlength=size)
-        active = (np.cumsum(diff.reshape(T + 1, K), axis=0)[:T] > 0).astype(np.uint8)
+        # +1 at each start, -1 at each end, summed along time (int32: a few notes per cell)
+        diff = np.zeros((T + 1, K), dtype=np.int32)
+        np.add.at(diff, (q["start"], key), 1)
+        np.add.at(diff, (q["end"], key), -1)
+        np.cumsum(diff, axis=0, out=diff)
+        active = (diff[:T] > 0).view(np.uint8)
+        del diff
         if not self.config.onsets:
             return active
         onset = np.zeros((T, K), dtype=np.uint8)
         onset[q["start"], key] = 1
         return np.concatenate([active, onset], axis=1)
+
+    def coverage(self, score: Any, tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """Notes the frames cannot represent (drums without ``include_drums``, pitches outside
+        the range, notes merged with a same-pitch note they overlap or touch) and notes they
+        change (tracks merged); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
+        c = self.config
+        cov = Coverage(score)
+        notes = collect_notes(cov.score, drums="include")
+        if not c.include_drums:
+            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
+        notes = cov.drop(
+            notes,
+            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
+            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
+        )
+        tokens = self.encode(cov.score) if tokens is None else tokens
+        why = (
+            "same pitch struck twice within one frame"
+            if c.onsets
+            else "merged with an overlapping or touching note of the same pitch (onsets=true keeps repeated notes)"
+        )
+        cov.lose(len(notes) - self.count_notes(tokens), why)
+        cov.alter(merged_tracks(cov.score, notes, c.include_drums), "tracks merged into one, programs lost")
+        return cov.report()
 
     def _end_marker_step(self, score: Any) -> int:
         ends = [m.time for m in score.markers if m.text == "end"]

@@ -20,15 +20,17 @@ exact quantization and the decoding rules are in docs/tokenizers.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import gcd
 from typing import Any
 
 import numpy as np
 
+from musicfw.core.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
 from ._common import (
+    Coverage,
     check_pitch_range,
+    merged_tracks,
     DRUM_PROGRAM,
     build_score,
     check_ids,
@@ -172,8 +174,12 @@ class REMI(Tokenizer):
 
     def quantize(self, score: Any) -> dict[str, np.ndarray]:
         """The notes exactly as encode sees them, sorted like the token stream:
-        ``onset`` and ``duration`` in positions (absolute), ``pitch``, velocity ``bin``, ``program``."""
+        ``onset`` and ``duration`` in positions (absolute), ``pitch``, velocity ``bin``, ``program``.
+
+        A piece beyond :mod:`musicfw.core.limits` raises ``PieceTooLarge``, unusable timing
+        ``MalformedPiece`` (both ``DataError``s), before anything is sized from it."""
         c = self.config
+        score = check_piece(score)
         notes = collect_notes(score, drums="include" if c.use_programs else "exclude")
         tpq = int(score.ticks_per_quarter)
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
@@ -281,7 +287,10 @@ class REMI(Tokenizer):
         return REMIClock(batch_size, self)
 
     def encode(self, score: Any) -> np.ndarray:
+        """Score -> ids; ``PieceTooLarge``/``MalformedPiece`` (:mod:`musicfw.core.limits`)
+        for a piece the limits refuse, checked before any array is sized from the file."""
         c = self.config
+        score = check_piece(score)
         q = self.quantize(score)
         n = len(q["onset"])
         if n == 0:
@@ -326,9 +335,31 @@ class REMI(Tokenizer):
         add(q["onset"], 4, rank, 1, self._first[PITCH] + q["pitch"] - c.min_pitch)
         add(q["onset"], 4, rank, 2, self._first[VELOCITY] + q["bin"])
         add(q["onset"], 4, rank, 3, self._first[DURATION] + q["duration"] - 1)
+        check_tokens(sum(len(t) for t in parts_time), "tokens", self.name)
         time = np.concatenate(parts_time)
         key = time * (8 << 24) + np.concatenate(parts_key2)
         return np.concatenate(parts_tok)[np.argsort(key, kind="stable")]
+
+    def coverage(self, score: Any, tokens: np.ndarray | None = None) -> dict[str, Any]:
+        """Notes REMI cannot represent (drums without ``use_programs``, pitches outside the
+        range) and notes it changes (clipped durations, merged tracks); see
+        :meth:`musicfw.core.tokenizer.Tokenizer.coverage`.  Every other note is one
+        Pitch-Velocity-Duration triplet."""
+        c = self.config
+        cov = Coverage(score)
+        notes = collect_notes(cov.score, drums="include")
+        if not c.use_programs:
+            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (remi keeps drums with use_programs=true)")
+        notes = cov.drop(
+            notes,
+            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
+            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
+        )
+        long = self._positions(notes.duration, int(cov.score.ticks_per_quarter)) > self.max_duration
+        cov.alter(int(long.sum()), f"duration clipped to {c.max_duration_quarters} quarters (max_duration_quarters)")
+        if not c.use_programs:
+            cov.alter(merged_tracks(cov.score, notes, False), "tracks merged into one, programs lost (use_programs=true keeps them)")
+        return cov.report()
 
     # -- decode -------------------------------------------------------------------------------
     def _decode_arrays(self, tokens: np.ndarray) -> dict[str, Any]:
