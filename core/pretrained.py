@@ -14,7 +14,8 @@ as it is (``musicfw export --push REPO_ID``)::
       vocab.json         the vocabulary, one name per id (or per key for piano-roll frames)
       README.md          model card with Hub front matter (license, tags, library_name)
 
-Loading checks, in order: the format name and version (a newer format is a clear error),
+A path ``hf:OWNER/NAME[@REVISION]`` is downloaded from the Hugging Face Hub first (with
+``huggingface_hub``, into its cache; only the files above).  Loading checks, in order: the format name and version (a newer format is a clear error),
 the sha256 of the weights (a modified file is a clear error), the rebuilt tokenizer's
 vocabulary against the saved one, then builds the model from its section through the
 registries and loads the weights strictly.  Every user-facing failure is a
@@ -346,9 +347,40 @@ def _read_json(path: Path, what: str) -> Any:
         raise ConfigError(f"{path} is not valid JSON ({what}): {exc}.") from None
 
 
+HUB_PREFIX = "hf:"
+
+
+def resolve(path: str | Path, download: Any = None) -> Path:
+    """A local folder for ``path``: itself, or for ``hf:OWNER/NAME[@REVISION]`` the Hub
+    repository's files downloaded into huggingface_hub's cache.  ``download``: a
+    ``snapshot_download``-like function (tests pass one that copies a local folder)."""
+    text = str(path)
+    if not text.startswith(HUB_PREFIX):
+        return Path(path)
+    repo_id, _, revision = text[len(HUB_PREFIX):].partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ConfigError(f"{text}: a Hub model is written hf:OWNER/NAME (optionally @REVISION).")
+    if download is None:
+        try:
+            from huggingface_hub import snapshot_download as download
+        except ImportError:
+            raise ConfigError(f"{text}: loading from the Hugging Face Hub needs huggingface_hub: pip install huggingface_hub.") from None
+    try:
+        local = download(
+            repo_id=repo_id,
+            revision=revision or None,
+            repo_type="model",
+            allow_patterns=[CONFIG, WEIGHTS, TOKENIZER, VOCAB, CARD],
+        )
+    except Exception as exc:  # the Hub's answer (no such repo, no network): the user's to fix
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(f"{text}: could not download it from the Hugging Face Hub: {type(exc).__name__}: {first}") from None
+    return Path(local)
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The checked ``config.json`` of an exported folder."""
-    root = Path(path)
+    root = resolve(path)
     if not root.is_dir():
         raise ConfigError(f"Exported model folder not found: {root} (musicfw export --run RUN OUT_DIR makes one).")
     doc = _read_json(root / CONFIG, "the model's config")
@@ -387,7 +419,7 @@ def generation_defaults(path: str | Path) -> Any:
     try:
         gen = OmegaConf.merge(OmegaConf.structured(GenerateSection), doc.get("generate") or {})
     except Exception as exc:  # omegaconf validation errors: a hand-edited config.json
-        raise ConfigError(f"{Path(path) / CONFIG}: invalid `generate` section: {exc}") from None
+        raise ConfigError(f"{path} ({CONFIG}): invalid `generate` section: {exc}") from None
     return OmegaConf.create({"seed": int(doc.get("seed", 0)), "sampler": doc.get("sampler"), "generate": gen})
 
 
@@ -397,7 +429,7 @@ def load_pretrained(path: str | Path, registries: Any = None) -> tuple[Any, Any]
     from .build import build_from_section
     from .tokenizer import load_tokenizer
 
-    root = Path(path)
+    root = resolve(path)
     doc = read_config(root)
     weights = root / doc["weights"]["file"]
     if not weights.is_file():

@@ -285,3 +285,43 @@ def test_push_without_huggingface_hub_is_a_clear_error(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
     with pytest.raises(ConfigError, match="pip install huggingface_hub"):
         push_folder(trained[1], "me/m")
+
+
+def test_hub_paths_download_then_load(trained, tmp_path, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    calls = []
+
+    def fake_download(repo_id, revision, repo_type, allow_patterns):
+        calls.append((repo_id, revision, repo_type))
+        assert "model.safetensors" in allow_patterns and "config.json" in allow_patterns
+        return str(trained[1])  # the 'cache folder' the Hub client would return
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model, tokenizer = musicfw.load_pretrained("hf:someone/tiny-lstm@v1")
+    assert calls == [("someone/tiny-lstm", "v1", "model")] and tokenizer.name == "remi"
+    with pytest.raises(ConfigError, match="hf:OWNER/NAME"):
+        musicfw.load_pretrained("hf:no-slash")
+
+    def offline(**kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ConfigError, match="could not download it.*no network"):
+        musicfw.load_pretrained("hf:someone/tiny-lstm")
+
+
+@pytest.mark.slow
+def test_counting_markov_model_exports_and_generates_the_same(tmp_path):
+    overrides = [f"output_dir={tmp_path / 'runs'}", f"data.path={TEST_MIDI / 'one_track'}", "data.name=midi_folder",
+                 "generate.n=2", "generate.max_tokens=40", "generate.render_audio=false",
+                 "evaluate.enabled=false", "logger.name=none"]
+    result = run_cli("run", "examples/markov_baseline.yaml", *overrides, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_cli("export", "--run", str(run_dir), str(tmp_path / "m")).returncode == 0
+    a = run_cli("generate", "--run", str(run_dir), "--seed", "3", "--out", str(tmp_path / "a"), "--no-audio")
+    shutil.rmtree(run_dir)
+    b = run_cli("generate", "--model", str(tmp_path / "m"), "--seed", "3", "--out", str(tmp_path / "b"), "--no-audio")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr + b.stderr)[-3000:]
+    for name in ("sample_000.mid", "sample_001.mid"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--model",
         metavar="PATH",
-        help="instead: a folder made by musicfw export (defaults from its config.json; samples "
-        "go to ./samples/generate-NNN unless --out is given)",
+        help="instead: a folder made by musicfw export, or hf:OWNER/NAME on the Hugging Face Hub "
+        "(defaults from its config.json; samples go to ./samples/generate-NNN unless --out is given)",
     )
     p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
     p.add_argument(
