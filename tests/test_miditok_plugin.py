@@ -122,6 +122,8 @@ def test_mistakes_are_config_errors(bpe_file, monkeypatch):
         musicfw.build_tokenizer("miditok", tokenizer="REMI", params={"use_chord": True})
     mmm = musicfw.build_tokenizer("miditok", tokenizer="MMM", params={"additional_params": {"base_tokenizer": "TSD"}})
     assert mmm.vocab_size > 0 and len(mmm.encode(symusic.Score(MULTITRACK))) > 0
+    with pytest.raises(ConfigError, match="quoted strings"):  # YAML's unquoted 0_4 is the number 4
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", params={"beat_res": {4: 4}})
     with pytest.raises(ConfigError, match="no such file"):
         musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file="/nonexistent/tokenizer.json")
     with pytest.raises(ConfigError, match="saved by a MidiTok REMI tokenizer"):

@@ -106,16 +106,15 @@ def _tokenizer_config(miditok: Any, params: dict[str, Any]) -> Any:
         if isinstance(value, dict):
             converted = {}
             for k, v in value.items():
-                if isinstance(k, str):
-                    try:
-                        a, b = (int(x) for x in k.split("_"))
-                    except ValueError:
-                        raise ConfigError(
-                            f"tokenizer.params.{key}: keys are beat ranges written 'START_END' "
-                            f"(e.g. '0_4'), got {k!r}."
-                        ) from None
-                    k = (a, b)
-                converted[tuple(k)] = int(v)
+                try:
+                    a, b = (int(x) for x in k.split("_")) if isinstance(k, str) else k
+                    converted[(int(a), int(b))] = int(v)
+                except (TypeError, ValueError):
+                    raise ConfigError(
+                        f"tokenizer.params.{key}: keys are beat ranges written as quoted strings "
+                        f"'START_END' (e.g. \"0_4\"; YAML reads an unquoted 0_4 as the number 4), "
+                        f"got {k!r}."
+                    ) from None
             params[key] = converted
     for key in ("pitch_range",):
         if isinstance(params.get(key), list):
