@@ -11,7 +11,7 @@ import pytest
 import musicfw
 from musicfw.plugins.datasets import scorefiles
 
-from conftest import TEST_MIDI
+from conftest import TEST_MIDI, run_cli
 
 XML_PITCHES = [60, 64, 67, 72, 71, 67]
 
@@ -157,3 +157,17 @@ def test_abc_splitting_keeps_the_header_fields():
     assert [n for n, _ in tunes] == ["1", "2"]
     assert tunes[1][1].startswith("A:Nowhere\nX:2\n") and "%abc" not in tunes[1][1]
     assert scorefiles.split_abc("K:C\nCDEF|\n") == [("1", "X:1\nK:C\nCDEF|\n")]
+
+
+def test_data_prepare_lists_a_reason_for_every_skip(score_dir, tmp_path):
+    result = run_cli("data", "prepare", "midi_folder", f"path={score_dir}", f"cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "7 pieces" in out and "skipped: 4 files" in out
+    for name, reason in (
+        ("broken.musicxml", "music21 could not convert it"),
+        ("garbage.abc", "symusic/abc2midi could not read it"),
+        ("half.abc#2", "symusic/abc2midi could not read it"),
+        ("empty.xml", "empty file"),
+    ):
+        assert f"{score_dir / name}: {reason}" in out
