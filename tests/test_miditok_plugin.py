@@ -66,6 +66,8 @@ def test_json_spellings_of_params():
     )
     assert tok.miditok.config.beat_res == {(0, 4): 4, (4, 8): 2}
     assert sum(name.startswith("Velocity_") for name in tok.vocab) == 8
+    assert tok.pitch_range == (36, 84)  # inclusive, as MidiTok's Pitch tokens are
+    assert {int(n.split("_")[1]) for n in tok.vocab if n.startswith("Pitch_")} == set(range(36, 85))
     direct = miditok.TSD(miditok.TokenizerConfig(beat_res={(0, 4): 4, (4, 8): 2}, pitch_range=(36, 84), num_velocities=8))
     assert tok.vocab == [t for t, _ in sorted(direct.vocab.items(), key=lambda kv: kv[1])]
 

@@ -241,6 +241,12 @@ class MidiTok(Tokenizer):
         return self._vocab
 
     @property
+    def pitch_range(self) -> tuple[int, int]:
+        """Lowest and highest pitch, inclusive (MidiTok's ``pitch_range`` includes both ends)."""
+        lo, hi = self._tok.config.pitch_range
+        return int(lo), int(hi)
+
+    @property
     def miditok(self) -> Any:
         """The wrapped MidiTok tokenizer."""
         return self._tok
