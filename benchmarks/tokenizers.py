@@ -1,4 +1,6 @@
-"""Tokenizer speed: musicfw's remi and midi_like against MidiTok's REMI and MIDILike.
+"""Tokenizer speed: musicfw's remi and midi_like against MidiTok's REMI and MIDILike, and
+musicfw's ``miditok`` tokenizer plugin (MidiTok's REMI behind musicfw's Tokenizer API) next
+to our remi (row ``remi|plugin``: the right-hand side is the plugin, ids as numpy arrays).
 
 Both sides start from the same in-memory ``symusic.Score`` objects and use their default
 configs.  For each corpus the table gives encode and decode throughput in each side's own
@@ -52,6 +54,8 @@ def count_tokens(x) -> int:
     """Tokens in a MidiTok result (a TokSequence or nested lists of them)."""
     if hasattr(x, "ids"):
         return len(x.ids)
+    if hasattr(x, "ndim"):  # a musicfw tokenizer's id array
+        return len(x)
     return sum(count_tokens(y) for y in x)
 
 
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings.filterwarnings("ignore")
     from musicfw.plugins.tokenizers.midi_like import MIDILike
+    from musicfw.plugins.tokenizers.miditok_wrap import MidiTok, MidiTokConfig
     from musicfw.plugins.tokenizers.remi import REMI, REMIConfig
 
     corpora: dict[str, list[Path]] = {}
@@ -102,9 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         ("remi", REMI(), miditok.REMI()),
         ("remi+prog", REMI(REMIConfig(use_programs=True)), miditok.REMI()),
         ("midi_like", MIDILike(), miditok.MIDILike()),
+        ("remi|plugin", REMI(), MidiTok(MidiTokConfig(tokenizer="REMI"))),
     ]
     header = (
-        f"{'corpus':<11} {'files':>5} {'notes':>7} {'parse ms':>8} | {'tokenizer':<9} "
+        f"{'corpus':<11} {'files':>5} {'notes':>7} {'parse ms':>8} | {'tokenizer':<11} "
         f"{'tokens':>7} {'enc tok/s':>10} {'MidiTok':>10} {'ratio':>6} | "
         f"{'dec tok/s':>10} {'MidiTok':>10} {'ratio':>6} | {'floor tok/s':>11}"
     )
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             enc_tps, m_enc_tps = n_ours / enc_s, n_theirs / m_enc_s
             dec_tps, m_dec_tps = n_ours / dec_s, n_theirs / m_dec_s
             print(
-                f"{corpus_name:<11} {len(files):>5} {n_notes:>7} {parse_s * 1e3:>8.1f} | {label:<9} "
+                f"{corpus_name:<11} {len(files):>5} {n_notes:>7} {parse_s * 1e3:>8.1f} | {label:<11} "
                 f"{n_ours:>7} {enc_tps:>10.3g} {m_enc_tps:>10.3g} {enc_tps / m_enc_tps:>5.1f}x | "
                 f"{dec_tps:>10.3g} {m_dec_tps:>10.3g} {dec_tps / m_dec_tps:>5.1f}x | {n_ours / parse_s:>11.3g}"
             )
@@ -135,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         "\ntok/s: each side's own tokens per second over the corpus (best of "
         f"{args.repeat}); MidiTok {metadata.version('miditok')} default REMI()/MIDILike() (one sequence per "
         "track, drums included); remi: pitched tracks merged, drums dropped; remi+prog: every track with "
-        "Program tokens. floor: our tokens / symusic parse time of the same files."
+        "Program tokens; remi|plugin: our remi against musicfw's miditok plugin wrapping MidiTok's REMI() "
+        "(pitched tracks merged into one stream, drums dropped, as our remi does). floor: our tokens / "
+        "symusic parse time of the same files."
     )
     tmp.cleanup()
     return 0

@@ -30,6 +30,7 @@ from .core.api import (
 )
 from .core.errors import ConfigError, DataError, PluginError, UserError
 from .core.hookspecs import hookimpl
+from .core.pretrained import export_run, load_pretrained
 
 try:
     __version__ = _metadata.version("musicfw")
@@ -45,8 +46,10 @@ __all__ = [
     "build_sampler",
     "build_tokenizer",
     "get_registries",
+    "export_run",
     "list_plugins",
     "load_config",
+    "load_pretrained",
     "make_config",
     "refresh_plugins",
     "run",

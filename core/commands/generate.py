@@ -1,4 +1,5 @@
-"""``musicfw generate --run DIR``: sample new pieces from a trained run.
+"""``musicfw generate --run DIR``: sample new pieces from a trained run (or, with
+``--model PATH``, from a folder written by ``musicfw export``).
 
 Defaults come from the run's saved config (its ``sampler`` and ``generate`` sections); the
 options override them.  Samples go to a new numbered folder ``RUN_DIR/samples/generate-NNN/``
@@ -22,7 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog="Sampler examples: --sampler top_k k=20   |   --sampler temperature temperature=0.9 "
         "--sampler top_p p=0.9 (a chain, applied in order)",
     )
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder (musicfw run)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run)")
+    source.add_argument(
+        "--model",
+        metavar="PATH",
+        help="instead: a folder made by musicfw export, or hf:OWNER/NAME on the Hugging Face Hub "
+        "(defaults from its config.json; samples go to ./samples/generate-NNN unless --out is given)",
+    )
     p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
     p.add_argument(
         "--sampler",
@@ -109,8 +117,15 @@ def main(args: argparse.Namespace) -> int:
     from ..rundir import RunFolder, load_run_config
 
     registries = load_registries()
-    run = RunFolder.open(args.run)
-    config = load_run_config(run.path, registries=registries)
+    if args.model is not None:  # an exported model folder (musicfw export): no run folder
+        from ..pretrained import generation_defaults
+
+        if args.checkpoint != "auto":
+            raise ConfigError("--checkpoint applies to --run; an exported folder holds one set of weights.")
+        config, samples_dir, source = generation_defaults(args.model), Path("samples"), str(args.model)
+    else:
+        run = RunFolder.open(args.run)
+        config, samples_dir, source = load_run_config(run.path, registries=registries), run.samples, str(run.path)
     gen = config.generate
     for flag in ("n", "max_tokens", "max_bars", "batch_size"):
         value = getattr(args, flag)
@@ -135,9 +150,14 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise type(exc)(f"{exc} (from the --sampler option)" if args.sampler else str(exc)) from None
 
-    from ..training import load_model
+    if args.model is not None:
+        from ..pretrained import load_pretrained
 
-    model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries)
+        model, tokenizer = load_pretrained(args.model, registries=registries)
+    else:
+        from ..training import load_model
+
+        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries)
     if tokenizer.kind not in sampler.token_kinds:
         raise ConfigError(
             f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens (tokenizer {tokenizer.name!r}); "
@@ -153,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         "constraints": (args.constraints == "on") if args.constraints else bool(gen.constraints),
         "seed": args.seed if args.seed is not None else int(config.seed),
     }
-    out = Path(args.out) if args.out else next_output_dir(run.samples)
+    out = Path(args.out) if args.out else next_output_dir(samples_dir)
     result = generate(model, tokenizer, sampler, device=args.device, **settings)
     paths = write_samples(
         result,
@@ -162,7 +182,7 @@ def main(args: argparse.Namespace) -> int:
         soundfont=args.soundfont or gen.soundfont,
     )
     record = {
-        "run": str(run.path),
+        "run": source,
         "checkpoint": args.checkpoint,
         "sampler": repr(sampler),
         "settings": settings,

@@ -1,4 +1,6 @@
-"""``midi_folder``: every .mid/.midi file under a folder, however messy the folder is."""
+"""``midi_folder``: every .mid/.midi file under a folder, however messy the folder is, and
+(``scores: true``, the default) every MusicXML, ABC and Humdrum file, converted to MIDI once
+and cached by content hash (:mod:`.scorefiles`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.midiload import load_score
 
 from .base import MusicDataset, Piece, SplitConfig
+from .scorefiles import SCORE_SUFFIXES
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 
@@ -22,10 +25,24 @@ class MidiFolderConfig(SplitConfig):
     max_files: Optional[int] = field(
         default=None, metadata={"help": "read only the first N files (sorted by path)"}
     )
+    scores: bool = field(
+        default=True,
+        metadata={"help": "also read MusicXML (.musicxml .xml .mxl), ABC (.abc) and Humdrum (.krn) "
+                  "files, converted to MIDI once and cached"},
+    )
+    cache_dir: Optional[str] = field(
+        default=None,
+        metadata={"help": "where converted scores are cached (default: $MUSICFW_CACHE_DIR or "
+                  "the user's cache folder)"},
+    )
+    num_workers: int = field(
+        default=0, metadata={"help": "processes converting scores the first time (0: all cores)"}
+    )
 
 
 class MidiFolder(MusicDataset):
-    """Your own MIDI files: a folder, searched recursively; bad files are skipped with a reason."""
+    """Your own MIDI (and MusicXML/ABC/Humdrum) files: a folder, searched recursively; bad
+    files are skipped with a reason."""
 
     name = "midi_folder"
     Config = MidiFolderConfig
@@ -38,21 +55,25 @@ class MidiFolder(MusicDataset):
                 "`data: {name: midi_folder, path: my_midi/}` or the override data.path=my_midi/)."
             )
 
+    def suffixes(self) -> tuple[str, ...]:
+        return MIDI_SUFFIXES + (SCORE_SUFFIXES if self.config.scores else ())
+
     def files(self) -> tuple[Path, list[Path]]:
         root = Path(self.config.path).expanduser()
         if not root.exists():
             raise DataError(f"MIDI folder not found: {root} (data.path).")
         if root.is_file():
             return root.parent, [root]
+        suffixes = self.suffixes()
         pattern = root.rglob("*") if self.config.recursive else root.glob("*")
         files = sorted(
-            (p for p in pattern if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()),
+            (p for p in pattern if p.suffix.lower() in suffixes and p.is_file()),
             key=lambda p: p.relative_to(root).as_posix(),
         )
         if not files:
             where = "or its sub-folders " if self.config.recursive else ""
             raise DataError(
-                f"No MIDI file ({', '.join(MIDI_SUFFIXES)}) in {root} {where}(data.path)."
+                f"No MIDI file ({', '.join(suffixes)}) in {root} {where}(data.path)."
             )
         if self.config.max_files is not None:
             files = files[: max(int(self.config.max_files), 0)]
@@ -62,12 +83,31 @@ class MidiFolder(MusicDataset):
         root, files = self.files()
         pieces: list[Piece] = []
         skipped: list[tuple[str, str]] = []
+        min_notes = max(int(self.config.min_notes), 1)
+        score_files = [p for p in files if p.suffix.lower() in SCORE_SUFFIXES and self.config.scores]
+        converted = {}
+        if score_files:
+            from .scorefiles import read_scores
+
+            converted = read_scores(
+                score_files, cache_dir=self.config.cache_dir, min_notes=min_notes,
+                workers=self.config.num_workers, progress=progress,
+            )
         for path in files:
-            score, reason = load_score(path, min_notes=max(int(self.config.min_notes), 1))
+            rel = path.relative_to(root).as_posix()
+            if path in converted:  # MusicXML / ABC / Humdrum: one piece per tune
+                entries = converted[path]
+                for tune, score, title, reason in entries:
+                    name = f"{rel}#{tune}" if tune and len(entries) > 1 else rel
+                    if reason is not None:
+                        skipped.append((f"{path}#{tune}" if tune and len(entries) > 1 else str(path), reason))
+                        continue
+                    pieces.append(Piece(id=name, score=score, group=rel, source=str(path), title=title or path.stem))
+                continue
+            score, reason = load_score(path, min_notes=min_notes)
             if reason is not None:
                 skipped.append((str(path), reason))
                 continue
-            rel = path.relative_to(root).as_posix()
             pieces.append(Piece(id=rel, score=score, source=str(path), title=path.stem))
         if not pieces:
             reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5])

@@ -1,4 +1,5 @@
-"""Built-in tokenizers: remi, midi_like, pianoroll, melody, drums.
+"""Built-in tokenizers: remi, midi_like, pianoroll, melody, drums, and miditok (any MidiTok
+tokenizer; MidiTok is optional and imported only when that tokenizer is built).
 
 Registered through the ``musicfw_register_tokenizers`` hook; the modules are numpy-only and
 imported inside the hook.
@@ -12,8 +13,9 @@ def musicfw_register_tokenizers(registry):
     from .drums import Drums
     from .melody import Melody
     from .midi_like import MIDILike
+    from .miditok_wrap import MidiTok
     from .pianoroll import PianoRoll
     from .remi import REMI
 
-    for cls in (REMI, MIDILike, PianoRoll, Melody, Drums):
+    for cls in (REMI, MIDILike, PianoRoll, Melody, Drums, MidiTok):
         registry.add(cls)
