@@ -53,6 +53,8 @@ from .dataset import (
 
 from .augment import Augmenter
 from .errors import DataError
+from .limits import PieceRejected
+from .limits import current as current_limits
 
 log = logging.getLogger("musicfw.data")
 
@@ -87,6 +89,8 @@ def token_cache_key(data: LoadedData, tokenizer: Any) -> str:
             "musicfw": _musicfw_version(),
             "data": data.fingerprint(),
             "tokenizer": tokenizer_fingerprint(tokenizer),
+            # pieces refused under one set of limits come back when the limits are raised
+            "limits": current_limits().to_dict(),
         },
         sort_keys=True,
         default=str,
@@ -188,6 +192,8 @@ class TokenStore:
         ):
             try:
                 arr, reason = _check_tokens(tokenizer.encode(piece.score), kind, vocab_size)
+            except PieceRejected as exc:  # beyond the limits, or malformed: its own reason
+                arr, reason = None, str(exc)
             except Exception as exc:  # a piece the tokenizer cannot handle is skipped, not fatal
                 arr, reason = None, f"tokenizer failed: {type(exc).__name__}: {exc}"
             if reason is not None or arr is None:

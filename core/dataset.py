@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Optional
@@ -166,71 +165,12 @@ class SplitConfig:
 # --------------------------------------------------------------------------------------
 
 
-def check_midi_bytes(data: bytes) -> str | None:
-    """Why these bytes are not a usable Standard MIDI File (None if the structure is sound).
-
-    Checks what symusic's parser lets through: the header's track count against the chunks
-    the file holds, and chunk lengths running past the end of the file.
-    """
-    if len(data) == 0:
-        return "empty file (0 bytes)"
-    if len(data) < 14:
-        return f"too short to be a MIDI file ({len(data)} bytes)"
-    if data[:4] != b"MThd":
-        return "not a MIDI file (no MThd header)"
-    (hlen,) = struct.unpack(">I", data[4:8])
-    if hlen < 6 or 8 + hlen > len(data):
-        return f"corrupt MIDI header (length {hlen})"
-    fmt, ntrks, division = struct.unpack(">HHH", data[8:14])
-    if fmt > 2:
-        return f"unknown MIDI format {fmt}"
-    if division == 0:
-        return "corrupt MIDI header (0 ticks per quarter)"
-    pos, tracks = 8 + hlen, 0
-    while pos + 8 <= len(data) and tracks < ntrks:
-        chunk = data[pos : pos + 4]
-        (clen,) = struct.unpack(">I", data[pos + 4 : pos + 8])
-        if pos + 8 + clen > len(data):
-            if chunk == b"MTrk":
-                return (
-                    f"truncated: track {tracks + 1} claims {clen} bytes but only "
-                    f"{len(data) - pos - 8} remain"
-                )
-            break
-        if chunk == b"MTrk":
-            tracks += 1
-        pos += 8 + clen
-    if tracks < ntrks:
-        return f"the header declares {ntrks} tracks but the file holds {tracks}"
-    return None
-
-
-def read_midi(path: str | os.PathLike, min_notes: int = 1) -> tuple[Any, str | None]:
-    """``(score, None)`` or ``(None, reason)`` for one file; never raises for bad input."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        return None, f"cannot read the file: {exc.strerror or exc}"
-    return parse_midi(data, min_notes)
-
-
-def parse_midi(data: bytes, min_notes: int = 1) -> tuple[Any, str | None]:
-    import symusic
-
-    reason = check_midi_bytes(data)
-    if reason is not None:
-        return None, reason
-    try:
-        score = symusic.Score.from_midi(data)
-    except Exception as exc:  # symusic reports malformed events as RuntimeError
-        message = str(exc).replace("MiniMidi: ", "").replace(": iostream error", "").strip()
-        return None, f"unreadable MIDI: {message}"
-    n = int(score.note_num())
-    if n == 0:
-        return None, "no notes"
-    if n < min_notes:
-        return None, f"only {n} notes (min_notes={min_notes})"
-    return score, None
+# One reader for every MIDI file musicfw opens (datasets, evaluate, prompts): the structure
+# checks, symusic, then the limits of musicfw.core.limits.  Re-exported under the names the
+# dataset plugins use.
+from .midiload import check_midi_bytes  # noqa: E402,F401
+from .midiload import load_score as read_midi  # noqa: E402,F401
+from .midiload import parse_score as parse_midi  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------

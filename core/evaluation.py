@@ -43,11 +43,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import DataError, PluginError
+from .limits import PieceRejected
 from .metric import FEATURES, LIKELIHOOD
+from .midiload import MIDI_SUFFIXES
 
 SCHEMA = "musicfw.metrics/1"
 DEFAULT_FOLDER_METRICS = ("yang_lerch", "muspy")
-MIDI_SUFFIXES = (".mid", ".midi")
 
 
 # --------------------------------------------------------------------------------------
@@ -172,7 +173,13 @@ def piece_features(metrics: Sequence[Any], pieces: Sequence[tuple[str, Any]]) ->
     info: dict[str, dict[str, Any]] = {}
     out: dict[str, dict[str, Any]] = {}
     for name, score in pieces:
-        notes = piece_notes(score)
+        try:
+            notes = piece_notes(score)
+        except PieceRejected as exc:  # beyond the limits (a runaway generated sample): not measured
+            import warnings
+
+            warnings.warn(f"{name} is left out of the feature statistics: {exc}", stacklevel=2)
+            continue
         values: dict[str, Any] = {}
         for metric in metrics:
             metric_name = metric.name

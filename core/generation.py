@@ -95,20 +95,25 @@ class GenerationResult:
 
 
 def _load_prompt(prompt: Any, tokenizer: Any) -> np.ndarray:
-    import symusic
+    from .limits import PieceRejected, check_prompt_tokens
 
     if isinstance(prompt, (str, Path)):
+        from .midiload import load_score
+
         path = Path(prompt)
         if not path.is_file():
             raise DataError(f"Prompt file not found: {path}")
-        try:
-            score = symusic.Score(str(path))
-        except Exception as exc:
-            raise DataError(f"Cannot read the prompt {path} as MIDI: {exc}") from None
+        score, reason = load_score(path, min_notes=0, check_limits=False)
+        if reason is not None:
+            raise DataError(f"Cannot use the prompt {path}: {reason}")
         where = str(path)
     else:
         score, where = prompt, "the prompt score"
-    tokens = np.asarray(tokenizer.encode(score))
+    try:
+        tokens = np.asarray(tokenizer.encode(score))
+        check_prompt_tokens(len(tokens))
+    except PieceRejected as exc:
+        raise DataError(f"Cannot use {where} as a prompt: {exc}") from None
     if len(tokens) == 0:
         raise DataError(
             f"{where} encodes to no tokens with the {tokenizer.name!r} tokenizer "

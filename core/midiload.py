@@ -26,6 +26,10 @@ from typing import Any
 from .limits import ENV, Limits, PieceRejected, check_piece, current
 
 
+#: the file names read as Standard MIDI Files, everywhere (datasets, evaluate)
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+
+
 def check_midi_bytes(data: bytes) -> str | None:
     """Why these bytes are not a usable Standard MIDI File (None if the structure is sound).
 

@@ -14,7 +14,7 @@ from musicfw.core.midiload import load_score
 from .base import MusicDataset, Piece, SplitConfig
 from .scorefiles import SCORE_SUFFIXES
 
-MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+from musicfw.core.midiload import MIDI_SUFFIXES  # noqa: E402  (one list for datasets and evaluate)
 
 
 @dataclass
