@@ -167,6 +167,9 @@ class Experiment:
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     logger: LoggerSection = field(default_factory=LoggerSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    #: what one piece may cost (max_notes, max_seconds, ...; see docs/reliability.md); keys
+    #: given here replace the defaults and MUSICFW_LIMITS
+    limits: Any = None
 
 
 # --------------------------------------------------------------------------------------
@@ -514,6 +517,13 @@ def load_config(
     if plain.sampler is None:
         plain.sampler = dict(DEFAULT_SAMPLER)
     _check_bounds(plain, source)
+    if plain.get("limits") is not None:
+        from .limits import Limits
+
+        raw_limits = plain.limits
+        if not isinstance(raw_limits, DictConfig):
+            raise ConfigError(f"Invalid config{_at(source, 'limits')}: limits must be a mapping such as {{max_notes: 500000}}.")
+        Limits.from_mapping(OmegaConf.to_container(raw_limits), base=Limits.from_env(), where="limits")
     _validate_slots(plain, registries, source)
     return plain
 

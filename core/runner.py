@@ -95,6 +95,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
 
     if registries is None:
         registries = load_registries()
+    if config.get("limits") is not None:
+        from .limits import Limits, configure
+
+        configure(Limits.from_mapping(OmegaConf.to_container(config.limits), base=Limits.from_env(), where="limits"))
     # sampler and tokenizer first: a mismatch must fail before a run folder is made
     sampler = build_sampler_chain(config.sampler, registries=registries)
     tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")

@@ -76,3 +76,13 @@ def test_a_non_utf8_file_and_an_output_dir_that_is_a_file(tmp_path):
     result = run_cli("run", str(exp), f"output_dir={blocker}", "data.max_count=3")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "output_dir" in result.stderr
+
+
+def test_a_limits_section_is_checked_at_load_and_applied_to_the_run(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(GOOD + "limits: {max_notes: nope}\n")
+    _check(tmp_path, run_cli("run", str(exp), f"output_dir={tmp_path / 'runs'}"), "limits")
+    exp.write_text(GOOD + "limits: {max_notes: 5}\n")  # every chorale has more than 5 notes
+    result = run_cli("run", str(exp), f"output_dir={tmp_path / 'runs'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "max_notes" in result.stderr
