@@ -113,6 +113,14 @@ def _check_tokens(tokens: Any, kind: str, vocab_size: int) -> tuple[np.ndarray |
     return arr, None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class TokenStore:
     """Tokenized pieces: ``tokens.npy`` (all pieces concatenated, memory-mapped),
     ``offsets.npy`` and ``index.json`` (piece ids, tokenizer, failures) in one folder."""
@@ -120,6 +128,13 @@ class TokenStore:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         index = json.loads((self.path / "index.json").read_text())
+        for name, digest in (index.get("sha256") or {}).items():
+            if _sha256(self.path / name) != digest:
+                raise DataError(
+                    f"The token cache {self.path} is corrupted: {name} does not match the sha256 "
+                    f"recorded when it was written. Delete the folder (rm -r '{self.path}') and run "
+                    "again: it is rebuilt from the pieces."
+                )
         self.ids: list[str] = index["ids"]
         self.kind: str = index["kind"]
         self.failed: list[tuple[str, str]] = [tuple(x) for x in index.get("failed", [])]
@@ -220,6 +235,8 @@ class TokenStore:
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "ids": ids,
             "failed": failed,
+            # checked on every open: flipped bits are an error, not a different dataset
+            "sha256": {name: _sha256(folder / name) for name in ("tokens.npy", "offsets.npy")},
         }
         (folder / "index.json").write_text(json.dumps(index, default=str))
 

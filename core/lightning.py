@@ -151,6 +151,31 @@ class MusicLightningModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_time_s = float(checkpoint.get("musicfw", {}).get("train_time_s", 0.0))
 
+def write_checksum(path: Path) -> Path:
+    """``<checkpoint>.sha256`` next to a checkpoint: loading verifies it (a flipped bit is an
+    error, not different music)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    side = Path(str(path) + ".sha256")
+    tmp = Path(str(side) + ".tmp")
+    tmp.write_text(f"{digest.hexdigest()}  {Path(path).name}\n")
+    os.replace(tmp, side)
+    return side
+
+
+class BestCheckpoint(pl.callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with the checksum written next to what it saves."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and Path(filepath).is_file():
+            write_checksum(Path(filepath))
+
+
 class LastCheckpoint(pl.Callback):
     """Writes checkpoints/last.ckpt every N optimizer steps, after every validation and at
     the end of training — atomically (temp file + rename), so a kill never corrupts it."""
@@ -165,6 +190,7 @@ class LastCheckpoint(pl.Callback):
         trainer.save_checkpoint(str(tmp), weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+            write_checksum(self.path)
         trainer.strategy.barrier()
         self._saved_at = trainer.global_step
 

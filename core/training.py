@@ -220,13 +220,13 @@ def _fit_lightning(
     import sys
 
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.callbacks import EarlyStopping
 
-    from .lightning import LastCheckpoint, MusicLightningModule, ProgressLines
+    from .lightning import BestCheckpoint, LastCheckpoint, MusicLightningModule, ProgressLines, write_checksum
     ckpt_dir = run_dir / CHECKPOINT_DIR
     last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
     callbacks: list = [
-        ModelCheckpoint(
+        BestCheckpoint(
             dirpath=str(ckpt_dir),
             filename="best",
             monitor="val/nll",
@@ -276,6 +276,7 @@ def _fit_lightning(
 
     if not best.is_file() and last.is_file():  # no validation ran: the last weights are the best we know
         shutil.copyfile(last, best)
+        write_checksum(best)
     # The held-out metrics below describe the weights a user gets from load_model(which="auto").
     prefers_last = model.preferred_checkpoint == "last"
     which = last if (prefers_last and last.is_file()) or not best.is_file() else best
@@ -340,6 +341,10 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
     torch.save(payload, tmp)
     os.replace(tmp, ckpt_dir / "last.ckpt")
     shutil.copyfile(ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt")
+    from .lightning import write_checksum
+
+    write_checksum(ckpt_dir / "last.ckpt")
+    write_checksum(ckpt_dir / "best.ckpt")
     metrics: dict[str, Any] = {
         "model": type(model).__name__,
         "n_parameters": 0,
@@ -373,8 +378,23 @@ def _read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's contents, loaded with ``weights_only=True`` (tensors and plain data only:
     loading runs no code, whatever the installed torch's default).  A truncated, empty,
     foreign or unsafe file is a :class:`RunFolderError` that names it."""
+    import hashlib
+
     import torch
 
+    side = Path(str(path) + ".sha256")
+    if side.is_file() and Path(path).is_file():
+        expected = side.read_text().split()[0] if side.read_text().split() else ""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise RunFolderError(
+                f"The checkpoint {path} does not match the sha256 recorded next to it ({side.name}): "
+                "the file changed after training wrote it (a copy error, a flipped bit, an edit). "
+                "Restore it, or delete it and its .sha256 to resume from another checkpoint or train again."
+            )
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...

@@ -389,6 +389,16 @@ def test_token_cache_is_built_once_and_keyed_by_data_and_tokenizer(midi_dir, cac
     assert np.array_equal(dm.store.get(dm.store.position[piece.id]), FakeTokenizer().encode(piece.score))
 
 
+def test_a_corrupted_token_cache_is_an_error_that_says_how_to_rebuild(midi_dir, cache_env):
+    dm = make_module(musicfw.build_dataset("midi_folder", path=str(midi_dir)), FakeTokenizer())
+    tokens = Path(dm.store.path) / "tokens.npy"
+    data = bytearray(tokens.read_bytes())
+    data[-1] ^= 0x04  # one flipped bit in the last token
+    tokens.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"token cache .* is corrupted: tokens.npy .*Delete the folder"):
+        make_module(musicfw.build_dataset("midi_folder", path=str(midi_dir)), FakeTokenizer())
+
+
 def test_pieces_the_tokenizer_cannot_encode_are_skipped(midi_dir, tmp_path):
     class Picky(FakeTokenizer):
         def encode(self, score):

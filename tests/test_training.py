@@ -409,6 +409,7 @@ def test_resume_and_load_refuse_a_broken_or_malicious_checkpoint(tmp_path, kind)
     run = tmp_path / "run"
     fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=1), run)
     last = run / "checkpoints" / "last.ckpt"
+    Path(str(last) + ".sha256").unlink()  # no checksum to catch it: the safe loader must
     marker = tmp_path / "code_ran"
     if kind == "pickle":
         torch.save({"state_dict": {}, "evil": _Payload(str(marker))}, last)
@@ -423,3 +424,19 @@ def test_resume_and_load_refuse_a_broken_or_malicious_checkpoint(tmp_path, kind)
     with pytest.raises(RunFolderError, match="cannot be read safely"):
         load_checkpoint(small_lstm(), last)
     assert not marker.exists()
+
+
+def test_a_changed_checkpoint_fails_its_checksum(tmp_path):
+    from musicfw.core.errors import RunFolderError
+
+    run = tmp_path / "run"
+    fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=1), run)
+    for name in ("last.ckpt", "best.ckpt"):
+        assert (run / "checkpoints" / f"{name}.sha256").is_file()
+    best = run / "checkpoints" / "best.ckpt"
+    load_checkpoint(small_lstm(), best)  # intact: loads
+    data = bytearray(best.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the middle of the weights
+    best.write_bytes(bytes(data))
+    with pytest.raises(RunFolderError, match="does not match the sha256"):
+        load_checkpoint(small_lstm(), best)
