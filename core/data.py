@@ -138,6 +138,8 @@ class TokenStore:
         self.ids: list[str] = index["ids"]
         self.kind: str = index["kind"]
         self.failed: list[tuple[str, str]] = [tuple(x) for x in index.get("failed", [])]
+        #: notes of the stored pieces the tokenizer could not represent: {notes, dropped, reasons}
+        self.coverage: dict[str, Any] = index.get("coverage") or {}
         self.offsets = np.load(self.path / "offsets.npy")
         self.position = {piece_id: i for i, piece_id in enumerate(self.ids)}
         self._tokens: np.ndarray | None = None
@@ -198,6 +200,7 @@ class TokenStore:
         kind = tokenizer.kind
         vocab_size = int(tokenizer.vocab_size)
         arrays, ids, failed = [], [], []
+        coverage: dict[str, Any] = {"notes": 0, "dropped": 0, "reasons": {}}
         for piece in tqdm(
             sorted(pieces, key=lambda p: p.id),
             desc=f"tokenizing with {tokenizer.name}",
@@ -216,6 +219,15 @@ class TokenStore:
                 continue
             arrays.append(arr)
             ids.append(piece.id)
+            try:  # which notes the tokenizer could not represent (drums in REMI, ...), and why
+                cov = tokenizer.coverage(piece.score, arr)
+            except Exception as exc:  # a third-party coverage that fails costs only the report
+                log.warning("coverage of %s failed: %s", piece.id, exc)
+                continue
+            coverage["notes"] += int(cov.get("notes", 0))
+            coverage["dropped"] += int(cov.get("dropped", 0))
+            for why, count in (cov.get("reasons") or {}).items():
+                coverage["reasons"][why] = coverage["reasons"].get(why, 0) + int(count)
         if not arrays:
             detail = "; ".join(f"{i}: {r}" for i, r in failed[:3])
             raise DataError(f"The tokenizer could not encode any of the {len(pieces)} pieces: {detail}.")
@@ -235,6 +247,7 @@ class TokenStore:
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "ids": ids,
             "failed": failed,
+            "coverage": coverage,
             # checked on every open: flipped bits are an error, not a different dataset
             "sha256": {name: _sha256(folder / name) for name in ("tokens.npy", "offsets.npy")},
         }
@@ -503,6 +516,7 @@ class MusicDataModule(pl.LightningDataModule):
             "token_kind": self.token_kind,
             "token_cache": str(self.store.path),
             "skipped": [f"{p}: {r}" for p, r in self.skipped],
+            "not_represented": self.store.coverage,
         }
 
     # -- loaders -----------------------------------------------------------------------------

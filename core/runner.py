@@ -146,6 +146,13 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             raise
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
+        lost = summary.get("not_represented") or {}
+        if lost.get("dropped"):
+            reasons = ", ".join(f"{why}: {n:,}" for why, n in sorted(lost["reasons"].items(), key=lambda kv: -kv[1]))
+            progress.say(
+                f"      note: the {tokenizer.name} tokenizer cannot represent {lost['dropped']:,} of "
+                f"{lost['notes']:,} notes ({100 * lost['dropped'] / max(lost['notes'], 1):.1f}%; {reasons})"
+            )
 
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
     from .training import fit, init_from_run, load_model

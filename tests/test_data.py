@@ -547,3 +547,21 @@ def test_cli_data_list_and_prepare(midi_dir, capsys):
     assert main(["data", "prepare", "midi_folder", "pathx=1"]) == 2
     assert main(["data", "prepare", "piano_roll_benchmark", "dataset=musedata", "--json", "--quiet"]) == 0
     assert '"train": 524' in capsys.readouterr().out
+
+
+def test_data_preparation_reports_the_notes_the_tokenizer_drops(tmp_path, cache_env):
+    """REMI drops drum notes by default: `data prepare` and the run's data stage say so."""
+    import shutil
+
+    from conftest import TEST_MIDI, run_cli
+
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    for path in sorted((TEST_MIDI / "multitrack").glob("*.mid"))[:2]:
+        shutil.copy(path, folder / path.name)
+    result = run_cli("data", "prepare", "midi_folder", f"path={folder}", "--tokenizer", "remi",
+                     env={"MUSICFW_CACHE_DIR": str(cache_env)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("notes the tokenizer cannot represent"))
+    dropped = int(line.split(":")[1].split("of")[0].replace(",", "").strip())
+    assert dropped > 0 and "drum" in line.lower(), line

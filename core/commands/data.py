@@ -96,6 +96,13 @@ def format_summary(summary: dict, seed: int) -> str:
             + ", ".join(f"{k} {v:,}" for k, v in summary["tokens"].items())
         )
         lines.append(f"token cache: {summary['token_cache']}")
+        lost = summary.get("not_represented") or {}
+        if lost.get("notes"):
+            reasons = "; ".join(f"{why}: {n:,}" for why, n in sorted(lost.get("reasons", {}).items(), key=lambda kv: -kv[1]))
+            lines.append(
+                f"notes the tokenizer cannot represent: {lost.get('dropped', 0):,} of {lost['notes']:,}"
+                + (f" ({reasons})" if reasons else "")
+            )
     skipped = summary["skipped"]
     lines.append(f"skipped: {len(skipped)}" + (" files" if skipped else ""))
     lines.extend(f"  {item}" for item in skipped)
