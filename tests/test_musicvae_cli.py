@@ -87,3 +87,40 @@ def test_user_mistakes_exit_2_without_traceback(vae_run: Path, tmp_path: Path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     res = run_cli("interpolate", "--run", str(vae_run), "a.mid", "b.mid", "--steps", "1")
     assert res.returncode == 2 and "--steps" in res.stderr
+
+
+# --- beat blender -------------------------------------------------------------------------------
+
+
+def test_blend_latents_put_the_corners_in_the_corners_and_slerp_between():
+    from musicfw.plugins.models.musicvae.blend import blend_latents, walk_order
+    from musicfw.plugins.models.musicvae.model import slerp
+
+    gen = torch.Generator().manual_seed(0)
+    corners = torch.randn(4, 6, generator=gen)
+    zs = blend_latents(corners, 3).reshape(3, 3, 6)
+    for (r, c), k in {(0, 0): 0, (0, 2): 1, (2, 0): 2, (2, 2): 3}.items():
+        assert torch.allclose(zs[r, c], corners[k], atol=1e-6)
+    centre = slerp(slerp(corners[0], corners[1], 0.5), slerp(corners[2], corners[3], 0.5), 0.5)
+    assert torch.allclose(zs[1, 1], centre, atol=1e-6)
+    assert torch.allclose(zs[0, 1], slerp(corners[0], corners[1], 0.5), atol=1e-6)
+    order = walk_order(3)
+    assert sorted(order) == [(r, c) for r in range(3) for c in range(3)]
+    assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(order, order[1:]))  # neighbours
+
+
+def test_blend_command_writes_the_grid_the_walk_and_the_page(vae_run: Path, tmp_path: Path):
+    files = [melody_file(tmp_path / f"{n}.mid", [60 + i, 64 + i, 67 + i, 72 - i] * 2) for i, n in enumerate("abcd")]
+    out = tmp_path / "blend"
+    result = run_cli("blend", "--run", str(vae_run), *map(str, files), "--grid", "3", "--temperature", "1.0",
+                     "--out", str(out), "--no-audio")
+    assert result.returncode == 0, result.stderr[-2000:]
+    cells = sorted(out.glob("cell_r*_c*.mid"))
+    assert len(cells) == 9 and len(list(out.glob("cell_r*_c*.png"))) == 9
+    total = sum(symusic.Score(str(p)).note_num() for p in cells)
+    assert symusic.Score(str(out / "walk.mid")).note_num() == total > 0
+    page = (out / "blend.html").read_text()
+    assert page.count('class="cell') == 9 and "play path" in page and "<script" in page
+    assert "http" not in page.split("<script", 1)[1]  # no network: the page plays with WebAudio
+    bad = run_cli("blend", "--run", str(vae_run), *map(str, files), "--grid", "40", "--out", str(out))
+    assert bad.returncode == 2 and "--grid must be in 2..16" in bad.stderr

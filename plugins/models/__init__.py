@@ -21,7 +21,8 @@ def musicfw_register_models(registry):
 
 @hookimpl
 def musicfw_register_commands(commands):
-    from .musicvae.commands import Interpolate, Sample
+    from .musicvae.commands import Blend, Interpolate, Sample
 
     commands.add(Sample)
     commands.add(Interpolate)
+    commands.add(Blend)
