@@ -420,8 +420,11 @@ def _listening_section(metrics: Mapping[str, Any] | None) -> str:
     if not isinstance(listening, Mapping):
         return ""
 
+    def num(x: Any, digits: int = 2) -> str:
+        return f"{x:.{digits}f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
     def ci(pair: Any) -> str:
-        return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]" if isinstance(pair, (list, tuple)) and len(pair) == 2 else "-"
+        return f"[{num(pair[0])}, {num(pair[1])}]" if isinstance(pair, (list, tuple)) and len(pair) == 2 else "-"
 
     parts = ['<h2 id="listening">Listening test</h2>']
     parts.append(
@@ -431,19 +434,19 @@ def _listening_section(metrics: Mapping[str, Any] | None) -> str:
         f'{_e(listening.get("method", ""))}.</p>'
     )
     rows = [["system", "MOS (1-5)", "95% CI", "ratings"]]
-    rows.append([listening.get("system", "this run"), _fmt(listening.get("mos")), ci(listening.get("mos_ci95")), _fmt(listening.get("n_ratings"))])
+    rows.append([listening.get("system", "this run"), num(listening.get("mos")), ci(listening.get("mos_ci95")), _fmt(listening.get("n_ratings"))])
     if listening.get("reference_mos") is not None:
-        rows.append(["reference", _fmt(listening.get("reference_mos")), ci(listening.get("reference_mos_ci95")), ""])
+        rows.append(["reference", num(listening.get("reference_mos")), ci(listening.get("reference_mos_ci95")), ""])
     parts.append(_table(rows))
     vs = listening.get("ab_vs") or {}
     if isinstance(vs, Mapping) and vs:
         rows = [["A/B against", "win rate (no preference = 1/2)", "95% CI", "answers", "p"]]
         for other, v in vs.items():
             if isinstance(v, Mapping):
-                rows.append([other, _fmt(v.get("win_rate")), ci(v.get("ci95")), _fmt(v.get("n")), _fmt(v.get("p_value"))])
+                rows.append([other, num(v.get("win_rate")), ci(v.get("ci95")), _fmt(v.get("n")), num(v.get("p_value"), 3)])
         parts.append(_table(rows))
     alpha = listening.get("krippendorff_alpha_ordinal")
-    parts.append(f'<p class="small">inter-rater agreement (Krippendorff\'s alpha, ordinal): {_e(_fmt(alpha))}</p>')
+    parts.append(f'<p class="small">inter-rater agreement (Krippendorff\'s alpha, ordinal): {_e(num(alpha, 3))}</p>')
     return "".join(parts)
 
 
