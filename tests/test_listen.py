@@ -504,3 +504,34 @@ def _ratings(study):
         return fetch_ratings(conn), fetch_raters(conn)
     finally:
         conn.close()
+
+
+@pytest.mark.slow
+def test_reference_from_the_runs_test_split(tmp_path, monkeypatch):
+    """--reference test: the held-out pieces of the run's own dataset, through its config.yaml."""
+    midi = tmp_path / "midi"
+    shutil.copytree(TEST_MIDI / "one_track", midi)
+    run = make_run(tmp_path / "run", 4, 30)
+    (run / "config.yaml").write_text(
+        "name: tiny\nseed: 0\n"
+        f"data: {{name: midi_folder, path: {midi}, train_fraction: 0.4, valid_fraction: 0.2}}\n"
+        "tokenizer: {name: remi}\nmodel: {name: markov}\n"
+    )
+    monkeypatch.setenv("MUSICFW_CACHE_DIR", str(tmp_path / "cache"))  # the token cache, for run_cli too
+    out = tmp_path / "study"
+    proc = run_cli("listen", "create", "--run", str(run), "--reference", "test", "--clips", "2", "--seconds", "4",
+                   "--anchors", "0", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    m = load_study(out).manifest
+    ref = next(s for s in m["systems"] if s["name"] == "reference")
+    assert ref["source"].startswith("the test split of the dataset of") and ref["run"] == str(run.resolve())
+    from musicfw.core.api import build_from_section
+    from musicfw.core.data import build_datamodule
+    from musicfw.core.rundir import load_run_config
+
+    config = load_run_config(run)
+    dm = build_datamodule(config, build_from_section("tokenizers", config.tokenizer), run, progress=False)
+    test_ids = {str(p.id) for p in dm.pieces("test")}
+    train_ids = {str(p.id) for p in dm.pieces("train")}
+    pieces = {c["source"]["piece"] for c in m["clips"] if c["system"] == "reference"}
+    assert pieces and pieces <= test_ids and not pieces & train_ids
