@@ -1,7 +1,8 @@
 """The listening test in a real browser: Debian's headless chromium driven by Playwright.
 
 Two raters answer every MOS and A/B item of a small study through the page, the server is
-killed (SIGKILL) and restarted while the first rater is halfway, the first rater resumes, and
+killed (SIGKILL) and restarted while the first rater is halfway, the first rater resumes (from
+the page's address, in a fresh browser profile), and
 ``musicfw listen results`` must count every answer exactly once and give the MOS the answers
 imply.
 
@@ -185,7 +186,12 @@ def test_two_raters_in_headless_chromium(tmp_path):
                 assert answer(page, server, study, PLANS[0], half) == half
                 server.kill()
                 server.start()
-                page.reload()
+                # resume from the page's address in a fresh browser profile (no localStorage)
+                address = page.url
+                assert re.search(r"[?&]rater=[0-9a-f]{16}", address)
+                page.context.close()
+                page = browser.new_context().new_page()
+                page.goto(address)
                 assert page.inner_text("#start") == "Continue"
                 page.click("#start")
                 page.wait_for_selector("#progress")
