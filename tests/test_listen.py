@@ -496,6 +496,33 @@ def test_results_disagreement_and_no_ratings(study):
     assert res["mos"]["runA"]["ci95"][1] - res["mos"]["runA"]["ci95"][0] > 0.5
 
 
+def test_results_when_every_rater_fails_the_attention_check(study):
+    s = load_study(study)
+    anchor_item = next(i["id"] for i in s.manifest["items"] if i["kind"] == "mos" and s.clips[i["clip"]]["system"] == "anchor")
+    ref_item = next(i["id"] for i in s.manifest["items"] if i["kind"] == "mos" and s.clips[i["clip"]]["system"] == "reference")
+    ratings = [
+        {"rater": r, "item": it, "kind": "mos", "score": score, "choice": None}
+        for r in ("r1", "r2") for it, score in ((anchor_item, 5), (ref_item, 4))
+    ]
+    res = compute_results(s, ratings)
+    assert res["raters"]["answered"] == 2 and res["raters"]["included"] == 0 and res["raters"]["failed_attention"] == 2
+    assert res["mos"]["reference"] == {"mos": None, "ci95": None, "n_ratings": 0, "n_clips": 2, "n_raters": 0}
+    assert res["agreement"]["alpha"] is None
+    ratings[0]["score"] = 3  # r1 rates the anchor 3: passes, and counts
+    res = compute_results(s, ratings)
+    assert res["raters"]["included"] == 1 and res["mos"]["reference"]["mos"] == 4.0
+
+
+def test_serve_refuses_a_port_in_use(base):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_cli("listen", "serve", str(base / "study"), "--port", str(busy.getsockname()[1]), timeout=60)
+    assert proc.returncode == 2 and "cannot listen on" in flat(proc.stderr) and "Traceback" not in proc.stderr
+    proc = run_cli("listen", "serve", str(base / "study"), "--token", "short", timeout=60)
+    assert proc.returncode == 2 and "--token" in proc.stderr
+
+
 def _ratings(study):
     from musicfw.plugins.listen.db import fetch_raters, fetch_ratings, open_existing
 

@@ -292,8 +292,19 @@ def create_app(study: Study, token: str | None = None, min_play: float | None = 
 
 def serve(study: Study, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           min_play: float | None = None, log: Any = print) -> None:
+    import socket
+
     import uvicorn
 
+    from musicfw.core.errors import ConfigError
+
+    try:  # a port in use or an address not of this machine is the user's to fix: say so, exit 2
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host.") from None
     app = create_app(study, token=token, min_play=min_play)
     shown_host = f"[{host}]" if ":" in host else host
     link = f"http://{shown_host}:{port}/" + (f"?token={token}" if token else "")
