@@ -164,7 +164,7 @@ def test_create_writes_a_complete_blinded_study(base):
             assert src["start_tick"] % bar[clip["system"]] == 0 and src["end_tick"] % bar[clip["system"]] == 0
         audio, rate = sf.read(str(base / "study" / clip["file"]))
         loudness = pyloudnorm.Meter(rate).integrated_loudness(audio)
-        assert abs(loudness - (-23.0)) < 0.5, (clip["id"], loudness)  # measured here, not taken from the manifest
+        assert abs(loudness - (-23.0)) < 0.1, (clip["id"], loudness)  # measured here, not taken from the manifest
         assert abs(len(audio) / rate - (src["seconds"] + 1.0)) < 0.1  # the clip plus its 1 s release
     anchor = next(c for c in m["clips"] if c["system"] == "anchor")
     assert study.clips[anchor["source"]["anchor_of"]]["system"] == "reference"

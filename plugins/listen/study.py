@@ -17,7 +17,8 @@ sounding at the end bar line are cut there.
 
 Audio.  Every clip is rendered by :class:`musicfw.core.render.AudioRenderer` with one soundfont,
 trimmed to the clip plus a one-second faded release, and normalised to -23 LUFS integrated
-loudness (EBU R128) measured with pyloudnorm (ITU-R BS.1770-4); a clip whose peak would then
+loudness (EBU R128) measured with pyloudnorm (ITU-R BS.1770-4), with one correction step (the
+standard's absolute gate is not scale-invariant); a clip whose peak would then
 exceed 0.98 full scale is scaled down to that peak and the loudness it ends at is recorded.
 
 Low anchor.  ``--anchors K`` clips are copies of reference clips whose note pitches are shuffled
@@ -200,6 +201,11 @@ def loudness_normalise(audio: Any, rate: int, target: float = TARGET_LUFS) -> tu
     if not np.isfinite(before) or before < -70.0:
         return None
     gain = 10.0 ** ((target - before) / 20.0)
+    # BS.1770's absolute gate (-70 LUFS) is not scale-invariant: quiet blocks (the release, rests)
+    # move across it when the gain is applied, so one correction step follows
+    after = float(meter.integrated_loudness(audio * gain))
+    if np.isfinite(after):
+        gain *= 10.0 ** ((target - after) / 20.0)
     out = audio * gain
     peak = float(np.max(np.abs(out)))
     limited = peak > PEAK_LIMIT
