@@ -344,6 +344,15 @@ def test_server_refuses_forged_and_malformed_answers(study):
         assert status == 409 and "already answered" in body["error"]
         # the next item moved on
         assert c.call("GET", f"/api/raters/{rid}/next")[1]["position"] == 2
+        # a second rater whose sequence lacks an item (as a study with per-rater subsets would)
+        other = c.call("POST", "/api/raters", {})[1]["rater"]
+        conn = sqlite3.connect(str(study / "ratings.sqlite"))
+        with conn:
+            conn.execute("UPDATE sequence SET shown_at = 0 WHERE rater = ?", (other,))
+            conn.execute("DELETE FROM sequence WHERE rater = ? AND item = ?", (other, item))
+        conn.close()
+        status, body = c.call("POST", "/api/ratings", {"rater": other, "item": item, "score": 3})
+        assert status == 403 and "not in this rater's sequence" in body["error"]
         assert c.call("GET", "/api/raters/0123456789abcdef/next")[0] == 404
         assert c.call("POST", "/api/raters", {"expertise": "<script>"})[0] == 422
         # clips: known ids only, only from audio/, nothing else of the study folder
