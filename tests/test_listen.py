@@ -395,6 +395,17 @@ def test_server_enforces_min_play_time_and_token(study):
         now[0] += 0.6
         assert c.call("POST", "/api/ratings", {"rater": rid, "item": item["id"], "score": 3})[0] == 201
     assert len(db_rows(study)) == 1
+    # a minimum longer than the clip: the clip's own length is enough
+    now = [5000.0]
+    with live_server(study, min_play=100, clock=lambda: now[0]) as c:
+        rid = c.call("POST", "/api/raters", {})[1]["rater"]
+        item = c.call("GET", f"/api/raters/{rid}/next")[1]["item"]
+        length = load_study(study).clips[item["clips"][0]]["audio_seconds"]
+        assert length < 10
+        now[0] += length - 0.5
+        assert c.call("POST", "/api/ratings", {"rater": rid, "item": item["id"], "score": 3})[0] == 409
+        now[0] += 0.5
+        assert c.call("POST", "/api/ratings", {"rater": rid, "item": item["id"], "score": 3})[0] == 201
 
 
 # --------------------------------------------------------------------------------------

@@ -110,9 +110,15 @@ class Listen(Command):
 
             study = load_study(args.study, check_audio=False)
             results = study_results(study, seed=args.seed)
-            if not args.no_write:
+            if args.no_write:
+                pass
+            elif results["raters"]["included"] == 0:
+                _stderr("note: no included rater has answered yet; the runs' metrics.json were left alone.")
+            else:
                 for path in write_listening(study, results, log=_stderr):
-                    _refresh_report(path.parent)
+                    _stderr(f"wrote the listening section of {path}")
+                    if _refresh_report(path.parent):
+                        _stderr(f"updated {path.parent / 'report.html'}")
             print(json.dumps(results, indent=1) if args.json else format_results(results))
             return 0
         raise ConfigError(f"unknown listen command {cmd!r}; use create, serve or results.")  # pragma: no cover
@@ -124,15 +130,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _refresh_report(run_dir: Any) -> None:
+def _refresh_report(run_dir: Any) -> bool:
     """Rewrite the run's report.html (when it has one) so that it shows the listening section."""
     from pathlib import Path
 
     if not (Path(run_dir) / "report.html").is_file():
-        return
+        return False
     from musicfw.core.report import write_report
 
     write_report(run_dir)
+    return True
 
 
 @hookimpl

@@ -24,7 +24,8 @@ served with ``--token T``; 403 otherwise):
 The minimum play time is enforced twice: the page enables the answer buttons only after the
 clip (each clip of an A/B pair) has played that long (the summed ``played`` ranges of the
 audio element), and the server refuses an answer that comes sooner than that after the item was
-first shown (twice that for an A/B pair, whose two clips play one at a time).
+first shown (twice that for an A/B pair, whose two clips play one at a time; a clip shorter than
+the minimum counts with its own length).
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ def create_app(study: Study, token: str | None = None, min_play: float | None = 
                 return err(409, "this item has not been shown to this rater yet")
             now = clock()
             elapsed = now - float(seq["shown_at"])
-            need = play * (2 if item["kind"] == "ab" else 1)
+            shown = [item["clip"]] if item["kind"] == "mos" else item["clips"]
+            need = sum(min(play, float(clips[c].get("audio_seconds") or play)) for c in shown)
             if elapsed + 1e-6 < need:
                 conn.execute("ROLLBACK")
                 return err(409, f"answered too soon: listen for at least {need:g} s before answering")

@@ -442,6 +442,9 @@ def create_study(
                 clip_scores[cid] = clip
                 log(f"  {source.name}: clip {len(got)}/{clips} from {name} bars {where['start_bar']}-{where['end_bar']} "
                     f"({where['seconds']:.1f} s, {info['loudness_lufs']:.1f} LUFS)")
+            if 0 < len(got) < clips:
+                log(f"  note: {source.name}: only {len(got)} of {clips} clips could be cut "
+                    f"({len(source.items)} pieces, {len(source.skipped)} skipped)")
             if not got:
                 raise DataError(f"{source.description}: no clip could be cut (every piece was unreadable, silent or had < 4 notes).")
             systems.append({
