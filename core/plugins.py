@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "musicfw.plugins.samplers",
     "musicfw.plugins.datasets",
     "musicfw.plugins.metrics",
+    "musicfw.plugins.listen",
 )
 
 

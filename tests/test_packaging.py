@@ -41,3 +41,4 @@ def test_wheel_contains_every_package_and_the_data(tmp_path):
     data = [n for n in files if n.startswith("musicfw/plugins/datasets/data/")]
     shipped = sorted(p.name for p in (REPO / "plugins" / "datasets" / "data").glob("*.json.gz"))
     assert sorted(n.rsplit("/", 1)[1] for n in data) == shipped
+    assert "musicfw/plugins/listen/static/index.html" in files  # the listening-test page (package data)
