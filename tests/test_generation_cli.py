@@ -111,3 +111,28 @@ def test_user_mistakes_exit_2_without_traceback(run_dir, args, message):
 def test_missing_run_folder(tmp_path):
     proc = run_cli("generate", "--run", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "Run folder not found" in proc.stderr
+
+
+def test_generate_without_seed_draws_new_samples_and_says_how_to_redo_them(run_dir, tmp_path):
+    import re
+
+    outs, seeds = [], []
+    for i in range(2):
+        out = tmp_path / f"fresh{i}"
+        proc = run_cli("generate", "--run", str(run_dir), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        m = re.search(r"^seed (\d+) \(pass --seed (\d+) to reproduce\)$", proc.stdout, re.M)
+        assert m and m.group(1) == m.group(2), proc.stdout
+        record = json.loads((out / "generation.json").read_text())
+        assert record["settings"]["seed"] == int(m.group(1)) and record["seed_source"].startswith("drawn")
+        outs.append(out)
+        seeds.append(int(m.group(1)))
+    assert seeds[0] != seeds[1] and 3 not in seeds  # not the run's seed (3), not twice the same
+    first = [p.read_bytes() for p in sorted(outs[0].glob("*.mid"))]
+    assert first != [p.read_bytes() for p in sorted(outs[1].glob("*.mid"))]
+    # the printed seed reproduces the samples byte for byte
+    again = tmp_path / "again"
+    proc = run_cli("generate", "--run", str(run_dir), "--out", str(again), "--seed", str(seeds[0]))
+    assert proc.returncode == 0 and "pass --seed" not in proc.stdout
+    assert [p.read_bytes() for p in sorted(again.glob("*.mid"))] == first
+    assert json.loads((again / "generation.json").read_text())["seed_source"] == "--seed"

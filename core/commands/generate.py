@@ -36,7 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
     p.add_argument("--batch-size", type=int, default=None, help="samples generated together")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the run's seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (default: a fresh one, printed and stored in generation.json, so each call "
+        "draws new samples; pass the run's seed to redo its own samples)",
+    )
     p.add_argument(
         "--constraints",
         choices=("on", "off"),
@@ -101,6 +107,14 @@ def next_output_dir(samples: Path, prefix: str = "generate") -> Path:
             i += 1
 
 
+def fresh_seed() -> int:
+    """A new seed for a generate call without ``--seed`` (from the OS's entropy), small
+    enough to type back."""
+    import os
+
+    return int.from_bytes(os.urandom(4), "little") % 2_000_000_000
+
+
 def main(args: argparse.Namespace) -> int:
     import json
 
@@ -149,8 +163,10 @@ def main(args: argparse.Namespace) -> int:
         "max_seconds": args.max_seconds if args.max_seconds is not None else gen.max_seconds,
         "prompt": args.prompt if args.prompt is not None else gen.prompt,
         "constraints": (args.constraints == "on") if args.constraints else bool(gen.constraints),
-        "seed": args.seed if args.seed is not None else int(config.seed),
+        "seed": args.seed if args.seed is not None else fresh_seed(),
     }
+    if args.seed is None:
+        print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
     out = Path(args.out) if args.out else next_output_dir(run.samples)
     result = generate(model, tokenizer, sampler, device=args.device, **settings)
     paths = write_samples(
@@ -164,6 +180,7 @@ def main(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "sampler": repr(sampler),
         "settings": settings,
+        "seed_source": "--seed" if args.seed is not None else "drawn (no --seed given)",
         "stats": result.stats,
         "files": [p.name for p in paths],
     }
