@@ -76,9 +76,15 @@ class GenerateSection:
 
     n: int = 8
     batch_size: int = 8
-    max_tokens: int = 512
-    max_bars: Optional[int] = None
-    max_seconds: Optional[float] = None
+    max_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "new tokens per sample at most; empty: 512, or sized from max_seconds / "
+                  "max_bars and the training data's tokens per second / per bar (core/budget.py)"},
+    )
+    max_bars: Optional[int] = field(default=None, metadata={"help": "stop a sample after this many new bars"})
+    max_seconds: Optional[float] = field(
+        default=None, metadata={"help": "stop a sample after this many seconds of new music"}
+    )
     prompt: Optional[str] = field(default=None, metadata={"help": "a MIDI file to continue"})
     constraints: bool = True
     render_audio: bool = True

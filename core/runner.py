@@ -113,6 +113,9 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
             raise
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
+        from .budget import measure_token_rates, save_rates
+
+        save_rates(run.path, measure_token_rates(datamodule))  # sizes generate's token budget
 
     model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
     from .training import fit, load_model
@@ -124,6 +127,9 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     from .generation import generate, write_samples
 
     gen = config.generate
+    from .budget import load_rates, token_budget
+
+    max_tokens, budget_how = token_budget(gen.max_tokens, gen.max_bars, gen.max_seconds, load_rates(run.path))
     with progress.stage("generate", f"{gen.n} samples with {sampler!r}"):
         generated = generate(
             model,
@@ -131,7 +137,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
             sampler,
             n=gen.n,
             batch_size=gen.batch_size,
-            max_tokens=gen.max_tokens,
+            max_tokens=max_tokens,
             max_bars=gen.max_bars,
             max_seconds=gen.max_seconds,
             prompt=gen.prompt,
@@ -141,6 +147,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         result.samples = write_samples(
             generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont
         )
+        _record_generation(run.samples, progress, generated, gen, int(config.seed), max_tokens, budget_how)
         _log_samples(run.path, config, result.samples)
 
     if config.evaluate.enabled:
@@ -169,6 +176,25 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         result.report = write_report(run.path)
     progress.say(f"finished in {time.perf_counter() - progress.t0:.0f} s")
     return result
+
+
+def _record_generation(
+    samples: Path, progress: Progress, generated: Any, gen: Any, seed: int, max_tokens: int, budget_how: str
+) -> None:
+    """Say which limit stopped the samples and write ``samples/generation.json``."""
+    import json
+
+    from .budget import stop_summary
+
+    progress.say(f"      max_tokens {max_tokens} ({budget_how}); "
+                 + stop_summary(generated.stop_reasons, gen.max_bars, gen.max_seconds, max_tokens))
+    record = {
+        "settings": {"n": int(gen.n), "max_tokens": max_tokens, "max_tokens_from": budget_how,
+                     "max_bars": gen.max_bars, "max_seconds": gen.max_seconds, "seed": seed},
+        "stop_reasons": list(generated.stop_reasons),
+        "stats": generated.stats,
+    }
+    (samples / "generation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def _log_samples(run_dir: Path, config: DictConfig, paths: list[Path]) -> None:

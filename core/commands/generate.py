@@ -158,7 +158,7 @@ def main(args: argparse.Namespace) -> int:
     settings = {
         "n": args.n or int(gen.n),
         "batch_size": args.batch_size or int(gen.batch_size),
-        "max_tokens": args.max_tokens or int(gen.max_tokens),
+        "max_tokens": None,  # below: --max-tokens, generate.max_tokens, or sized from a time/bar limit
         "max_bars": args.max_bars if args.max_bars is not None else gen.max_bars,
         "max_seconds": args.max_seconds if args.max_seconds is not None else gen.max_seconds,
         "prompt": args.prompt if args.prompt is not None else gen.prompt,
@@ -167,6 +167,12 @@ def main(args: argparse.Namespace) -> int:
     }
     if args.seed is None:
         print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
+    from ..budget import load_rates, stop_summary, token_budget
+
+    given = args.max_tokens if args.max_tokens is not None else gen.get("max_tokens")
+    settings["max_tokens"], budget_how = token_budget(
+        given, settings["max_bars"], settings["max_seconds"], load_rates(run.path)
+    )
     out = Path(args.out) if args.out else next_output_dir(run.samples)
     result = generate(model, tokenizer, sampler, device=args.device, **settings)
     paths = write_samples(
@@ -180,6 +186,8 @@ def main(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "sampler": repr(sampler),
         "settings": settings,
+        "max_tokens_from": budget_how,
+        "stop_reasons": list(result.stop_reasons),
         "seed_source": "--seed" if args.seed is not None else "drawn (no --seed given)",
         "stats": result.stats,
         "files": [p.name for p in paths],
@@ -199,4 +207,6 @@ def main(args: argparse.Namespace) -> int:
         line += f", dropped tokens {stats['invalid_rate']:.2%}"
         line += " (constrained)" if stats["constrained"] else " (unconstrained)"
     print(line)
+    print(f"max_tokens {settings['max_tokens']} ({budget_how}); "
+          + stop_summary(result.stop_reasons, settings["max_bars"], settings["max_seconds"], settings["max_tokens"]))
     return 0
