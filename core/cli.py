@@ -20,7 +20,7 @@ import textwrap
 from .errors import UserError
 
 #: core's sub-command modules, in the order ``musicfw --help`` lists them (plugin verbs follow)
-COMMANDS = ("run", "plugins", "data", "tokenize", "generate", "evaluate")
+COMMANDS = ("run", "plugins", "config", "data", "tokenize", "generate", "evaluate")
 
 
 def _version() -> str:
