@@ -263,3 +263,40 @@ def window_batches(windows: np.ndarray, batch_size: int = 256) -> list[dict]:
         tokens = torch.as_tensor(windows[i : i + batch_size], dtype=torch.long)
         batches.append({"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool)})
     return batches
+
+
+def min_onset_id(tokenizer: Any) -> int:
+    """The lowest id that starts a note: the melody tokenizer's lowest note-on (its 0 and 1
+    are no-event and note-off), 1 for drums (0 = no hit)."""
+    if callable(getattr(tokenizer, "note_on_id", None)) and hasattr(tokenizer, "pitch_range"):
+        return int(tokenizer.note_on_id(tokenizer.pitch_range[0]))
+    return 1
+
+
+def reconstruction_metrics(
+    model: Any,
+    tokenizer: Any,
+    sequences: Sequence[np.ndarray],
+    max_windows: int = 0,
+    seed: int = 0,
+    batch_size: int = 128,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Paper-Table-1 metrics of ``model`` on held-out token sequences: every bar-aligned
+    ``max_seq_len`` window with an onset (:func:`heldout_windows`), a random subset of
+    ``max_windows`` of them when there are more (0: all; the subset is drawn with numpy's
+    ``default_rng(0)``), scored by :func:`~.model.evaluate_vae` (teacher-forced, sampled and
+    greedy accuracy, ELBO, KL in nats and bits).  Used by ``benchmarks/musicvae.py`` and the
+    ``musicvae_reconstruction`` metric."""
+    from .model import evaluate_vae
+
+    length = int(model.config.max_seq_len)
+    hop = int(getattr(tokenizer, "steps_per_bar", 16) or 16)
+    windows = heldout_windows(sequences, length=length, hop=hop, min_onset_id=min_onset_id(tokenizer))
+    if max_windows and len(windows) > max_windows:
+        rng = np.random.default_rng(0)
+        windows = windows[rng.choice(len(windows), max_windows, replace=False)]
+    if len(windows) == 0:
+        return {"n_windows": 0, "window_steps": length}
+    metrics = evaluate_vae(model, window_batches(windows, batch_size), seed=int(seed), temperature=temperature)
+    return {"n_windows": int(len(windows)), "window_steps": length, **metrics}
