@@ -17,6 +17,12 @@ from typing import Any, Sequence
 import numpy as np
 
 
+#: decoding temperature of ``sample`` and ``interpolate`` by default: Magenta's
+#: ``music_vae_generate`` default (0.5).  Greedy decoding (0) of an under-trained MusicVAE
+#: collapses to its most frequent token, "no event": silence.
+DEFAULT_TEMPERATURE = 0.5
+
+
 @dataclass
 class Written:
     """Files written by a command, and the token sequences behind them."""
@@ -51,7 +57,7 @@ def sample_to_midi(
     tokenizer: Any,
     out_dir: str | Path,
     n: int = 8,
-    temperature: float = 1.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
@@ -65,11 +71,15 @@ def sample_to_midi(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
+    notes = []
     for i, seq in enumerate(tokens.cpu().numpy()):
         path = out / f"sample_{i:03d}.mid"
-        tokenizer.decode(seq).dump_midi(str(path))
+        score = tokenizer.decode(seq)
+        score.dump_midi(str(path))
+        notes.append(int(score.note_num()))
         written.midi.append(path)
         written.tokens.append(seq)
+    written.extra = {"notes": notes, "temperature": float(temperature)}
     if image:
         written.image = render_strip(
             [tokenizer.decode(t) for t in written.tokens],
@@ -107,7 +117,7 @@ def interpolate_files(
     path_b: str | Path,
     out_dir: str | Path,
     steps: int = 8,
-    temperature: float = 0.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
@@ -132,18 +142,28 @@ def interpolate_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
+    notes = []
     for i, seq in enumerate(path):
         p = out / f"step_{i:02d}.mid"
-        tokenizer.decode(seq).dump_midi(str(p))
+        score = tokenizer.decode(seq)
+        score.dump_midi(str(p))
+        notes.append(int(score.note_num()))
         written.midi.append(p)
         written.tokens.append(seq)
     row = out / "interpolation.mid"
     tokenizer.decode(np.concatenate(list(path))).dump_midi(str(row))
     written.midi.append(row)
+    onset = min_onset_id(tokenizer)
     written.extra = {
         "reconstruction_accuracy_a": float(np.mean(path[0][: len(a)] == a)),
         "reconstruction_accuracy_b": float(np.mean(path[-1][: len(b)] == b)),
+        # the same, on the steps where the input starts a note only (most steps of a melody
+        # are "no event", which an under-trained decoder gets right by staying silent)
+        "onset_accuracy_a": _onset_accuracy(path[0][: len(a)], a, onset),
+        "onset_accuracy_b": _onset_accuracy(path[-1][: len(b)], b, onset),
         "length": int(path.shape[1]),
+        "notes": notes,
+        "temperature": float(temperature),
     }
     if image:
         written.image = render_strip(
@@ -154,6 +174,34 @@ def interpolate_files(
             tokenizer=tokenizer,
         )
     return written
+
+
+def _onset_accuracy(decoded: np.ndarray, target: np.ndarray, onset_id: int) -> float | None:
+    at = target >= onset_id
+    return float(np.mean(decoded[at] == target[at])) if at.any() else None
+
+
+def near_empty_warning(
+    notes: Sequence[int], command: str, temperature: float, steps: int, steps_per_bar: int = 16
+) -> str | None:
+    """A warning when at least half of the outputs are empty or near-empty (fewer than one
+    note per two bars, at least one note), with the likely cause and the fix; else None."""
+    if not notes:
+        return None
+    bars = max(steps / max(int(steps_per_bar), 1), 1.0)
+    least = max(1, int(np.ceil(bars / 2)))
+    few = [n for n in notes if n < least]
+    if 2 * len(few) < len(notes):
+        return None
+    empty = sum(1 for n in notes if n == 0)
+    how = "greedy decoding (--temperature 0)" if temperature <= 0 else f"--temperature {temperature:g}"
+    return (
+        f"musicfw {command}: warning: {len(few)} of {len(notes)} outputs are empty or nearly so "
+        f"({empty} with no note, fewer than {least} note{'s' if least > 1 else ''} in {bars:g} bars). Likely "
+        f"cause: an under-trained MusicVAE, whose most likely token at each step is 'no event', decoded "
+        f"with {how}. Fix: train longer (train.max_steps; the README's 2-bar model used 4,000 steps) or "
+        f"decode with --temperature 0.5 to 1.0."
+    )
 
 
 def _step_ticks(score: Any, tokenizer: Any) -> float | None:
