@@ -116,6 +116,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         from .budget import measure_token_rates, save_rates
 
         save_rates(run.path, measure_token_rates(datamodule))  # sizes generate's token budget
+        from .datacheck import small_split_warnings
+
+        for warning in small_split_warnings(summary["splits"], config.data, str(config.evaluate.reference_split)):
+            progress.say(f"      {warning}")
 
     model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
     from .training import fit, load_model
