@@ -250,6 +250,11 @@ def _classes() -> dict[str, type]:
             total = self._total(trainer)
             self._every = max(1, total // 10) if total else 100
             self._next = trainer.global_step + self._every
+            self._start_step = trainer.global_step
+            self._val_fresh = False
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            self._val_fresh = True  # show val/nll on the next line only: it is stale after that
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             import time
@@ -260,12 +265,14 @@ def _classes() -> dict[str, type]:
             self._next = step + self._every
             total = self._total(trainer)
             metrics = trainer.callback_metrics
-            shown = "  ".join(
-                f"{key} {float(metrics[key]):.3f}" for key in ("train/loss", "val/nll") if key in metrics
-            )
+            keys = ("train/loss", "val/nll") if self._val_fresh else ("train/loss",)
+            self._val_fresh = False
+            shown = "  ".join(f"{key} {float(metrics[key]):.3f}" for key in keys if key in metrics)
+            elapsed = time.perf_counter() - self._t0
+            done = step - self._start_step
+            eta = f", ETA {elapsed / done * (total - step):.0f} s" if total and done > 0 and step < total else ""
             print(
-                f"      train step {step}{f'/{total}' if total else ''}  {shown}  "
-                f"{time.perf_counter() - self._t0:.0f} s",
+                f"      train step {step}{f'/{total}' if total else ''}  {shown}  {elapsed:.0f} s{eta}",
                 file=self.stream,
                 flush=True,
             )
