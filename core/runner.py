@@ -134,7 +134,9 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     from .budget import load_rates, token_budget
 
     max_tokens, budget_how = token_budget(gen.max_tokens, gen.max_bars, gen.max_seconds, load_rates(run.path))
-    with progress.stage("generate", f"{gen.n} samples with {sampler!r}"):
+    from .describe import describe
+
+    with progress.stage("generate", f"{gen.n} samples with {describe(sampler)}"):
         generated = generate(
             model,
             tokenizer,
