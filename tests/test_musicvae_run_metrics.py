@@ -69,3 +69,11 @@ def test_nll_of_an_exact_model_keeps_its_perplexity():
     from musicfw.plugins.models.musicvae.model import MusicVAEModel
 
     assert Model.loss_is_bound is False and MusicVAEModel.loss_is_bound is True
+
+
+def test_the_text_table_prints_them_without_a_perplexity(vae_run):
+    from musicfw.core.evaluation import format_table
+
+    table = format_table(json.loads((vae_run / "metrics.json").read_text()))
+    assert "(a bound: no perplexity)" in table and "perplexity -" not in table
+    assert "musicvae_reconstruction (test split): n_windows 40, window_steps 32, teacher_forced_accuracy" in table
