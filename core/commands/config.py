@@ -124,7 +124,8 @@ def to_markdown(sections: list[dict[str, Any]]) -> str:
         for f in sec["fields"]:
             allowed = ", ".join(f"`{c}`" for c in f["choices"]) if f["choices"] else ""
             meaning = f["help"].replace("|", "\\|")
-            out.append(f"| `{f['key']}` | {f['type']} | `{_yaml(f['default'])}` | {allowed} | {meaning} |\n")
+            ftype = f["type"].replace("|", "\\|")
+            out.append(f"| `{f['key']}` | {ftype} | `{_yaml(f['default'])}` | {allowed} | {meaning} |\n")
     return "".join(out)
 
 
