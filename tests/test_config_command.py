@@ -45,3 +45,12 @@ def test_the_cli_prints_a_section_and_refuses_an_unknown_one():
     assert "max_seconds: float | null = null" in proc.stdout and "train:" not in proc.stdout
     bad = run_cli("config", "generat")
     assert bad.returncode == 2 and "no section 'generat'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_every_markdown_table_row_has_five_cells():
+    import re
+
+    rows = [line for line in to_markdown(describe_sections()).splitlines() if line.startswith("| `")]
+    assert len(rows) > 40
+    for row in rows:
+        assert len(re.findall(r"(?<!\\)\|", row)) == 6, row  # an unescaped | would add a cell
