@@ -148,6 +148,8 @@ def test_near_empty_warning_threshold():
 
     assert near_empty_warning([0, 0, 5], "sample", 0.0, 32) is not None  # 2 of 3 empty
     assert near_empty_warning([0, 4, 5], "sample", 0.0, 32) is None  # most hold notes
-    # 16 bars: fewer than 8 notes is near-empty
-    assert "fewer than 8 notes in 16 bars" in near_empty_warning([7, 7], "interpolate", 0.5, 256)
-    assert near_empty_warning([8, 9], "interpolate", 0.5, 256) is None
+    # fewer notes than bars is near-empty: 16 bars need 16 notes
+    assert "fewer than 16 notes in 16 bars" in near_empty_warning([15, 15], "interpolate", 0.5, 256)
+    assert near_empty_warning([16, 30], "interpolate", 0.5, 256) is None
+    # what a 300-step folk MusicVAE gave at temperature 0.5 (2 bars): warned
+    assert near_empty_warning([7, 2, 1, 4, 1, 1, 1, 3], "sample", 0.5, 32) is not None

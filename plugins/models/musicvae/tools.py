@@ -184,23 +184,29 @@ def _onset_accuracy(decoded: np.ndarray, target: np.ndarray, onset_id: int) -> f
 def near_empty_warning(
     notes: Sequence[int], command: str, temperature: float, steps: int, steps_per_bar: int = 16
 ) -> str | None:
-    """A warning when at least half of the outputs are empty or near-empty (fewer than one
-    note per two bars, at least one note), with the likely cause and the fix; else None."""
+    """A warning when at least half of the outputs are empty or near-empty (fewer notes than
+    bars; the folk tunes MusicVAE's examples train on have several notes per bar), with the
+    likely cause and the fix; else None."""
     if not notes:
         return None
     bars = max(steps / max(int(steps_per_bar), 1), 1.0)
-    least = max(1, int(np.ceil(bars / 2)))
+    least = max(1, int(np.ceil(bars)))
     few = [n for n in notes if n < least]
     if 2 * len(few) < len(notes):
         return None
     empty = sum(1 for n in notes if n == 0)
     how = "greedy decoding (--temperature 0)" if temperature <= 0 else f"--temperature {temperature:g}"
+    if temperature < 0.5:
+        also = " or decode with --temperature 0.5 to 1.0"
+    elif temperature < 1.0:
+        also = " or decode with a higher --temperature (up to 1.0)"
+    else:
+        also = ""
     return (
         f"musicfw {command}: warning: {len(few)} of {len(notes)} outputs are empty or nearly so "
         f"({empty} with no note, fewer than {least} note{'s' if least > 1 else ''} in {bars:g} bars). Likely "
         f"cause: an under-trained MusicVAE, whose most likely token at each step is 'no event', decoded "
-        f"with {how}. Fix: train longer (train.max_steps; the README's 2-bar model used 4,000 steps) or "
-        f"decode with --temperature 0.5 to 1.0."
+        f"with {how}. Fix: train longer (train.max_steps; the README's 2-bar model used 4,000 steps){also}."
     )
 
 
