@@ -46,8 +46,10 @@ def test_metrics_json_has_accuracies_elbo_and_kl(vae_run):
 
 
 def test_the_bound_gets_no_perplexity(vae_run):
-    nll = json.loads((vae_run / "metrics.json").read_text())["likelihood"]["nll"]
+    metrics = json.loads((vae_run / "metrics.json").read_text())
+    nll = metrics["likelihood"]["nll"]
     assert "perplexity" not in nll and "negative ELBO" in nll["bound"]
+    assert "test_nll" in metrics["training"] and not any("perplexity" in k for k in metrics["training"])
     assert nll["nll_per_token"] > 0
 
 
