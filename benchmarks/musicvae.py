@@ -53,8 +53,7 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     from musicfw.core.data import build_datamodule
     from musicfw.core.rundir import RunFolder
     from musicfw.core.training import fit, load_checkpoint
-    from musicfw.plugins.models.musicvae.model import evaluate_vae
-    from musicfw.plugins.models.musicvae.tools import heldout_windows, window_batches
+    from musicfw.plugins.models.musicvae.tools import reconstruction_metrics
 
     config = musicfw.load_config(yaml, [f"output_dir={out}", *overrides])
     run = RunFolder.create(config.output_dir, f"{config.name}-{label}")
@@ -81,14 +80,9 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     last = run.path / "checkpoints" / "last.ckpt"
     if last.is_file():
         load_checkpoint(model, last)
-    length = int(config.model.max_seq_len)
-    bar = int(getattr(tokenizer, "steps_per_bar", 16))
-    windows = heldout_windows(datamodule.tokens("test"), length=length, hop=bar, min_onset_id=2)
-    if max_windows and len(windows) > max_windows:
-        rng = __import__("numpy").random.default_rng(0)
-        windows = windows[rng.choice(len(windows), max_windows, replace=False)]
     t1 = time.perf_counter()
-    metrics = evaluate_vae(model, window_batches(windows, 128), seed=int(config.seed))
+    # the same windows and scoring as the musicvae_reconstruction metric of `musicfw run`
+    metrics = reconstruction_metrics(model, tokenizer, datamodule.tokens("test"), max_windows, seed=int(config.seed))
     eval_s = time.perf_counter() - t1
     return {
         "label": label,
@@ -101,7 +95,7 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
         "global_step": fit_metrics["global_step"],
         "n_parameters": fit_metrics["n_parameters"],
         "val_neg_elbo_per_step": fit_metrics.get("val_nll"),
-        "test_windows": int(len(windows)),
+        "test_windows": metrics["n_windows"],
         "eval_s": round(eval_s, 1),
         **metrics,
     }

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import UserError
 
 #: core's sub-command modules, in the order ``musicfw --help`` lists them (plugin verbs follow)
-COMMANDS = ("run", "plugins", "data", "tokenize", "generate", "evaluate", "export")
+COMMANDS = ("run", "plugins", "config", "data", "tokenize", "generate", "evaluate", "export")
 
 
 def _version() -> str:

@@ -38,26 +38,34 @@ def choice(default: Any, choices: tuple, help: str = "") -> Any:
 class TrainSection:
     """How neural models are trained (Lightning ``Trainer`` options and the optimizer)."""
 
-    max_epochs: int = 10
-    max_steps: int = -1
-    batch_size: int = 32
+    max_epochs: int = field(default=10, metadata={"help": "passes over the train split (an epoch draws as many random windows as the split holds seq_len-long stretches)"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps at most; -1: no limit (max_epochs decides)"})
+    batch_size: int = field(default=32, metadata={"help": "training windows per optimizer step (and pieces per evaluation batch)"})
     seq_len: int = field(default=256, metadata={"help": "length of random training windows"})
-    lr: float = 1e-3
-    lr_schedule: str = choice("constant", ("constant", "cosine", "plateau"))
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    gradient_clip_val: float = 1.0
-    precision: str = choice(
-        "32-true", ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW unless the model configures its own optimizer)"})
+    lr_schedule: str = choice(
+        "constant", ("constant", "cosine", "plateau"),
+        "after warm-up: constant, cosine decay over the run, or multiply by lr_plateau_factor when the validation NLL stalls",
     )
-    accelerator: str = choice("auto", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
-    devices: Any = "auto"
-    strategy: str = "auto"
-    early_stopping_patience: int = field(default=0, metadata={"help": "0 disables"})
-    num_workers: int = 0
-    limit_train_batches: float = 1.0
-    limit_val_batches: float = 1.0
-    check_val_every_n_epoch: int = 1
+    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warm-up over this many optimizer steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    gradient_clip_val: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
+    precision: str = choice(
+        "32-true", ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+        "Lightning's Trainer precision",
+    )
+    accelerator: str = choice(
+        "auto", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"), "Lightning's Trainer accelerator"
+    )
+    devices: Any = field(default="auto", metadata={"help": "Lightning's Trainer devices: auto, a count, or a list of ids"})
+    strategy: str = field(default="auto", metadata={"help": "Lightning's Trainer strategy (e.g. ddp)"})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "stop after this many validations without a better val NLL; 0 disables"}
+    )
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (0: load in the main process)"})
+    limit_train_batches: float = field(default=1.0, metadata={"help": "share (<= 1.0) or number of training batches per epoch"})
+    limit_val_batches: float = field(default=1.0, metadata={"help": "share (<= 1.0) or number of validation batches per check"})
+    check_val_every_n_epoch: int = field(default=1, metadata={"help": "validate every N epochs"})
     window_align: int = field(
         default=1,
         metadata={"help": "training windows start at multiples of this many tokens (bar-aligned "
@@ -66,7 +74,7 @@ class TrainSection:
     checkpoint_every_n_steps: int = field(
         default=200, metadata={"help": "also save checkpoints/last.ckpt every N optimizer steps (0: epoch ends only)"}
     )
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = field(default=1, metadata={"help": "batches summed per optimizer step"})
     lr_plateau_factor: float = field(default=0.5, metadata={"help": "lr_schedule plateau: multiply lr by this"})
     lr_plateau_patience: int = field(default=2, metadata={"help": "lr_schedule plateau: epochs without improvement"})
     freeze: list = field(
@@ -79,35 +87,54 @@ class TrainSection:
 class GenerateSection:
     """How many samples to generate after training, and when each one stops."""
 
-    n: int = 8
-    batch_size: int = 8
-    max_tokens: int = 512
-    max_bars: Optional[int] = None
-    max_seconds: Optional[float] = None
+    n: int = field(default=8, metadata={"help": "samples generated after training"})
+    batch_size: int = field(default=8, metadata={"help": "samples generated together"})
+    max_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "new tokens per sample at most; empty: 512, or sized from max_seconds / "
+                  "max_bars and the training data's tokens per second / per bar (core/budget.py)"},
+    )
+    max_bars: Optional[int] = field(default=None, metadata={"help": "stop a sample after this many new bars"})
+    max_seconds: Optional[float] = field(
+        default=None, metadata={"help": "stop a sample after this many seconds of new music"}
+    )
     prompt: Optional[str] = field(default=None, metadata={"help": "a MIDI file to continue"})
-    constraints: bool = True
-    render_audio: bool = True
-    soundfont: Optional[str] = None
+    constraints: bool = field(
+        default=True, metadata={"help": "mask tokens the tokenizer's grammar forbids (remi, midi_like), so nothing is dropped"}
+    )
+    render_audio: bool = field(default=True, metadata={"help": "write a .wav per sample (needs a General MIDI soundfont)"})
+    soundfont: Optional[str] = field(
+        default=None,
+        metadata={"help": "an .sf2/.sf3 file; empty: $MUSICFW_SOUNDFONT, then the Debian paths "
+                  "(timgm6mb-soundfont, fluid-soundfont-gm)"},
+    )
 
 
 @dataclass
 class EvaluateSection:
     """Which metrics to compute, against which held-out split."""
 
-    enabled: bool = True
-    metrics: list = field(default_factory=lambda: ["nll", "yang_lerch", "muspy"])
-    reference_split: str = choice("test", ("train", "valid", "test"))
-    max_reference: int = 100
+    enabled: bool = field(default=True, metadata={"help": "false: skip the evaluation stage"})
+    metrics: list = field(
+        default_factory=lambda: ["nll", "yang_lerch", "muspy"],
+        metadata={"help": "metric plugins, by name or as {name: ..., params} (see musicfw plugins)"},
+    )
+    reference_split: str = choice(
+        "test", ("train", "valid", "test"), "the held-out split the likelihood and the generated set are measured against"
+    )
+    max_reference: int = field(default=100, metadata={"help": "reference pieces compared with the samples at most"})
 
 
 @dataclass
 class LoggerSection:
     """Where training curves go. W&B runs offline by default: no account, no network."""
 
-    name: str = choice("wandb", ("wandb", "csv", "tensorboard", "none"))
-    project: str = "musicfw"
-    log_every_n_steps: int = 10
-    log_samples: bool = True
+    name: str = choice(
+        "wandb", ("wandb", "csv", "tensorboard", "none"), "where training curves go (all inside the run folder)"
+    )
+    project: str = field(default="musicfw", metadata={"help": "wandb: the project name"})
+    log_every_n_steps: int = field(default=10, metadata={"help": "log the training loss every N optimizer steps"})
+    log_samples: bool = field(default=True, metadata={"help": "log the samples' piano rolls and audio to the logger"})
     offline: bool = field(default=True, metadata={"help": "wandb: keep the run offline in the run folder"})
 
 
@@ -153,15 +180,20 @@ PLUGIN_SLOTS = {
 class Experiment:
     """The top level of an experiment YAML."""
 
-    name: str = "experiment"
-    seed: int = 0
-    output_dir: str = "runs"
-    #: a trained run folder whose weights start this run (fine-tuning)
-    init_from: Optional[str] = None
-    data: Any = None
-    tokenizer: Any = None
-    model: Any = None
-    sampler: Any = None  # one section or a list (a chain); None means DEFAULT_SAMPLER
+    name: str = field(default="experiment", metadata={"help": "run folders are OUTPUT_DIR/NAME-TIMESTAMP/"})
+    seed: int = field(default=0, metadata={"help": "one seed for splits, initialisation and sampling"})
+    output_dir: str = field(default="runs", metadata={"help": "where run folders go"})
+    init_from: Optional[str] = field(
+        default=None,
+        metadata={"help": "a trained run folder whose weights start this run (fine-tuning; same tokenizer and model)"},
+    )
+    data: Any = field(default=None, metadata={"help": "a dataset plugin section {name: ..., params} (see musicfw plugins)"})
+    tokenizer: Any = field(default=None, metadata={"help": "a tokenizer plugin section (see musicfw plugins)"})
+    model: Any = field(default=None, metadata={"help": "a model plugin section (see musicfw plugins)"})
+    # one section or a list (a chain); None means DEFAULT_SAMPLER
+    sampler: Any = field(
+        default=None, metadata={"help": "a sampler plugin section, or a list of them applied in order (default: {name: top_p})"}
+    )
     train: TrainSection = field(default_factory=TrainSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
@@ -169,7 +201,10 @@ class Experiment:
     augment: AugmentSection = field(default_factory=AugmentSection)
     #: what one piece may cost (max_notes, max_seconds, ...; see docs/reliability.md); keys
     #: given here replace the defaults and MUSICFW_LIMITS
-    limits: Any = None
+    limits: Any = field(
+        default=None,
+        metadata={"help": "what one piece may cost, e.g. {max_notes: 500000, on_exceed: cut} (docs/reliability.md)"},
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -411,7 +446,7 @@ _BOUNDS: dict[str, tuple[Any, str]] = {
     "train.limit_val_batches": (lambda v: math.isfinite(v) and v >= 0, "a fraction in [0, 1] or a count"),
     "generate.n": (lambda v: v >= 1, "an integer >= 1"),
     "generate.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "generate.max_tokens": (lambda v: v >= 1, "an integer >= 1"),
+    "generate.max_tokens": (lambda v: v is None or v >= 1, "an integer >= 1, or null (sized from max_seconds / max_bars)"),
     "generate.max_bars": (lambda v: v is None or v >= 1, "an integer >= 1, or null"),
     "generate.max_seconds": (lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0, or null"),
     "evaluate.max_reference": (lambda v: v >= 1, "an integer >= 1"),

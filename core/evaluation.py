@@ -503,9 +503,14 @@ def format_table(result: Mapping[str, Any]) -> str:
     """A plain-text summary: likelihood, set sizes and the per-feature comparison."""
     parts = []
     for name, lik in (result.get("likelihood") or {}).items():
+        if "nll_per_token" not in lik:  # another likelihood-kind metric: its numbers as they are
+            numbers = ", ".join(f"{k} {_fmt(v)}" for k, v in lik.items() if isinstance(v, (int, float)))
+            parts.append(f"{name} ({lik.get('split')} split): {numbers}")
+            continue
+        ppl = f", perplexity {_fmt(lik.get('perplexity'))}" if "perplexity" in lik else " (a bound: no perplexity)"
         parts.append(
             f"{name} ({lik.get('split')} split, {lik.get('n_sequences')} sequences): "
-            f"NLL/token {_fmt(lik.get('nll_per_token'))}, perplexity {_fmt(lik.get('perplexity'))}, "
+            f"NLL/token {_fmt(lik.get('nll_per_token'))}{ppl}, "
             f"NLL/note {_fmt(lik.get('nll_per_note'))}, NLL/second {_fmt(lik.get('nll_per_second'))}"
         )
     sets = result.get("sets") or {}

@@ -211,8 +211,6 @@ class ProgressLines(pl.Callback):
     file, CI): ``train step 300/1000  loss 1.234  val/nll 1.301  41 s``."""
 
     def __init__(self, stream: Any = None):
-
-
         self.stream = stream or sys.stderr
         self._next = 0
 
@@ -225,28 +223,31 @@ class ProgressLines(pl.Callback):
         return 0
 
     def on_train_start(self, trainer, pl_module) -> None:
-
-
         self._t0 = time.perf_counter()
         total = self._total(trainer)
         self._every = max(1, total // 10) if total else 100
         self._next = trainer.global_step + self._every
+        self._start_step = trainer.global_step
+        self._val_fresh = False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._val_fresh = True  # show val/nll on the next line only: it is stale after that
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-
-
         step = trainer.global_step
         if step < self._next:
             return
         self._next = step + self._every
         total = self._total(trainer)
         metrics = trainer.callback_metrics
-        shown = "  ".join(
-            f"{key} {float(metrics[key]):.3f}" for key in ("train/loss", "val/nll") if key in metrics
-        )
+        keys = ("train/loss", "val/nll") if self._val_fresh else ("train/loss",)
+        self._val_fresh = False
+        shown = "  ".join(f"{key} {float(metrics[key]):.3f}" for key in keys if key in metrics)
+        elapsed = time.perf_counter() - self._t0
+        done = step - self._start_step
+        eta = f", ETA {elapsed / done * (total - step):.0f} s" if total and done > 0 and step < total else ""
         print(
-            f"      train step {step}{f'/{total}' if total else ''}  {shown}  "
-            f"{time.perf_counter() - self._t0:.0f} s",
+            f"      train step {step}{f'/{total}' if total else ''}  {shown}  {elapsed:.0f} s{eta}",
             file=self.stream,
             flush=True,
         )

@@ -69,6 +69,9 @@ class Model:
     preferred_checkpoint: ClassVar[str] = "best"
     #: longest context the model conditions on; None = unbounded
     max_context: int | None = None
+    #: True when ``loss()``'s ``nll_sum`` is a bound on the NLL (a VAE's negative ELBO), not the
+    #: exact NLL: likelihood metrics then report no perplexity (exp of a bound means nothing)
+    loss_is_bound: ClassVar[bool] = False
 
     # -- required -------------------------------------------------------------------------
     def loss(self, batch: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - contract

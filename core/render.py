@@ -1,11 +1,33 @@
 """Rendering generated music: piano-roll PNGs (matplotlib) and WAV audio (a General MIDI
-soundfont through symusic's synthesizer).
+soundfont played by a maintained synthesizer library).
 
 Soundfonts are looked up in this order: the ``soundfont`` argument (a config's
-``generate.soundfont``), the ``MUSICFW_SOUNDFONT`` environment variable, then the usual
-Debian/Ubuntu paths (``timgm6mb-soundfont``, ``fluid-soundfont-gm``, the ``default-GM.sf2``
-alternative).  When no soundfont is found, or the synthesizer cannot run, this is said once
-per process and no WAV is written; everything else still is.
+``generate.soundfont``, the ``--soundfont`` option), the ``MUSICFW_SOUNDFONT`` environment
+variable, then the usual Debian/Ubuntu paths (packages ``timgm6mb-soundfont`` and
+``fluid-soundfont-gm``, and the ``default-GM.sf2`` alternative).  When none is found this is
+said once per process, naming the packages and the config key, and no WAV is written;
+everything else still is.
+
+Synthesizers, tried in this order (a synthesizer that fails once is not tried again in the
+process):
+
+1. **symusic's Synthesizer** (the library that reads our MIDI).  It renders with symusic 0.5.9,
+   but the symusic 0.6.0 wheel's ``Synthesizer.render`` fails with "Unable to convert function
+   return value to a Python type" under numpy 2.4 *and* numpy 1.26 (measured here), and musicfw
+   needs 0.6 (``Score.get_downbeats``; 0.5.9 also reads MIDI files with control numbers > 127
+   that 0.6.0 refuses), so pinning 0.5.9 is not an option.  It is kept first so that a symusic
+   release with a working synthesizer is used as soon as it is installed.
+2. **FluidSynth**, the reference SoundFont synthesizer, through its ``fluidsynth`` program
+   (Debian/Ubuntu: ``apt-get install fluidsynth``; ``scripts/test.sh`` installs it): one
+   subprocess per sample, faster than real time (a 37 s excerpt rendered in 0.9 s wall here).
+
+``tinysoundfont`` (a SoundFont synthesizer with wheels) was considered and left out:
+``pip install tinysoundfont`` requires ``pyaudio``, which has no Linux wheel and fails to build
+without PortAudio's headers (measured here).  musicfw once carried its own numpy SoundFont
+player as the fallback; it was removed in favour of these maintained synthesizers.
+
+Nothing is printed when rendering works.  When no synthesizer works, the reasons are said once,
+whole, with what to install; no WAV is written.
 
 matplotlib and symusic are imported inside the functions.
 """
@@ -32,8 +54,16 @@ SOUNDFONT_PATHS = (
     "/usr/share/soundfonts/FluidR3_GM.sf2",
     "/usr/share/soundfonts/default.sf2",
 )
+#: what to tell a user who has no soundfont
+NO_SOUNDFONT_HINT = (
+    "Install one (Debian/Ubuntu: apt-get install timgm6mb-soundfont, or fluid-soundfont-gm), or "
+    "point generate.soundfont (the config key; --soundfont for musicfw generate) or "
+    f"${SOUNDFONT_ENV} at an .sf2/.sf3 file."
+)
 
 _said: set[str] = set()
+#: why symusic's synthesizer failed in this process (None: not tried or works)
+_symusic_failed: str | None = None
 
 
 def say_once(message: str, stream: Any = None) -> bool:
@@ -45,6 +75,12 @@ def say_once(message: str, stream: Any = None) -> bool:
     return True
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one whole line (multi-line messages joined, not cut)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{type(exc).__name__}: {text}"
+
+
 def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
     """The soundfont to use: the given path (which must exist), ``$MUSICFW_SOUNDFONT``, or
     the first of :data:`SOUNDFONT_PATHS` that exists; None when there is none."""
@@ -53,7 +89,8 @@ def find_soundfont(soundfont: str | Path | None = None) -> Path | None:
         if not path.is_file():
             raise ConfigError(
                 f"generate.soundfont: no soundfont file at {path} (give an .sf2/.sf3 file, or leave it "
-                f"empty to use {SOUNDFONT_PATHS[0]} and the other usual paths)."
+                f"empty to use {SOUNDFONT_PATHS[0]} (Debian package timgm6mb-soundfont) and the other "
+                "usual paths)."
             )
         return path
     env = os.environ.get(SOUNDFONT_ENV, "").strip()
@@ -73,59 +110,66 @@ class AudioRenderer:
     """Renders Scores to WAV files with one soundfont (loaded once).
 
     ``render(score, path)`` returns the path written, or None when audio is unavailable
-    (said once: no soundfont found, or no synthesizer worked).  It tries symusic's
-    Synthesizer first, then the ``fluidsynth`` program (when installed), then the small numpy
-    SoundFont player of :mod:`musicfw.core.soundfont` (.sf2 files).
+    (said once: no soundfont found, or no synthesizer worked).  Synthesizers are tried in the
+    order of the module docstring: symusic's, then the ``fluidsynth`` program.
     """
 
     def __init__(self, soundfont: str | Path | None = None, sample_rate: int = 22050):
         self.sample_rate = int(sample_rate)
         self.soundfont = find_soundfont(soundfont)
         self._synth: Any = None
-        self._symusic_failed: str | None = None
-        self._fallback: Any = None
         if self.soundfont is None:
             say_once(
-                "no General MIDI soundfont found (looked in $"
-                f"{SOUNDFONT_ENV} and {', '.join(SOUNDFONT_PATHS[:2])}, ...); writing samples without "
-                ".wav audio. Install one (apt-get install timgm6mb-soundfont) or set generate.soundfont."
+                f"no General MIDI soundfont found (looked in ${SOUNDFONT_ENV} and "
+                f"{', '.join(SOUNDFONT_PATHS[:2])}, ...); writing samples without .wav audio. "
+                + NO_SOUNDFONT_HINT
             )
 
     @property
     def available(self) -> bool:
         return self.soundfont is not None
 
+    @property
+    def backend(self) -> str | None:
+        """The synthesizer in use: "symusic", "fluidsynth", or None (none works / not tried)."""
+        if self.soundfont is None:
+            return None
+        if _symusic_failed is None:
+            return "symusic"
+        return "fluidsynth" if shutil.which("fluidsynth") else None
+
     def render(self, score: Any, path: str | Path) -> Path | None:
         if self.soundfont is None:
             return None
+        global _symusic_failed
         path = Path(path)
-        if self._symusic_failed is None:
+        if _symusic_failed is None:
             try:
                 self._render_symusic(score, path)
                 return path
             except Exception as exc:  # the synthesizer is optional; the rest must still be written
-                self._symusic_failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                _symusic_failed = _one_line(exc)
+                path.unlink(missing_ok=True)
         fluidsynth = shutil.which("fluidsynth")
-        if fluidsynth is not None and self._render_fluidsynth(fluidsynth, score, path):
-            return path
+        if fluidsynth is not None:
+            error = self._render_fluidsynth(fluidsynth, score, path)
+            if error is None:
+                return path
+            reason = f"and so did the fluidsynth program ({error})"
+        else:
+            reason = "and the fluidsynth program is not installed (apt-get install fluidsynth)"
+        import importlib.metadata as md
+
         try:
-            if self._fallback is None:
-                from .soundfont import SF2Synth
-
-                self._fallback = SF2Synth(self.soundfont, self.sample_rate)
-                say_once(
-                    f"symusic's synthesizer failed here ({self._symusic_failed}); rendering .wav files "
-                    "with musicfw's simple SoundFont player instead."
-                )
-            from .soundfont import write_wav
-
-            return write_wav(path, self._fallback.render(score), self.sample_rate)
-        except Exception as exc:
-            say_once(
-                f"cannot render audio: symusic's synthesizer failed ({self._symusic_failed}) and so did the "
-                f"fallback SoundFont player ({type(exc).__name__}: {exc}); writing samples without .wav audio."
-            )
-            return None
+            version = md.version("symusic")
+        except md.PackageNotFoundError:  # pragma: no cover - symusic is a dependency
+            version = "?"
+        say_once(
+            f"cannot render .wav audio: symusic {version}'s synthesizer failed ({_symusic_failed}) "
+            f"{reason}; writing samples without .wav audio. Install FluidSynth (Debian/Ubuntu: "
+            "apt-get install fluidsynth) to get audio."
+        )
+        return None
 
     def _render_symusic(self, score: Any, path: Path) -> None:
         import symusic
@@ -135,7 +179,8 @@ class AudioRenderer:
         audio = np.asarray(self._synth.render(score, True), dtype=np.float32)
         symusic.dump_wav(str(path), np.asfortranarray(audio), self.sample_rate, True)
 
-    def _render_fluidsynth(self, exe: str, score: Any, path: Path) -> bool:
+    def _render_fluidsynth(self, exe: str, score: Any, path: Path) -> str | None:
+        """None when ``path`` was written, else the reason."""
         mid = path.with_suffix(".render.mid")
         score.dump_midi(str(mid))
         try:
@@ -144,7 +189,12 @@ class AudioRenderer:
                 capture_output=True,
                 timeout=600,
             )
-            return proc.returncode == 0 and path.is_file()
+            if proc.returncode == 0 and path.is_file():
+                return None
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            return f"exit {proc.returncode}" + (f": {err[-1]}" if err else "")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return _one_line(exc)
         finally:
             mid.unlink(missing_ok=True)
 

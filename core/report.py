@@ -352,7 +352,8 @@ def _metrics_section(metrics: Mapping[str, Any] | None, problem: str | None) -> 
     parts.append("<h3>Held-out likelihood</h3>")
     if lik:
         for name, values in lik.items():
-            parts.append(f'<p class="small">metric <b>{_e(name)}</b> (nats; perplexity = exp(NLL per token))</p>')
+            unit = "nats; perplexity = exp(NLL per token)" if "perplexity" in values else "nats"
+            parts.append(f'<p class="small">metric <b>{_e(name)}</b> ({unit})</p>')
             parts.append(_kv_table(values))
     else:
         parts.append(_missing("No likelihood was measured for this run."))
@@ -462,6 +463,7 @@ def _samples_section(samples_dir: Path) -> str:
         parts.append(_missing("No audio was rendered for these samples (no .wav files: no soundfont was found, or rendering was off)."))
     for mid in mids:
         parts.append(f'<div class="sample"><h3>{_e(mid.name)}</h3>')
+        parts.append(_file_links(mid, samples_dir.name))
         png = mid.with_suffix(".png")
         try:
             uri = _file_data_uri(png, "image/png") if png.is_file() else pianoroll_figure(mid)
@@ -476,6 +478,172 @@ def _samples_section(samples_dir: Path) -> str:
             parts.append(_missing("No audio for this sample."))
         parts.append("</div>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+# the plain-language summary at the top, and links to the sample files
+# --------------------------------------------------------------------------------------
+
+#: how many features the summary names (those where the samples differ most from the reference)
+SUMMARY_FEATURES = 3
+
+
+def _feature_name(key: str) -> str:
+    """'avg_ioi' -> 'avg IOI', 'note_count' -> 'note count' (the full definitions are in the
+    feature comparison table and docs/metrics.md)."""
+    words = key.split("_")
+    return " ".join(w.upper() if w in ("ioi", "pc", "pch", "nc") else w for w in words)
+
+
+def _num(x: float) -> str:
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def feature_differences(metrics: Mapping[str, Any], top: int = SUMMARY_FEATURES) -> list[dict[str, Any]]:
+    """The scalar features where the generated set's mean differs most from the reference's,
+    ranked by the difference in pooled standard deviations (so counts and rates compare):
+    ``[{"feature", "name", "generated", "reference", "ratio", "effect"}]``."""
+    stats = metrics.get("statistics") or {}
+    gen, ref = stats.get("generated") or {}, stats.get("reference") or {}
+    info = metrics.get("feature_info") or {}
+    rows = []
+    for key, g in gen.items():
+        r = ref.get(key) or {}
+        gm, rm = g.get("mean"), r.get("mean")
+        if not isinstance(gm, (int, float)) or not isinstance(rm, (int, float)) or isinstance(gm, bool):
+            continue
+        if not (math.isfinite(gm) and math.isfinite(rm)):
+            continue
+        pooled = math.sqrt(((g.get("std") or 0.0) ** 2 + (r.get("std") or 0.0) ** 2) / 2)
+        scale = pooled if pooled > 0 else max(abs(rm), 1e-12)
+        rows.append(
+            {
+                "feature": key,
+                "name": _feature_name(key),
+                "description": (info.get(key) or {}).get("description", ""),
+                "generated": float(gm),
+                "reference": float(rm),
+                "ratio": float(gm) / float(rm) if rm else None,
+                "effect": abs(gm - rm) / scale,
+            }
+        )
+    rows.sort(key=lambda d: -d["effect"])
+    return rows[:top]
+
+
+def _difference_sentence(d: Mapping[str, Any]) -> str:
+    g, r, ratio = d["generated"], d["reference"], d["ratio"]
+    if ratio is None:
+        change = "where the reference has 0"
+    elif ratio >= 1.005:
+        change = f"{(ratio - 1) * 100:.0f}% more" if ratio < 2 else f"{ratio:.1f} times as much"
+    elif ratio <= 0.995:
+        change = f"{(1 - ratio) * 100:.0f}% less"
+    else:
+        change = "about the same"
+    return f"{d['name']} {_num(g)} in the samples vs {_num(r)} in the reference ({change})"
+
+
+def _generation_record(samples_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((samples_dir / "generation.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def summary_lines(run: Path, metrics: Mapping[str, Any] | None) -> list[str]:
+    """The report's plain-language summary, one sentence per line (also for tests and CLIs)."""
+    import yaml
+
+    lines = []
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    section = lambda key: config.get(key) if isinstance(config.get(key), dict) else {}  # noqa: E731
+    training = (metrics or {}).get("training") or {}
+    what = (
+        f"A {section('model').get('name', '?')} model on {section('tokenizer').get('name', '?')} tokens of "
+        f"the {section('data').get('name', '?')} data"
+    )
+    steps, secs = training.get("global_step"), training.get("train_time_s")
+    if isinstance(steps, int) and steps > 0:
+        what += f", trained for {steps:,} steps"
+        if isinstance(secs, (int, float)):
+            what += f" ({secs / 60:.1f} min)"
+    elif training:
+        what += ", fitted by counting" if training.get("n_parameters") == 0 else ""
+    lines.append(what + ".")
+    if metrics is None:
+        lines.append("No metrics: the evaluation did not run (see below).")
+        return lines
+    for name, lik in (metrics.get("likelihood") or {}).items():
+        if not isinstance(lik, dict):
+            continue
+        split, n = lik.get("split", "held-out"), lik.get("n_sequences") or lik.get("n_windows")
+        if "teacher_forced_accuracy" in lik:
+            lines.append(
+                f"Reconstruction of {n} {split}-split windows ({name}): accuracy per step "
+                f"{_fmt(lik.get('teacher_forced_accuracy'))} teacher-forced, {_fmt(lik.get('sampled_accuracy'))} "
+                f"sampled; ELBO {_fmt(lik.get('elbo'))} nats, KL {_fmt(lik.get('kl'))} nats "
+                f"({_fmt(lik.get('kl_bits'))} bits) per window."
+            )
+        elif "nll_per_token" in lik:
+            kind = "negative ELBO (a bound on the NLL)" if lik.get("bound") else "NLL"
+            text = f"Held-out {kind} on {n} {split}-split pieces: {_fmt(lik.get('nll_per_token'))} nats per token"
+            if lik.get("perplexity") is not None:
+                text += f" (perplexity {_fmt(lik.get('perplexity'))})"
+            if lik.get("nll_per_note") is not None:
+                text += f", {_fmt(lik.get('nll_per_note'))} nats per note"
+            lines.append(text + " (lower is better).")
+    record = _generation_record(run / "samples")
+    reasons = record.get("stop_reasons")
+    sets = metrics.get("sets") or {}
+    n_gen = (sets.get("generated") or {}).get("n_pieces")
+    n_ref = (sets.get("reference") or {}).get("n_pieces")
+    if n_gen:
+        text = f"{n_gen} samples were generated"
+        if isinstance(reasons, list) and reasons:
+            counts = {r: reasons.count(r) for r in dict.fromkeys(reasons)}
+            text += " (stopped by " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+        lines.append(text + ".")
+    diffs = feature_differences(metrics)
+    if diffs and n_ref:
+        lines.append(
+            f"Where the samples differ most from the {n_ref} reference pieces: "
+            + "; ".join(_difference_sentence(d) for d in diffs) + "."
+        )
+    summary = (metrics.get("comparison") or {}).get("summary") or {}
+    oa = summary.get("mean_oa_generated")
+    if oa is not None:
+        lines.append(
+            f"Mean overlap area {_fmt(oa)} over the features (1 would mean the samples are as far from the "
+            f"reference pieces as from each other: indistinguishable on these features; see the feature "
+            f"comparison below)."
+        )
+    elif n_gen is not None and n_ref is not None and min(n_gen, n_ref) < 2:
+        lines.append(
+            f"The set comparison is None: it needs at least 2 pieces in each set (generated {n_gen}, "
+            f"reference {n_ref}) to measure distances within a set."
+        )
+    return lines
+
+
+def _summary_section(run: Path, metrics: Mapping[str, Any] | None) -> str:
+    items = "".join(f"<li>{_e(line)}</li>" for line in summary_lines(run, metrics))
+    return f'<h2 id="summary">In short</h2><ul class="summary">{items}</ul>'
+
+
+def _file_links(path: Path, base: str) -> str:
+    """Links to a sample's .mid and (when written) .wav, relative to report.html."""
+    links = [f'<a href="{_e(base)}/{_e(path.name)}" download>{_e(path.name)}</a>']
+    wav = path.with_suffix(".wav")
+    if wav.is_file():
+        links.append(f'<a href="{_e(base)}/{_e(wav.name)}" download>{_e(wav.name)}</a>')
+    return f'<p class="small files">files: {" &middot; ".join(links)}</p>'
 
 
 def render_report(run_dir: str | Path) -> str:
@@ -493,9 +661,10 @@ def render_report(run_dir: str | Path) -> str:
         f"<title>musicfw report: {_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>musicfw report: {_e(title)}</h1>",
         f'<p class="small">run folder: {_e(run.resolve())}</p>',
-        '<nav><a href="#config">config</a><a href="#curves">training curves</a>'
+        '<nav><a href="#summary">in short</a><a href="#config">config</a><a href="#curves">training curves</a>'
         '<a href="#metrics">metrics</a><a href="#distributions">distributions</a>'
         '<a href="#samples">samples</a></nav>',
+        _summary_section(run, _read_metrics(run / "metrics.json")[0]),
         '<h2 id="config">Config</h2>',
         f'<pre class="config">{_e(config_text)}</pre>' if config_text is not None else _missing("config.yaml was not found in the run folder."),
         '<h2 id="curves">Training curves</h2>',

@@ -153,6 +153,13 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
                 f"      note: the {tokenizer.name} tokenizer cannot represent {lost['dropped']:,} of "
                 f"{lost['notes']:,} notes ({100 * lost['dropped'] / max(lost['notes'], 1):.1f}%; {reasons})"
             )
+        from .budget import measure_token_rates, save_rates
+
+        save_rates(run.path, measure_token_rates(datamodule))  # sizes generate's token budget
+        from .datacheck import small_split_warnings
+
+        for warning in small_split_warnings(summary["splits"], config.data, str(config.evaluate.reference_split)):
+            progress.say(f"      {warning}")
 
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
     from .training import fit, init_from_run, load_model
@@ -171,14 +178,19 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     from .generation import generate, write_samples
 
     gen = config.generate
-    with progress.stage("generate", f"{gen.n} samples with {sampler!r}"):
+    from .budget import load_rates, token_budget
+
+    max_tokens, budget_how = token_budget(gen.max_tokens, gen.max_bars, gen.max_seconds, load_rates(run.path))
+    from .describe import describe
+
+    with progress.stage("generate", f"{gen.n} samples with {describe(sampler)}"):
         generated = generate(
             model,
             tokenizer,
             sampler,
             n=gen.n,
             batch_size=gen.batch_size,
-            max_tokens=gen.max_tokens,
+            max_tokens=max_tokens,
             max_bars=gen.max_bars,
             max_seconds=gen.max_seconds,
             prompt=gen.prompt,
@@ -188,6 +200,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         result.samples = write_samples(
             generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont
         )
+        _record_generation(run.samples, progress, generated, gen, int(config.seed), max_tokens, budget_how)
         _log_samples(run.path, config.logger, result.samples)
 
     if config.evaluate.enabled:
@@ -283,6 +296,25 @@ def evaluate_run_folder(
 
         write_report(run.path)
     return result
+
+
+def _record_generation(
+    samples: Path, progress: Progress, generated: Any, gen: Any, seed: int, max_tokens: int, budget_how: str
+) -> None:
+    """Say which limit stopped the samples and write ``samples/generation.json``."""
+    import json
+
+    from .budget import stop_summary
+
+    progress.say(f"      max_tokens {max_tokens} ({budget_how}); "
+                 + stop_summary(generated.stop_reasons, gen.max_bars, gen.max_seconds, max_tokens))
+    record = {
+        "settings": {"n": int(gen.n), "max_tokens": max_tokens, "max_tokens_from": budget_how,
+                     "max_bars": gen.max_bars, "max_seconds": gen.max_seconds, "seed": seed},
+        "stop_reasons": list(generated.stop_reasons),
+        "stats": generated.stats,
+    }
+    (samples / "generation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def _log_samples(run_dir: Path, logger: Any, paths: list[Path]) -> None:

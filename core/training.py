@@ -316,7 +316,8 @@ def _held_out_metrics(model: Any, datamodule: Any, device: Any) -> dict[str, flo
         if res["n_targets"] == 0:
             continue
         out[f"{split}_nll"] = res["nll_per_token"]
-        out[f"{split}_perplexity"] = res["perplexity"]
+        if not model.loss_is_bound:  # exp() of a bound (negative ELBO) is no perplexity
+            out[f"{split}_perplexity"] = res["perplexity"]
         out[f"{split}_n_targets"] = res["n_targets"]
     return out
 
@@ -360,7 +361,8 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
     for split in ("val", "test"):
         if f"{split}_nll" in final:
             logged[f"{split}/nll"] = final[f"{split}_nll"]
-            logged[f"{split}/ppl"] = final[f"{split}_perplexity"]
+            if f"{split}_perplexity" in final:
+                logged[f"{split}/ppl"] = final[f"{split}_perplexity"]
     logged.update({f"final/{k}": v for k, v in final.items()})
     for logger in loggers:
         logger.log_hyperparams(dict(hyperparams or {}))

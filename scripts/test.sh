@@ -5,14 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages some tests need: Debian's chromium (the report page is opened in a real
-# headless browser) and a small General MIDI soundfont (samples rendered to audio).
-if ! command -v chromium >/dev/null 2>&1 || [ ! -e /usr/share/sounds/sf2/TimGM6mb.sf2 ]; then
+# headless browser), a small General MIDI soundfont and FluidSynth (samples rendered to audio;
+# symusic 0.6.0's own synthesizer fails, see core/render.py).
+if ! command -v chromium >/dev/null 2>&1 || [ ! -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] \
+   || ! command -v fluidsynth >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium timgm6mb-soundfont
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium timgm6mb-soundfont fluidsynth
   else
-    echo "note: chromium or the TimGM6mb soundfont is missing and cannot be installed here;" \
-         "install them (Debian: apt-get install chromium timgm6mb-soundfont) or set" \
+    echo "note: chromium, the TimGM6mb soundfont or fluidsynth is missing and cannot be installed here;" \
+         "install them (Debian: apt-get install chromium timgm6mb-soundfont fluidsynth) or set" \
          "MUSICFW_SKIP_BROWSER_TESTS=1 to skip the browser test." >&2
   fi
 fi

@@ -369,8 +369,7 @@ def test_write_samples_wav_when_a_soundfont_renders(tmp_path, remi):
     renderer = AudioRenderer()
     if not renderer.available:
         pytest.skip("no General MIDI soundfont on this machine")
-    if renderer.render(a_score(), tmp_path / "probe.wav") is None:
-        pytest.skip("neither symusic's synthesizer nor fluidsynth can render audio on this machine")
+    assert renderer.render(a_score(), tmp_path / "probe.wav") is not None  # the pinned symusic renders
     result = generate(ToyGRU(remi.vocab_size), remi, SAMPLER, n=1, max_tokens=80, seed=0)
     paths = write_samples(result, tmp_path / "s")
     wav = [p for p in paths if p.suffix == ".wav"]

@@ -12,13 +12,16 @@ from conftest import run_cli
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs"), {"n": 2, "max_tokens": 24, "render_audio": False})
+
+
+def make_run(root, generate_section):
     import torch
 
     import musicfw
     from musicfw.core.api import build_from_section
     from musicfw.core.rundir import RunFolder
 
-    root = tmp_path_factory.mktemp("runs")
     config = musicfw.load_config(
         {
             "name": "cli-gen",
@@ -27,7 +30,7 @@ def run_dir(tmp_path_factory):
             "tokenizer": {"name": "remi"},
             "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
             "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}],
-            "generate": {"n": 2, "max_tokens": 24, "render_audio": False},
+            "generate": generate_section,
         }
     )
     run = RunFolder.create(root, config.name)
@@ -111,3 +114,52 @@ def test_user_mistakes_exit_2_without_traceback(run_dir, args, message):
 def test_missing_run_folder(tmp_path):
     proc = run_cli("generate", "--run", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "Run folder not found" in proc.stderr
+
+
+def test_generate_without_seed_draws_new_samples_and_says_how_to_redo_them(run_dir, tmp_path):
+    import re
+
+    outs, seeds = [], []
+    for i in range(2):
+        out = tmp_path / f"fresh{i}"
+        proc = run_cli("generate", "--run", str(run_dir), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        m = re.search(r"^seed (\d+) \(pass --seed (\d+) to reproduce\)$", proc.stdout, re.M)
+        assert m and m.group(1) == m.group(2), proc.stdout
+        record = json.loads((out / "generation.json").read_text())
+        assert record["settings"]["seed"] == int(m.group(1)) and record["seed_source"].startswith("drawn")
+        outs.append(out)
+        seeds.append(int(m.group(1)))
+    assert seeds[0] != seeds[1] and 3 not in seeds  # not the run's seed (3), not twice the same
+    first = [p.read_bytes() for p in sorted(outs[0].glob("*.mid"))]
+    assert first != [p.read_bytes() for p in sorted(outs[1].glob("*.mid"))]
+    # the printed seed reproduces the samples byte for byte
+    again = tmp_path / "again"
+    proc = run_cli("generate", "--run", str(run_dir), "--out", str(again), "--seed", str(seeds[0]))
+    assert proc.returncode == 0 and "pass --seed" not in proc.stdout
+    assert [p.read_bytes() for p in sorted(again.glob("*.mid"))] == first
+    assert json.loads((again / "generation.json").read_text())["seed_source"] == "--seed"
+
+
+def test_a_time_limit_sizes_the_token_budget_and_the_stop_reasons_are_said(tmp_path):
+    from musicfw.core.budget import save_rates
+
+    run = make_run(tmp_path, {"n": 2, "max_seconds": 3.0, "render_audio": False})  # no max_tokens
+    save_rates(run, {"tokens_per_second": 10.0, "tokens_per_second_p90": 12.0, "tokens_per_bar": 30.0})
+    out = tmp_path / "out"
+    proc = run_cli("generate", "--run", str(run), "--out", str(out), "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "generation.json").read_text())
+    assert record["settings"]["max_tokens"] == 72  # ceil(2 x 12 tokens/s x 3 s), not 512
+    assert "max_seconds 3" in record["max_tokens_from"]
+    assert len(record["stop_reasons"]) == 2
+    assert set(record["stop_reasons"]) <= {"max_tokens", "max_seconds", "end_token"}
+    assert "max_tokens 72 (max_seconds 3 x 12.0 tokens/second" in proc.stdout
+    assert "stopped by: " in proc.stdout
+    # an explicit --max-tokens wins
+    # (one REMI token cannot hold 3 s: the first Position is < 2 s at the default 120 qpm)
+    proc = run_cli("generate", "--run", str(run), "--out", str(tmp_path / "o2"), "--seed", "0", "--max-tokens", "1")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "o2" / "generation.json").read_text())
+    assert record["settings"]["max_tokens"] == 1 and record["stop_reasons"] == ["max_tokens", "max_tokens"]
+    assert "2 of 2 ran out of tokens (max_tokens=1) before max_seconds=3" in proc.stdout

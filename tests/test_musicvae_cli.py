@@ -124,3 +124,38 @@ def test_blend_command_writes_the_grid_the_walk_and_the_page(vae_run: Path, tmp_
     assert "http" not in page.split("<script", 1)[1]  # no network: the page plays with WebAudio
     bad = run_cli("blend", "--run", str(vae_run), *map(str, files), "--grid", "40", "--out", str(out))
     assert bad.returncode == 2 and "--grid must be in 2..16" in bad.stderr
+
+
+def _bias_decoder(run: Path, token: int) -> None:
+    """Make the run's decoder prefer ``token`` at every step, as an under-trained MusicVAE
+    prefers its most frequent token ("no event", id 0): greedy or cool decoding collapses."""
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    key = next(k for k in state["state_dict"] if k.endswith("output_projection.bias"))
+    state["state_dict"][key][token] += 20.0
+    torch.save(state, ckpt)
+
+
+def test_empty_outputs_are_warned_about_with_cause_and_fix(vae_run: Path, tmp_path: Path):
+    _bias_decoder(vae_run, 0)
+    a = melody_file(tmp_path / "a.mid", [60, 62, 64, 65, 67, 69, 71, 72] * 2)
+    b = melody_file(tmp_path / "b.mid", [72, 71, 69, 67, 65, 64, 62, 60] * 2)
+    res = run_cli("interpolate", "--run", str(vae_run), str(a), str(b), "--steps", "3", "--temperature", "0",
+                  "--out", str(tmp_path / "i"))
+    assert res.returncode == 0, res.stderr
+    assert "notes per step (temperature 0): 0, 0, 0" in res.stdout
+    assert "on the input's note onsets only: A 0.000, B 0.000" in res.stdout  # not the no-event steps
+    err = res.stderr.replace("\n", " ")
+    assert "warning: 3 of 3 outputs are empty" in err and "greedy decoding (--temperature 0)" in err
+    assert "train longer" in err and "--temperature 0.5 to 1.0" in err
+    res = run_cli("sample", "--run", str(vae_run), "--n", "2", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0, res.stderr
+    assert "temperature 0.5" in res.stdout  # Magenta's default, not greedy
+    assert "warning: 2 of 2 outputs are empty" in res.stderr.replace("\n", " ")
+
+
+def test_no_warning_when_the_outputs_hold_notes(vae_run: Path, tmp_path: Path):
+    _bias_decoder(vae_run, 50)  # a note-on at every step
+    res = run_cli("sample", "--run", str(vae_run), "--n", "2", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr and "notes per sample: 32, 32" in res.stdout

@@ -100,8 +100,11 @@ def test_interpolate_files_writes_every_step_the_row_and_the_strip(tmp_path):
     # all steps in a row: 4 x 32 steps of 16th notes = 32 quarters at most
     assert row.end() <= 4 * 32 * (row.ticks_per_quarter // SPQ)
     assert w.image is not None and w.image.name == "interpolation.png"
-    assert set(w.extra) == {"reconstruction_accuracy_a", "reconstruction_accuracy_b", "length"}
-    assert w.extra["length"] == 32
+    assert set(w.extra) == {
+        "reconstruction_accuracy_a", "reconstruction_accuracy_b", "onset_accuracy_a", "onset_accuracy_b",
+        "length", "notes", "temperature",
+    }
+    assert w.extra["length"] == 32 and len(w.extra["notes"]) == 4 and w.extra["temperature"] == 0.5
 
 
 def test_user_mistakes(tmp_path):
@@ -138,3 +141,15 @@ def test_heldout_windows_are_bar_aligned_deduplicated_and_not_silent():
     assert (w >= 2).any(axis=1).all()
     b = window_batches(w, batch_size=1)
     assert len(b) == 2 and b[0]["tokens"].shape == (1, 32) and bool(b[0]["mask"].all())
+
+
+def test_near_empty_warning_threshold():
+    from musicfw.plugins.models.musicvae.tools import near_empty_warning
+
+    assert near_empty_warning([0, 0, 5], "sample", 0.0, 32) is not None  # 2 of 3 empty
+    assert near_empty_warning([0, 4, 5], "sample", 0.0, 32) is None  # most hold notes
+    # fewer notes than bars is near-empty: 16 bars need 16 notes
+    assert "fewer than 16 notes in 16 bars" in near_empty_warning([15, 15], "interpolate", 0.5, 256)
+    assert near_empty_warning([16, 30], "interpolate", 0.5, 256) is None
+    # what a 300-step folk MusicVAE gave at temperature 0.5 (2 bars): warned
+    assert near_empty_warning([7, 2, 1, 4, 1, 1, 1, 3], "sample", 0.5, 32) is not None

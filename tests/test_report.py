@@ -121,9 +121,14 @@ def test_report_is_self_contained(full_run):
     path = write_report(full_run)
     assert path == full_run / "report.html"
     page = path.read_text()
-    # every src/href is embedded data or an in-page anchor: nothing to fetch
-    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
-    assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs]
+    # every src is embedded data: nothing to fetch; an href is an in-page anchor or a link to
+    # a sample file next to the page (samples/*.mid, *.wav: downloads, not page resources)
+    srcs = re.findall(r'src\s*=\s*"([^"]*)"', page)
+    assert srcs and all(r.startswith("data:") for r in srcs), [r[:40] for r in srcs]
+    hrefs = re.findall(r'href\s*=\s*"([^"]*)"', page)
+    files = [h for h in hrefs if not h.startswith(("data:", "#"))]
+    assert all(h.startswith("samples/") and (full_run / h).is_file() for h in files), files
+    assert "samples/sample_000.mid" in files and "samples/sample_001.wav" in files
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert "report-test" in page and "hidden_size: 64" in page  # the config
     assert page.count("<audio") == 2

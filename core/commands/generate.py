@@ -44,7 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
     p.add_argument("--batch-size", type=int, default=None, help="samples generated together")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the run's seed)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed (default: a fresh one, printed and stored in generation.json, so each call "
+        "draws new samples; pass the run's seed to redo its own samples)",
+    )
     p.add_argument(
         "--constraints",
         choices=("on", "off"),
@@ -109,6 +115,14 @@ def next_output_dir(samples: Path, prefix: str = "generate") -> Path:
             i += 1
 
 
+def fresh_seed() -> int:
+    """A new seed for a generate call without ``--seed`` (from the OS's entropy), small
+    enough to type back."""
+    import os
+
+    return int.from_bytes(os.urandom(4), "little") % 2_000_000_000
+
+
 def main(args: argparse.Namespace) -> int:
     import json
 
@@ -166,13 +180,22 @@ def main(args: argparse.Namespace) -> int:
     settings = {
         "n": args.n or int(gen.n),
         "batch_size": args.batch_size or int(gen.batch_size),
-        "max_tokens": args.max_tokens or int(gen.max_tokens),
+        "max_tokens": None,  # below: --max-tokens, generate.max_tokens, or sized from a time/bar limit
         "max_bars": args.max_bars if args.max_bars is not None else gen.max_bars,
         "max_seconds": args.max_seconds if args.max_seconds is not None else gen.max_seconds,
         "prompt": args.prompt if args.prompt is not None else gen.prompt,
         "constraints": (args.constraints == "on") if args.constraints else bool(gen.constraints),
-        "seed": args.seed if args.seed is not None else int(config.seed),
+        "seed": args.seed if args.seed is not None else fresh_seed(),
     }
+    if args.seed is None:
+        print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
+    from ..budget import load_rates, stop_summary, token_budget
+
+    given = args.max_tokens if args.max_tokens is not None else gen.get("max_tokens")
+    settings["max_tokens"], budget_how = token_budget(
+        given, settings["max_bars"], settings["max_seconds"],
+        load_rates(run.path) if args.model is None else load_rates(Path(args.model)),
+    )
     out = Path(args.out) if args.out else next_output_dir(samples_dir)
     result = generate(model, tokenizer, sampler, device=args.device, **settings)
     paths = write_samples(
@@ -186,6 +209,9 @@ def main(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "sampler": repr(sampler),
         "settings": settings,
+        "max_tokens_from": budget_how,
+        "stop_reasons": list(result.stop_reasons),
+        "seed_source": "--seed" if args.seed is not None else "drawn (no --seed given)",
         "stats": result.stats,
         "files": [p.name for p in paths],
     }
@@ -204,4 +230,6 @@ def main(args: argparse.Namespace) -> int:
         line += f", dropped tokens {stats['invalid_rate']:.2%}"
         line += " (constrained)" if stats["constrained"] else " (unconstrained)"
     print(line)
+    print(f"max_tokens {settings['max_tokens']} ({budget_how}); "
+          + stop_summary(result.stop_reasons, settings["max_bars"], settings["max_seconds"], settings["max_tokens"]))
     return 0

@@ -1,5 +1,8 @@
 """Exact held-out likelihood: NLL and perplexity per token, NLL per note and per second.
 
+A model whose loss is a bound on the NLL (``Model.loss_is_bound``: MusicVAE's negative ELBO)
+gets the same sums without a perplexity, and a ``bound`` note saying so.
+
 Per token numbers depend on the tokenizer (REMI spends several tokens per note, a piano
 roll one frame per time step), so the same summed NLL is also divided by the number of notes
 the held-out token sequences stand for (``tokenizer.count_notes``) and by their duration in
@@ -121,6 +124,10 @@ class NLL(Metric):
             "perplexity": _exp(per_token),
             "bits_per_token": per_token / math.log(2) if per_token is not None else None,
         }
+        if getattr(model, "loss_is_bound", False):  # declared by musicfw.core.model.Model
+            # a bound (e.g. a VAE's negative ELBO): exp() of it is no perplexity
+            del result["perplexity"]
+            result["bound"] = "nll_sum is the model's bound on the NLL (negative ELBO), not the exact NLL"
         if tokenizer is not None and self.config.per_note:
             result.update(
                 {

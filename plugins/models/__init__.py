@@ -20,6 +20,13 @@ def musicfw_register_models(registry):
 
 
 @hookimpl
+def musicfw_register_metrics(registry):
+    from .musicvae.metric import MusicVAEReconstruction
+
+    registry.add(MusicVAEReconstruction)
+
+
+@hookimpl
 def musicfw_register_commands(commands):
     from .musicvae.commands import Blend, Interpolate, Sample
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from musicfw.core.command import Command
@@ -44,7 +45,10 @@ class Sample(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
         p.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
-        p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of every step; 0 = argmax (default 1.0)")
+        p.add_argument(
+            "--temperature", type=float, default=None,
+            help="softmax temperature of every step; 0 = argmax (default 0.5, as Magenta's music_vae_generate)",
+        )
         p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/prior)")
@@ -53,20 +57,29 @@ class Sample(Command):
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
 
+        from .tools import DEFAULT_TEMPERATURE, near_empty_warning, sample_to_midi
+
+        if args.temperature is None:
+            args.temperature = DEFAULT_TEMPERATURE
         if args.n < 1:
             raise ConfigError(f"--n must be >= 1, got {args.n}.")
         if args.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
-        from .tools import sample_to_midi
 
         model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
         out = args.out or (run.samples / "prior")
         written = sample_to_midi(
             model, tokenizer, out, n=args.n, temperature=args.temperature, length=args.length, seed=args.seed
         )
-        print(f"wrote {len(written.midi)} samples to {out}")
+        notes = written.extra["notes"]
+        print(f"wrote {len(written.midi)} samples to {out} (temperature {args.temperature:g}; notes per sample: "
+              f"{', '.join(map(str, notes))})")
         if written.image is not None:
             print(f"piano roll: {written.image}")
+        steps = len(written.tokens[0]) if written.tokens else 0
+        warning = near_empty_warning(notes, "sample", args.temperature, steps, getattr(tokenizer, "steps_per_bar", 16))
+        if warning:
+            print(warning, file=sys.stderr)
         return 0
 
 
@@ -86,7 +99,11 @@ class Interpolate(Command):
         p.add_argument("a", metavar="A.mid", help="the start")
         p.add_argument("b", metavar="B.mid", help="the end")
         p.add_argument("--steps", type=int, default=8, help="points on the path, endpoints included (default 8)")
-        p.add_argument("--temperature", type=float, default=0.0, help="softmax temperature of the decoder; 0 = argmax (default 0)")
+        p.add_argument(
+            "--temperature", type=float, default=None,
+            help="softmax temperature of the decoder; 0 = argmax, which an under-trained model decodes "
+            "to silence (default 0.5, as Magenta's music_vae_generate)",
+        )
         p.add_argument("--length", type=int, default=None, help="tokens taken from each file (default: the model's max_seq_len)")
         p.add_argument("--seed", type=int, default=0, help="random seed when temperature > 0 (default 0)")
         p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/interpolation)")
@@ -95,11 +112,14 @@ class Interpolate(Command):
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
 
+        from .tools import DEFAULT_TEMPERATURE, interpolate_files, near_empty_warning
+
+        if args.temperature is None:
+            args.temperature = DEFAULT_TEMPERATURE
         if args.steps < 2:
             raise ConfigError(f"--steps must be >= 2 (the two endpoints), got {args.steps}.")
         if args.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
-        from .tools import interpolate_files
 
         model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
         out = args.out or (run.samples / "interpolation")
@@ -112,10 +132,20 @@ class Interpolate(Command):
         print(f"all steps in a row: {written.midi[-1]}")
         if written.image is not None:
             print(f"piano-roll strip: {written.image}")
+        def fmt(x: Any) -> str:
+            return "n/a" if x is None else f"{x:.3f}"
+
         print(
-            f"endpoint reconstruction accuracy: A {extra['reconstruction_accuracy_a']:.3f}, "
-            f"B {extra['reconstruction_accuracy_b']:.3f}"
+            f"endpoint reconstruction accuracy per step: A {extra['reconstruction_accuracy_a']:.3f}, "
+            f"B {extra['reconstruction_accuracy_b']:.3f}; on the input's note onsets only: "
+            f"A {fmt(extra['onset_accuracy_a'])}, B {fmt(extra['onset_accuracy_b'])}"
         )
+        print(f"notes per step (temperature {args.temperature:g}): {', '.join(map(str, extra['notes']))}")
+        warning = near_empty_warning(
+            extra["notes"], "interpolate", args.temperature, extra["length"], getattr(tokenizer, "steps_per_bar", 16)
+        )
+        if warning:
+            print(warning, file=sys.stderr)
         return 0
 
 

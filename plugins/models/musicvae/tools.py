@@ -17,6 +17,12 @@ from typing import Any, Sequence
 import numpy as np
 
 
+#: decoding temperature of ``sample`` and ``interpolate`` by default: Magenta's
+#: ``music_vae_generate`` default (0.5).  Greedy decoding (0) of an under-trained MusicVAE
+#: collapses to its most frequent token, "no event": silence.
+DEFAULT_TEMPERATURE = 0.5
+
+
 @dataclass
 class Written:
     """Files written by a command, and the token sequences behind them."""
@@ -51,7 +57,7 @@ def sample_to_midi(
     tokenizer: Any,
     out_dir: str | Path,
     n: int = 8,
-    temperature: float = 1.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
@@ -65,11 +71,15 @@ def sample_to_midi(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
+    notes = []
     for i, seq in enumerate(tokens.cpu().numpy()):
         path = out / f"sample_{i:03d}.mid"
-        tokenizer.decode(seq).dump_midi(str(path))
+        score = tokenizer.decode(seq)
+        score.dump_midi(str(path))
+        notes.append(int(score.note_num()))
         written.midi.append(path)
         written.tokens.append(seq)
+    written.extra = {"notes": notes, "temperature": float(temperature)}
     if image:
         written.image = render_strip(
             [tokenizer.decode(t) for t in written.tokens],
@@ -107,7 +117,7 @@ def interpolate_files(
     path_b: str | Path,
     out_dir: str | Path,
     steps: int = 8,
-    temperature: float = 0.0,
+    temperature: float = DEFAULT_TEMPERATURE,
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
@@ -132,18 +142,28 @@ def interpolate_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
+    notes = []
     for i, seq in enumerate(path):
         p = out / f"step_{i:02d}.mid"
-        tokenizer.decode(seq).dump_midi(str(p))
+        score = tokenizer.decode(seq)
+        score.dump_midi(str(p))
+        notes.append(int(score.note_num()))
         written.midi.append(p)
         written.tokens.append(seq)
     row = out / "interpolation.mid"
     tokenizer.decode(np.concatenate(list(path))).dump_midi(str(row))
     written.midi.append(row)
+    onset = min_onset_id(tokenizer)
     written.extra = {
         "reconstruction_accuracy_a": float(np.mean(path[0][: len(a)] == a)),
         "reconstruction_accuracy_b": float(np.mean(path[-1][: len(b)] == b)),
+        # the same, on the steps where the input starts a note only (most steps of a melody
+        # are "no event", which an under-trained decoder gets right by staying silent)
+        "onset_accuracy_a": _onset_accuracy(path[0][: len(a)], a, onset),
+        "onset_accuracy_b": _onset_accuracy(path[-1][: len(b)], b, onset),
         "length": int(path.shape[1]),
+        "notes": notes,
+        "temperature": float(temperature),
     }
     if image:
         written.image = render_strip(
@@ -154,6 +174,40 @@ def interpolate_files(
             tokenizer=tokenizer,
         )
     return written
+
+
+def _onset_accuracy(decoded: np.ndarray, target: np.ndarray, onset_id: int) -> float | None:
+    at = target >= onset_id
+    return float(np.mean(decoded[at] == target[at])) if at.any() else None
+
+
+def near_empty_warning(
+    notes: Sequence[int], command: str, temperature: float, steps: int, steps_per_bar: int = 16
+) -> str | None:
+    """A warning when at least half of the outputs are empty or near-empty (fewer notes than
+    bars; the folk tunes MusicVAE's examples train on have several notes per bar), with the
+    likely cause and the fix; else None."""
+    if not notes:
+        return None
+    bars = max(steps / max(int(steps_per_bar), 1), 1.0)
+    least = max(1, int(np.ceil(bars)))
+    few = [n for n in notes if n < least]
+    if 2 * len(few) < len(notes):
+        return None
+    empty = sum(1 for n in notes if n == 0)
+    how = "greedy decoding (--temperature 0)" if temperature <= 0 else f"--temperature {temperature:g}"
+    if temperature < 0.5:
+        also = " or decode with --temperature 0.5 to 1.0"
+    elif temperature < 1.0:
+        also = " or decode with a higher --temperature (up to 1.0)"
+    else:
+        also = ""
+    return (
+        f"musicfw {command}: warning: {len(few)} of {len(notes)} outputs are empty or nearly so "
+        f"({empty} with no note, fewer than {least} note{'s' if least > 1 else ''} in {bars:g} bars). Likely "
+        f"cause: an under-trained MusicVAE, whose most likely token at each step is 'no event', decoded "
+        f"with {how}. Fix: train longer (train.max_steps; the README's 2-bar model used 4,000 steps){also}."
+    )
 
 
 def _step_ticks(score: Any, tokenizer: Any) -> float | None:
@@ -263,3 +317,40 @@ def window_batches(windows: np.ndarray, batch_size: int = 256) -> list[dict]:
         tokens = torch.as_tensor(windows[i : i + batch_size], dtype=torch.long)
         batches.append({"tokens": tokens, "mask": torch.ones_like(tokens, dtype=torch.bool)})
     return batches
+
+
+def min_onset_id(tokenizer: Any) -> int:
+    """The lowest id that starts a note: the melody tokenizer's lowest note-on (its 0 and 1
+    are no-event and note-off), 1 for drums (0 = no hit)."""
+    if callable(getattr(tokenizer, "note_on_id", None)) and hasattr(tokenizer, "pitch_range"):
+        return int(tokenizer.note_on_id(tokenizer.pitch_range[0]))
+    return 1
+
+
+def reconstruction_metrics(
+    model: Any,
+    tokenizer: Any,
+    sequences: Sequence[np.ndarray],
+    max_windows: int = 0,
+    seed: int = 0,
+    batch_size: int = 128,
+    temperature: float = 1.0,
+) -> dict[str, Any]:
+    """Paper-Table-1 metrics of ``model`` on held-out token sequences: every bar-aligned
+    ``max_seq_len`` window with an onset (:func:`heldout_windows`), a random subset of
+    ``max_windows`` of them when there are more (0: all; the subset is drawn with numpy's
+    ``default_rng(0)``), scored by :func:`~.model.evaluate_vae` (teacher-forced, sampled and
+    greedy accuracy, ELBO, KL in nats and bits).  Used by ``benchmarks/musicvae.py`` and the
+    ``musicvae_reconstruction`` metric."""
+    from .model import evaluate_vae
+
+    length = int(model.config.max_seq_len)
+    hop = int(getattr(tokenizer, "steps_per_bar", 16) or 16)
+    windows = heldout_windows(sequences, length=length, hop=hop, min_onset_id=min_onset_id(tokenizer))
+    if max_windows and len(windows) > max_windows:
+        rng = np.random.default_rng(0)
+        windows = windows[rng.choice(len(windows), max_windows, replace=False)]
+    if len(windows) == 0:
+        return {"n_windows": 0, "window_steps": length}
+    metrics = evaluate_vae(model, window_batches(windows, batch_size), seed=int(seed), temperature=temperature)
+    return {"n_windows": int(len(windows)), "window_steps": length, **metrics}

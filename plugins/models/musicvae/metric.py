@@ -1,0 +1,62 @@
+"""``musicvae_reconstruction``: MusicVAE's held-out metrics (the paper's Table 1) in every run.
+
+A metric of kind ``likelihood`` (``evaluate(model, datamodule, tokenizer) -> dict``), so
+``musicfw run`` puts its numbers into ``metrics.json`` under ``likelihood`` and the report shows
+them: teacher-forced, sampled and greedy reconstruction accuracy per step, ELBO per window, KL
+in nats and bits, on the bar-aligned ``max_seq_len`` windows of the held-out split (the same
+windows and scoring as ``benchmarks/musicvae.py``, through
+:func:`.tools.reconstruction_metrics`).  torch loads inside ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MusicVAEReconstruction:
+    """MusicVAE held-out reconstruction accuracy (teacher-forced, sampled, greedy), ELBO and KL."""
+
+    name = "musicvae_reconstruction"
+    kind = "likelihood"
+
+    @dataclass
+    class Config:
+        split: str = field(
+            default="test", metadata={"choices": ("test", "valid"), "help": "held-out split whose windows are scored"}
+        )
+        max_windows: int = field(
+            default=500, metadata={"help": "score a random subset of this many windows (0: all)"}
+        )
+        temperature: float = field(
+            default=1.0, metadata={"help": "softmax temperature of the sampled reconstruction"}
+        )
+        seed: int = field(default=0, metadata={"help": "seed of z ~ q(z|x) and of the sampled decoding"})
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_config(cls, config: Any, **context: Any) -> "MusicVAEReconstruction":
+        if config.max_windows < 0 or config.temperature <= 0:
+            raise ValueError("musicvae_reconstruction: max_windows must be >= 0 and temperature > 0")
+        return cls(config)
+
+    def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any]:
+        from musicfw.core.errors import ConfigError
+
+        from .tools import reconstruction_metrics
+
+        if not callable(getattr(model, "encode", None)) or not hasattr(getattr(model, "config", None), "max_seq_len"):
+            raise ConfigError(
+                f"evaluate.metrics: musicvae_reconstruction measures a MusicVAE, but this run's model is "
+                f"{type(model).__name__}; remove the metric from evaluate.metrics."
+            )
+        c = self.config
+        result = reconstruction_metrics(
+            model, tokenizer, datamodule.tokens(c.split), c.max_windows, seed=c.seed, temperature=c.temperature
+        )
+        return {"split": c.split, **result}
+
+    def __repr__(self) -> str:
+        return f"MusicVAEReconstruction({self.config})"
