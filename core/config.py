@@ -50,8 +50,9 @@ class TrainSection:
         "32-true", ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
     )
     accelerator: str = choice("auto", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
-    devices: Any = "auto"
-    strategy: str = "auto"
+    devices: Any = field(default="auto", metadata={"help": "per node: a count, a list of ids, or auto"})
+    strategy: str = field(default="auto", metadata={"help": "auto, ddp, ddp_spawn, fsdp, ... (Lightning's)"})
+    num_nodes: int = field(default=1, metadata={"help": "machines of a multi-node run (see docs/scaling.md)"})
     early_stopping_patience: int = field(default=0, metadata={"help": "0 disables"})
     num_workers: int = 0
     limit_train_batches: float = 1.0

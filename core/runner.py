@@ -6,6 +6,7 @@ generation, evaluation, report) and can be rerun on a run folder from the CLI.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -93,22 +94,28 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries)
     _check_sampler_kind(sampler, tokenizer)
 
-    run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
+    from .distributed import is_rank_zero, run_folder
+
+    # rank 0 makes the run folder; the other processes of a multi-process run join it, train,
+    # and stop after training (docs/scaling.md)
+    worker = not is_rank_zero()
+    run = run_folder(config, resume)
     result = RunResult(run.path)
-    progress = Progress(total=5)
+    progress = Progress(total=5, stream=open(os.devnull, "w") if worker else None)
     progress.say(f"musicfw run {config.name!r} -> {run.path}")
-    if not resume:
+    if not resume and not worker:
         run.save_config(config)
     seed_everything(int(config.seed))
-    tokenizer.save(run.tokenizer_path)
+    if not worker:
+        tokenizer.save(run.tokenizer_path)
 
     from .data import build_datamodule
 
     with progress.stage("data", f"{config.data.name} -> {tokenizer.name} tokens"):
         try:
-            datamodule = build_datamodule(config, tokenizer, run.path)
+            datamodule = build_datamodule(config, tokenizer, None if worker else run.path)
         except UserError:
-            if not resume:  # nothing was made yet but the config: leave no half-empty run behind
+            if not resume and not worker:  # nothing was made yet but the config: leave no half-empty run behind
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         summary = datamodule.summary()
@@ -119,6 +126,9 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
 
     with progress.stage("train", f"{config.model.name}"):
         fit_metrics = fit(model, datamodule, config, run.path, resume=bool(resume))
+        if worker:
+            result.metrics = dict(fit_metrics)
+            return result
         model, _ = load_model(run.path)
 
     from .generation import generate, write_samples

@@ -377,6 +377,7 @@ def _trainer(config: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
         accelerator=train.accelerator,
         devices=train.devices,
         strategy=train.strategy,
+        num_nodes=int(train.num_nodes),
         precision=train.precision,
         gradient_clip_val=float(train.gradient_clip_val) or None,
         accumulate_grad_batches=int(train.accumulate_grad_batches),
@@ -451,6 +452,10 @@ def _fit_lightning(model: Any, datamodule: Any, config: Any, run_dir: Path, resu
             "last.ckpt)."
         ) from None
 
+    from .distributed import leave_process_group
+
+    if not leave_process_group(trainer):  # the other ranks of a multi-process run stop here
+        return {"global_step": int(trainer.global_step), "rank": int(trainer.global_rank)}
     if not best.is_file() and last.is_file():  # no validation ran: the last weights are the best we know
         shutil.copyfile(last, best)
     # The held-out metrics below describe the weights a user gets from load_model(which="auto").
