@@ -533,11 +533,11 @@ class MusicDataModule(pl.LightningDataModule):
         if score_first is None:
             score_first = self.dataset.score_first_position
         batches = EvalBatches(self.store, self._rows[split], self.batch_size, self.eval_max_tokens, score_first)
-        from .distributed import eval_sampler
+        from .distributed import eval_share
 
         # under DDP each process gets its own batches, none repeated (the NLL sums are exact)
-        sampler = eval_sampler(len(batches))
-        return DataLoader(batches, batch_size=None, shuffle=False, sampler=sampler, **self._loader_kwargs())
+        dataset, sampler = eval_share(batches)
+        return DataLoader(dataset, batch_size=None, shuffle=False, sampler=sampler, **self._loader_kwargs())
 
     def train_pieces_dataloader(self) -> DataLoader:
         """The whole training pieces, unaugmented, every position scored (count-based models

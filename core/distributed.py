@@ -22,8 +22,9 @@ Data shares: the training sampler draws one global, seeded sequence of windows p
 (:class:`musicfw.core.data.WindowSampler`) and rank ``r`` of ``W`` takes positions
 ``r, r + W, ...`` (:class:`ShardedSampler`), so with ``batch_size = B / W`` the union of the
 ranks' k-th batches is exactly the k-th batch of a one-process run with ``batch_size = B``.
-Validation batches are split without repeats (:func:`eval_sampler`); the sums of NLL and
-targets are added over the ranks, so ``val/nll`` stays exact.
+Validation batches are split without repeats (:func:`eval_share`; a rank short of a batch
+gets an empty, fully masked one); the sums of NLL and targets are added over the ranks, so
+``val/nll`` stays exact.
 
 Only the standard library is imported at module level.
 """
@@ -167,17 +168,18 @@ def _sampler_classes() -> tuple[type, type]:
                 self.sampler.set_epoch(epoch)
 
     class UnrepeatedSampler(DistributedSampler):
-        """Indices ``r, r + W, ...`` of ``range(n)``: each item on exactly one rank (ranks may
-        get one item fewer; evaluation only sums, so nothing is counted twice)."""
+        """Indices ``r, r + W, ...`` of ``range(total)`` where ``total`` is ``n`` rounded up to
+        a multiple of ``W``: every rank gets the same number of items (Lightning refuses a rank
+        without any); the items past ``n`` are :class:`MaskedPadding`'s empty batches."""
 
         def __init__(self, n: int, num_replicas: int, rank: int):
             self.n, self.num_replicas, self.rank = int(n), int(num_replicas), int(rank)
             self.epoch, self.shuffle, self.drop_last = 0, False, False
-            self.num_samples = len(range(self.rank, self.n, self.num_replicas))
-            self.total_size = self.n
+            self.num_samples = math.ceil(self.n / self.num_replicas)
+            self.total_size = self.num_samples * self.num_replicas
 
         def __iter__(self) -> Iterator[int]:
-            return iter(range(self.rank, self.n, self.num_replicas))
+            return iter(range(self.rank, self.total_size, self.num_replicas))
 
         def __len__(self) -> int:
             return self.num_samples
@@ -194,12 +196,37 @@ def shard_sampler(sampler: Any) -> Any:
     return _sampler_classes()[0](sampler, world, rank)
 
 
-def eval_sampler(n: int) -> Any:
-    """None in one process; this rank's items of ``range(n)``, without repeats, otherwise."""
+class MaskedPadding:
+    """Evaluation batches ``0..n-1`` as they are, then empty ones up to ``total``: batch
+    ``i % n`` with every position masked out (no targets: it adds nothing to the sums)."""
+
+    def __init__(self, batches: Any, total: int):
+        self.batches, self.total = batches, int(total)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.batches)
+        batch = self.batches[i % n]
+        if i >= n:
+            import torch
+
+            batch = dict(batch)
+            batch["mask"] = torch.zeros_like(batch["mask"])
+        return batch
+
+
+def eval_share(batches: Any) -> tuple[Any, Any]:
+    """``(dataset, sampler)`` of an evaluation loader whose items are whole batches: the
+    batches and None in one process; under a process group, this rank's batches without
+    repeats (:class:`MaskedPadding` evens the counts out with empty batches)."""
     rank, world = _world()
-    if world <= 1:
-        return None
-    return _sampler_classes()[1](n, world, rank)
+    n = len(batches)
+    if world <= 1 or n == 0:
+        return batches, None
+    sampler = _sampler_classes()[1](n, world, rank)
+    return MaskedPadding(batches, sampler.total_size), sampler
 
 
 # --------------------------------------------------------------------------------------------
