@@ -371,6 +371,21 @@ def _trainer(config: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     train = train_section(config)
     log_every = int(logger_section(config)["log_every_n_steps"])
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return _new_trainer(pl, train, run_dir, loggers, callbacks, log_every)
+    except (ValueError, MisconfigurationException) as exc:  # e.g. strategy=fsdp on the CPU
+        raise ConfigError(
+            f"Lightning cannot train with train.accelerator={train.accelerator}, train.devices={train.devices}, "
+            f"train.strategy={train.strategy}, train.num_nodes={train.num_nodes}, train.precision={train.precision}: "
+            f"{exc}"
+        ) from None
+
+
+def _new_trainer(pl: Any, train: Any, run_dir: Path, loggers: list, callbacks: list, log_every: int) -> Any:
+    import sys
+
     return pl.Trainer(
         max_epochs=int(train.max_epochs),
         max_steps=int(train.max_steps),

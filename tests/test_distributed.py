@@ -152,3 +152,14 @@ def test_shares_cover_every_window_and_batch_once(monkeypatch):
     assert targets == [10, 0]  # counted once in all
     monkeypatch.setattr(distributed, "_world", lambda: (0, 1))
     assert distributed.eval_share([batch]) == ([batch], None)
+
+
+def test_a_strategy_lightning_refuses_is_a_config_error(tmp_path):
+    from omegaconf import OmegaConf
+
+    from musicfw.core.errors import ConfigError
+    from musicfw.core.training import _trainer
+
+    config = OmegaConf.create({"train": {"accelerator": "cpu", "strategy": "fsdp", "devices": 2}})
+    with pytest.raises(ConfigError, match=r"train.strategy=fsdp.*requires a GPU"):
+        _trainer(config, tmp_path, [], [])
