@@ -57,8 +57,9 @@ class TrainSection:
     accelerator: str = choice(
         "auto", ("auto", "cpu", "gpu", "cuda", "mps", "tpu"), "Lightning's Trainer accelerator"
     )
-    devices: Any = field(default="auto", metadata={"help": "Lightning's Trainer devices: auto, a count, or a list of ids"})
-    strategy: str = field(default="auto", metadata={"help": "Lightning's Trainer strategy (e.g. ddp)"})
+    devices: Any = field(default="auto", metadata={"help": "per node: a count, a list of ids, or auto"})
+    strategy: str = field(default="auto", metadata={"help": "auto, ddp, ddp_spawn, fsdp, ... (Lightning's)"})
+    num_nodes: int = field(default=1, metadata={"help": "machines of a multi-node run (see docs/scaling.md)"})
     early_stopping_patience: int = field(
         default=0, metadata={"help": "stop after this many validations without a better val NLL; 0 disables"}
     )

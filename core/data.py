@@ -543,10 +543,12 @@ class MusicDataModule(pl.LightningDataModule):
         weights = np.ceil(lengths / self.seq_len)
         if self._train_sampler is None:
             self._train_sampler = WindowSampler(weights, int(weights.sum()), self.seed)
+        from .distributed import shard_sampler
+
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=self._train_sampler,
+            sampler=shard_sampler(self._train_sampler),  # this process's share under DDP
             collate_fn=_PadCollate(self.token_kind == MULTIHOT, self.seq_len),
             drop_last=False,
             **self._loader_kwargs(),
@@ -559,7 +561,11 @@ class MusicDataModule(pl.LightningDataModule):
         if score_first is None:
             score_first = self.dataset.score_first_position
         batches = EvalBatches(self.store, self._rows[split], self.batch_size, self.eval_max_tokens, score_first)
-        return DataLoader(batches, batch_size=None, shuffle=False, **self._loader_kwargs())
+        from .distributed import eval_share
+
+        # under DDP each process gets its own batches, none repeated (the NLL sums are exact)
+        dataset, sampler = eval_share(batches)
+        return DataLoader(dataset, batch_size=None, shuffle=False, sampler=sampler, **self._loader_kwargs())
 
     def train_pieces_dataloader(self) -> DataLoader:
         """The whole training pieces, unaugmented, every position scored (count-based models

@@ -235,7 +235,7 @@ class ProgressLines(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step < self._next:
+        if step < self._next or not trainer.is_global_zero:  # one process prints
             return
         self._next = step + self._every
         total = self._total(trainer)

@@ -6,6 +6,7 @@ generation, evaluation, report) and can be rerun on a run folder from the CLI.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -123,14 +124,20 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"Invalid config: generate.{key}: no such file {value!r}.")
 
-    run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
+    from .distributed import is_rank_zero, run_folder
+
+    # rank 0 makes the run folder; the other processes of a multi-process run join it, train,
+    # and stop after training (docs/scaling.md)
+    worker = not is_rank_zero()
+    run = run_folder(config, resume)
     result = RunResult(run.path)
-    progress = Progress(total=5)
+    progress = Progress(total=5, stream=open(os.devnull, "w") if worker else None)
     progress.say(f"musicfw run {config.name!r} -> {run.path}")
-    if not resume:
+    if not resume and not worker:
         run.save_config(config)
     _seed_everything(int(config.seed))
-    tokenizer.save(run.tokenizer_path)
+    if not worker:
+        tokenizer.save(run.tokenizer_path)
 
     from .data import build_datamodule
 
@@ -138,10 +145,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         try:
             datamodule = build_datamodule(
                 config.data, tokenizer, train=config.train, augment=config.get("augment"),
-                seed=int(config.seed), run_dir=run.path, registries=registries,
+                seed=int(config.seed), run_dir=None if worker else run.path, registries=registries,
             )
         except UserError:
-            if not resume:  # nothing was made yet but the config: leave no half-empty run behind
+            if not resume and not worker:  # nothing was made yet but the config: leave no half-empty run behind
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
         summary = datamodule.summary()
@@ -155,7 +162,8 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             )
         from .budget import measure_token_rates, save_rates
 
-        save_rates(run.path, measure_token_rates(datamodule))  # sizes generate's token budget
+        if not worker:
+            save_rates(run.path, measure_token_rates(datamodule))  # sizes generate's token budget
         from .datacheck import small_split_warnings
 
         for warning in small_split_warnings(summary["splits"], config.data, str(config.evaluate.reference_split)):
@@ -173,6 +181,9 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             model, datamodule, config.train, run.path, logger=config.logger,
             hyperparams=OmegaConf.to_container(config, resolve=True), resume=bool(resume),
         )
+        if worker:
+            result.metrics = dict(fit_metrics)
+            return result
         model, _ = load_model(run.path, registries=registries)
 
     from .generation import generate, write_samples

@@ -192,12 +192,28 @@ def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: l
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     log_every = int(logger_section(logger)["log_every_n_steps"])
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return _new_trainer(pl, train, run_dir, loggers, callbacks, log_every)
+    except (ValueError, MisconfigurationException) as exc:  # e.g. strategy=fsdp on the CPU
+        raise ConfigError(
+            f"Lightning cannot train with train.accelerator={train.accelerator}, train.devices={train.devices}, "
+            f"train.strategy={train.strategy}, train.num_nodes={train.num_nodes}, train.precision={train.precision}: "
+            f"{exc}"
+        ) from None
+
+
+def _new_trainer(pl: Any, train: Any, run_dir: Path, loggers: list, callbacks: list, log_every: int) -> Any:
+    import sys
+
     return pl.Trainer(
         max_epochs=int(train.max_epochs),
         max_steps=int(train.max_steps),
         accelerator=train.accelerator,
         devices=train.devices,
         strategy=train.strategy,
+        num_nodes=int(train.num_nodes),
         precision=train.precision,
         gradient_clip_val=float(train.gradient_clip_val) or None,
         accumulate_grad_batches=int(train.accumulate_grad_batches),
@@ -274,6 +290,10 @@ def _fit_lightning(
             "last.ckpt)."
         ) from None
 
+    from .distributed import leave_process_group
+
+    if not leave_process_group(trainer):  # the other ranks of a multi-process run stop here
+        return {"global_step": int(trainer.global_step), "rank": int(trainer.global_rank)}
     if not best.is_file() and last.is_file():  # no validation ran: the last weights are the best we know
         shutil.copyfile(last, best)
         write_checksum(best)

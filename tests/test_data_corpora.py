@@ -21,7 +21,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bach_subset_converts_once_then_loads_from_the_cache(cache, monkeypatch):
-    ds = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), num_workers=2)
+    ds = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), num_workers=2, shipped=False)
     data = ds.load(seed=0, progress=False)
     assert len(data.pieces()) == 4 and not data.skipped
     for piece in data.pieces():
@@ -37,11 +37,11 @@ def test_bach_subset_converts_once_then_loads_from_the_cache(cache, monkeypatch)
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(m21convert, "convert", no_conversion)
-    again = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache)).load(seed=0, progress=False)
+    again = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), shipped=False).load(seed=0, progress=False)
     assert [p.id for p in again.pieces()] == [p.id for p in data.pieces()]
     assert [p.score.note_num() for p in again.pieces()] == [p.score.note_num() for p in data.pieces()]
     # every part, not only the voices, when asked
-    everything = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), voices="all")
+    everything = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), voices="all", shipped=False)
     parts = [len(p.score.tracks) for p in everything.load(progress=False).pieces()]
     assert all(n >= 4 for n in parts)
 

@@ -577,7 +577,10 @@ def test_reference_from_the_runs_test_split(tmp_path, monkeypatch):
     from musicfw.core.rundir import load_run_config
 
     config = load_run_config(run)
-    dm = build_datamodule(config, build_from_section("tokenizers", config.tokenizer), run, progress=False)
+    dm = build_datamodule(
+        config.data, build_from_section("tokenizers", config.tokenizer), train=config.train,
+        seed=int(config.seed), run_dir=run, progress=False,
+    )
     test_ids = {str(p.id) for p in dm.pieces("test")}
     train_ids = {str(p.id) for p in dm.pieces("train")}
     pieces = {c["source"]["piece"] for c in m["clips"] if c["system"] == "reference"}

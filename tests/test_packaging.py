@@ -39,6 +39,8 @@ def test_wheel_contains_every_package_and_the_data(tmp_path):
     entry_points = next(n for n in files if n.endswith("entry_points.txt"))
     assert "musicfw = musicfw.core.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     data = [n for n in files if n.startswith("musicfw/plugins/datasets/data/")]
-    shipped = sorted(p.name for p in (REPO / "plugins" / "datasets" / "data").glob("*.json.gz"))
+    folder = REPO / "plugins" / "datasets" / "data"
+    shipped = sorted(p.name for p in [*folder.glob("*.json.gz"), *folder.glob("*.zip")])
+    assert any(name.startswith("music21_") for name in shipped)  # the converted corpora
     assert sorted(n.rsplit("/", 1)[1] for n in data) == shipped
     assert "musicfw/plugins/listen/static/index.html" in files  # the listening-test page (package data)

@@ -8,7 +8,12 @@
   in 39 files), Ryan's Mammoth Collection (``ryansMammoth``, 1,059 files of one tune) and
   Aird's Airs (``airdsAirs``, 1,180 tunes in 6 files).  Tunes of one file stay in one split.
 
-Conversion (music21 parse -> :func:`.m21convert.to_score` -> MIDI bytes) runs in parallel
+musicfw ships these corpora already converted (:mod:`.shipped`: one archive per collection in
+``data/``), so a first load reads MIDI instead of running music21: a piece is taken from the
+archive when the installed music21 holds the very source it was converted from (a digest of the
+file or tune text), and converted locally otherwise (``shipped: false``: always locally).
+
+Local conversion (music21 parse -> :func:`.m21convert.to_score` -> MIDI bytes) runs in parallel
 worker processes with a progress bar, once per piece: results are appended to packed shards
 under ``<cache>/corpora/music21-<version>-conv<N>/<collection>/`` with a JSON manifest
 (failures are recorded with their reason too, so they are not retried).  Asking for more
@@ -88,6 +93,7 @@ class CorpusStore:
     """Converted pieces of one collection: ``shard-*.bin`` (MIDI bytes) + ``manifest.json``."""
 
     def __init__(self, root: Path, collection: str):
+        self.root = Path(root)
         self.dir = Path(root) / "corpora" / f"music21-{music21_version()}-conv{CONVERTER_VERSION}" / collection
         self.manifest_path = self.dir / "manifest.json"
 
@@ -144,8 +150,11 @@ class CorpusStore:
             missing = [u for u in units if u.id not in known]
             if not missing:
                 return 0
-            from .m21convert import convert
+            from .m21convert import convert, private_scratch_dir, use_private_scratch
 
+            # music21's scratch folder (where it reads pickles) is private, never /tmp/music21
+            scratch = str(private_scratch_dir(self.root))
+            use_private_scratch(scratch)
             workers = int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
             workers = max(1, min(workers, len(missing)))
             by_id = {u.id: u for u in missing}
@@ -169,7 +178,7 @@ class CorpusStore:
 
                     methods = mp.get_all_start_methods()
                     ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-                    pool = ctx.Pool(workers)
+                    pool = ctx.Pool(workers, initializer=use_private_scratch, initargs=(scratch,))
                     chunk = max(1, min(16, len(missing) // (workers * 8)))
                     results = pool.imap_unordered(convert, missing, chunksize=chunk)
                 try:
@@ -234,12 +243,20 @@ class CorpusConfig(SplitConfig):
     num_workers: int = field(
         default=0, metadata={"help": "processes converting the corpus the first time (0: all cores)"}
     )
+    shipped: bool = field(
+        default=True,
+        metadata={"help": "read the MIDI that musicfw ships, converted ahead from the same music21 "
+                  "files (false: convert every piece with the installed music21)"},
+    )
 
 
 class Music21Corpus(MusicDataset):
     """Shared machinery: list the units, convert the missing ones, read them back."""
 
     collection: str = ""
+    #: the folder of the shipped archives (None: the package's ``data/`` folder)
+    shipped_dir: Path | None = None
+    non_semantic_fields = MusicDataset.non_semantic_fields + ("shipped",)
 
     @abc.abstractmethod
     def units(self) -> list[Unit]:
@@ -257,14 +274,17 @@ class Music21Corpus(MusicDataset):
             by_collection.setdefault(unit.id.split("/", 1)[0], []).append(unit)
         root = cache_root(self.config.cache_dir)
         for collection, members in by_collection.items():
-            store = CorpusStore(root, collection)
-            store.ensure(
-                members,
-                workers=self.config.num_workers,
-                progress=progress,
-                desc=f"{self.name}: converting {collection} (once)",
-            )
-            loaded = store.load([u.id for u in members])
+            loaded = self._from_shipped(collection, members) if self.config.shipped else {}
+            rest = [u for u in members if u.id not in loaded]
+            if rest:
+                store = CorpusStore(root, collection)
+                store.ensure(
+                    rest,
+                    workers=self.config.num_workers,
+                    progress=progress,
+                    desc=f"{self.name}: converting {collection} (once)",
+                )
+                loaded.update(store.load([u.id for u in rest]))
             for unit in members:
                 score, title, reason = loaded.get(unit.id, (None, "", "missing from the cache"))
                 if score is not None:
@@ -279,6 +299,23 @@ class Music21Corpus(MusicDataset):
         if not pieces:
             raise DataError(f"Dataset {self.name!r}: no piece could be converted ({len(skipped)} failed).")
         return pieces, skipped
+
+    def _from_shipped(self, collection: str, members: list[Unit]) -> dict[str, tuple[Any, str, str | None]]:
+        """id -> (score or None, title, reason) for the members the shipped archive holds."""
+        from .base import parse_midi
+        from .shipped import shipped
+
+        archive = shipped(collection, self.shipped_dir)
+        if archive is None:
+            return {}
+        out: dict[str, tuple[Any, str, str | None]] = {}
+        for unit_id, (blob, title, error) in archive.lookup(members).items():
+            if blob is None:
+                out[unit_id] = (None, title, error)
+            else:
+                score, reason = parse_midi(blob)
+                out[unit_id] = (score, title, reason)
+        return out
 
 
 # -- Bach chorales ------------------------------------------------------------------------
@@ -307,7 +344,7 @@ class BachChoralesConfig(CorpusConfig):
 
 
 class BachChorales(Music21Corpus):
-    """The ~410 Bach chorales of music21's corpus, converted to MIDI once and cached."""
+    """The ~410 Bach chorales of music21's corpus, shipped converted to MIDI (see shipped.py)."""
 
     name = "bach_chorales"
     Config = BachChoralesConfig

@@ -11,12 +11,22 @@ A music21 score becomes a ``symusic.Score`` at 480 ticks per quarter:
 * tempo marks, time signatures and key signatures of the first part;
 * a pickup (anacrusis) bar is padded at the front so that bar lines fall where the time
   signature puts them (tick 0 is the start of the incomplete first bar).
+
+music21's scratch folder: music21 keeps temporary files, and reads and writes parsed scores as
+pickles, in its scratch folder, by default the world-writable ``/tmp/music21`` -- where any other
+user of the machine could plant a pickle that music21 would then load.  Every conversion here
+first points music21's (in-memory, not saved) ``directoryScratch`` setting to a private folder
+``<musicfw cache>/music21-scratch`` (mode 0700, owned by the current user; see
+:func:`use_private_scratch`) and parses with ``forceSource=True`` (no pickle read or written).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,16 +122,61 @@ def title_of(m21: Any) -> str:
     return ""
 
 
+SCRATCH_NAME = "music21-scratch"
+_scratch: dict[str, str] = {}
+
+
+def private_scratch_dir(cache_root: str | os.PathLike) -> Path:
+    """``<cache_root>/music21-scratch``, created with mode 0700; refuses a folder that another
+    user owns or that others can write to (a planted pickle there would be loaded)."""
+    from musicfw.core.errors import DataError
+
+    path = Path(cache_root).expanduser() / SCRATCH_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path} should be music21's private scratch folder but is not a folder; remove it.")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise DataError(
+            f"{path} (music21's scratch folder) belongs to another user; remove it or choose another "
+            "cache folder (data.cache_dir or $MUSICFW_CACHE_DIR)."
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def use_private_scratch(scratch_dir: str | os.PathLike) -> None:
+    """Point music21's ``directoryScratch`` at ``scratch_dir`` in this process (in memory only:
+    the user's ~/.music21rc is not written).  Also the initializer of the worker processes."""
+    from music21 import environment
+
+    scratch = str(Path(scratch_dir))
+    environment.Environment()["directoryScratch"] = scratch
+    _scratch["dir"] = scratch
+
+
 def convert(unit: Unit) -> tuple[str, bytes | None, str, str | None]:
-    """``(id, midi_bytes, title, None)`` or ``(id, None, "", reason)``; never raises."""
+    """``(id, midi_bytes, title, None)`` or ``(id, None, "", reason)``; never raises.
+
+    The corpus store calls :func:`use_private_scratch` in every worker first; a process that did
+    not gets the private folder under the default cache root, before music21 parses anything."""
     warnings.simplefilter("ignore")
+    if "dir" not in _scratch:
+        from .base import cache_root
+
+        use_private_scratch(private_scratch_dir(cache_root()))
     try:
         from music21 import converter, stream
 
         if unit.text is not None:
             parsed = converter.parseData(unit.text, format="abc")
         else:
-            parsed = converter.parse(unit.path)
+            parsed = converter.parse(unit.path, forceSource=True, storePickle=False)
         if isinstance(parsed, stream.Opus):
             scores = list(parsed.scores)
             if not scores:
