@@ -297,7 +297,11 @@ class Music21Corpus(MusicDataset):
                 # the group is the source file's path inside music21's corpus folder
                 pieces.append(Piece(id=unit.id, score=score, group=unit.group, source=unit.group, title=title))
         if not pieces:
-            raise DataError(f"Dataset {self.name!r}: no piece could be converted ({len(skipped)} failed).")
+            reasons = "; ".join(f"{i}: {r}" for i, r in skipped[:3])
+            raise DataError(
+                f"Dataset {self.name!r}: no piece could be converted or kept ({len(skipped)} failed"
+                + (f"; for example {reasons}" if reasons else "") + ")."
+            )
         return pieces, skipped
 
     def _from_shipped(self, collection: str, members: list[Unit]) -> dict[str, tuple[Any, str, str | None]]:
