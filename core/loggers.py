@@ -165,8 +165,11 @@ def build_loggers(
 
         # Lightning's CSV writer deletes an existing metrics.csv when it starts; on resume the
         # rows of the interrupted run are kept and the new ones appended after them
+        from .distributed import is_rank_zero
+
         old = run_dir / "csv" / "metrics.csv"
-        kept = old.read_bytes() if resume and old.is_file() else None
+        # one process owns the file (the other ranks of a multi-process run log nothing)
+        kept = old.read_bytes() if resume and old.is_file() and is_rank_zero() else None
         if kept is not None:
             import shutil
 
@@ -177,6 +180,7 @@ def build_loggers(
             import io
 
             writer = logger.experiment  # made now: the writer clears its folder when it is made
+            old.parent.mkdir(parents=True, exist_ok=True)
             old.write_bytes(kept)
             header = next(csv.reader(io.StringIO(kept.decode("utf-8", "replace"))), [])
             writer.metrics_keys = sorted(header)  # new columns are merged in, old rows kept
