@@ -193,10 +193,19 @@ def test_prompt_mistakes_are_user_errors(tmp_path, remi):
     with pytest.raises(DataError, match="not found"):
         generate(model, remi, SAMPLER, n=1, prompt=tmp_path / "missing.mid")
     (tmp_path / "text.mid").write_text("hello")
-    with pytest.raises(DataError, match="Cannot read"):
+    with pytest.raises(DataError, match=r"Cannot use the prompt .*text.mid: too short to be a MIDI file"):
         generate(model, remi, SAMPLER, n=1, prompt=tmp_path / "text.mid")
     with pytest.raises(DataError, match="no tokens"):
         generate(model, remi, SAMPLER, n=1, prompt=symusic.Score(480))
+    from musicfw.core.limits import using
+
+    long = symusic.Score(480)
+    track = symusic.Track("t")
+    for i in range(40):
+        track.notes.append(symusic.Note(i * 240, 240, 60 + i % 12, 80))
+    long.tracks.append(track)
+    with using(max_prompt_tokens=20), pytest.raises(DataError, match="max_prompt_tokens"):
+        generate(model, remi, SAMPLER, n=1, prompt=long)
 
 
 def test_sampler_and_model_kinds_are_checked(remi):
