@@ -15,7 +15,7 @@ def test_val_nll_is_shown_once_per_validation_and_lines_have_an_eta():
     stream = io.StringIO()
     lines = ProgressLines(stream=stream)
     trainer = SimpleNamespace(
-        max_steps=100, global_step=0, num_training_batches=10, max_epochs=10,
+        max_steps=100, global_step=0, num_training_batches=10, max_epochs=10, is_global_zero=True,
         callback_metrics={"train/loss": torch.tensor(2.0)},
     )
     lines.on_train_start(trainer, None)
