@@ -1,21 +1,27 @@
-"""JSB Chorales (and Nottingham) with the published protocol: piano-roll LSTM vs baselines.
+"""The four polyphonic benchmarks with the published protocol: piano-roll LSTMs vs baselines.
 
 Protocol (../shared/data/polyphonic/README.md): the fixed splits of Boulanger-Lewandowski et
 al. (2012); predict frame t from frames < t; the first frame of each sequence is not scored;
 NLL in nats per frame summed over the 88 keys; averaged over all scored test frames pooled
 across the split.  Models:
 
-* ``lstm``: the model and train sections of examples/jsb_lstm.yaml (overrides on the command
-  line, e.g. ``model.hidden_size=128 train.max_epochs=50``), trained with musicfw's
-  ``fit`` (Lightning; best checkpoint by validation NLL);
+* ``lstm`` + ``bernoulli`` head (independent keys): the model and train sections of
+  examples/jsb_lstm.yaml; ``lstm`` + a joint head (``nade``: RNN-NADE, ``autoregressive``: a
+  MADE over the keys; exact joint NLL per frame): examples/jsb_nade.yaml with ``model.head``
+  set.  Overrides on the command line (e.g. ``model.hidden_size=128 train.max_epochs=50``)
+  apply to every head.  Trained with musicfw's ``fit`` (Lightning; best checkpoint by
+  validation NLL), one torch thread;
 * ``markov-n``: frames as states (each distinct training frame a state, rare/unseen frames
   through the unknown-frame Bernoulli model), Witten-Bell smoothing, orders 1..3;
 * ``bernoulli``: per-key independent Bernoulli without context (the published table's first
   row, 11.09 on JSB: checks that this protocol matches theirs).
 
-    python benchmarks/jsb.py [--dataset nottingham] [--skip-lstm] [key=value ...]
+    python benchmarks/jsb.py [--dataset nottingham] [--heads bernoulli,nade,autoregressive]
+                             [--json rows.json] [key=value ...]
+    python benchmarks/jsb.py --merge a.json b.json ...   (one table from several runs)
 
-Prints one table (test and valid NLL per frame, the published number, time).
+Prints one table (test and valid NLL per frame, the nearest published number, training time
+on this machine).
 """
 
 from __future__ import annotations
@@ -29,12 +35,19 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = {  # Bai et al. 2018 (LSTM), Boulanger-Lewandowski 2012 (per-key Bernoulli row)
-    "jsb_chorales": {"lstm": 8.45, "bernoulli": 11.09},
-    "nottingham": {"lstm": 3.29, "bernoulli": 10.26},
-    "musedata": {"bernoulli": 11.51},
-    "piano_midi_de": {"bernoulli": 11.05},
+#: the table in ../shared/data/polyphonic/README.md: Bai et al. 2018 (LSTM), Boulanger-Lewandowski
+#: et al. 2012 (per-key Bernoulli, RNN-RBM, RNN-NADE)
+PUBLISHED = {
+    "jsb_chorales": {"lstm": 8.45, "bernoulli": 11.09, "rnn-rbm": 6.27, "rnn-nade": 5.19},
+    "nottingham": {"lstm": 3.29, "bernoulli": 10.26, "rnn-rbm": 2.39, "rnn-nade": 2.31},
+    "musedata": {"bernoulli": 11.51, "rnn-rbm": 6.01, "rnn-nade": 5.60},
+    "piano_midi_de": {"bernoulli": 11.05, "rnn-rbm": 7.09, "rnn-nade": 7.05},
 }
+#: the published row each of our rows is compared with
+COMPARE = {"bernoulli": ("bernoulli", "per-key Bernoulli"), "lstm-bernoulli": ("lstm", "LSTM"),
+           "lstm-nade": ("rnn-nade", "RNN-NADE"), "lstm-autoregressive": ("rnn-nade", "RNN-NADE"),
+           }
+HEADS = ("bernoulli", "nade", "autoregressive")
 
 
 def load_frames(dataset: str) -> dict[str, list[np.ndarray]]:
@@ -126,53 +139,85 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
     return fit(model, dm, config.train, out_dir, logger=config.get("logger"))
 
 
+def print_table(rows: list[dict]) -> None:
+    """Markdown table: one row per (dataset, model), the published number beside it."""
+    print("test NLL in nats per frame (first frame unscored; uniform = 88 ln 2 = 61.00); "
+          "time = training (or counting) time on this machine")
+    print("| dataset | model | test NLL | valid NLL | published (row) | ratio to published | time (s) | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        key, label = COMPARE.get(r["key"], (None, ""))
+        pub = PUBLISHED[r["dataset"]].get(key) if key else None
+        pub_s = f"{pub:.2f} ({label})" if pub is not None else ""
+        ratio = f"{r['test'] / pub:.2f}" if pub is not None else ""
+        print(f"| {r['dataset']} | {r['model']} | {r['test']:.2f} | {r['valid']:.2f} | {pub_s} | {ratio} | "
+              f"{r['seconds']:.1f} | {r.get('note', '')} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="jsb_chorales", choices=sorted(PUBLISHED))
-    parser.add_argument("--config", default=str(REPO / "examples" / "jsb_lstm.yaml"))
-    parser.add_argument("--skip-lstm", action="store_true")
+    parser.add_argument("--config", default=str(REPO / "examples" / "jsb_lstm.yaml"),
+                        help="YAML of the bernoulli-head LSTM")
+    parser.add_argument("--joint-config", default=str(REPO / "examples" / "jsb_nade.yaml"),
+                        help="YAML of the joint-head LSTMs (model.head is set per head)")
+    parser.add_argument("--heads", default=",".join(HEADS), help="LSTM heads to train, comma-separated ('' for none)")
+    parser.add_argument("--skip-lstm", action="store_true", help="same as --heads ''")
     parser.add_argument("--markov-orders", default="1,2,3")
-    parser.add_argument("--out", default=None, help="run folder for the LSTM (default: a temp dir)")
+    parser.add_argument("--out", default=None, help="parent folder of the LSTM runs (default: a temp dir)")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--note", default="", help="a note on every LSTM row (e.g. 'reduced budget: 5 epochs')")
+    parser.add_argument("--merge", nargs="+", default=None, help="print one table from --json files and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the YAML")
     args = parser.parse_args(argv)
 
+    import json
+
+    if args.merge:
+        rows = [r for path in args.merge for r in json.loads(Path(path).read_text())]
+        print_table(rows)
+        return 0
+    heads = [] if args.skip_lstm else [h for h in args.heads.split(",") if h]
+    unknown = set(heads) - set(HEADS)
+    if unknown:
+        parser.error(f"--heads: unknown {sorted(unknown)}; choose among {', '.join(HEADS)}")
+
     import musicfw
 
-    config = musicfw.load_config(args.config, [f"data.dataset={args.dataset}", *args.overrides])
     frames = load_frames(args.dataset)
     n_frames = {s: sum(len(x) for x in v) for s, v in frames.items()}
     print(f"{args.dataset}: sequences {', '.join(f'{s} {len(v)}' for s, v in frames.items())}; "
           f"frames {', '.join(f'{s} {n}' for s, n in n_frames.items())}", flush=True)
-    published = PUBLISHED[args.dataset]
     rows = []
+
+    def add(key, model, test, valid, secs, note=""):
+        rows.append({"dataset": args.dataset, "key": key, "model": model, "test": test, "valid": valid,
+                     "seconds": secs, "note": note})
+        if args.json:  # after every row: a long run that is stopped keeps what it measured
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+
     test, valid = bernoulli_baseline(frames)
-    rows.append(("per-key Bernoulli (no context)", test, valid, published.get("bernoulli"), 0.0))
+    add("bernoulli", "per-key Bernoulli (no context)", test, valid, 0.0)
     for order in [int(o) for o in args.markov_orders.split(",") if o]:
         test, valid, secs = markov_baseline(frames, order)
-        rows.append((f"markov order {order} (frames as states)", test, valid, None, secs))
+        add(f"markov-{order}", f"markov order {order} (frames as states)", test, valid, secs)
         print(f"markov order {order}: test {test:.3f} valid {valid:.3f} ({secs:.2f} s)", flush=True)
-    if not args.skip_lstm:
-        out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="musicfw-jsb-"))
+    parent = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="musicfw-jsb-"))
+    for head in heads:
+        path = args.config if head == "bernoulli" else args.joint_config
+        config = musicfw.load_config(path, [f"data.dataset={args.dataset}", f"model.head={head}", *args.overrides])
+        out = parent / f"{args.dataset}-{head}"
         out.mkdir(parents=True, exist_ok=True)
         m = config.model
-        print(f"lstm {m.num_layers}x{m.hidden_size} -> {out}", flush=True)
+        print(f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({Path(path).name}) -> {out}", flush=True)
         metrics = lstm_run(frames, config, out)
-        rows.append(
-            (
-                f"lstm {m.num_layers}x{m.hidden_size} (musicfw, {metrics['epochs']} epochs)",
-                metrics["test_nll"],
-                metrics["val_nll"],
-                published.get("lstm"),
-                metrics["train_time_s"],
-            )
-        )
+        print(f"lstm + {head}: test {metrics['test_nll']:.3f} valid {metrics['val_nll']:.3f} "
+              f"({metrics['train_time_s']:.0f} s, {metrics['epochs']} epochs)", flush=True)
+        add(f"lstm-{head}", f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({metrics['epochs']} epochs)",
+            metrics["test_nll"], metrics["val_nll"], metrics["train_time_s"], args.note)
     print()
-    print(f"{args.dataset}: test NLL in nats per frame (first frame unscored; uniform = 88 ln 2 = 61.00)")
-    print(f"| model | test NLL | valid NLL | published | time (s) |")
-    print(f"| --- | --- | --- | --- | --- |")
-    for name, test, valid, pub, secs in rows:
-        pub_s = f"{pub:.2f}" if pub is not None else ""
-        print(f"| {name} | {test:.2f} | {valid:.2f} | {pub_s} | {secs:.1f} |")
+    print(f"{args.dataset}: " + ", ".join(f"{s} {len(v)} sequences" for s, v in frames.items()))
+    print_table(rows)
     return 0
 
 

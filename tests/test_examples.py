@@ -19,6 +19,7 @@ TINY = {
     "markov_baseline.yaml": ["data.max_count=12"],
     "performance_rnn.yaml": ["data.max_files=3", "train.seq_len=64", "train.batch_size=2", *TINY_LSTM],
     "jsb_lstm.yaml": ["train.seq_len=32", *TINY_LSTM],
+    "jsb_nade.yaml": ["train.seq_len=32", *TINY_LSTM, "model.nade_hidden=8"],
     "musicvae_melody_2bar.yaml": ["data.max_count=40", "train.batch_size=4", *TINY_VAE],
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],
     "musicvae_drums_2bar.yaml": ["train.batch_size=4", *TINY_VAE],

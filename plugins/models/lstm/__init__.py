@@ -1,7 +1,9 @@
 """``lstm``: Performance RNN's language model, a stacked LSTM over tokens or piano-roll frames.
 
 Embedding (categorical ids) or a linear input layer (multi-hot frames) -> stacked LSTM ->
-softmax head (ids) or per-key sigmoid head (frames, independent Bernoulli per key).  Trained
+softmax head (ids) or, for frames, a per-key sigmoid head (``head: bernoulli``, independent
+keys) or a joint frame head that models the keys of a frame together (``head: nade``, RNN-NADE;
+``head: autoregressive``, a MADE over the keys); see :mod:`.heads`.  Trained
 with teacher forcing; ``step`` keeps the (h, c) state so that generation costs O(1) per token.
 The torch implementation is in :mod:`.model`, imported only when the model is built.
 """
@@ -21,6 +23,18 @@ class LSTMConfig:
     embed_dim: int = field(default=256, metadata={"help": "size of the input embedding / projection"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between LSTM layers and before the head"})
     input_dropout: float = field(default=0.0, metadata={"help": "dropout on the input embedding"})
+    head: str = field(
+        default="bernoulli",
+        metadata={
+            "choices": ("bernoulli", "nade", "autoregressive"),
+            "help": "output distribution of a piano-roll frame: bernoulli (independent keys), nade "
+            "(RNN-NADE, keys jointly) or autoregressive (MADE over the keys); joint heads need a "
+            "multi-hot tokenizer and sample key by key through the sampler",
+        },
+    )
+    nade_hidden: int = field(default=150, metadata={"help": "NADE hidden units (head: nade)"})
+    ar_hidden: int = field(default=256, metadata={"help": "MADE hidden units per layer (head: autoregressive)"})
+    ar_layers: int = field(default=1, metadata={"help": "MADE hidden layers (head: autoregressive)"})
 
 
 class LSTM:
@@ -33,12 +47,22 @@ class LSTM:
     def from_config(cls, config: LSTMConfig, tokenizer: Any = None, **context: Any) -> Any:
         if tokenizer is None:
             raise ConfigError("the lstm model needs a tokenizer (its vocabulary).")
-        for key in ("hidden_size", "num_layers", "embed_dim"):
+        for key in ("hidden_size", "num_layers", "embed_dim", "nade_hidden", "ar_hidden", "ar_layers"):
             if getattr(config, key) < 1:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(config, key)}.")
         for key in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(config, key) < 1.0:
                 raise ConfigError(f"model.{key} must be in [0, 1), got {getattr(config, key)}.")
+        if config.head not in ("bernoulli", "nade", "autoregressive"):
+            raise ConfigError(
+                f"model.head must be one of bernoulli, nade, autoregressive; got {config.head!r}."
+            )
+        if config.head != "bernoulli" and tokenizer.kind != "multihot":
+            raise ConfigError(
+                f"model.head: {config.head} predicts the keys of a piano-roll frame jointly; it needs a "
+                f"multi-hot tokenizer (e.g. pianoroll), not {getattr(tokenizer, 'name', tokenizer.kind)!r} "
+                f"({tokenizer.kind} tokens). Use head: bernoulli for token sequences."
+            )
         from .model import LSTMModel
 
         return LSTMModel(
@@ -49,4 +73,8 @@ class LSTM:
             embed_dim=config.embed_dim,
             dropout=config.dropout,
             input_dropout=config.input_dropout,
+            head=config.head,
+            nade_hidden=config.nade_hidden,
+            ar_hidden=config.ar_hidden,
+            ar_layers=config.ar_layers,
         )
