@@ -92,6 +92,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
     sampler = build_sampler_chain(config.sampler, registries=registries)
     tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries)
     _check_sampler_kind(sampler, tokenizer)
+    # the model too (seeded, as before): a bad model value must fail before a run folder is made
+    seed_everything(int(config.seed))
+    model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
+    _check_context(model, config, tokenizer)
 
     run = RunFolder.open(resume) if resume else RunFolder.create(config.output_dir, config.name)
     result = RunResult(run.path)
@@ -114,7 +118,6 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
 
-    model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
     from .training import fit, load_model
 
     with progress.stage("train", f"{config.model.name}"):
@@ -169,6 +172,28 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None) -> RunR
         result.report = write_report(run.path)
     progress.say(f"finished in {time.perf_counter() - progress.t0:.0f} s")
     return result
+
+
+def _check_context(model: Any, config: DictConfig, tokenizer: Any) -> None:
+    """A model with a bounded ``max_context`` cannot train on longer windows, nor continue a
+    prompt longer than its context (checked before a run folder is made)."""
+    ctx = model.max_context
+    if ctx is None:
+        return
+    if int(config.train.seq_len) > ctx:
+        raise ConfigError(
+            f"Invalid config: train.seq_len ({config.train.seq_len}) is longer than the model's "
+            f"max_context ({ctx}); set train.seq_len <= {ctx} or raise model.max_context."
+        )
+    if config.generate.prompt:
+        from .generation import _load_prompt
+
+        n = len(_load_prompt(config.generate.prompt, tokenizer))
+        if n > ctx:
+            raise ConfigError(
+                f"Invalid config: generate.prompt {config.generate.prompt} is {n} {tokenizer.name} tokens, "
+                f"longer than the model's max_context ({ctx}); use a shorter prompt or raise model.max_context."
+            )
 
 
 def _log_samples(run_dir: Path, config: DictConfig, paths: list[Path]) -> None:
