@@ -7,7 +7,10 @@
 * naive (Shaw et al. 2018 as first written): gather one embedding per (query, key) pair,
   ``R = E_r[i - j]`` of shape [H, L, L, D_head], then ``q_i . R_ij``: O(L^2 * D) extra.
 
-Both compute the whole relative attention of one layer (relative logits + causal mask +
+* none: the same attention with no relative term (a zero float bias + causal mask), the
+  baseline: what any attention with a float mask holds anyway.
+
+Each computes the whole relative attention of one layer (relative logits + causal mask +
 ``scaled_dot_product_attention``), forward only (no_grad), batch 1, float32.  There is no
 GPU here, so memory is measured on the CPU as the rise of the process's peak resident set
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) above its resident set just before the
@@ -56,6 +59,8 @@ peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with torch.no_grad():
     if kind == "skewed":
         rel = skew(torch.matmul(q, table.flip(1).transpose(-1, -2)))
+    elif kind == "none":
+        rel = torch.zeros(1, H, L, L)
     else:
         rel = relative_logits_naive(q, table)
     causal = torch.ones(L, L, dtype=torch.bool).tril()
@@ -95,16 +100,17 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     H, Dh = args.heads, args.head_dim
     print(f"relative attention, one layer, batch 1, {H} head(s) x D_head {Dh}, float32, forward (no_grad), CPU\n")
-    print("| L | skewed: measured peak rise (MB) | naive: measured peak rise (MB) | naive / skewed | "
-          "skewed: analytic (MB) | naive: analytic (MB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| L | no relative term: measured (MB) | skewed: measured (MB) | naive: measured (MB) | naive / skewed | "
+          "skewed - none (MB) | skewed: analytic (MB) | naive: analytic (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = {}
     for L in args.lengths:
+        z = measure("none", L, H, Dh)["extra_kb"] / 1024
         s = measure("skewed", L, H, Dh)
         n = measure("naive", L, H, Dh)
         rows[L] = (s["extra_kb"] / 1024, n["extra_kb"] / 1024)
-        print(f"| {L} | {rows[L][0]:.1f} | {rows[L][1]:.1f} | {rows[L][1] / max(rows[L][0], 1e-9):.1f}x | "
-              f"{analytic_mb('skewed', L, H, Dh):.1f} | {analytic_mb('naive', L, H, Dh):.1f} |")
+        print(f"| {L} | {z:.1f} | {rows[L][0]:.1f} | {rows[L][1]:.1f} | {rows[L][1] / max(rows[L][0], 1e-9):.1f}x | "
+              f"{rows[L][0] - z:.1f} | {analytic_mb('skewed', L, H, Dh):.1f} | {analytic_mb('naive', L, H, Dh):.1f} |")
     if len(args.lengths) >= 2:
         a, b = args.lengths[0], args.lengths[-1]
         print(f"\ngrowth from L={a} to L={b} ({b / a:.0f}x longer): skewed {rows[b][0] / rows[a][0]:.1f}x, "

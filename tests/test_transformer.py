@@ -241,16 +241,3 @@ def test_bad_input_through_the_cli_is_one_error_exit_2_and_no_run_folder(extra, 
     assert "Traceback" not in result.stderr
     assert message in result.stderr
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
-
-
-@pytest.mark.slow
-def test_the_chorales_example_runs_end_to_end(tmp_path, corpus_cache):
-    result = run_cli(
-        "run", "examples/transformer_chorales.yaml", f"output_dir={tmp_path}", *TINY,
-        cwd=REPO, env={"MUSICFW_CACHE_DIR": str(corpus_cache)},
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    (run_dir,) = tmp_path.iterdir()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["training"]["test_n_targets"] > 0
-    assert len(list((run_dir / "samples").glob("*.mid"))) == 2

@@ -28,7 +28,7 @@ class TransformerConfig:
     num_layers: int = field(default=4, metadata={"help": "decoder layers (Music Transformer: 6)"})
     num_heads: int = field(default=4, metadata={"help": "attention heads; must divide d_model (Music Transformer: 8)"})
     d_ff: int = field(default=1024, metadata={"help": "hidden units of each feed-forward layer (usually 4 x d_model)"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on attention weights and residual branches, in [0, 1)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the input and on each residual branch (attention and feed-forward outputs), in [0, 1)"})
     max_context: int = field(
         default=1024,
         metadata={"help": "longest context in tokens (>= train.seq_len); generation past it slides the window"},
