@@ -57,9 +57,12 @@ EXPERIMENT = {
 
 #: the Transformer's section (examples/transformer_chorales.yaml's preset) and its own train
 #: settings (the rest of ``train`` is the LSTM's: batch size, windows, clipping, validation)
+#: max_context = train.seq_len: held-out pieces are scored with the context the model was
+#: trained on (a sliding window of 128); with max_context 512 the 4x128 model's validation NLL
+#: was 1.64 while its training loss was 1.32 (relative distances 128-511 never trained)
 TRANSFORMER = {
     "model": {"name": "transformer", "d_model": 128, "num_layers": 4, "num_heads": 4, "d_ff": 512,
-              "dropout": 0.1, "max_context": 512, "position": "relative"},
+              "dropout": 0.1, "max_context": 128, "position": "relative"},
     "train": {"lr": 0.002, "warmup_steps": 50, "weight_decay": 0.01},
 }
 

@@ -31,7 +31,7 @@ class TransformerConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout on the input and on each residual branch (attention and feed-forward outputs), in [0, 1)"})
     max_context: int = field(
         default=1024,
-        metadata={"help": "longest context in tokens (>= train.seq_len); generation past it slides the window"},
+        metadata={"help": "tokens the model conditions on; >= train.seq_len, best equal to it (longer distances are never trained); evaluation and generation slide past it"},
     )
     position: str = field(
         default="relative",
