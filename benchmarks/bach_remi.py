@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         probe_lstm = step_seconds(copy.deepcopy(lstm), dm, config)
         probe_tf = step_seconds(copy.deepcopy(tf), dm, tf_config)
         lstm_steps = int(config.train.max_steps)
-        tf_steps = max(1, round(lstm_steps * probe_lstm / probe_tf))
+        # a multiple of VAL_POINTS, so that the last validation falls on the final step
+        tf_steps = VAL_POINTS * max(1, round(lstm_steps * probe_lstm / probe_tf / VAL_POINTS))
         tf_config.train.max_steps = tf_steps
         print(f"CPU seconds per training step: {lstm_label} {probe_lstm:.3f}, transformer {probe_tf:.3f} "
               f"-> transformer budget {tf_steps} steps (= {lstm_steps} LSTM steps)", flush=True)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         fits.append((f"transformer {t.num_layers}x{t.d_model} {t.position}", tf, tf_config))
     for label, model, cfg in fits:
         # validate (and checkpoint the best) VAL_POINTS times, the last one at the final step:
-        # otherwise a budget that ends mid-epoch is judged by an earlier epoch's weights
+        # otherwise a budget that ends mid-epoch is judged by an earlier epoch's weights (the
+        # LSTM's 800 / 5 = 160 is longer than a whole epoch, 141 batches: its recipe is unchanged)
         cfg.train.limit_train_batches = float(math.ceil(int(cfg.train.max_steps) / VAL_POINTS))
         run = out / label.split()[0]
         run.mkdir()
