@@ -44,7 +44,9 @@ CPU the Bernoulli draws for those larger tensors took about a fifth of a trainin
 
 Training windows must fit the context: ``loss`` in training mode refuses sequences longer
 than ``max_context`` with a ConfigError (train.seq_len > model.max_context); evaluation
-(eval mode) scores longer pieces with the sliding window above.
+(eval mode) scores longer pieces with the sliding window above.  ``musicfw run`` refuses,
+before making a run folder, a train.seq_len or a generate.prompt longer than max_context
+(core/runner.py); ``step`` itself cannot tell a prompt from generated tokens and simply slides.
 """
 
 from __future__ import annotations
