@@ -108,6 +108,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     # build, discarded: the real model is built after seeding, where it always was, so a seed
     # gives the same weights as before), and the files the generate stage will read.
     probe = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
+    _check_context(probe, config, tokenizer)
     if config.get("init_from"):
         from .training import init_from_run
 
@@ -251,6 +252,28 @@ def _seed_everything(seed: int) -> None:
 
     logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     seed_everything(seed, workers=False, verbose=False)
+
+
+def _check_context(model: Any, config: DictConfig, tokenizer: Any) -> None:
+    """A model with a bounded ``max_context`` cannot train on longer windows, nor continue a
+    prompt longer than its context (checked before a run folder is made)."""
+    ctx = model.max_context
+    if ctx is None:
+        return
+    if int(config.train.seq_len) > ctx:
+        raise ConfigError(
+            f"Invalid config: train.seq_len ({config.train.seq_len}) is longer than the model's "
+            f"max_context ({ctx}); set train.seq_len <= {ctx} or raise model.max_context."
+        )
+    if config.generate.prompt:
+        from .generation import _load_prompt
+
+        n = len(_load_prompt(config.generate.prompt, tokenizer))
+        if n > ctx:
+            raise ConfigError(
+                f"Invalid config: generate.prompt {config.generate.prompt} is {n} {tokenizer.name} tokens, "
+                f"longer than the model's max_context ({ctx}); use a shorter prompt or raise model.max_context."
+            )
 
 
 def evaluate_run_folder(

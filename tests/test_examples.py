@@ -12,6 +12,7 @@ from conftest import REPO, run_cli
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.yaml"))
 
 TINY_LSTM = ["model.hidden_size=16", "model.num_layers=1", "model.embed_dim=8"]
+TINY_TRANSFORMER = ["model.d_model=16", "model.num_layers=1", "model.num_heads=2", "model.d_ff=32", "model.max_context=64"]
 TINY_VAE = ["model.z_size=8", "model.enc_rnn_size=[16]", "model.dec_rnn_size=[16]"]
 #: per example: the overrides that make it take seconds (the config itself stays as shipped)
 TINY = {
@@ -20,6 +21,8 @@ TINY = {
     "performance_rnn.yaml": ["data.max_files=3", "train.seq_len=64", "train.batch_size=2", *TINY_LSTM],
     "jsb_lstm.yaml": ["train.seq_len=32", *TINY_LSTM],
     "jsb_nade.yaml": ["train.seq_len=32", *TINY_LSTM, "model.nade_hidden=8"],
+    "transformer_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
+    "transformer_performance.yaml": ["data.max_files=3", "train.seq_len=64", "train.batch_size=2", *TINY_TRANSFORMER],
     "musicvae_melody_2bar.yaml": ["data.max_count=40", "train.batch_size=4", *TINY_VAE],
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],
     "musicvae_drums_2bar.yaml": ["train.batch_size=4", *TINY_VAE],

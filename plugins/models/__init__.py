@@ -1,4 +1,5 @@
-"""Built-in models: ``markov`` (counts) and ``lstm`` (Performance RNN style).
+"""Built-in models: ``markov`` (counts), ``lstm`` (Performance RNN style) and ``transformer``
+(Music Transformer style).
 
 Each model is one package: its ``__init__`` holds the cheap plugin class (``name``, ``Config``,
 ``from_config``) and ``model.py`` the torch implementation, imported only when a model is built.
@@ -11,8 +12,9 @@ from musicfw.core.hookspecs import hookimpl
 def musicfw_register_models(registry):
     from .lstm import LSTM
     from .markov import Markov
+    from .transformer import Transformer
 
-    for cls in (Markov, LSTM):
+    for cls in (Markov, LSTM, Transformer):
         registry.add(cls)
     from .musicvae import MusicVAE
 
