@@ -197,6 +197,11 @@ def generate(
             "seconds); use generate.max_seconds instead."
         )
     prompt_tokens = _load_prompt(prompt, tokenizer) if prompt is not None else None
+    if prompt_tokens is not None and model.max_context is not None and len(prompt_tokens) > model.max_context:
+        raise ConfigError(
+            f"The prompt is {len(prompt_tokens)} {tokenizer.name} tokens, longer than the model's "
+            f"max_context ({model.max_context}); use a shorter prompt or a model with a longer context."
+        )
 
     if device is not None:
         model.to(device)
