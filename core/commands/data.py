@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..plugins import load_registries
+    from musicfw.core.plugins import load_registries
 
     registry = load_registries()["datasets"]
     rows = [
@@ -114,7 +114,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     from ..build import build_from_section
     from ..config import validate_plugin_section
-    from ..plugins import load_registries
+    from musicfw.core.plugins import load_registries
 
     registries = load_registries()
     section = validate_plugin_section(

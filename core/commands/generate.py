@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
     import json
 
     from ..errors import ConfigError
-    from ..plugins import load_registries
+    from musicfw.core.plugins import load_registries
     from ..rundir import RunFolder, load_run_config
 
     registries = load_registries()

@@ -46,7 +46,7 @@ def describe(registries) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plugins import load_registries
+    from musicfw.core.plugins import load_registries
 
     registries = load_registries()
     data = describe(registries)

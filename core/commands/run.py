@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..plugins import load_registries
+    from musicfw.core.plugins import load_registries
     from ..runner import run_experiment
 
     registries = load_registries()
