@@ -47,7 +47,9 @@ class Command:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Declare the verb's options and arguments."""
 
-    def run(self, args: argparse.Namespace, context: "CommandContext") -> int:  # pragma: no cover
+    def run(self, args: argparse.Namespace, context: Any) -> int:  # pragma: no cover
+        """Do the work; ``context`` is a :class:`musicfw.core.cli.CommandContext`.  Returns the
+        exit code."""
         raise TypeError(f"command {self.name!r} does not implement run(args, context)")
 
 

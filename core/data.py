@@ -53,6 +53,7 @@ from .dataset import (
 
 from .augment import Augmenter
 from .errors import DataError
+from .integrity import sha256_file
 from .limits import PieceRejected
 from .limits import current as current_limits
 
@@ -113,14 +114,6 @@ def _check_tokens(tokens: Any, kind: str, vocab_size: int) -> tuple[np.ndarray |
     return arr, None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class TokenStore:
     """Tokenized pieces: ``tokens.npy`` (all pieces concatenated, memory-mapped),
     ``offsets.npy`` and ``index.json`` (piece ids, tokenizer, failures) in one folder."""
@@ -129,7 +122,7 @@ class TokenStore:
         self.path = Path(path)
         index = json.loads((self.path / "index.json").read_text())
         for name, digest in (index.get("sha256") or {}).items():
-            if _sha256(self.path / name) != digest:
+            if sha256_file(self.path / name) != digest:
                 raise DataError(
                     f"The token cache {self.path} is corrupted: {name} does not match the sha256 "
                     f"recorded when it was written. Delete the folder (rm -r '{self.path}') and run "
@@ -249,7 +242,7 @@ class TokenStore:
             "failed": failed,
             "coverage": coverage,
             # checked on every open: flipped bits are an error, not a different dataset
-            "sha256": {name: _sha256(folder / name) for name in ("tokens.npy", "offsets.npy")},
+            "sha256": {name: sha256_file(folder / name) for name in ("tokens.npy", "offsets.npy")},
         }
         (folder / "index.json").write_text(json.dumps(index, default=str))
 

@@ -154,15 +154,11 @@ class MusicLightningModule(pl.LightningModule):
 def write_checksum(path: Path) -> Path:
     """``<checkpoint>.sha256`` next to a checkpoint: loading verifies it (a flipped bit is an
     error, not different music)."""
-    import hashlib
+    from .integrity import sha256_file
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     side = Path(str(path) + ".sha256")
     tmp = Path(str(side) + ".tmp")
-    tmp.write_text(f"{digest.hexdigest()}  {Path(path).name}\n")
+    tmp.write_text(f"{sha256_file(path)}  {Path(path).name}\n")
     os.replace(tmp, side)
     return side
 

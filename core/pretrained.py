@@ -24,7 +24,6 @@ registries and loads the weights strictly.  Every user-facing failure is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -143,12 +142,7 @@ def read_weights(path: str | Path) -> dict[str, Any]:
     return _unflatten_state(tensors, skeleton)
 
 
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from .integrity import sha256_file as sha256_of  # noqa: E402  (the one sha256 helper)
 
 
 # --------------------------------------------------------------------------------------------

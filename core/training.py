@@ -181,11 +181,9 @@ def freeze(model: Any, prefixes: list[str]) -> int:
 
 def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: list) -> Any:
     import logging
-    import sys
+    import warnings
 
     import pytorch_lightning as pl
-
-    import warnings
 
     # Lightning's INFO lines (GPU available, tips, limits) are noise next to musicfw's progress
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -400,18 +398,14 @@ def _read_checkpoint(path: str | Path) -> dict:
     """A checkpoint's contents, loaded with ``weights_only=True`` (tensors and plain data only:
     loading runs no code, whatever the installed torch's default).  A truncated, empty,
     foreign or unsafe file is a :class:`RunFolderError` that names it."""
-    import hashlib
-
     import torch
 
     side = Path(str(path) + ".sha256")
     if side.is_file() and Path(path).is_file():
+        from .integrity import sha256_file
+
         expected = side.read_text().split()[0] if side.read_text().split() else ""
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+        if sha256_file(path) != expected:
             raise RunFolderError(
                 f"The checkpoint {path} does not match the sha256 recorded next to it ({side.name}): "
                 "the file changed after training wrote it (a copy error, a flipped bit, an edit). "

@@ -33,7 +33,6 @@ folder named STUDY is either whole or absent; :func:`load_study` still checks ev
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -67,11 +66,9 @@ def _new_id() -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from musicfw.core.integrity import sha256_file
+
+    return sha256_file(path)
 
 
 # --------------------------------------------------------------------------------------
