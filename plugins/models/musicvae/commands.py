@@ -18,6 +18,20 @@ _CHECKPOINT_HELP = (
 )
 
 
+_FILE_LENGTH_HELP = "tokens taken from each file (default: the model's max_seq_len)"
+_SEED_HELP = "random seed when temperature > 0 (default 0)"
+
+
+def _run_arguments(p: argparse.ArgumentParser, out: str, length_help: str, seed_help: str) -> None:
+    """The options every MusicVAE command shares: the run, its checkpoint, where to write,
+    how many tokens and which seed."""
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+    p.add_argument("--length", type=int, default=None, help=length_help)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default RUN_DIR/samples/{out})")
+    p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
+
+
 def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
     """(model, tokenizer, RunFolder) of a run folder whose model is a MusicVAE."""
     from musicfw.core.errors import ConfigError
@@ -43,16 +57,12 @@ class Sample(Command):
     )
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+        _run_arguments(p, "prior", "tokens per sample (default: the model's max_seq_len)", "random seed (default 0)")
         p.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
         p.add_argument(
             "--temperature", type=float, default=None,
             help="softmax temperature of every step; 0 = argmax (default 0.5, as Magenta's music_vae_generate)",
         )
-        p.add_argument("--length", type=int, default=None, help="tokens per sample (default: the model's max_seq_len)")
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/prior)")
-        p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
 
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
@@ -95,7 +105,7 @@ class Interpolate(Command):
     )
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+        _run_arguments(p, "interpolation", _FILE_LENGTH_HELP, _SEED_HELP)
         p.add_argument("a", metavar="A.mid", help="the start")
         p.add_argument("b", metavar="B.mid", help="the end")
         p.add_argument("--steps", type=int, default=8, help="points on the path, endpoints included (default 8)")
@@ -104,10 +114,6 @@ class Interpolate(Command):
             help="softmax temperature of the decoder; 0 = argmax, which an under-trained model decodes "
             "to silence (default 0.5, as Magenta's music_vae_generate)",
         )
-        p.add_argument("--length", type=int, default=None, help="tokens taken from each file (default: the model's max_seq_len)")
-        p.add_argument("--seed", type=int, default=0, help="random seed when temperature > 0 (default 0)")
-        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/interpolation)")
-        p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
 
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
@@ -161,15 +167,11 @@ class Blend(Command):
     )
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+        _run_arguments(p, "blend", _FILE_LENGTH_HELP, _SEED_HELP)
         p.add_argument("corners", nargs=4, metavar="X.mid", help="the corners A B C D")
         p.add_argument("--grid", type=int, default=5, help="cells per side, corners included (default 5)")
         p.add_argument("--temperature", type=float, default=0.0, help="softmax temperature of the decoder; 0 = argmax (default 0)")
-        p.add_argument("--length", type=int, default=None, help="tokens taken from each file (default: the model's max_seq_len)")
-        p.add_argument("--seed", type=int, default=0, help="random seed when temperature > 0 (default 0)")
-        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default RUN_DIR/samples/blend)")
         p.add_argument("--no-audio", action="store_true", help="write no WAV files")
-        p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
 
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
