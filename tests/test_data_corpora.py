@@ -115,3 +115,28 @@ def test_conversion_failures_are_reasons_not_crashes(tmp_path):
     assert unit_id == unit.id and blob is None and reason
     missing = m21convert.Unit(id="x/none.mxl", group="x/none.mxl", path=str(tmp_path / "none.mxl"))
     assert m21convert.convert(missing)[3]
+
+
+def test_a_damaged_conversion_cache_is_named_not_blamed_on_the_sources(cache):
+    from musicfw.core.errors import DataError
+
+    ds = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), num_workers=1, shipped=False)
+    assert len(ds.load(seed=0, progress=False).pieces()) == 2
+    store = corpora.CorpusStore(cache, "bach")
+    (shard,) = store.dir.glob("shard-*.bin")
+    assert store.shard_digests()[shard.name]  # recorded when written
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit
+    shard.write_bytes(bytes(data))
+    again = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), shipped=False)
+    with pytest.raises(DataError, match="damaged") as err:
+        again.load(seed=0, progress=False)
+    assert shard.name in str(err.value) and "Delete the folder" in str(err.value)
+    shard.write_bytes(bytes(data[:100]))  # truncated
+    with pytest.raises(DataError, match="sha256"):
+        again.load(seed=0, progress=False)
+    # the recovery the message names works
+    import shutil
+
+    shutil.rmtree(store.dir)
+    assert len(again.load(seed=0, progress=False).pieces()) == 2

@@ -18,6 +18,8 @@ worker processes with a progress bar, once per piece: results are appended to pa
 under ``<cache>/corpora/music21-<version>-conv<N>/<collection>/`` with a JSON manifest
 (failures are recorded with their reason too, so they are not retried).  Asking for more
 tunes later converts only the missing ones; a later load reads the shards back with symusic.
+The manifest records each shard's sha256; a shard that was changed or cut on disk is a
+``DataError`` naming it and the folder to delete, never a smaller dataset blamed on the sources.
 The cache folder is the ``cache_dir`` field, else ``$MUSICFW_CACHE_DIR``, else the user's
 cache folder.
 """
@@ -97,11 +99,20 @@ class CorpusStore:
         self.dir = Path(root) / "corpora" / f"music21-{music21_version()}-conv{CONVERTER_VERSION}" / collection
         self.manifest_path = self.dir / "manifest.json"
 
-    def manifest(self) -> dict[str, dict[str, Any]]:
+    def _head(self) -> dict[str, Any]:
         try:
-            return json.loads(self.manifest_path.read_text())["entries"]
-        except (OSError, ValueError, KeyError):
+            head = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
             return {}
+        return head if isinstance(head, dict) and isinstance(head.get("entries"), dict) else {}
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        return self._head().get("entries", {})
+
+    def shard_digests(self) -> dict[str, str]:
+        """shard file name -> the sha256 recorded when it was written."""
+        digests = self._head().get("shards", {})
+        return digests if isinstance(digests, dict) else {}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -130,13 +141,18 @@ class CorpusStore:
                 blobs.append(blob)
                 offset += len(blob)
             entries[unit.id] = entry
+        data = b"".join(blobs)
         tmp = self.dir / f".{shard}.tmp"
-        tmp.write_bytes(b"".join(blobs))
+        tmp.write_bytes(data)
         os.replace(tmp, self.dir / shard)
-        manifest = self.manifest()
+        head = self._head()
+        manifest = head.get("entries", {})
         manifest.update(entries)
+        digests = dict(head.get("shards", {}) or {})
+        if blobs:
+            digests[shard] = hashlib.sha256(data).hexdigest()
         tmp = self.dir / f".manifest-{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(json.dumps({"music21": music21_version(), "entries": manifest}))
+        tmp.write_text(json.dumps({"music21": music21_version(), "entries": manifest, "shards": digests}))
         os.replace(tmp, self.manifest_path)
         done.clear()
 
@@ -200,7 +216,9 @@ class CorpusStore:
         """id -> (score or None, title, error reason or None) for the ids in the store."""
         from .base import parse_midi
 
-        manifest = self.manifest()
+        head = self._head()
+        manifest = head.get("entries", {})
+        digests = head.get("shards", {}) or {}
         shards: dict[str, bytes] = {}
         out: dict[str, tuple[Any, str, str | None]] = {}
         for unit_id in ids:
@@ -214,14 +232,30 @@ class CorpusStore:
             shard = entry["shard"]
             if shard not in shards:
                 try:
-                    shards[shard] = (self.dir / shard).read_bytes()
+                    data = (self.dir / shard).read_bytes()
                 except OSError as exc:
-                    out[unit_id] = (None, title, f"cache shard unreadable: {exc}")
-                    continue
+                    raise self._damaged(shard, f"it cannot be read ({exc.strerror or exc})") from None
+                expected = digests.get(shard)
+                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                    raise self._damaged(shard, "its sha256 differs from the one recorded when it was written")
+                if expected is None:
+                    # written before checksums were recorded: at least the slices must fit
+                    if any(e.get("shard") == shard and e.get("offset", 0) + e.get("length", 0) > len(data)
+                           for e in manifest.values()):
+                        raise self._damaged(shard, "it is shorter than its manifest says")
+                shards[shard] = data
             blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
             score, reason = parse_midi(blob)
             out[unit_id] = (score, title, reason)
         return out
+
+
+    def _damaged(self, shard: str, why: str) -> DataError:
+        return DataError(
+            f"The converted-corpus cache file {self.dir / shard} is damaged: {why}. The source "
+            f"files are not to blame. Delete the folder {self.dir} and run again: the pieces are "
+            "converted anew (or taken from the corpus musicfw ships)."
+        )
 
 
 # --------------------------------------------------------------------------------------
