@@ -119,6 +119,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         if not probe.trainable:
             raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
         freeze(probe, list(config.train.freeze))  # every prefix names a part of the model
+    if probe.trainable:
+        from .training import check_hardware
+
+        check_hardware(config.train)  # e.g. strategy=fsdp on the CPU
     del probe
     for key in ("prompt", "soundfont"):
         value = config.generate.get(key)

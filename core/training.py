@@ -23,12 +23,13 @@ torch and Lightning are imported inside the functions (this module stays cheap t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import ConfigError, NonFiniteLossError, RunFolderError
 from .loggers import append_history, build_loggers, finish_loggers, logger_section
@@ -190,16 +191,58 @@ def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: l
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
     log_every = int(logger_section(logger)["log_every_n_steps"])
+    with _hardware_errors(train):
+        return _new_trainer(pl, train, run_dir, loggers, callbacks, log_every)
+
+
+@contextlib.contextmanager
+def _hardware_errors(train: Any) -> Iterator[None]:
+    """Lightning's refusal of a hardware setting (strategy=fsdp on the CPU, no GPU, an unknown
+    strategy) as a ConfigError naming the train.* keys."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        return _new_trainer(pl, train, run_dir, loggers, callbacks, log_every)
-    except (ValueError, MisconfigurationException) as exc:  # e.g. strategy=fsdp on the CPU
+        yield
+    except (ValueError, MisconfigurationException) as exc:
         raise ConfigError(
             f"Lightning cannot train with train.accelerator={train.accelerator}, train.devices={train.devices}, "
             f"train.strategy={train.strategy}, train.num_nodes={train.num_nodes}, train.precision={train.precision}: "
             f"{exc}"
         ) from None
+
+
+def check_hardware(train: Any) -> None:
+    """Build (and drop) a Trainer with the run's hardware settings, so a setting Lightning
+    refuses is a ConfigError before any run folder exists.  Cheap (~50 ms); no folder, logger or
+    process group is made."""
+    import logging
+    import tempfile
+    import warnings
+
+    import pytorch_lightning as pl
+
+    quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp, _hardware_errors(train):
+            warnings.simplefilter("ignore")
+            pl.Trainer(
+                accelerator=train.accelerator,
+                devices=train.devices,
+                strategy=train.strategy,
+                num_nodes=int(train.num_nodes),
+                precision=train.precision,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                default_root_dir=tmp,
+            )
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
 
 
 def _new_trainer(pl: Any, train: Any, run_dir: Path, loggers: list, callbacks: list, log_every: int) -> Any:

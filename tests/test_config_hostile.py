@@ -15,6 +15,8 @@ model: {name: markov, order: 1}
 logger: {name: none}
 """
 
+LSTM = GOOD.replace("{name: markov, order: 1}", "{name: lstm, hidden_size: 8, num_layers: 1, embed_dim: 8}")
+
 BILLION_LAUGHS = """\
 name: t
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
@@ -51,6 +53,11 @@ CASES = {
     "markov_order_zero": (GOOD, ["model.order=0"], ["model"]),
     "missing_prompt": (GOOD, ["generate.prompt=/nonexistent/prompt.mid"], ["generate.prompt", "no such file"]),
     "seed_out_of_range": (GOOD, ["seed=-5"], ["seed must be in 0..4294967295"]),
+    # hardware settings Lightning refuses: found before the run folder, not after it exists
+    "fsdp_on_cpu": (LSTM, ["train.strategy=fsdp", "train.accelerator=cpu"], ["train.strategy=fsdp", "requires a GPU"]),
+    "no_gpu_here": (LSTM, ["train.accelerator=gpu"], ["train.accelerator=gpu", "gpu"]),
+    "unknown_strategy": (LSTM, ["train.strategy=nope"], ["train.strategy=nope", "invalid strategy"]),
+    "lstm_hidden_size_zero": (LSTM, ["model.hidden_size=0"], ["model"]),
 }
 
 
