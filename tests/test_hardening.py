@@ -718,3 +718,30 @@ def test_property_midi_folder_dataset_never_raises_on_a_bad_file(data, bounded_m
     names = [p.id for p in loaded.pieces()] + [Path(f).name for f, _ in loaded.skipped]
     assert sorted(names) == ["ok.mid", "x.mid"]
     assert all(reason for _, reason in loaded.skipped)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=ANY_BYTES, tokenizer=st.sampled_from(TOKENIZERS))
+def test_property_data_prepare_with_a_token_cache_never_raises(data, tokenizer, bounded_memory, tmp_path_factory, capsys):
+    """The whole of `musicfw data prepare midi_folder --tokenizer T` (load, split, tokenize,
+    write the token cache), in process: exit 0 with the bad file skipped, or exit 2 with one
+    paragraph (a tokenizer that can represent neither piece); never an exception."""
+    import json as _json
+
+    from musicfw.core.cli import main
+
+    root = tmp_path_factory.mktemp("prep")
+    write(root / "midi", "x.mid", data)
+    write(root / "midi", "ok.mid", melody_bytes(16))
+    capsys.readouterr()
+    rc = main(["data", "prepare", "midi_folder", f"path={root / 'midi'}", f"cache_dir={root / 'cache'}",
+               "--tokenizer", tokenizer, "--quiet", "--json"])
+    out, err = capsys.readouterr()
+    assert rc in (0, 2), (rc, err[-2000:])
+    assert "Traceback" not in err
+    if rc == 0:
+        summary = _json.loads(out)
+        assert summary["pieces"] + len(summary["skipped"]) == 2, summary
+        assert summary["pieces"] >= 1
+    else:
+        assert err.strip(), "exit 2 without a reason"
