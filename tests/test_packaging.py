@@ -44,3 +44,16 @@ def test_wheel_contains_every_package_and_the_data(tmp_path):
     assert any(name.startswith("music21_") for name in shipped)  # the converted corpora
     assert sorted(n.rsplit("/", 1)[1] for n in data) == shipped
     assert "musicfw/plugins/listen/static/index.html" in files  # the listening-test page (package data)
+
+
+def test_the_minimum_lightning_accepts_weights_only_on_resume():
+    """Resume passes `weights_only=True` to `Trainer.fit` (no code runs from a checkpoint on any
+    supported torch); Lightning has that argument from 2.6 on, so the requirement must say so."""
+    import inspect
+    import re
+    import pytorch_lightning as pl
+
+    (spec,) = re.findall(r'"(pytorch-lightning[^"]*)"', (REPO / "pyproject.toml").read_text())
+    minimum = tuple(int(x) for x in re.search(r">=\s*([\d.]+)", spec).group(1).split(".")[:2])
+    assert minimum >= (2, 6), spec
+    assert "weights_only" in inspect.signature(pl.Trainer.fit).parameters
