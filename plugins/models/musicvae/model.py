@@ -10,6 +10,14 @@ lstm_utils.py), following it detail by detail.
 * Flat decoder (``CategoricalLstmDecoder``): stacked LSTM whose initial state is
   ``tanh(Dense(z))`` (N(0, 0.001) kernel) and whose input at every step is the previous
   token, one-hot (zeros at t = 0), concatenated with z; a Dense output projection.
+* Chord conditioning (``chord_conditioning: true`` with the ``melody_chords`` tokenizer, as
+  Magenta's melody configs with ``chord_encoding=TriadChordOneHotEncoding()``): the chord of
+  every step, one-hot over 49 classes, is one more part of the decoder's input at that step
+  (Magenta's ``c_input``), in the flat decoder and in every bar of the hierarchical one (the
+  conductor gets no chords); the encoder never sees the chords.  Ids then carry melody and
+  chord (``id = chord * n_melody + melody``): the encoder reads and the decoder predicts the
+  melody part, and :meth:`MusicVAEModel.step` returns logits over the whole vocabulary with
+  -inf outside the ids of the step's given chord.
 * Hierarchical decoder (``HierarchicalLstmDecoder`` with ``disable_autoregression=True``): a
   conductor LSTM, initial state ``tanh(Dense(z))``, fed zeros, one step per bar; each output
   initializes (``tanh(Dense(.))``) a categorical decoder that is reset at every bar and gets
@@ -203,8 +211,11 @@ class CategoricalDecoder(nn.Module):
     """``CategoricalLstmDecoder`` conditioned on an embedding (z, or a conductor output).
 
     With ``control_size`` > 0 every step's input also holds a control vector (the chord
-    one-hot of that step): ``[previous token one-hot, control, embedding]``, the order of
-    Magenta's ``BaseLstmDecoder`` (``c_input`` concatenated after ``x_input``, then z)."""
+    one-hot of that step, Magenta's ``c_input``): ``[previous token one-hot, control,
+    embedding]``.  Magenta's ``BaseLstmDecoder`` concatenates ``[x_input, z, c_input]``; the
+    order here differs only by a permutation of the first layer's input columns, which
+    changes nothing the model can represent or learn (the kernel's init is the same for every
+    column)."""
 
     def __init__(self, vocab_size: int, cond_size: int, sizes: list[int], keep_prob: float, control_size: int = 0):
         super().__init__()
