@@ -192,6 +192,8 @@ def test_chords_errors(tmp_path: Path):
     assert "unknown chord 'Hm'" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("sample", "--run", str(conditioned), "--chords", "C Gsus4")
     assert res.returncode == 2 and "no third" in res.stderr
+    res = run_cli("sample", "--run", str(conditioned), "--chords", " ".join(["C"] * 1025))
+    assert res.returncode == 2 and "at most 1024" in res.stderr
     plain = _make_run(tmp_path / "u", "vae", False)
     res = run_cli("sample", "--run", str(plain), "--chords", "C G Am F")
     assert res.returncode == 2

@@ -38,6 +38,10 @@ _CHORDS_HELP = (
 )
 
 
+#: the longest --chords progression decoded (bars): a bound on the decoding loop
+MAX_CHORD_BARS = 1024
+
+
 def chord_progression(model: Any, text: str | None, length: int | None) -> tuple[Any, int | None]:
     """``--chords`` -> (chord class per step, length), checked against the model: a
     ConfigError for a model trained without chord conditioning or an unknown chord name."""
@@ -57,6 +61,8 @@ def chord_progression(model: Any, text: str | None, length: int | None) -> tuple
         bars = parse_progression(text)
     except ValueError as exc:
         raise ConfigError(f"--chords {text!r}: {exc}.") from None
+    if len(bars) > MAX_CHORD_BARS:
+        raise ConfigError(f"--chords: {len(bars)} bars; at most {MAX_CHORD_BARS} (one chord per bar).")
     bar = int(model.config.steps_per_bar)
     length = max(int(length or model.config.max_seq_len), len(bars) * bar)
     return progression_steps(bars, bar, length), length
