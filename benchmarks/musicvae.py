@@ -15,6 +15,15 @@ Parts:
   target teacher-forced >= 0.95 and sampled >= 0.90 within a CPU hour.
 * ``16bar``: examples/musicvae_melody_16bar.yaml with the flat and the hierarchical decoder,
   the same budget each, and the gap between them.
+* ``chords``: examples/chords_musicvae.yaml (Bach chorales, soprano + recognised chords) with
+  ``model.chord_conditioning`` true and false, the same size and budget.  Besides the
+  reconstruction accuracies, each model decodes one prior sample (z ~ N(0, I)) under each
+  held-out progression: the chord track of a bar-aligned 2-bar window of the *test* split
+  (a random subset of ``--max-progressions``).  Reported: the **chord-tone ratio**, the share
+  of the generated note onsets (on steps with a chord) whose pitch class belongs to that
+  step's chord; the same for a random-pitch baseline (the conditioned model's onsets, each
+  pitch drawn uniformly from the test melodies' pitch range) and for the real test melodies.
+  (``chord_tone_ratio`` of ``plugins/tokenizers/melody_chords.py``.)
 
 Usage::
 
@@ -23,6 +32,7 @@ Usage::
     python benchmarks/musicvae.py --part 16bar --parallel --max-steps 3000 \
         --set model.enc_rnn_size=[256] --set model.dec_rnn_size=[128,128] --set model.z_size=128 \
         --set train.batch_size=16 --set train.lr=0.003 --max-windows 500   # README's 16-bar row
+    python benchmarks/musicvae.py --part chords --parallel --max-steps 1000   # README's chord rows
     python benchmarks/musicvae.py --quick          # a smoke run: a few steps, small data
 
 Any ``--set key=value`` is an experiment override (omegaconf dotlist).  Prints a table; with
@@ -122,6 +132,70 @@ def table(rows: list[dict], paper: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def chord_tone_eval(
+    run_dirs: dict[str, str], max_progressions: int, temperatures: tuple[float, ...], seed: int = 0
+) -> dict:
+    """Chord-tone ratio of prior samples under held-out (test-split) progressions; see the
+    module docstring.  ``run_dirs``: label -> run folder (all with the same tokenizer)."""
+    import numpy as np
+    import torch
+
+    from musicfw.core.data import build_datamodule
+    from musicfw.core.rundir import load_run_config
+    from musicfw.plugins.models.musicvae.commands import load_vae_run
+    from musicfw.plugins.models.musicvae.tools import heldout_windows, melody_part, min_onset_id
+    from musicfw.plugins.tokenizers.melody_chords import NO_CHORD, chord_tone_ratio
+
+    first = next(iter(run_dirs.values()))
+    config = load_run_config(first)
+    _, tokenizer, _ = load_vae_run(first)
+    datamodule = build_datamodule(config.data, tokenizer, train=config.train, seed=int(config.seed), progress=False)
+    length = int(config.model.max_seq_len)
+    windows = heldout_windows(
+        datamodule.tokens("test"), length=length, hop=tokenizer.steps_per_bar,
+        min_onset_id=min_onset_id(tokenizer), melody=melody_part(tokenizer),
+    )
+    real_melody, real_chords = windows % tokenizer.n_melody, windows // tokenizer.n_melody
+    keep = (real_chords != NO_CHORD).any(axis=1)
+    real_melody, real_chords = real_melody[keep], real_chords[keep]
+    rng = np.random.default_rng(seed)
+    if max_progressions and len(real_chords) > max_progressions:
+        pick = rng.choice(len(real_chords), max_progressions, replace=False)
+        real_melody, real_chords = real_melody[pick], real_chords[pick]
+    lo = tokenizer.config.min_pitch
+
+    def ratio(melodies: np.ndarray, chords: np.ndarray) -> tuple[float, int]:
+        hits = total = 0
+        for m, c in zip(melodies, chords):
+            h, t = chord_tone_ratio(m, c, lo)
+            hits, total = hits + h, total + t
+        return (hits / total if total else float("nan")), total
+
+    out: dict = {"progressions": int(len(real_chords))}
+    out["real test melodies"] = dict(zip(("ratio", "onsets"), ratio(real_melody, real_chords)))
+    pitches = real_melody[real_melody >= 2] - 2 + lo
+    p_lo, p_hi = int(pitches.min()), int(pitches.max())
+    for temperature in temperatures:
+        for label, run_dir in run_dirs.items():
+            model, _, _ = load_vae_run(run_dir)
+            model.eval()
+            gen = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                tokens = model.sample(
+                    len(real_chords), temperature=temperature, length=length, generator=gen,
+                    chords=torch.as_tensor(real_chords),
+                ).numpy()
+            melodies = tokens % tokenizer.n_melody
+            out[f"{label} T={temperature:g}"] = dict(zip(("ratio", "onsets"), ratio(melodies, real_chords)))
+            if model.chord_conditioned:
+                # random-pitch baseline: the same onsets, pitches uniform over the test range
+                rand = melodies.copy()
+                on = rand >= 2
+                rand[on] = rng.integers(p_lo, p_hi + 1, size=int(on.sum())) - lo + 2
+                out[f"random pitch T={temperature:g}"] = dict(zip(("ratio", "onsets"), ratio(rand, real_chords)))
+    return out
+
+
 def _train_in_child(threads: int, job: tuple) -> dict:
     import torch
 
@@ -142,7 +216,8 @@ def run_in_processes(jobs: list[tuple], threads: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("2bar", "16bar", "all"), default="2bar")
+    p.add_argument("--part", choices=("2bar", "16bar", "chords", "all"), default="2bar")
+    p.add_argument("--max-progressions", type=int, default=1000, help="chords: held-out progressions sampled under")
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps per model")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="experiment override")
     p.add_argument("--out", default="/tmp/musicfw-bench-musicvae", help="where run folders go")
@@ -197,6 +272,25 @@ def main(argv: list[str] | None = None) -> int:
                 hier["elbo"] - flat["elbo"],
             )
         )
+    if args.part in ("chords", "all"):
+        jobs = [
+            (REPO / "examples/chords_musicvae.yaml", [*common, f"model.chord_conditioning={flag}"], out,
+             f"chords {name}", args.max_windows)
+            for flag, name in (("true", "conditioned"), ("false", "unconditioned"))
+        ]
+        rows = run_in_processes(jobs, args.threads) if args.parallel else [train_and_evaluate(*job) for job in jobs]
+        print("\n2-bar chorale melodies with chords (test split), same size and budget:")
+        print(table(rows))
+        tones = chord_tone_eval(
+            {"conditioned": rows[0]["run_dir"], "unconditioned": rows[1]["run_dir"]},
+            args.max_progressions, (1.0, 0.5),
+        )
+        print(f"\nchord-tone ratio of note onsets under {tones['progressions']} held-out progressions "
+              "(prior samples, one per progression):")
+        for label, value in tones.items():
+            if isinstance(value, dict):
+                print(f"  {label:<28} {value['ratio']:.3f}  ({value['onsets']} onsets)")
+        results["chords"] = {"rows": rows, "chord_tone_ratio": tones}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

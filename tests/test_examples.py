@@ -26,6 +26,7 @@ TINY = {
     "musicvae_melody_2bar.yaml": ["data.max_count=40", "train.batch_size=4", *TINY_VAE],
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],
     "musicvae_drums_2bar.yaml": ["train.batch_size=4", *TINY_VAE],
+    "chords_musicvae.yaml": ["data.max_count=30", "train.batch_size=4", *TINY_VAE],
 }
 COMMON = [
     "train.max_steps=2",

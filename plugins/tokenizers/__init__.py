@@ -1,4 +1,4 @@
-"""Built-in tokenizers: remi, midi_like, pianoroll, melody, drums, and miditok (any MidiTok
+"""Built-in tokenizers: remi, midi_like, pianoroll, melody, melody_chords, drums, and miditok (any MidiTok
 tokenizer; MidiTok is optional and imported only when that tokenizer is built).
 
 Registered through the ``musicfw_register_tokenizers`` hook; the modules are numpy-only and
@@ -12,10 +12,11 @@ from musicfw.core.hookspecs import hookimpl
 def musicfw_register_tokenizers(registry):
     from .drums import Drums
     from .melody import Melody
+    from .melody_chords import MelodyChords
     from .midi_like import MIDILike
     from .miditok_wrap import MidiTok
     from .pianoroll import PianoRoll
     from .remi import REMI
 
-    for cls in (REMI, MIDILike, PianoRoll, Melody, Drums, MidiTok):
+    for cls in (REMI, MIDILike, PianoRoll, Melody, MelodyChords, Drums, MidiTok):
         registry.add(cls)

@@ -79,6 +79,21 @@ class MusicVAEConfig:
             "choices": ENCODER_INPUTS,
         },
     )
+    chord_conditioning: bool = field(
+        default=False,
+        metadata={
+            "help": "feed the chord of every step (one-hot, 49 triad classes) to the decoder, "
+            "not the encoder, as Magenta's chord-conditioned configs do; needs the "
+            "melody_chords tokenizer"
+        },
+    )
+    sample_chords: str = field(
+        default="C G Am F",
+        metadata={
+            "help": "chords, one per bar, that a model with chords decodes under when no "
+            "progression is given (musicfw run's generate stage; sample without --chords)"
+        },
+    )
 
 
 class MusicVAE:
@@ -101,7 +116,27 @@ class MusicVAE:
         from .model import MusicVAEModel, check_config
 
         check_config(config, tokenizer.vocab_size)
-        return MusicVAEModel(config, vocab_size=tokenizer.vocab_size)
+        chord_classes = int(getattr(tokenizer, "chord_classes", 0) or 0)
+        check_chords(config, tokenizer, chord_classes)
+        return MusicVAEModel(config, vocab_size=tokenizer.vocab_size, chord_classes=chord_classes)
+
+
+def check_chords(config: Any, tokenizer: Any, chord_classes: int) -> None:
+    """``chord_conditioning`` needs a tokenizer with chords; ``sample_chords`` must parse."""
+    from musicfw.core.errors import ConfigError
+
+    if getattr(config, "chord_conditioning", False) and not chord_classes:
+        raise ConfigError(
+            f"model.chord_conditioning: true needs a tokenizer that gives the chord of every step "
+            f"(tokenizer.name: melody_chords); {tokenizer.name!r} has no chords."
+        )
+    if chord_classes:
+        from musicfw.plugins.tokenizers.melody_chords import parse_progression
+
+        try:
+            parse_progression(config.sample_chords)
+        except ValueError as exc:
+            raise ConfigError(f"model.sample_chords: {config.sample_chords!r}: {exc}.") from None
 
 
 def evaluate_vae(model: Any, dataloader: Any, **kwargs: Any) -> dict:

@@ -32,6 +32,42 @@ def _run_arguments(p: argparse.ArgumentParser, out: str, length_help: str, seed_
     p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
 
 
+_CHORDS_HELP = (
+    'chords, one per bar, separated by spaces (e.g. "C G Am F"; names like C, Am, G7, F#dim, '
+    "Bbmaj7, N.C.): the progression a chord-conditioned MusicVAE decodes under"
+)
+
+
+#: the longest --chords progression decoded (bars): a bound on the decoding loop
+MAX_CHORD_BARS = 1024
+
+
+def chord_progression(model: Any, text: str | None, length: int | None) -> tuple[Any, int | None]:
+    """``--chords`` -> (chord class per step, length), checked against the model: a
+    ConfigError for a model trained without chord conditioning or an unknown chord name."""
+    if text is None:
+        return None, length
+    from musicfw.core.errors import ConfigError
+
+    if not getattr(model, "chord_conditioned", False):
+        raise ConfigError(
+            "--chords: this MusicVAE was trained without chord conditioning, so chords cannot steer "
+            "it; train one with tokenizer.name=melody_chords and model.chord_conditioning=true "
+            "(examples/chords_musicvae.yaml)."
+        )
+    from musicfw.plugins.tokenizers.melody_chords import parse_progression, progression_steps
+
+    try:
+        bars = parse_progression(text)
+    except ValueError as exc:
+        raise ConfigError(f"--chords {text!r}: {exc}.") from None
+    if len(bars) > MAX_CHORD_BARS:
+        raise ConfigError(f"--chords: {len(bars)} bars; at most {MAX_CHORD_BARS} (one chord per bar).")
+    bar = int(model.config.steps_per_bar)
+    length = max(int(length or model.config.max_seq_len), len(bars) * bar)
+    return progression_steps(bars, bar, length), length
+
+
 def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
     """(model, tokenizer, RunFolder) of a run folder whose model is a MusicVAE."""
     from musicfw.core.errors import ConfigError
@@ -60,6 +96,10 @@ class Sample(Command):
         _run_arguments(p, "prior", "tokens per sample (default: the model's max_seq_len)", "random seed (default 0)")
         p.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
         p.add_argument(
+            "--chords", default=None, metavar='"C G Am F"',
+            help=_CHORDS_HELP + ", repeated to --length, which grows to hold the whole progression",
+        )
+        p.add_argument(
             "--temperature", type=float, default=None,
             help="softmax temperature of every step; 0 = argmax (default 0.5, as Magenta's music_vae_generate)",
         )
@@ -77,10 +117,14 @@ class Sample(Command):
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
 
         model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        chords, args.length = chord_progression(model, args.chords, args.length)
         out = args.out or (run.samples / "prior")
         written = sample_to_midi(
-            model, tokenizer, out, n=args.n, temperature=args.temperature, length=args.length, seed=args.seed
+            model, tokenizer, out, n=args.n, temperature=args.temperature, length=args.length, seed=args.seed,
+            chords=chords,
         )
+        if args.chords is not None:
+            print(f"chords, one per bar: {args.chords}")
         notes = written.extra["notes"]
         print(f"wrote {len(written.midi)} samples to {out} (temperature {args.temperature:g}; notes per sample: "
               f"{', '.join(map(str, notes))})")
@@ -110,6 +154,11 @@ class Interpolate(Command):
         p.add_argument("b", metavar="B.mid", help="the end")
         p.add_argument("--steps", type=int, default=8, help="points on the path, endpoints included (default 8)")
         p.add_argument(
+            "--chords", default=None, metavar='"C G Am F"',
+            help=_CHORDS_HELP + " at every point of the path, repeated or cut to the inputs' length "
+            "(default: each point takes the chords recognised in the nearer input file)",
+        )
+        p.add_argument(
             "--temperature", type=float, default=None,
             help="softmax temperature of the decoder; 0 = argmax, which an under-trained model decodes "
             "to silence (default 0.5, as Magenta's music_vae_generate)",
@@ -128,10 +177,13 @@ class Interpolate(Command):
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
 
         model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        chords = None
+        if args.chords is not None:
+            chords, _ = chord_progression(model, args.chords, None)
         out = args.out or (run.samples / "interpolation")
         written = interpolate_files(
             model, tokenizer, args.a, args.b, out, steps=args.steps, temperature=args.temperature,
-            length=args.length, seed=args.seed,
+            length=args.length, seed=args.seed, chords=chords,
         )
         extra = written.extra
         print(f"wrote {args.steps} steps of {extra['length']} tokens to {out}")

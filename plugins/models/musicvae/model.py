@@ -10,6 +10,14 @@ lstm_utils.py), following it detail by detail.
 * Flat decoder (``CategoricalLstmDecoder``): stacked LSTM whose initial state is
   ``tanh(Dense(z))`` (N(0, 0.001) kernel) and whose input at every step is the previous
   token, one-hot (zeros at t = 0), concatenated with z; a Dense output projection.
+* Chord conditioning (``chord_conditioning: true`` with the ``melody_chords`` tokenizer, as
+  Magenta's melody configs with ``chord_encoding=TriadChordOneHotEncoding()``): the chord of
+  every step, one-hot over 49 classes, is one more part of the decoder's input at that step
+  (Magenta's ``c_input``), in the flat decoder and in every bar of the hierarchical one (the
+  conductor gets no chords); the encoder never sees the chords.  Ids then carry melody and
+  chord (``id = chord * n_melody + melody``): the encoder reads and the decoder predicts the
+  melody part, and :meth:`MusicVAEModel.step` returns logits over the whole vocabulary with
+  -inf outside the ids of the step's given chord.
 * Hierarchical decoder (``HierarchicalLstmDecoder`` with ``disable_autoregression=True``): a
   conductor LSTM, initial state ``tanh(Dense(z))``, fed zeros, one step per bar; each output
   initializes (``tanh(Dense(.))``) a categorical decoder that is reset at every bar and gets
@@ -200,18 +208,35 @@ def _one_hot(ids: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 class CategoricalDecoder(nn.Module):
-    """``CategoricalLstmDecoder`` conditioned on an embedding (z, or a conductor output)."""
+    """``CategoricalLstmDecoder`` conditioned on an embedding (z, or a conductor output).
 
-    def __init__(self, vocab_size: int, cond_size: int, sizes: list[int], keep_prob: float):
+    With ``control_size`` > 0 every step's input also holds a control vector (the chord
+    one-hot of that step, Magenta's ``c_input``): ``[previous token one-hot, control,
+    embedding]``.  Magenta's ``BaseLstmDecoder`` concatenates ``[x_input, z, c_input]``; the
+    order here differs only by a permutation of the first layer's input columns, which
+    changes nothing the model can represent or learn (the kernel's init is the same for every
+    column)."""
+
+    def __init__(self, vocab_size: int, cond_size: int, sizes: list[int], keep_prob: float, control_size: int = 0):
         super().__init__()
         self.vocab_size = vocab_size
+        self.control_size = int(control_size)
         self.initial_state = InitialState(cond_size, sizes)
-        self.rnn = LSTMStack(vocab_size + cond_size, sizes, keep_prob)
+        self.rnn = LSTMStack(vocab_size + self.control_size + cond_size, sizes, keep_prob)
         self.output_projection = _dense(self.rnn.output_size, vocab_size)
 
-    def _inputs(self, ids: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, ids: torch.Tensor, cond: torch.Tensor, control: torch.Tensor | None = None) -> torch.Tensor:
         onehot = _one_hot(ids, self.vocab_size)
-        return torch.cat([onehot, cond.unsqueeze(1).expand(-1, ids.shape[1], -1)], dim=-1)
+        parts = [onehot]
+        if self.control_size:
+            if control is None or control.shape[:2] != ids.shape or control.shape[-1] != self.control_size:
+                raise ValueError(
+                    f"this decoder needs a control input [N, {ids.shape[1]}, {self.control_size}] "
+                    f"(the chord of every step), got {None if control is None else tuple(control.shape)}"
+                )
+            parts.append(control.to(onehot.dtype))
+        parts.append(cond.unsqueeze(1).expand(-1, ids.shape[1], -1))
+        return torch.cat(parts, dim=-1)
 
     def forward(
         self,
@@ -219,8 +244,10 @@ class CategoricalDecoder(nn.Module):
         cond: torch.Tensor,
         sampling_probability: float = 0.0,
         generator: torch.Generator | None = None,
+        control: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``[N, L, V]`` for inputs ``x_in [N, L]`` (ids; -1 = zero start input).
+        """Logits ``[N, L, V]`` for inputs ``x_in [N, L]`` (ids; -1 = zero start input) and
+        the control vectors ``[N, L, control_size]`` when the decoder has them.
 
         With ``sampling_probability`` p > 0 every input after the first is replaced, with
         probability p, by a sample from the model's output at the previous step.
@@ -234,24 +261,29 @@ class CategoricalDecoder(nn.Module):
             if not bool(select.any()):
                 select = None
         if select is None:
-            out, _ = self.rnn(self._inputs(x_in, cond), state)
+            out, _ = self.rnn(self._inputs(x_in, cond, control), state)
             return self.output_projection(out)
         # teacher forcing up to the first sampled input, then step by step
         t0 = int(select.any(dim=0).nonzero()[0])
-        out, state = self.rnn(self._inputs(x_in[:, :t0], cond), state)
+        ctrl = (lambda a, b: None if control is None else control[:, a:b])
+        out, state = self.rnn(self._inputs(x_in[:, :t0], cond, ctrl(0, t0)), state)
         pieces = [self.output_projection(out)]
         prev = pieces[0][:, -1]
         for t in range(t0, length):
             probs = torch.softmax(prev.detach().float(), dim=-1)
             sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
             ids = torch.where(select[:, t], sampled, x_in[:, t])
-            out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond), state)
+            out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond, ctrl(t, t + 1)), state)
             prev = self.output_projection(out[:, 0])
             pieces.append(prev.unsqueeze(1))
         return torch.cat(pieces, dim=1)
 
-    def step(self, ids: torch.Tensor, cond: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond), state)
+    def step(
+        self, ids: torch.Tensor, cond: torch.Tensor, state: State, control: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """One step: ``ids [N]``, ``control [N, control_size]`` (or None)."""
+        ctrl = None if control is None else control.unsqueeze(1)
+        out, state = self.rnn(self._inputs(ids.unsqueeze(1), cond, ctrl), state)
         return self.output_projection(out[:, 0]), state
 
 
@@ -308,10 +340,21 @@ class MusicVAEModel(Model, nn.Module):
     #: nll_sum is the negative ELBO (reconstruction NLL + KL): a bound, so no perplexity
     loss_is_bound = True
 
-    def __init__(self, config: Any, vocab_size: int):
+    def __init__(self, config: Any, vocab_size: int, chord_classes: int = 0):
         super().__init__()
         self.config = config
         self.vocab_size = int(vocab_size)
+        #: chord classes packed into the ids (``melody_chords``: id = chord * n_melody + melody);
+        #: 0 for a plain melody or drums vocabulary
+        self.chord_classes = int(chord_classes)
+        if self.chord_classes and self.vocab_size % self.chord_classes:
+            raise ValueError(f"vocab_size {vocab_size} is not a multiple of chord_classes {chord_classes}")
+        #: what the encoder reads and the decoder predicts: the melody part of an id
+        self.n_melody = self.vocab_size // self.chord_classes if self.chord_classes else self.vocab_size
+        #: the chord one-hot of every step is a decoder input (Magenta's chord-conditioned configs)
+        self.chord_conditioned = bool(getattr(config, "chord_conditioning", False))
+        if self.chord_conditioned and not self.chord_classes:
+            raise ValueError("chord_conditioning needs a vocabulary with chords (chord_classes > 0)")
         keep = float(config.dropout_keep_prob)
         self.hierarchical = config.decoder == "hierarchical"
         if config.encoder_input == "drum_roll":
@@ -319,7 +362,7 @@ class MusicVAEModel(Model, nn.Module):
             enc_in = self.n_bits + 1
         else:
             self.n_bits = 0
-            enc_in = self.vocab_size
+            enc_in = self.n_melody
         self.encoder = LSTMStack(enc_in, list(config.enc_rnn_size), keep, bidirectional=True)
         self.mu = _dense(self.encoder.output_size, config.z_size, stddev=0.001)
         self.sigma = _dense(self.encoder.output_size, config.z_size, stddev=0.001)
@@ -330,8 +373,68 @@ class MusicVAEModel(Model, nn.Module):
             cond_size = self.conductor.output_size
         else:
             cond_size = config.z_size
-        self.decoder = CategoricalDecoder(self.vocab_size, cond_size, dec_sizes, keep)
+        control = self.chord_classes if self.chord_conditioned else 0
+        self.decoder = CategoricalDecoder(self.n_melody, cond_size, dec_sizes, keep, control_size=control)
         self.global_step = 0
+
+    # -- chords -------------------------------------------------------------------------
+    def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ids -> (melody ids, chord classes per step or None without chords)."""
+        if not self.chord_classes:
+            return tokens, None
+        return tokens % self.n_melody, tokens // self.n_melody
+
+    def _chord_input(self, chords: torch.Tensor | None) -> torch.Tensor | None:
+        """The decoder's control input: one-hot chord classes ``[B, T, chord_classes]``."""
+        if not self.chord_conditioned:
+            return None
+        assert chords is not None
+        return F.one_hot(chords.long(), self.chord_classes).float()
+
+    def chord_track(
+        self, chords: Any, batch_size: int, length: int | None = None, device: Any = None
+    ) -> torch.Tensor | None:
+        """Chord classes ``[batch_size, length]`` from ``chords``: None (the model's
+        ``sample_chords`` progression, one chord per bar), a progression string, or an
+        array ``[T]`` / ``[B, T]`` of per-step classes; repeated (or cut) to ``length``
+        steps, or one period of it when ``length`` is None.  None for a model without
+        chords."""
+        if not self.chord_classes:
+            return None
+        if device is None:
+            device = next(self.parameters()).device
+        if chords is None or isinstance(chords, str):
+            from musicfw.plugins.tokenizers.melody_chords import parse_progression, progression_steps
+
+            text = self.config.sample_chords if chords is None else chords
+            bars = parse_progression(text)
+            bar = int(self.config.steps_per_bar)
+            chords = progression_steps(bars, bar, len(bars) * bar)
+        if torch.is_tensor(chords):
+            track = chords.to(device=device, dtype=torch.long)
+        else:
+            track = torch.as_tensor(np.asarray(chords), dtype=torch.long, device=device)
+        if track.dim() == 1:
+            track = track.unsqueeze(0)
+        if track.shape[0] == 1 and batch_size > 1:
+            track = track.expand(batch_size, -1)
+        if track.shape[0] != batch_size or track.shape[1] < 1:
+            raise ValueError(f"chords of shape {tuple(track.shape)} for {batch_size} sequences")
+        if int(track.min()) < 0 or int(track.max()) >= self.chord_classes:
+            raise ValueError(f"chord classes must be in [0, {self.chord_classes})")
+        if length is None:
+            return track.contiguous()
+        if track.shape[1] < length:
+            reps = -(-length // track.shape[1])
+            track = track.repeat(1, reps)
+        return track[:, :length].contiguous()
+
+    def join(self, melody: torch.Tensor, chords: torch.Tensor | None) -> torch.Tensor:
+        """(melody ids, chord classes) -> vocabulary ids."""
+        if not self.chord_classes:
+            return melody
+        assert chords is not None
+        return chords[:, : melody.shape[1]].to(melody.device) * self.n_melody + melody
 
     # -- schedules ----------------------------------------------------------------------
     def on_train_step(self, global_step: int) -> None:
@@ -358,16 +461,17 @@ class MusicVAEModel(Model, nn.Module):
             bits = bits.float()
             empty = (tokens == 0).float().unsqueeze(-1)  # roll_input's "no drums" flag
             return torch.cat([bits, empty], dim=-1)
-        return _one_hot(tokens, self.vocab_size)
+        return _one_hot(tokens, self.n_melody)
 
     def encode(self, tokens: Any, mask: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``tokens [B, T]`` (or ``[T]``) -> ``(mu, sigma)``, each ``[B, z_size]``.
 
         ``mask`` (True = real) gives each sequence's length (last True + 1); without it every
-        sequence is full length.
+        sequence is full length.  The encoder reads the melody only, never the chords (as in
+        Magenta, where the chord track is a decoder input alone).
         """
         tokens = self._as_tokens(tokens)
-        x = self._encoder_input(tokens)
+        x = self._encoder_input(self.split(tokens)[0])
         lengths = None if mask is None else _lengths(torch.as_tensor(mask, device=tokens.device).bool())
         if lengths is not None and bool((lengths < tokens.shape[1]).any()):
             x = nn.utils.rnn.pack_padded_sequence(
@@ -391,19 +495,26 @@ class MusicVAEModel(Model, nn.Module):
         z: torch.Tensor,
         sampling_probability: float = 0.0,
         generator: torch.Generator | None = None,
+        chords: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits ``[B, T, V]`` of every position given z, teacher-forced on ``tokens``
-        (with scheduled sampling when ``sampling_probability`` > 0)."""
+        """Logits ``[B, T, n_melody]`` of every position given z, teacher-forced on the
+        melody ids ``tokens`` (with scheduled sampling when ``sampling_probability`` > 0);
+        ``chords [B, T]``: the chord class of every step (a chord-conditioned model's input)."""
         b, t = tokens.shape
         x_in = torch.cat([tokens.new_full((b, 1), -1), tokens[:, :-1]], dim=1)
+        control = self._chord_input(chords)
         if not self.hierarchical:
-            return self.decoder(x_in, z, sampling_probability, generator)
+            return self.decoder(x_in, z, sampling_probability, generator, control)
         bar = int(self.config.steps_per_bar)
         n_bars = -(-t // bar)
         if n_bars * bar != t:
             x_in = torch.cat([x_in, x_in.new_zeros(b, n_bars * bar - t)], dim=1)
+            if control is not None:
+                control = torch.cat([control, control.new_zeros(b, n_bars * bar - t, control.shape[-1])], dim=1)
         cond = self._conductor_outputs(z, n_bars).reshape(b * n_bars, -1)
-        logits = self.decoder(x_in.reshape(b * n_bars, bar), cond, sampling_probability, generator)
+        if control is not None:  # every bar's decoder gets its bar's chords (Magenta splits c_input per bar)
+            control = control.reshape(b * n_bars, bar, -1)
+        logits = self.decoder(x_in.reshape(b * n_bars, bar), cond, sampling_probability, generator, control)
         return logits.reshape(b, n_bars * bar, -1)[:, :t]
 
     # -- the musicfw protocol -----------------------------------------------------------
@@ -420,11 +531,12 @@ class MusicVAEModel(Model, nn.Module):
         tokens, mask = segments(tokens, mask, int(self.config.max_seq_len))
         b, t = tokens.shape
         mu, sigma = self.encode(tokens, mask)
+        tokens, chords = self.split(tokens)
         z = mu + sigma * torch.randn_like(mu)
         # KL(N(mu, sigma) || N(0, I)) summed over the latent dimensions, nats, per sequence
         kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(dim=-1)
         p = self.sampling_probability() if self.training else 0.0
-        logits = self.decode_logits(tokens, z, p)
+        logits = self.decode_logits(tokens, z, p, chords=chords)
         ce = F.cross_entropy(
             logits.reshape(b * t, -1).float(), tokens.reshape(-1), reduction="none"
         ).view(b, t)
@@ -451,25 +563,30 @@ class MusicVAEModel(Model, nn.Module):
             "accuracy": accuracy,
         }
 
-    def state_from_z(self, z: torch.Tensor) -> dict[str, Any]:
-        """A decoding state conditioned on ``z [B, z_size]``."""
+    def state_from_z(self, z: torch.Tensor, chords: Any = None) -> dict[str, Any]:
+        """A decoding state conditioned on ``z [B, z_size]`` and, for a model with chords, on
+        ``chords`` (see :meth:`chord_track`; the track repeats when decoding runs past it)."""
+        track = self.chord_track(chords, z.shape[0], None, z.device)
         if self.hierarchical:
-            return {"z": z, "t": 0, "conductor": self.conductor_initial_state(z), "cond": None, "core": None}
-        return {"z": z, "t": 0, "cond": z, "core": self.decoder.initial_state(z)}
+            return {"z": z, "t": 0, "conductor": self.conductor_initial_state(z), "cond": None, "core": None,
+                    "chords": track}
+        return {"z": z, "t": 0, "cond": z, "core": self.decoder.initial_state(z), "chords": track}
 
     def init_state(
         self, batch_size: int, device: Any = None, z: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, chords: Any = None,
     ) -> dict[str, Any]:
         """A state for ``batch_size`` sequences with z drawn from the prior N(0, I)
-        (or the given ``z``)."""
+        (or the given ``z``); ``chords`` as in :meth:`state_from_z` (default: the
+        ``sample_chords`` progression)."""
         if z is None:
             if device is None:
                 device = next(self.parameters()).device
             z = torch.randn(batch_size, self.config.z_size, generator=generator, device=device)
-        return self.state_from_z(z)
+        return self.state_from_z(z, chords)
 
-    def step(self, x: Any, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    def step_melody(self, ids: torch.Tensor | None, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """One decoding step on melody ids (None: the start): logits ``[B, n_melody]``."""
         z = state["z"]
         t = state["t"]
         state = dict(state)
@@ -477,13 +594,35 @@ class MusicVAEModel(Model, nn.Module):
             out, state["conductor"] = self.conductor(z.new_zeros(z.shape[0], 1, 1), state["conductor"])
             state["cond"] = out[:, 0]
             state["core"] = self.decoder.initial_state(state["cond"])
-        if x is None:
+        if ids is None:
             ids = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
-        else:
-            ids = torch.as_tensor(x, device=z.device).long().reshape(z.shape[0])
-        logits, state["core"] = self.decoder.step(ids, state["cond"], state["core"])
+        control = None
+        if self.chord_conditioned:
+            track = state["chords"]
+            control = F.one_hot(track[:, t % track.shape[1]], self.chord_classes).float()
+        logits, state["core"] = self.decoder.step(ids, state["cond"], state["core"], control)
         state["t"] = t + 1
         return logits, state
+
+    def step(self, x: Any, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The musicfw protocol's step: ``x`` is a vocabulary id.  With chords in the
+        vocabulary the logits cover the whole vocabulary, -inf outside the ids of this
+        step's chord (from the state's chord track), so any sampler draws a melody token
+        under the given chord."""
+        z = state["z"]
+        ids = None
+        if x is not None:
+            ids = torch.as_tensor(x, device=z.device).long().reshape(z.shape[0])
+            ids = self.split(ids)[0]
+        t = state["t"]
+        logits, state = self.step_melody(ids, state)
+        if not self.chord_classes:
+            return logits, state
+        track = state["chords"]
+        chord = track[:, t % track.shape[1]]
+        full = logits.new_full((logits.shape[0], self.vocab_size), float("-inf"))
+        index = chord.unsqueeze(1) * self.n_melody + torch.arange(self.n_melody, device=logits.device)
+        return full.scatter(1, index, logits), state
 
     # -- the VAE API --------------------------------------------------------------------
     def _as_tokens(self, tokens: Any) -> torch.Tensor:
@@ -504,21 +643,25 @@ class MusicVAEModel(Model, nn.Module):
         sampler: Any = None,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        chords: Any = None,
     ) -> torch.Tensor:
         """Decode ``z [B, z_size]`` into tokens ``[B, length]``.
 
         Each step draws with ``sampler`` (a musicfw sampler) if given, else from the softmax
-        at ``temperature`` (0 = argmax).
+        at ``temperature`` (0 = argmax).  For a model with chords, ``chords`` is the chord
+        track (see :meth:`chord_track`; default the ``sample_chords`` progression): the
+        condition of a chord-conditioned decoder, and the chords written into the ids.
         """
         length = int(length or self.config.max_seq_len)
         z = torch.as_tensor(z, dtype=torch.float32, device=next(self.parameters()).device)
         if z.dim() == 1:
             z = z.unsqueeze(0)
-        state = self.state_from_z(z)
+        track = self.chord_track(chords, z.shape[0], length, z.device)
+        state = self.state_from_z(z, track)
         x = None
         out = []
         for _ in range(length):
-            logits, state = self.step(x, state)
+            logits, state = self.step_melody(x, state)
             if sampler is not None:
                 x = sampler(logits, generator, "categorical")
             elif temperature <= 0:
@@ -527,7 +670,7 @@ class MusicVAEModel(Model, nn.Module):
                 probs = torch.softmax(logits.float() / temperature, dim=-1)
                 x = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
             out.append(x)
-        return torch.stack(out, dim=1)
+        return self.join(torch.stack(out, dim=1), track)
 
     @torch.no_grad()
     def sample(
@@ -537,11 +680,13 @@ class MusicVAEModel(Model, nn.Module):
         length: int | None = None,
         sampler: Any = None,
         generator: torch.Generator | None = None,
+        chords: Any = None,
     ) -> torch.Tensor:
-        """``n`` sequences decoded from z ~ N(0, I): tokens ``[n, length]``."""
+        """``n`` sequences decoded from z ~ N(0, I): tokens ``[n, length]`` (``chords``: see
+        :meth:`decode`)."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.z_size, generator=generator, device=device)
-        return self.decode(z, length, sampler=sampler, temperature=temperature, generator=generator)
+        return self.decode(z, length, sampler=sampler, temperature=temperature, generator=generator, chords=chords)
 
     @torch.no_grad()
     def interpolate(
@@ -553,17 +698,33 @@ class MusicVAEModel(Model, nn.Module):
         length: int | None = None,
         sampler: Any = None,
         generator: torch.Generator | None = None,
+        chords: Any = None,
     ) -> torch.Tensor:
         """Decode ``steps`` points on the great circle between the encodings (mu) of two
-        sequences, endpoints included: tokens ``[steps, length]`` (greedy by default)."""
+        sequences, endpoints included: tokens ``[steps, length]`` (greedy by default).
+
+        For a model with chords, ``chords`` (see :meth:`chord_track`) holds for every step of
+        the path; without it each point takes the chord track of the nearer endpoint (A's for
+        the first half, B's for the second), as read from the inputs."""
         if steps < 2:
             raise ValueError(f"interpolate needs steps >= 2, got {steps}")
         a, b = self._as_tokens(tokens_a), self._as_tokens(tokens_b)
         mu_a, _ = self.encode(a)
         mu_b, _ = self.encode(b)
-        zs = torch.stack([slerp(mu_a[0], mu_b[0], float(t)) for t in np.linspace(0.0, 1.0, steps)])
+        ts = np.linspace(0.0, 1.0, steps)
+        zs = torch.stack([slerp(mu_a[0], mu_b[0], float(t)) for t in ts])
         length = int(length or max(a.shape[1], b.shape[1]))
-        return self.decode(zs, length, sampler=sampler, temperature=temperature, generator=generator)
+        track = None
+        if self.chord_classes:
+            if chords is not None:
+                track = self.chord_track(chords, steps, length)
+            else:
+                ends = []
+                for seq in (a, b):
+                    c = self.split(seq)[1][0, :length]
+                    ends.append(torch.cat([c, c.new_zeros(length - len(c))]))
+                track = torch.stack([ends[0] if t < 0.5 else ends[1] for t in ts])
+        return self.decode(zs, length, sampler=sampler, temperature=temperature, generator=generator, chords=track)
 
 
 # --------------------------------------------------------------------------------------
@@ -607,9 +768,10 @@ def evaluate_vae(
             tokens, mask = segments(tokens, mask, int(model.config.max_seq_len))
             b, t = tokens.shape
             mu, sigma = model.encode(tokens, mask)
+            tokens, chords = model.split(tokens)  # accuracy is on the melody; chords are given
             z = mu + sigma * torch.randn(mu.shape, generator=gen, device=device)
             kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 1.0 - 2.0 * torch.log(sigma)).sum(-1)
-            logits = model.decode_logits(tokens, z)
+            logits = model.decode_logits(tokens, z, chords=chords)
             ce = F.cross_entropy(logits.reshape(b * t, -1).float(), tokens.reshape(-1), reduction="none")
             recon += float((ce.view(b, t) * mask.float()).sum())
             kl_sum += float(kl.sum())
@@ -617,11 +779,11 @@ def evaluate_vae(
             totals["targets"] += int(mask.sum())
             totals["seqs"] += b
             for mode in ("sampled", "greedy"):
-                state = model.state_from_z(z)
+                state = model.state_from_z(z, chords)
                 x = None
                 correct = 0
                 for step in range(t):
-                    step_logits, state = model.step(x, state)
+                    step_logits, state = model.step_melody(x, state)
                     pred = step_logits.argmax(-1)
                     correct += int(((pred == tokens[:, step]) & mask[:, step]).sum())
                     if mode == "greedy":

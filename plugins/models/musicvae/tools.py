@@ -61,13 +61,16 @@ def sample_to_midi(
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
+    chords: Any = None,
 ) -> Written:
-    """Decode ``n`` latent vectors drawn from the prior into ``out_dir/sample_XXX.mid``."""
+    """Decode ``n`` latent vectors drawn from the prior into ``out_dir/sample_XXX.mid``
+    (``chords``: a chord-conditioned model's progression, see ``MusicVAEModel.decode``)."""
     _require_vae(model, "sample")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     model.eval()
-    tokens = model.sample(n, temperature=temperature, length=length, generator=_generator(seed))
+    kwargs = {} if chords is None else {"chords": chords}
+    tokens = model.sample(n, temperature=temperature, length=length, generator=_generator(seed), **kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = Written()
@@ -76,7 +79,7 @@ def sample_to_midi(
         path = out / f"sample_{i:03d}.mid"
         score = tokenizer.decode(seq)
         score.dump_midi(str(path))
-        notes.append(int(score.note_num()))
+        notes.append(_melody_notes(tokenizer, seq, score))
         written.midi.append(path)
         written.tokens.append(seq)
     written.extra = {"notes": notes, "temperature": float(temperature)}
@@ -89,6 +92,14 @@ def sample_to_midi(
             tokenizer=tokenizer,
         )
     return written
+
+
+def _melody_notes(tokenizer: Any, tokens: np.ndarray, score: Any) -> int:
+    """Notes of a decoded sequence; with chords in the ids, the melody's only (the chord
+    track is the condition, not generated notes)."""
+    if getattr(tokenizer, "chord_classes", 0):
+        return int(tokenizer.count_notes(tokens))
+    return int(score.note_num())
 
 
 def load_tokens(path: str | Path, tokenizer: Any, length: int) -> np.ndarray:
@@ -121,8 +132,10 @@ def interpolate_files(
     length: int | None = None,
     seed: int | None = 0,
     image: bool = True,
+    chords: Any = None,
 ) -> Written:
-    """Interpolate between two MIDI files through the latent space.
+    """Interpolate between two MIDI files through the latent space (``chords``: a
+    chord-conditioned model's progression for every step of the path).
 
     Writes ``step_XX.mid`` for every step (step 0 reconstructs A, the last B),
     ``interpolation.mid`` with all steps in a row, and ``interpolation.png``.  ``extra``
@@ -135,9 +148,10 @@ def interpolate_files(
     a = load_tokens(path_a, tokenizer, length)
     b = load_tokens(path_b, tokenizer, length)
     model.eval()
+    kwargs = {} if chords is None else {"chords": chords}
     path = model.interpolate(
         a, b, steps=steps, temperature=temperature, length=max(len(a), len(b)),
-        generator=_generator(seed),
+        generator=_generator(seed), **kwargs,
     ).cpu().numpy()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,20 +161,23 @@ def interpolate_files(
         p = out / f"step_{i:02d}.mid"
         score = tokenizer.decode(seq)
         score.dump_midi(str(p))
-        notes.append(int(score.note_num()))
+        notes.append(_melody_notes(tokenizer, seq, score))
         written.midi.append(p)
         written.tokens.append(seq)
     row = out / "interpolation.mid"
     tokenizer.decode(np.concatenate(list(path))).dump_midi(str(row))
     written.midi.append(row)
     onset = min_onset_id(tokenizer)
+    # accuracies on the melody (with chords in the ids, the chord part is the condition)
+    mel = melody_part(tokenizer)
+    pa, pb, ma, mb = mel(path[0][: len(a)]), mel(path[-1][: len(b)]), mel(a), mel(b)
     written.extra = {
-        "reconstruction_accuracy_a": float(np.mean(path[0][: len(a)] == a)),
-        "reconstruction_accuracy_b": float(np.mean(path[-1][: len(b)] == b)),
+        "reconstruction_accuracy_a": float(np.mean(pa == ma)),
+        "reconstruction_accuracy_b": float(np.mean(pb == mb)),
         # the same, on the steps where the input starts a note only (most steps of a melody
         # are "no event", which an under-trained decoder gets right by staying silent)
-        "onset_accuracy_a": _onset_accuracy(path[0][: len(a)], a, onset),
-        "onset_accuracy_b": _onset_accuracy(path[-1][: len(b)], b, onset),
+        "onset_accuracy_a": _onset_accuracy(pa, ma, onset),
+        "onset_accuracy_b": _onset_accuracy(pb, mb, onset),
         "length": int(path.shape[1]),
         "notes": notes,
         "temperature": float(temperature),
@@ -280,17 +297,28 @@ def render_strip(
     return out
 
 
+def melody_part(tokenizer: Any):
+    """ids -> the melody ids: ``id % n_melody`` for a tokenizer with chords in its ids
+    (``melody_chords``), the ids themselves otherwise."""
+    n = int(getattr(tokenizer, "n_melody", 0) or 0) if getattr(tokenizer, "chord_classes", 0) else 0
+    if not n:
+        return lambda ids: np.asarray(ids)
+    return lambda ids: np.asarray(ids) % n
+
+
 def heldout_windows(
     sequences: Sequence[np.ndarray],
     length: int = 32,
     hop: int = 16,
     min_onset_id: int = 2,
     dedupe: bool = True,
+    melody: Any = None,
 ) -> np.ndarray:
     """Every bar-aligned window of ``length`` tokens (starting every ``hop`` steps) of the
     given token sequences that holds at least one onset (an id >= ``min_onset_id``: 2 for
-    melody tokens, whose 0 and 1 are no-event and note-off; 1 for drums), deduplicated as
-    Magenta's converters do.  Returns ``[N, length]`` int64."""
+    melody tokens, whose 0 and 1 are no-event and note-off; 1 for drums; tested on
+    ``melody(ids)`` when given, see :func:`melody_part`), deduplicated as Magenta's
+    converters do.  Returns ``[N, length]`` int64."""
     windows = []
     for seq in sequences:
         seq = np.asarray(seq, dtype=np.int64)
@@ -299,7 +327,8 @@ def heldout_windows(
         starts = np.arange(0, len(seq) - length + 1, hop)
         idx = starts[:, None] + np.arange(length)[None, :]
         w = seq[idx]
-        windows.append(w[(w >= min_onset_id).any(axis=1)])
+        notes = w if melody is None else melody(w)
+        windows.append(w[(notes >= min_onset_id).any(axis=1)])
     if not windows:
         return np.zeros((0, length), dtype=np.int64)
     out = np.concatenate(windows)
@@ -346,7 +375,9 @@ def reconstruction_metrics(
 
     length = int(model.config.max_seq_len)
     hop = int(getattr(tokenizer, "steps_per_bar", 16) or 16)
-    windows = heldout_windows(sequences, length=length, hop=hop, min_onset_id=min_onset_id(tokenizer))
+    windows = heldout_windows(
+        sequences, length=length, hop=hop, min_onset_id=min_onset_id(tokenizer), melody=melody_part(tokenizer)
+    )
     if max_windows and len(windows) > max_windows:
         rng = np.random.default_rng(0)
         windows = windows[rng.choice(len(windows), max_windows, replace=False)]
