@@ -7,6 +7,9 @@
 * tokenizes every piece once into a **token cache** on disk (numpy, memory-mapped), keyed by
   a fingerprint of the pieces' identities and contents and of the tokenizer (class, config,
   vocabulary) and the cache format: a change of either builds a new cache, never reuses one;
+  or, with ``data.format: shards`` (``auto``: large folders) for a dataset read file by file,
+  into **token shards** prepared in worker processes (:mod:`musicfw.core.shards`: resumable,
+  checked, the same pieces, splits and batches);
 * serves batches in the model protocol of :mod:`musicfw.core.model`: ``{"tokens", "mask"}``
   with ``tokens`` a ``LongTensor [B, T]`` (categorical) or ``FloatTensor [B, T, K]``
   (multihot) and ``mask`` a ``BoolTensor [B, T]``:

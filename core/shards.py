@@ -306,9 +306,14 @@ def _kept_shard(folder: Path, sid: str, files: int) -> dict[str, Any] | None:
             return None
         if sha256_file(arrow) != meta["sha256"]:
             return None
-        return meta
+        return _summary(meta)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest needs of a shard's JSON (the per-piece records stay on disk)."""
+    return {k: meta[k] for k in ("id", "file", "bytes", "sha256", "rows", "files")}
 
 
 def prepare_shards(
@@ -352,7 +357,7 @@ def prepare_shards(
             if workers == 1:
                 _init_worker(dataset, tokenizer, None)
                 for sid, chunk in todo:
-                    metas[sid] = build(str(folder), sid, chunk)
+                    metas[sid] = _summary(build(str(folder), sid, chunk))
                     bar.update(len(chunk))
             else:
                 import multiprocessing as mp
@@ -375,7 +380,7 @@ def prepare_shards(
                         finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                         for fut in finished:
                             sid, n = pending.pop(fut)
-                            metas[sid] = fut.result()
+                            metas[sid] = _summary(fut.result())
                             bar.update(n)
         finally:
             bar.close()
@@ -389,9 +394,7 @@ def prepare_shards(
         "limits": current_limits().to_dict(),
         "shard_files": int(shard_files),
         "files": [{k: e[k] for k in ("name", "path", "size", "mtime_ns")} for e in entries],
-        "shards": [
-            {k: metas[sid][k] for k in ("id", "file", "bytes", "sha256", "rows", "files")} for sid in sids
-        ],
+        "shards": [metas[sid] for sid in sids],
     }
     _write_json(folder / MANIFEST, manifest)
     wanted = {f"shard-{sid}.{ext}" for sid in sids for ext in ("arrow", "json")} | {MANIFEST}
@@ -470,7 +473,8 @@ class ShardStore:
                     f"Rebuild {'them' if len(bad) > 1 else 'it'} (only the damaged shards are redone) "
                     f"with: {repair_command(self.path)}"
                 )
-        self.manifest = manifest
+        #: the manifest without its per-file list (only needed to notice a changed folder)
+        self.manifest = {k: v for k, v in manifest.items() if k != "files"}
         self.kind: str = manifest["kind"]
         self.vocab_size = int(manifest["vocab_size"])
         self.files: list[str] = [s["file"] for s in manifest["shards"]]
@@ -611,6 +615,7 @@ def open_shards(
             manifest = None
         if manifest is not None:
             change = corpus_changes(manifest, entries)
+            del manifest
             if change is None:
                 store = ShardStore(folder)  # verifies every shard: a damaged one is an error
             else:
@@ -623,8 +628,10 @@ def open_shards(
                     print(message, file=sys.stderr, flush=True)
     if store is None:
         prepare_shards(folder, dataset, tokenizer, entries, workers=workers, shard_files=shard_files, progress=progress)
+        del entries
         store = ShardStore(folder)
     pieces = [StoredPiece(r, dataset.read_source) for r in store.records]
+    store.records = []  # the pieces hold what is needed of them
     if not pieces:
         raise DataError(f"Dataset {dataset.name!r} holds no usable piece.")
     if not dataset.fixed_splits:

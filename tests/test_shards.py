@@ -223,14 +223,18 @@ def test_a_damaged_shard_is_named_with_the_command_that_rebuilds_it(tmp_path, da
     message = str(err.value)
     assert victim.name in message and f"musicfw data repair '{folder}'" in message
     assert {"truncate": "truncated", "alter": "sha256", "delete": "missing"}[damage] in message
-    # the CLI: one paragraph, exit 2, no traceback
-    env = {"MUSICFW_CACHE_DIR": str(cache)}
-    res = run_cli("data", "prepare", "midi_folder", f"path={corpus}", "format=shards", "shard_files=4",
-                  "--tokenizer", "remi", "--workers", "1", env=env)
-    assert res.returncode == 2 and victim.name in res.stderr and "Traceback" not in res.stderr
-    fixed = run_cli("data", "repair", str(folder), "--workers", "1", env=env)
-    assert fixed.returncode == 0, fixed.stderr
-    assert f"rebuilt 1 shard(s)" in fixed.stdout and victim.name in fixed.stdout
+    if damage == "truncate":  # the CLI (once: it is slow to start): one paragraph, exit 2, no traceback
+        env = {"MUSICFW_CACHE_DIR": str(cache)}
+        res = run_cli("data", "prepare", "midi_folder", f"path={corpus}", "format=shards", "shard_files=4",
+                      "--tokenizer", "remi", "--workers", "1", env=env)
+        assert res.returncode == 2 and victim.name in res.stderr and "Traceback" not in res.stderr
+        assert "musicfw data repair" in res.stderr
+        fixed = run_cli("data", "repair", str(folder), "--workers", "1", env=env)
+        assert fixed.returncode == 0, fixed.stderr
+        assert "rebuilt 1 shard(s)" in fixed.stdout and victim.name in fixed.stdout
+    else:
+        assert shards.repair(folder, workers=1, progress=False) == [victim.name]
+    assert shards.repair(folder, workers=1, progress=False) == []  # nothing left to do
     assert victim.read_bytes() == data
     assert {name: (folder / name).stat().st_mtime_ns for name in others} == others
     assert len(datamodule(corpus, cache, "shards").prepare().store.ids) == 12
@@ -282,3 +286,28 @@ def test_plan_cuts_depend_on_names_only():
 def test_data_format_is_validated(tmp_path):
     res = run_cli("data", "prepare", "midi_folder", f"path={TEST_MIDI}", "format=zip", "--tokenizer", "remi")
     assert res.returncode == 2 and "format" in res.stderr and "shards" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_run_trains_generates_and_evaluates_from_shards(tmp_path):
+    """`musicfw run` end to end on token shards, with augmentation (scores read from the files
+    when a sample needs them) and feature metrics (reference pieces read the same way)."""
+    corpus = write_corpus(tmp_path / "corpus", 16)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"name: sharded\noutput_dir: {tmp_path / 'runs'}\n"
+        f"data: {{name: midi_folder, path: {corpus}, format: shards, shard_files: 4, num_workers: 2}}\n"
+        "tokenizer: {name: remi}\n"
+        "model: {name: lstm, hidden_size: 16, num_layers: 1, embed_dim: 8}\n"
+        "train: {max_steps: 4, batch_size: 2, seq_len: 32, lr: 0.01}\n"
+        "augment: {transpose: [-2, 2]}\n"
+        "generate: {n: 2, max_tokens: 32, render_audio: false}\n"
+        "evaluate: {metrics: [nll, muspy]}\nlogger: {name: none}\n"
+    )
+    res = run_cli("run", str(exp), env={"MUSICFW_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["likelihood"]["nll"] and metrics["features"]
+    assert json.loads((run / "token_rates.json").read_text())["tokens_per_second"] > 0
+    assert len(list((tmp_path / "cache" / "shards").glob("*/shard-*.arrow"))) >= 3
+    assert "corpus/empty.mid" in (run / "skipped.txt").read_text()

@@ -25,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prepare",
         help="prepare a dataset and print its summary",
         description="Prepare a dataset (e.g. `musicfw data prepare folk_melodies max_count=500` "
-        "or `musicfw data prepare midi_folder path=my_midi/`) and print its summary.",
+        "or `musicfw data prepare midi_folder path=my_midi/`) and print its summary. With "
+        "--tokenizer, also tokenize it: a large midi_folder (format=shards, or format=auto from "
+        "2,000 files) is tokenized in --workers processes into checked, resumable token shards "
+        "(docs/scaling.md).",
     )
     prep.add_argument("name", help="dataset name (see `musicfw data list`)")
     prep.add_argument("params", nargs="*", metavar="key=value", help="dataset parameters")
