@@ -150,7 +150,7 @@ def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
     """The shard folder's identity: dataset (name, semantic config, resolved folder),
     tokenizer (class, config, vocabulary), limits, format.  The files themselves are checked
     against the manifest instead of hashed into the key, so a changed folder is noticed."""
-    from .data import _musicfw_version, tokenizer_fingerprint
+    from .encoding import _musicfw_version, tokenizer_fingerprint
     from .limits import current as current_limits
 
     blob = json.dumps(
@@ -201,7 +201,7 @@ def build_shard(folder: str, sid: str, chunk: list[dict[str, Any]]) -> dict[str,
     the JSON's content.  Runs in a worker process (or inline with one worker)."""
     import pyarrow as pa
 
-    from .data import encode_piece
+    from .encoding import encode_piece
     from .dataset import score_seconds
 
     dataset, tokenizer = _WORKER["dataset"], _WORKER["tokenizer"]
