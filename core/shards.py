@@ -398,9 +398,15 @@ def prepare_shards(
     }
     _write_json(folder / MANIFEST, manifest)
     wanted = {f"shard-{sid}.{ext}" for sid in sids for ext in ("arrow", "json")} | {MANIFEST}
-    for path in folder.iterdir():  # shards of files that are gone or changed
-        if path.name not in wanted and path.name.startswith(("shard-", ".shard-")):
-            path.unlink(missing_ok=True)
+    stale = time.time() - 3600
+    for path in folder.iterdir():
+        try:
+            if path.name.startswith("shard-") and path.name not in wanted:
+                path.unlink()  # a shard of files that are gone or changed
+            elif path.name.startswith(".") and path.stat().st_mtime < stale:
+                path.unlink()  # a partial file of a killed preparation (never one being written now)
+        except OSError:  # another process preparing the same folder got there first
+            pass
     return manifest
 
 

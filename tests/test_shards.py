@@ -311,3 +311,22 @@ def test_a_run_trains_generates_and_evaluates_from_shards(tmp_path):
     assert json.loads((run / "token_rates.json").read_text())["tokens_per_second"] > 0
     assert len(list((tmp_path / "cache" / "shards").glob("*/shard-*.arrow"))) >= 3
     assert "corpus/empty.mid" in (run / "skipped.txt").read_text()
+
+
+def test_two_processes_preparing_the_same_shards_at_once(tmp_path):
+    """torchrun / srun start every rank at once, and every rank prepares the data: two
+    preparations of the same folder at the same time both succeed, with the same shards."""
+    corpus = write_corpus(tmp_path / "corpus", 40)
+    cache = tmp_path / "c"
+    env = {**os.environ, "MUSICFW_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "musicfw.core.cli", "data", "prepare", "midi_folder", f"path={corpus}",
+           "format=shards", "shard_files=2", "--workers", "1", "--tokenizer", "remi", "--quiet"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert "midi_folder: 40 pieces" in out
+    folder = shard_folder(cache)
+    manifest = json.loads((folder / shards.MANIFEST).read_text())
+    assert sorted(p.name for p in folder.glob("shard-*.arrow")) == sorted(s["file"] for s in manifest["shards"])
+    assert len(shards.ShardStore(folder).ids) == 40
