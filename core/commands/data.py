@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument(
         "--tokenizer",
         metavar="NAME",
-        help="also build the token cache for this tokenizer (default parameters)",
+        help="also tokenize it with this tokenizer (default parameters): token cache or shards",
     )
     prep.add_argument(
         "--workers",
