@@ -330,3 +330,16 @@ def test_two_processes_preparing_the_same_shards_at_once(tmp_path):
     manifest = json.loads((folder / shards.MANIFEST).read_text())
     assert sorted(p.name for p in folder.glob("shard-*.arrow")) == sorted(s["file"] for s in manifest["shards"])
     assert len(shards.ShardStore(folder).ids) == 40
+
+
+def test_loader_worker_processes_reopen_the_shards(tmp_path):
+    """DataLoader workers get the store without its memory maps and open the shards
+    themselves: the same batches as in the main process."""
+    corpus = write_corpus(tmp_path / "corpus", 12)
+    main = datamodule(corpus, tmp_path / "c", "shards").prepare()
+    workers = datamodule(corpus, tmp_path / "c", "shards", num_workers=2).prepare()
+    main.store.get(0)  # a map opened in the parent is not what the workers use
+    a, b = epoch_batches(main, 1), epoch_batches(workers, 1)
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b):
+        assert torch.equal(x["tokens"], y["tokens"])
