@@ -60,7 +60,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 # --------------------------------------------------------------------------------------------
 
 
-def source_scores() -> list[tuple[str, object]]:
+def source_scores(corpora: tuple[str, ...] = ("bach_chorales", "folk_melodies")) -> list[tuple[str, object]]:
     import hashlib
 
     import symusic
@@ -76,16 +76,16 @@ def source_scores() -> list[tuple[str, object]]:
                 continue
             seen.add(digest)
             out.append((path.stem, symusic.Score(str(path))))
-    for corpus in ("bach_chorales", "folk_melodies"):  # shipped converted: seconds to load
+    for corpus in corpora:  # shipped converted: seconds to load
         data = musicfw.build_dataset(corpus).load(seed=0, progress=False)
         out.extend((p.id.replace("/", "_").replace("#", "_"), p.score) for p in data.pieces())
     return out
 
 
-def generate(folder: Path, n: int, quarters: int = 32) -> float:
+def generate(folder: Path, n: int, quarters: int = 32, corpora: tuple[str, ...] = ("bach_chorales", "folk_melodies")) -> float:
     """Write ``n`` MIDI files: segments x transpositions, round-robin over the sources."""
     t0 = time.perf_counter()
-    scores = source_scores()
+    scores = source_scores(corpora)
     segments = []
     for name, score in scores:
         span = quarters * int(score.ticks_per_quarter)
@@ -261,6 +261,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="processes on each side (default 2)")
     p.add_argument("--quarters", type=int, default=32, help="segment length in quarter notes")
     p.add_argument("--with-cache", action="store_true", help="also the one-process token cache")
+    p.add_argument("--corpora", nargs="*", default=["bach_chorales", "folk_melodies"],
+                   help="shipped corpora cut into the generated files besides the MIDI files (default both)")
     p.add_argument("--batches", type=int, default=300, help="training batches streamed")
     p.add_argument("--keep", metavar="DIR", help="generate into (or reuse) DIR instead of a temp folder")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -277,7 +279,7 @@ def main() -> None:
         corpus = Path(args.keep) if args.keep else Path(tmp) / "corpus"
         biggest = max(args.sizes)
         if not (corpus.is_dir() and len(first_files(corpus, biggest)) >= biggest):
-            generate(corpus, biggest, args.quarters)
+            generate(corpus, biggest, args.quarters, tuple(args.corpora))
         rows = []
         for n in sorted(args.sizes):
             row = {"n": n}
