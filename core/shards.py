@@ -51,7 +51,7 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -541,15 +541,6 @@ class ShardStore:
         row = int(self._row[i])
         out = values[offsets[row] : offsets[row + 1]]
         return out.reshape(-1, self.vocab_size) if self.kind == MULTIHOT else out
-
-    def iter_tokens(self) -> Iterator[np.ndarray]:
-        """Every stored piece's tokens, shard after shard (sequential reading)."""
-        for s in range(len(self.files)):
-            offsets, values = self._shard_arrays(s)
-            for row in range(len(offsets) - 1):
-                out = values[offsets[row] : offsets[row + 1]]
-                yield out.reshape(-1, self.vocab_size) if self.kind == MULTIHOT else out
-            self._open.pop(s, None)
 
 
 class StoredPiece:

@@ -44,9 +44,10 @@ def write_corpus(folder: Path, n: int, seed: int = 0, notes: int = 24) -> Path:
     return folder
 
 
-def datamodule(folder: Path, cache: Path, fmt: str, workers: int = 1, shard_files: int = 4, **kw) -> MusicDataModule:
+def datamodule(folder: Path, cache: Path, fmt: str, workers: int = 1, shard_files: int = 4, tokenizer: str = "remi",
+               **kw) -> MusicDataModule:
     dataset = build("datasets", "midi_folder", path=str(folder), format=fmt, num_workers=workers)
-    tokenizer = build("tokenizer", "remi")
+    tokenizer = build("tokenizer", tokenizer)
     return MusicDataModule(
         dataset, tokenizer, seed=kw.pop("seed", 3), batch_size=4, seq_len=32, cache_dir=str(cache),
         progress=False, data_format=fmt, workers=workers, shard_files=shard_files, **kw,
@@ -343,3 +344,17 @@ def test_loader_worker_processes_reopen_the_shards(tmp_path):
     assert len(a) == len(b) > 1
     for x, y in zip(a, b):
         assert torch.equal(x["tokens"], y["tokens"])
+
+
+def test_multihot_frames_round_trip_through_the_shards(tmp_path):
+    """pianoroll frames [T, K] are stored flat and come back with their shape: the same
+    batches as the token cache."""
+    corpus = write_corpus(tmp_path / "corpus", 9)
+    a = datamodule(corpus, tmp_path / "c1", "cache", tokenizer="pianoroll").prepare()
+    b = datamodule(corpus, tmp_path / "c2", "shards", tokenizer="pianoroll").prepare()
+    assert b.store.kind == "multihot" and b.store.get(0).ndim == 2
+    for x, y in zip(b.tokens("train"), a.tokens("train")):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(epoch_batches(b, 1), epoch_batches(a, 1)):
+        assert x["tokens"].dtype == torch.float32 and x["tokens"].ndim == 3
+        assert torch.equal(x["tokens"], y["tokens"]) and torch.equal(x["mask"], y["mask"])
