@@ -7,6 +7,9 @@
 * tokenizes every piece once into a **token cache** on disk (numpy, memory-mapped), keyed by
   a fingerprint of the pieces' identities and contents and of the tokenizer (class, config,
   vocabulary) and the cache format: a change of either builds a new cache, never reuses one;
+  or, with ``data.format: shards`` (``auto``: large folders) for a dataset read file by file,
+  into **token shards** prepared in worker processes (:mod:`musicfw.core.shards`: resumable,
+  checked, the same pieces, splits and batches);
 * serves batches in the model protocol of :mod:`musicfw.core.model`: ``{"tokens", "mask"}``
   with ``tokens`` a ``LongTensor [B, T]`` (categorical) or ``FloatTensor [B, T, K]``
   (multihot) and ``mask`` a ``BoolTensor [B, T]``:
@@ -48,39 +51,22 @@ from .dataset import (
     Piece,
     cache_root,
     format_duration,
-    score_seconds,
 )
 
 from .augment import Augmenter
 from .errors import DataError
 from .integrity import sha256_file
-from .limits import PieceRejected
+from .encoding import MULTIHOT, _musicfw_version, encode_piece, tokenizer_fingerprint
 from .limits import current as current_limits
 
 log = logging.getLogger("musicfw.data")
 
 TOKEN_CACHE_VERSION = 1
-MULTIHOT = "multihot"
 
 
 # --------------------------------------------------------------------------------------
 # token cache
 # --------------------------------------------------------------------------------------
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """What identifies a tokenizer's output: its class, config and vocabulary."""
-    cls = type(tokenizer)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": tokenizer.to_dict()}
-
-
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:  # pragma: no cover
-        return "0+unknown"
 
 
 def token_cache_key(data: LoadedData, tokenizer: Any) -> str:
@@ -99,24 +85,11 @@ def token_cache_key(data: LoadedData, tokenizer: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _check_tokens(tokens: Any, kind: str, vocab_size: int) -> tuple[np.ndarray | None, str | None]:
-    arr = np.asarray(tokens)
-    if kind == MULTIHOT:
-        if arr.ndim != 2 or arr.shape[1] != vocab_size:
-            return None, f"tokenizer returned shape {arr.shape}, expected [T, {vocab_size}]"
-        return (arr > 0).astype(np.uint8), (None if len(arr) else "tokenizer returned no frames")
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        return None, f"tokenizer returned {arr.dtype} of shape {arr.shape}, expected int ids [T]"
-    if len(arr) == 0:
-        return None, "tokenizer returned no tokens"
-    if arr.min() < 0 or arr.max() >= vocab_size:
-        return None, f"tokenizer returned ids outside 0..{vocab_size - 1}"
-    return arr, None
-
-
 class TokenStore:
     """Tokenized pieces: ``tokens.npy`` (all pieces concatenated, memory-mapped),
     ``offsets.npy`` and ``index.json`` (piece ids, tokenizer, failures) in one folder."""
+
+    format = "cache"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -201,26 +174,12 @@ class TokenStore:
             file=sys.stderr,
             disable=not progress or len(pieces) < 200,
         ):
-            try:
-                arr, reason = _check_tokens(tokenizer.encode(piece.score), kind, vocab_size)
-            except PieceRejected as exc:  # beyond the limits, or malformed: its own reason
-                arr, reason = None, str(exc)
-            except Exception as exc:  # a piece the tokenizer cannot handle is skipped, not fatal
-                arr, reason = None, f"tokenizer failed: {type(exc).__name__}: {exc}"
-            if reason is not None or arr is None:
+            arr, reason = encode_piece(tokenizer, piece, kind, vocab_size, coverage)
+            if arr is None:
                 failed.append((piece.id, reason or "tokenizer failed"))
                 continue
             arrays.append(arr)
             ids.append(piece.id)
-            try:  # which notes the tokenizer could not represent (drums in REMI, ...), and why
-                cov = tokenizer.coverage(piece.score, arr)
-            except Exception as exc:  # a third-party coverage that fails costs only the report
-                log.warning("coverage of %s failed: %s", piece.id, exc)
-                continue
-            coverage["notes"] += int(cov.get("notes", 0))
-            coverage["dropped"] += int(cov.get("dropped", 0))
-            for why, count in (cov.get("reasons") or {}).items():
-                coverage["reasons"][why] = coverage["reasons"].get(why, 0) + int(count)
         if not arrays:
             detail = "; ".join(f"{i}: {r}" for i, r in failed[:3])
             raise DataError(f"The tokenizer could not encode any of the {len(pieces)} pieces: {detail}.")
@@ -411,6 +370,9 @@ class MusicDataModule(pl.LightningDataModule):
         run_dir: str | os.PathLike | None = None,
         eval_max_tokens: int | None = None,
         progress: bool = True,
+        data_format: str = "cache",
+        workers: int = 0,
+        shard_files: int = 500,
     ):
         super().__init__()
         if seq_len < 1 or batch_size < 1 or window_align < 1:
@@ -428,8 +390,10 @@ class MusicDataModule(pl.LightningDataModule):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.eval_max_tokens = int(eval_max_tokens or max(batch_size * seq_len, 4096))
         self.progress = progress
+        #: token storage: "cache" (TokenStore), "shards" or "auto" (core/shards.py)
+        self.data_format, self.workers, self.shard_files = str(data_format), int(workers), int(shard_files)
         self.data: LoadedData | None = None
-        self.store: TokenStore | None = None
+        self.store: Any = None  # TokenStore or ShardStore (the same interface)
         self._rows: dict[str, list[int]] = {}
         self._pieces: dict[str, list[Piece]] = {}
         self._train_sampler: WindowSampler | None = None
@@ -443,11 +407,21 @@ class MusicDataModule(pl.LightningDataModule):
         """Load the pieces, split them, open (or build) the token cache.  Idempotent."""
         if self.store is not None:
             return self
-        self.data = self.dataset.load(seed=self.seed, progress=self.progress)
+        from .shards import open_shards, resolve_format
+
         root = cache_root(self.cache_dir)
-        key = token_cache_key(self.data, self.tokenizer)
-        name = f"{self.dataset.name}-{self.tokenizer.name}"
-        self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
+        fmt, sources = resolve_format(self.data_format, self.dataset)
+        if fmt == "shards":
+            assert sources is not None
+            self.data, self.store = open_shards(
+                self.dataset, self.tokenizer, sources, root, seed=self.seed, workers=self.workers,
+                shard_files=self.shard_files, progress=self.progress,
+            )
+        else:
+            self.data = self.dataset.load(seed=self.seed, progress=self.progress)
+            key = token_cache_key(self.data, self.tokenizer)
+            name = f"{self.dataset.name}-{self.tokenizer.name}"
+            self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
         for split in SPLITS:
             kept = [p for p in self.data.pieces(split) if p.id in self.store.position]
             self._pieces[split] = kept
@@ -496,7 +470,7 @@ class MusicDataModule(pl.LightningDataModule):
         self.prepare()
         assert self.data is not None and self.store is not None
         pieces = [p for s in SPLITS for p in self._pieces[s]]
-        seconds = sum(score_seconds(p.score) for p in pieces)
+        seconds = sum(p.seconds for p in pieces)
         lengths = self.store.lengths()
         return {
             "dataset": self.dataset.name,
@@ -508,6 +482,7 @@ class MusicDataModule(pl.LightningDataModule):
             "tokens": {s: int(lengths[self._rows[s]].sum()) for s in SPLITS},
             "token_kind": self.token_kind,
             "token_cache": str(self.store.path),
+            "token_format": self.store.format,
             "skipped": [f"{p}: {r}" for p, r in self.skipped],
             "not_represented": self.store.coverage,
         }
@@ -521,7 +496,11 @@ class MusicDataModule(pl.LightningDataModule):
         assert self.data is not None and self.store is not None
         rows = self._rows["train"]
         augment = self.augmenter is not None and self.augmenter.active
-        scores = [p.score for p in self._pieces["train"]] if augment else None
+        scores = None
+        if augment:  # scores asked for when a sample needs them (token shards read the file then)
+            from .shards import lazy_scores
+
+            scores = lazy_scores(self._pieces["train"])
         return TrainWindows(self.store, rows, scores, self.tokenizer, self.seq_len, self.window_align, self.augmenter)
 
     def windows_per_epoch(self) -> int:
@@ -592,6 +571,8 @@ def build_datamodule(
     dataset = build_from_section("datasets", data, registries=registries, key="data")
     train = train_section(train)
     cache_dir = data.get("cache_dir") if hasattr(data, "get") else None
+    # token storage of datasets that offer it (midi_folder: data.format, data.num_workers)
+    get = data.get if hasattr(data, "get") else (lambda key, default=None: default)
     module = MusicDataModule(
         dataset,
         tokenizer,
@@ -604,5 +585,8 @@ def build_datamodule(
         cache_dir=cache_dir,
         run_dir=run_dir,
         progress=progress,
+        data_format=str(get("format", "cache") or "cache"),
+        workers=int(get("num_workers", 0) or 0),
+        shard_files=int(get("shard_files", 500) or 500),
     )
     return module.prepare()

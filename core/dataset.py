@@ -87,6 +87,11 @@ class Piece:
     def n_notes(self) -> int:
         return int(self.score.note_num())
 
+    @property
+    def seconds(self) -> float:
+        """Length in seconds (a piece stored in token shards answers from its manifest)."""
+        return score_seconds(self.score)
+
 
 def split_value(key: str, seed: int) -> float:
     """A uniform number in [0, 1) from a group identity and a seed, identical everywhere."""
@@ -276,14 +281,28 @@ class MusicDataset(abc.ABC):
             self._collected = (pieces, skipped)
         pieces, skipped = self._collected
         if not self.fixed_splits:
-            cfg = self.config
-            split_seed = getattr(cfg, "split_seed", None)
-            split_seed = int(seed if split_seed is None else split_seed)
-            table = assign_splits(
-                [p.group for p in pieces], split_seed, cfg.train_fraction, cfg.valid_fraction
-            )
+            table = self.split_table([p.group for p in pieces], seed)
             pieces = [dataclasses.replace(p, split=table[p.group]) for p in pieces]
         return LoadedData(self.name, pieces, list(skipped), self.fixed_splits, int(seed))
+
+    def split_table(self, groups: list[str], seed: int) -> dict[str, str]:
+        """group -> split for the pieces' groups (one entry per piece), as :meth:`load` does."""
+        cfg = self.config
+        split_seed = getattr(cfg, "split_seed", None)
+        split_seed = int(seed if split_seed is None else split_seed)
+        return assign_splits(groups, split_seed, cfg.train_fraction, cfg.valid_fraction)
+
+    # -- optional: file-by-file reading (parallel, sharded preparation: core/shards.py) --------
+    def sources(self) -> list[tuple[str, str]] | None:
+        """The input files as ``(path, name)`` pairs sorted by name (``name``: stable, relative
+        to the dataset root), for datasets that :meth:`read_source` can read one file at a
+        time; ``None`` (the default) when the dataset is only read whole by :meth:`collect`."""
+        return None
+
+    def read_source(self, path: str, name: str) -> tuple[list[Piece], list[tuple[str, str]]]:
+        """The pieces of one source file and the skipped ones with reasons (called in worker
+        processes; the pieces are the ones :meth:`collect` gives for that file)."""
+        raise NotImplementedError(f"{type(self).__name__} does not read single files")
 
     def identity(self) -> dict[str, Any]:
         """The dataset's name and the config fields that decide its content."""

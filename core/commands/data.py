@@ -25,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "prepare",
         help="prepare a dataset and print its summary",
         description="Prepare a dataset (e.g. `musicfw data prepare folk_melodies max_count=500` "
-        "or `musicfw data prepare midi_folder path=my_midi/`) and print its summary.",
+        "or `musicfw data prepare midi_folder path=my_midi/`) and print its summary. With "
+        "--tokenizer, also tokenize it: a large midi_folder (format=shards, or format=auto from "
+        "2,000 files) is tokenized in --workers processes into checked, resumable token shards "
+        "(docs/scaling.md).",
     )
     prep.add_argument("name", help="dataset name (see `musicfw data list`)")
     prep.add_argument("params", nargs="*", metavar="key=value", help="dataset parameters")
@@ -33,11 +36,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     prep.add_argument(
         "--tokenizer",
         metavar="NAME",
-        help="also build the token cache for this tokenizer (default parameters)",
+        help="also tokenize it with this tokenizer (default parameters): token cache or shards",
+    )
+    prep.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes reading and tokenizing files (sets the dataset's num_workers; 0: all cores)",
     )
     prep.add_argument("--json", action="store_true", help="print the summary as JSON")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
     prep.set_defaults(func=main)
+    rep = actions.add_parser(
+        "repair",
+        help="rebuild the damaged shards of a token shard folder",
+        description="Check every shard of a token shard folder against the sha256 in its "
+        "manifest.json and rebuild the missing, truncated or altered ones (from the dataset, "
+        "tokenizer and limits the manifest records); the intact shards are kept.",
+    )
+    rep.add_argument("folder", help="the shard folder (named in the error that found the damage)")
+    rep.add_argument("--workers", type=int, default=0, metavar="N", help="processes (0: all cores)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep.set_defaults(func=main)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -95,7 +115,8 @@ def format_summary(summary: dict, seed: int) -> str:
             f"tokens ({summary['token_kind']}): "
             + ", ".join(f"{k} {v:,}" for k, v in summary["tokens"].items())
         )
-        lines.append(f"token cache: {summary['token_cache']}")
+        label = "token shards" if summary.get("token_format") == "shards" else "token cache"
+        lines.append(f"{label}: {summary['token_cache']}")
         lost = summary.get("not_represented") or {}
         if lost.get("notes"):
             reasons = "; ".join(f"{why}: {n:,}" for why, n in sorted(lost.get("reasons", {}).items(), key=lambda kv: -kv[1]))
@@ -117,8 +138,15 @@ def _prepare(args: argparse.Namespace) -> int:
     from musicfw.core.plugins import load_registries
 
     registries = load_registries()
+    params = _params(args.params)
+    if args.workers is not None:
+        if args.workers < 0:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--workers {args.workers}: give a number of processes >= 0 (0: all cores).")
+        params["num_workers"] = args.workers
     section = validate_plugin_section(
-        OmegaConf.create({"name": args.name, **_params(args.params)}), "datasets", registries, key="data"
+        OmegaConf.create({"name": args.name, **params}), "datasets", registries, key="data"
     )
     t0 = time.perf_counter()
     dataset = build_from_section("datasets", section, registries=registries)
@@ -127,7 +155,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
         tokenizer = build_from_section("tokenizers", {"name": args.tokenizer}, registries=registries)
         summary = MusicDataModule(
-            dataset, tokenizer, seed=args.seed, cache_dir=section.get("cache_dir"), progress=not args.quiet
+            dataset, tokenizer, seed=args.seed, cache_dir=section.get("cache_dir"), progress=not args.quiet,
+            data_format=str(section.get("format", "cache") or "cache"),
+            workers=int(section.get("num_workers", 0) or 0),
+            shard_files=int(section.get("shard_files", 500) or 500),
         ).summary()
     else:
         summary = dataset.load(seed=args.seed, progress=not args.quiet).summary()
@@ -141,7 +172,23 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from musicfw.core.plugins import load_registries
+
+    from ..shards import repair
+
+    t0 = time.perf_counter()
+    rebuilt = repair(args.folder, registries=load_registries(), workers=args.workers, progress=not args.quiet)
+    if rebuilt:
+        print(f"rebuilt {len(rebuilt)} shard(s) in {time.perf_counter() - t0:.1f} s: {', '.join(rebuilt)}")
+    else:
+        print(f"every shard in {args.folder} matches its manifest; nothing to rebuild")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.data_command == "list":
         return _list(args)
+    if args.data_command == "repair":
+        return _repair(args)
     return _prepare(args)

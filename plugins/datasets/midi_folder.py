@@ -36,7 +36,19 @@ class MidiFolderConfig(SplitConfig):
                   "the user's cache folder)"},
     )
     num_workers: int = field(
-        default=0, metadata={"help": "processes converting scores the first time (0: all cores)"}
+        default=0,
+        metadata={"help": "processes reading and tokenizing the files into token shards (format "
+                  "shards) and converting scores the first time (0: all cores)"},
+    )
+    format: str = field(
+        default="auto",
+        metadata={"choices": ("auto", "cache", "shards"),
+                  "help": "token storage: cache (one memory-mapped array, read in one process), "
+                  "shards (Arrow shards prepared in parallel, resumable, checked; docs/scaling.md), "
+                  "auto: shards from 2,000 files on"},
+    )
+    shard_files: int = field(
+        default=500, metadata={"help": "format shards: about this many files per shard"}
     )
 
 
@@ -46,6 +58,7 @@ class MidiFolder(MusicDataset):
 
     name = "midi_folder"
     Config = MidiFolderConfig
+    non_semantic_fields = MusicDataset.non_semantic_fields + ("format", "shard_files")
 
     def __init__(self, config: MidiFolderConfig | None = None):
         super().__init__(config)
@@ -79,6 +92,36 @@ class MidiFolder(MusicDataset):
             files = files[: max(int(self.config.max_files), 0)]
         return root, files
 
+    def sources(self) -> list[tuple[str, str]]:
+        root, files = self.files()
+        return [(str(path), path.relative_to(root).as_posix()) for path in files]
+
+    def read_source(self, path: str, name: str) -> tuple[list[Piece], list[tuple[str, str]]]:
+        file = Path(path)
+        min_notes = max(int(self.config.min_notes), 1)
+        if file.suffix.lower() in SCORE_SUFFIXES and self.config.scores:
+            from .scorefiles import read_scores
+
+            converted = read_scores([file], cache_dir=self.config.cache_dir, min_notes=min_notes,
+                                    workers=1, progress=False)
+            return self._score_pieces(file, name, converted[file])
+        score, reason = load_score(file, min_notes=min_notes)
+        if reason is not None:
+            return [], [(str(file), reason)]
+        return [Piece(id=name, score=score, source=str(file), title=file.stem)], []
+
+    @staticmethod
+    def _score_pieces(path: Path, rel: str, entries: list) -> tuple[list[Piece], list[tuple[str, str]]]:
+        """MusicXML / ABC / Humdrum: one piece per tune."""
+        pieces, skipped = [], []
+        for tune, score, title, reason in entries:
+            name = f"{rel}#{tune}" if tune and len(entries) > 1 else rel
+            if reason is not None:
+                skipped.append((f"{path}#{tune}" if tune and len(entries) > 1 else str(path), reason))
+                continue
+            pieces.append(Piece(id=name, score=score, group=rel, source=str(path), title=title or path.stem))
+        return pieces, skipped
+
     def collect(self, progress: bool = True) -> tuple[list[Piece], list[tuple[str, str]]]:
         root, files = self.files()
         pieces: list[Piece] = []
@@ -96,19 +139,11 @@ class MidiFolder(MusicDataset):
         for path in files:
             rel = path.relative_to(root).as_posix()
             if path in converted:  # MusicXML / ABC / Humdrum: one piece per tune
-                entries = converted[path]
-                for tune, score, title, reason in entries:
-                    name = f"{rel}#{tune}" if tune and len(entries) > 1 else rel
-                    if reason is not None:
-                        skipped.append((f"{path}#{tune}" if tune and len(entries) > 1 else str(path), reason))
-                        continue
-                    pieces.append(Piece(id=name, score=score, group=rel, source=str(path), title=title or path.stem))
-                continue
-            score, reason = load_score(path, min_notes=min_notes)
-            if reason is not None:
-                skipped.append((str(path), reason))
-                continue
-            pieces.append(Piece(id=rel, score=score, source=str(path), title=path.stem))
+                got, lost = self._score_pieces(path, rel, converted[path])
+            else:
+                got, lost = self.read_source(str(path), rel)
+            pieces.extend(got)
+            skipped.extend(lost)
         if not pieces:
             reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in skipped[:5])
             more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
