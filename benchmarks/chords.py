@@ -30,7 +30,9 @@ beat).  For each progression the same model generates ``--per`` samples
   in the same octave range (same rhythm);
 
 and all three are scored against the progression laid over their bars
-(``chord_track_of_progression``), pooled over notes.  One torch thread.
+(``chord_track_of_progression``), pooled over notes.  Two more rows for scale: the
+unconditioned samples against the Chord tokens they wrote themselves (their markers), and the
+test chorales against their own recognised chords.  One torch thread.
 
     OMP_NUM_THREADS=1 python benchmarks/chords.py tone --run RUN_DIR [--bars 8] [--per 4] [--seed 0]
 """
@@ -188,7 +190,10 @@ def tone(args: argparse.Namespace) -> int:
     progs = _progressions(data, tokenizer, args.bars)[: args.max_progressions or None]
     sampler = build_sampler_chain(config.sampler, registries=registries)
     rng = np.random.default_rng(args.seed)
+    from musicfw.plugins.metrics.chords import marker_chords
+
     sets = {"conditioned": ([], []), "unconditioned": ([], []), "random pitches": ([], [])}
+    own = ([], [])  # the unconditioned samples against the Chord tokens they wrote themselves
     t0 = time.perf_counter()
     for k, (_, prog) in enumerate(progs):
         common = dict(n=args.per, batch_size=args.per, max_bars=args.bars, max_tokens=args.max_tokens,
@@ -200,6 +205,9 @@ def tone(args: argparse.Namespace) -> int:
             for s in scores:
                 sets[name][0].append(s)
                 sets[name][1].append(chord_track_of_progression(s, prog))
+        for s in free.scores:
+            own[0].append(s)
+            own[1].append(marker_chords(s))
     elapsed = time.perf_counter() - t0
     print(f"chord-tone ratio on {len(progs)} held-out progressions ({args.bars} bars each, from the test "
           f"chorales by REMI's recogniser), {args.per} samples each; run {args.run} ({elapsed:.0f} s, wall clock, shared machine)")
@@ -210,6 +218,9 @@ def tone(args: argparse.Namespace) -> int:
     for name, r in rows.items():
         print(f"{name:<16}{r['notes']:>8}{r['chord_tone_ratio']:>10.3f}{r['chord_tone_ratio_duration']:>13.3f}"
               f"{r['chord_tone_ratio'] / base:>10.2f}x")
+    r = ratios_of(*own)
+    print(f"{'unconditioned':<16}{r['notes']:>8}{r['chord_tone_ratio']:>10.3f}{r['chord_tone_ratio_duration']:>13.3f}"
+          "   (against the Chord tokens it wrote itself)")
     # the real test chorales under their own recognised progressions (same bars), for scale
     ref_scores, ref_tracks = [], []
     for piece in data.pieces("test"):

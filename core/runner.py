@@ -345,6 +345,7 @@ def _record_generation(
     import json
 
     from .budget import stop_summary
+    from .generation import chords_setting
 
     progress.say(f"      max_tokens {max_tokens} ({budget_how}); "
                  + stop_summary(generated.stop_reasons, gen.max_bars, gen.max_seconds, max_tokens))

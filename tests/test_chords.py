@@ -99,20 +99,31 @@ def _bars(tokenizer, tokens):
     return bars
 
 
-@pytest.fixture(scope="module")
-def tiny():
+MODELS = {
+    "lstm": {"hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+    # max_context 64: generation slides the window (the KV cache rolls) past it
+    "transformer": {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_context": 64},
+}
+
+
+def _tiny(name="lstm"):
     import torch
 
     torch.manual_seed(0)
     tok = musicfw.build_tokenizer("remi", use_chords=True)
-    model = musicfw.build_model("lstm", tokenizer=tok, hidden_size=16, num_layers=1, embed_dim=8)
-    return tok, model
+    return tok, musicfw.build_model(name, tokenizer=tok, **MODELS[name])
 
 
-def test_every_bar_starts_with_the_given_chord(tiny):
+@pytest.fixture(scope="module")
+def tiny():
+    return _tiny()
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_every_bar_starts_with_the_given_chord(model_name):
     import torch
 
-    tok, model = tiny  # untrained: it would put any token anywhere; the grammar decides
+    tok, model = _tiny(model_name)  # untrained: it would put any token anywhere; the grammar decides
     with torch.no_grad():  # ... and it opens a new bar whenever it may, so 5 bars fit the budget
         model.head.bias[tok.token_id("Bar")] += 4.0
     sampler = musicfw.build_sampler("temperature", temperature=1.0)

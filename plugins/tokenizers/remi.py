@@ -14,7 +14,10 @@ Vocabulary, in id order (sizes with the default config in brackets)::
     Program_<p>      0..127, Program_Drums (use_programs)                              [129]
 
 A note is the triplet Pitch, Velocity, Duration at the current Bar + Position.  The
-exact quantization and the decoding rules are in docs/tokenizers.md.
+exact quantization and the decoding rules are in docs/tokenizers.md, and so are the chord
+recogniser (:meth:`REMI.recognise_chords`, how well it agrees with music21) and
+chord-conditioned generation (:meth:`REMI.chord_grammar`: a given progression's Chord tokens
+placed by constrained decoding).  Decode writes each Chord token as a ``Chord_<name>`` marker.
 """
 
 from __future__ import annotations
