@@ -114,6 +114,30 @@ def _tiny(name="lstm"):
     return tok, musicfw.build_model(name, tokenizer=tok, **MODELS[name])
 
 
+def _bar_lengths(bars):
+    """Each bar's length in positions (beat_resolution 4): 4/4 until a TimeSig says otherwise,
+    and a TimeSig holds until the next one."""
+    out, length = [], 16
+    for bar in bars:
+        ts = [n for n in bar if n.startswith("TimeSig_")]
+        if ts:
+            num, den = map(int, ts[0].split("_")[1].split("/"))
+            length = num * 16 // den
+        out.append(length)
+    return out
+
+
+def _eager(tok, model):
+    """An untrained model moves on through positions and opens bars whenever it may, so
+    that a few bars fit a small budget (the grammar still decides what may come)."""
+    import torch
+
+    with torch.no_grad():
+        model.head.bias[tok.token_id("Bar")] += 4.0
+        model.head.bias[torch.as_tensor(np.flatnonzero(tok.token_types == "Position"))] += 3.0
+    return model
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return _tiny()
@@ -121,11 +145,8 @@ def tiny():
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
 def test_every_bar_starts_with_the_given_chord(model_name):
-    import torch
-
     tok, model = _tiny(model_name)  # untrained: it would put any token anywhere; the grammar decides
-    with torch.no_grad():  # ... and it opens a new bar whenever it may, so 5 bars fit the budget
-        model.head.bias[tok.token_id("Bar")] += 4.0
+    _eager(tok, model)
     sampler = musicfw.build_sampler("temperature", temperature=1.0)
     result = generate(model, tok, sampler, n=4, max_bars=5, max_tokens=1500, seed=1,
                       chords="C G | Am | F#7 | N.C.")
@@ -134,23 +155,32 @@ def test_every_bar_starts_with_the_given_chord(model_name):
         assert tok.count_invalid(tokens) == 0
         bars = _bars(tok, tokens)
         assert reason == "max_bars" and len(bars) == 5, (reason, len(bars))
-        for bar, chords in zip(bars, want):
+        for bar, chords, bar_len in zip(bars, want, _bar_lengths(bars)):
             # the bar opens: [TimeSig] Position_0 [Tempo] Chord, before any note
             body = [n for n in bar if not n.startswith(("TimeSig", "Tempo"))]
             assert body[:2] == ["Position_0", chords[0]], bar[:6]
             assert [n for n in bar if n.startswith("Chord_")] == chords  # no other chord
             if len(chords) == 2:  # the second chord at the middle of the bar
-                bar_len = 16
-                ts = [n for n in bar if n.startswith("TimeSig_")]
-                if ts:
-                    num, den = map(int, ts[0].split("_")[1].split("/"))
-                    bar_len = num * 16 // den
                 i = bar.index(chords[1])
                 pos = [n for n in bar[:i] if n.startswith("Position_")][-1]
                 assert int(pos.split("_")[1]) == bar_len // 2
     # decode writes the chords as markers
     texts = [m.text for m in result.scores[0].markers]
     assert texts[:3] == ["Chord_C:maj", "Chord_G:maj", "Chord_A:min"]
+
+
+def test_a_chord_that_goes_on_is_not_written_again_inside_a_bar():
+    tok, model = _tiny()
+    _eager(tok, model)
+    sampler = musicfw.build_sampler("temperature", temperature=1.0)
+    # one chord per beat: C C G G | F F F F
+    result = generate(model, tok, sampler, n=2, max_bars=2, max_tokens=800, seed=0, chords="C C G G | F F F F")
+    for tokens in result.tokens:
+        bars = _bars(tok, tokens)
+        assert [[n for n in bar if n.startswith("Chord_")] for bar in bars] == [["Chord_C:maj", "Chord_G:maj"], ["Chord_F:maj"]]
+        i = bars[0].index("Chord_G:maj")
+        pos = [n for n in bars[0][:i] if n.startswith("Position_")][-1]
+        assert int(pos.split("_")[1]) == 2 * _bar_lengths(bars)[0] // 4  # slot 2 of 4 (beat 3 of 4/4)
 
 
 def test_chords_start_after_a_prompt(tiny, tmp_path):

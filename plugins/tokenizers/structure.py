@@ -107,7 +107,9 @@ class REMIChordGrammar(REMIGrammar):
     progression repeats when the piece is longer).  Bars are counted from the first ``Bar``
     after :meth:`start` (the end of a prompt; the rest of a prompt's last bar is left free).
     Chord ``i`` of the ``n`` of a bar belongs at position ``i * bar_len // n`` (bar_len from
-    the bar's TimeSig).  On top of :class:`REMIGrammar`'s rules, while a chord of the
+    the bar's TimeSig); a chord equal to the one before it in the same bar goes on and is not
+    written again (as encode writes only changes), but every bar opens with its chord.  On
+    top of :class:`REMIGrammar`'s rules, while a chord of the
     current bar is still to be placed:
 
     * no ``Bar`` and no ``Position`` past the chord's position (so the position is reached);
@@ -124,11 +126,16 @@ class REMIChordGrammar(REMIGrammar):
         if not bars or any(not bar for bar in bars):
             raise ValueError("REMIChordGrammar needs at least one chord per bar")
         width = max(len(bar) for bar in bars)
-        # [n_bars, width] chord ids (-1 pad) and chords per bar
+        # [n_bars, width]: the chord ids to write (-1 pad) and their slot i of the bar's n
         self.plan = np.full((len(bars), width), -1, dtype=np.int64)
-        for i, bar in enumerate(bars):
-            self.plan[i, : len(bar)] = bar
-        self.per_bar = np.array([len(bar) for bar in bars], dtype=np.int64)
+        self.slot = np.zeros((len(bars), width), dtype=np.int64)
+        self.per_bar = np.zeros(len(bars), dtype=np.int64)  # chords written per bar
+        self.slots = np.array([len(bar) for bar in bars], dtype=np.int64)  # n: the bar's division
+        for b, bar in enumerate(bars):
+            keep = [i for i in range(len(bar)) if i == 0 or bar[i] != bar[i - 1]]
+            self.plan[b, : len(keep)] = [bar[i] for i in keep]
+            self.slot[b, : len(keep)] = keep
+            self.per_bar[b] = len(keep)
         super().__init__(tokenizer, batch_size)
         self.chord_ids = np.flatnonzero(self.codes == self.CHORD)
         self.tempo_ids = np.flatnonzero(self.codes == self.TEMPO)
@@ -149,11 +156,10 @@ class REMIChordGrammar(REMIGrammar):
         """(pending, target position, target chord id) per row."""
         in_bar = self.bar_index >= 0
         row = np.where(in_bar, self.bar_index, 0) % len(self.plan)
-        n = self.per_bar[row]
-        pending = self.active & in_bar & (self.placed < n)
+        pending = self.active & in_bar & (self.placed < self.per_bar[row])
         k = np.minimum(self.placed, self.plan.shape[1] - 1)
         target_id = self.plan[row, k]
-        target_pos = (np.minimum(self.placed, n) * self.bar_len) // np.maximum(n, 1)
+        target_pos = (self.slot[row, k] * self.bar_len) // self.slots[row]
         return pending, target_pos, target_id
 
     def update(self, ids: np.ndarray) -> None:
