@@ -20,9 +20,9 @@ both sides see the same notes at the same times.
     python benchmarks/chords.py recogniser [--max-count N] [--skip N] [--chord-quarters 2,1] [--method count,cosine]
 
 ``tone``: chord-tone ratio (plugins/metrics/chords.py) of a trained REMI run with chord tokens
-(``tokenizer.use_chords: true``) on held-out progressions: the first ``--bars`` bars of each
-test chorale (the run's split), as the recogniser reads them (the chord at each bar's first
-beat).  For each progression the same model generates ``--per`` samples
+(``tokenizer.use_chords: true``) on held-out progressions: the first ``--bars`` bars (without
+an N.C.) of each test chorale (the run's split), as the recogniser reads them (the chord at
+each bar's first beat).  For each progression the same model generates ``--per`` samples
 
 * conditioned: ``chords=`` the progression (constrained decoding places the Chord tokens);
 * unconditioned: no chords (the model writes its own, which are ignored);
@@ -34,7 +34,11 @@ and all three are scored against the progression laid over their bars
 unconditioned samples against the Chord tokens they wrote themselves (their markers), and the
 test chorales against their own recognised chords.  One torch thread.
 
-    OMP_NUM_THREADS=1 python benchmarks/chords.py tone --run RUN_DIR [--bars 8] [--per 4] [--seed 0]
+    OMP_NUM_THREADS=1 python benchmarks/chords.py tone --run RUN_DIR [--bars 8] [--per 4] [--seed 0] [--per-beat]
+
+``--per-beat``: the progressions hold the chord of every beat (quarter) instead of every bar
+(``"G G D D | ..."``; a chord that goes on inside a bar is not written again), which is the
+granularity a tokenizer with ``chord_quarters: 1`` was trained on.
 """
 
 from __future__ import annotations
@@ -143,22 +147,27 @@ def recogniser(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progressions(datamodule, tokenizer, bars: int) -> list[tuple[str, list[list[int]]]]:
-    """(piece name, first ``bars`` bars' chords) of the test chorales: the chord sounding at
-    each bar's first beat as the recogniser reads it (N.C. bars skipped)."""
+def _progressions(datamodule, tokenizer, bars: int, per_beat: bool = False) -> list[tuple[str, list[list[int]]]]:
+    """(piece id, first ``bars`` bars' chords) of the test chorales as the recogniser reads
+    them: the chord sounding at each bar's first beat, or (``per_beat``) at each of its beats
+    (quarters); bars with an N.C. are skipped."""
     from musicfw.core.notes import piece_notes
     from musicfw.plugins.tokenizers.chords import NO_CHORD
 
     out = []
     for piece in datamodule.pieces("test"):
         score = piece.score
+        tpq = int(score.ticks_per_quarter)
         ticks, chords = tokenizer.recognise_chords(score)
         downbeats = np.asarray(piece_notes(score).downbeats, dtype=np.int64)
         prog = []
-        for db in downbeats:
-            k = np.searchsorted(ticks, db, side="right") - 1
-            if k >= 0 and chords[k] != NO_CHORD:
-                prog.append([int(chords[k])])
+        for b, db in enumerate(downbeats):
+            length = (downbeats[b + 1] - db) if b + 1 < len(downbeats) else (db - downbeats[b - 1] if b else 4 * tpq)
+            beats = max(1, int(round(length / tpq))) if per_beat else 1
+            at = np.searchsorted(ticks, db + np.arange(beats) * tpq, side="right") - 1
+            bar = [int(chords[k]) if k >= 0 else NO_CHORD for k in at]
+            if NO_CHORD not in bar:
+                prog.append(bar)
             if len(prog) == bars:
                 break
         if len(prog) == bars:
@@ -187,7 +196,7 @@ def tone(args: argparse.Namespace) -> int:
         return 2
     dataset = build_from_section("datasets", config.data, registries=registries, key="data")
     data = MusicDataModule(dataset, tokenizer, seed=int(config.seed), batch_size=4, seq_len=64).prepare()
-    progs = _progressions(data, tokenizer, args.bars)[: args.max_progressions or None]
+    progs = _progressions(data, tokenizer, args.bars, args.per_beat)[: args.max_progressions or None]
     sampler = build_sampler_chain(config.sampler, registries=registries)
     rng = np.random.default_rng(args.seed)
     from musicfw.plugins.metrics.chords import marker_chords
@@ -209,7 +218,8 @@ def tone(args: argparse.Namespace) -> int:
             own[0].append(s)
             own[1].append(marker_chords(s))
     elapsed = time.perf_counter() - t0
-    print(f"chord-tone ratio on {len(progs)} held-out progressions ({args.bars} bars each, from the test "
+    print(f"chord-tone ratio on {len(progs)} held-out progressions ({args.bars} bars each, "
+          f"{'one chord per beat' if args.per_beat else 'one chord per bar'}, from the test "
           f"chorales by REMI's recogniser), {args.per} samples each; run {args.run} ({elapsed:.0f} s, wall clock, shared machine)")
     print(f"e.g. {format_progression(progs[0][1])}" if progs else "no progression found")
     rows = {name: ratios_of(*sets[name]) for name in sets}
@@ -269,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--per", type=int, default=4, help="samples per progression")
     t.add_argument("--max-progressions", type=int, default=0, help="at most N progressions (0: every test chorale)")
     t.add_argument("--max-tokens", type=int, default=1024)
+    t.add_argument("--per-beat", action="store_true", help="progressions with the chord of every beat, not of every bar")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=tone)
     args = p.parse_args(argv)
