@@ -296,6 +296,9 @@ def test_generate_cli_chords(chord_run, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "'H7'" in bad.stderr and "dom7" in bad.stderr
     del tok
+    free = run_cli("generate", "--run", str(chord_run), "--seed", "2", "--chords", "none", "--out", str(tmp_path / "free"), "--no-audio")
+    assert free.returncode == 0, free.stderr
+    assert json.loads((tmp_path / "free" / "generation.json").read_text())["settings"]["chords"] is None
 
 
 @pytest.mark.parametrize(
