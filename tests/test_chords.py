@@ -286,7 +286,6 @@ def test_generate_cli_chords(chord_run, tmp_path):
     out = tmp_path / "out"
     r = run_cli("generate", "--run", str(chord_run), "--seed", "2", "--chords", "Dm G7 C", "--out", str(out), "--no-audio")
     assert r.returncode == 0, r.stderr
-    tok = musicfw.build_tokenizer("remi", use_chords=True)
     for mid in sorted(out.glob("*.mid")):
         texts = [m.text for m in symusic.Score(str(mid)).markers]
         assert texts == ["Chord_D:min", "Chord_G:dom7", "Chord_C:maj"], texts
@@ -295,7 +294,6 @@ def test_generate_cli_chords(chord_run, tmp_path):
     bad = run_cli("generate", "--run", str(chord_run), "--seed", "2", "--chords", "Dm H7", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "'H7'" in bad.stderr and "dom7" in bad.stderr
-    del tok
     free = run_cli("generate", "--run", str(chord_run), "--seed", "2", "--chords", "none", "--out", str(tmp_path / "free"), "--no-audio")
     assert free.returncode == 0, free.stderr
     assert json.loads((tmp_path / "free" / "generation.json").read_text())["settings"]["chords"] is None
