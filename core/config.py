@@ -100,6 +100,13 @@ class GenerateSection:
         default=None, metadata={"help": "stop a sample after this many seconds of new music"}
     )
     prompt: Optional[str] = field(default=None, metadata={"help": "a MIDI file to continue"})
+    chords: Any = field(
+        default=None,
+        metadata={"help": "a chord progression placed by constrained decoding, one chord per bar "
+                  "(\"C G Am F\"; \"C G | Am F\": two chords in the first bar) or a list of bars; "
+                  "repeats when the piece is longer; needs tokenizer remi with use_chords: true "
+                  "(docs/tokenizers.md)"},
+    )
     constraints: bool = field(
         default=True, metadata={"help": "mask tokens the tokenizer's grammar forbids (remi, midi_like), so nothing is dropped"}
     )

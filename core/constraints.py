@@ -43,6 +43,11 @@ class Grammar:
         (None: unbounded)."""
         raise TypeError(f"{type(self).__name__} does not implement mask")
 
+    def start(self) -> None:
+        """Called once the prompt (if any) has been fed, before the first generated token:
+        a grammar whose rules count from the start of the continuation (a chord
+        progression) starts counting here.  Default: nothing to do."""
+
     # helpers ---------------------------------------------------------------------------
     def feed(self, tokens: np.ndarray) -> None:
         """Advance every sequence by the same token sequence (a prompt)."""

@@ -16,6 +16,10 @@ With ``constraints=True`` (the default) the tokenizer's grammar (``Tokenizer.gra
 decodes with no dropped token; ``stats["invalid_rate"]`` measures it either way (for
 tokenizers that can count invalid tokens).  Bars and seconds are counted by the tokenizer's
 clock (``Tokenizer.clock``, :mod:`musicfw.core.clock`).
+
+With ``chords`` (a progression such as ``"C G Am F"``, one chord per bar) the tokenizer's chord
+grammar (``Tokenizer.chord_grammar``) replaces its grammar: it also forces the given Chord
+tokens at the start of each bar of the continuation, the model generating the rest.
 """
 
 from __future__ import annotations
@@ -122,6 +126,35 @@ def _load_prompt(prompt: Any, tokenizer: Any) -> np.ndarray:
     return tokens
 
 
+def chords_setting(value: Any) -> Any:
+    """``generate.chords`` as plain Python: None, a string, or a list of bar strings."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (ListConfig, DictConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    raise ConfigError(f"generate.chords: expected a string like \"C G Am F\" or a list of bars, got {value!r}.")
+
+
+def check_chords(tokenizer: Any, chords: Any, constraints: bool) -> None:
+    """A chord progression can be placed: ConfigError otherwise (before anything runs)."""
+    if not constraints:
+        raise ConfigError(
+            "generate.chords places the chords by constrained decoding; it cannot be combined "
+            "with generate.constraints: false (--constraints off)."
+        )
+    if tokenizer.kind != "categorical" or tokenizer.chord_grammar(chords, 1) is None:
+        raise ConfigError(
+            f"generate.chords / --chords: the {tokenizer.name!r} tokenizer has no chord tokens, so its "
+            "models cannot be given a chord progression; use tokenizer remi with use_chords: true."
+        )
+
+
 def _model_device(model: Any) -> Any:
     import torch
 
@@ -153,6 +186,7 @@ def generate(
     end_token: int | None = None,
     progress: Any = None,
     cpu_threads: int | None = 1,
+    chords: Any = None,
 ) -> GenerationResult:
     """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
 
@@ -168,6 +202,10 @@ def generate(
     One step is a few small matrix products, so more threads mostly add synchronisation:
     on a busy 2-core machine 2 threads made a small LSTM's decoding 10-40x slower than 1.
     None leaves torch's setting alone.
+    ``chords``: a chord progression (a string or a list of bars, in the tokenizer's chord
+    names) placed into every sequence by constrained decoding, from the first bar of the
+    continuation on (it repeats when the piece is longer); needs ``constraints`` and a
+    tokenizer with ``chord_grammar`` (REMI with ``use_chords``).
     """
     import torch
 
@@ -196,6 +234,8 @@ def generate(
             f"generate.max_bars: the {tokenizer.name!r} tokenizer has no bars (it counts time in "
             "seconds); use generate.max_seconds instead."
         )
+    if chords is not None:
+        check_chords(tokenizer, chords, constraints)
     prompt_tokens = _load_prompt(prompt, tokenizer) if prompt is not None else None
     if prompt_tokens is not None and model.max_context is not None and len(prompt_tokens) > model.max_context:
         raise ConfigError(
@@ -226,7 +266,7 @@ def generate(
                 B = min(batch_size, n - done_n)
                 seqs, why, used_grammar = _generate_batch(
                     model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
-                    prompt_tokens, constraints, end_token, generator, device,
+                    prompt_tokens, constraints, end_token, generator, device, chords,
                 )
                 constrained = constrained or used_grammar
                 for s, r in zip(seqs, why):
@@ -282,12 +322,16 @@ def _generate_batch(
     end_token: int | None,
     generator: Any,
     device: Any,
+    chords: Any = None,
 ) -> tuple[list[np.ndarray], list[str], bool]:
     import torch
 
     from .constraints import grammar_for
 
-    grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
+    if chords is not None:
+        grammar = tokenizer.chord_grammar(chords, B)
+    else:
+        grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
     clock = clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
 
     state = model.init_state(B, device=device)
@@ -303,6 +347,8 @@ def _generate_batch(
             logits, state = model.step(x, state)
         if clock is not None:
             clock.mark()
+    if grammar is not None:
+        grammar.start()
 
     if kind == "multihot":
         out = np.zeros((B, max_tokens, int(tokenizer.vocab_size)), dtype=np.uint8)

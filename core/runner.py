@@ -104,6 +104,11 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     sampler = build_sampler_chain(config.sampler, registries=registries)
     tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")
     _check_sampler_kind(sampler, tokenizer)
+    from .generation import check_chords, chords_setting
+
+    chords = chords_setting(config.generate.chords)
+    if chords is not None:  # an unknown chord name or a tokenizer without chords: before training
+        check_chords(tokenizer, chords, bool(config.generate.constraints))
     # Every mistake is found before a run folder exists: the model's parameters too (a probe
     # build, discarded: the real model is built after seeding, where it always was, so a seed
     # gives the same weights as before), and the files the generate stage will read.
@@ -212,6 +217,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             prompt=gen.prompt,
             constraints=gen.constraints,
             seed=int(config.seed),
+            chords=chords_setting(gen.chords),
         )
         result.samples = write_samples(
             generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont
@@ -343,12 +349,14 @@ def _record_generation(
     import json
 
     from .budget import stop_summary
+    from .generation import chords_setting
 
     progress.say(f"      max_tokens {max_tokens} ({budget_how}); "
                  + stop_summary(generated.stop_reasons, gen.max_bars, gen.max_seconds, max_tokens))
     record = {
         "settings": {"n": int(gen.n), "max_tokens": max_tokens, "max_tokens_from": budget_how,
-                     "max_bars": gen.max_bars, "max_seconds": gen.max_seconds, "seed": seed},
+                     "max_bars": gen.max_bars, "max_seconds": gen.max_seconds, "seed": seed,
+                     "chords": chords_setting(gen.chords)},
         "stop_reasons": list(generated.stop_reasons),
         "stats": generated.stats,
     }

@@ -13,6 +13,10 @@ Optional parts of the contract, with their defaults here:
 
 * ``grammar(batch_size)``: a :class:`musicfw.core.constraints.Grammar` that masks the ids
   that cannot come next, for constrained decoding (default None: unconstrained);
+* ``chord_grammar(progression, batch_size)``: a grammar that also places the chords of a
+  progression given by the user (``generate.chords``, ``musicfw generate --chords``) into the
+  token stream (default None: the tokenizer cannot be conditioned on chords); it raises
+  ConfigError for a chord name it does not know;
 * ``clock(batch_size)``: a :class:`musicfw.core.clock.Clock` that counts the bars and seconds
   of generated sequences, for ``generate.max_bars`` / ``max_seconds`` (default None: core
   decodes the sequences to measure them);
@@ -79,6 +83,11 @@ class Tokenizer(ABC):
     # -- optional: structure for generation ---------------------------------------------
     def grammar(self, batch_size: int) -> Any:
         """A Grammar over ``batch_size`` sequences (constrained decoding), or None."""
+        return None
+
+    def chord_grammar(self, progression: Any, batch_size: int) -> Any:
+        """A Grammar over ``batch_size`` sequences that also places ``progression``'s chords
+        (chord-conditioned generation), or None when this tokenizer has no chord tokens."""
         return None
 
     def clock(self, batch_size: int) -> Any:

@@ -40,6 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a sampler and its parameters; repeat to chain samplers (default: the run's sampler)",
     )
     p.add_argument("--prompt", default=None, metavar="FILE.mid", help="a MIDI file to continue")
+    p.add_argument(
+        "--chords",
+        default=None,
+        metavar='"C G Am F"',
+        help="a chord progression to follow, one chord per bar (\"C G | Am F\": two chords in the "
+        "first bar), placed by constrained decoding and repeated when the piece is longer; 'none': "
+        "unconditioned even if the run's config has generate.chords (REMI trained with use_chords)",
+    )
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample at most")
     p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
@@ -152,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
 
         raise DataError(f"Prompt file not found: {args.prompt}")
 
-    from ..generation import build_sampler_chain, generate, write_samples
+    from ..generation import build_sampler_chain, chords_setting, generate, write_samples
 
     try:
         if args.sampler:
@@ -186,7 +194,10 @@ def main(args: argparse.Namespace) -> int:
         "prompt": args.prompt if args.prompt is not None else gen.prompt,
         "constraints": (args.constraints == "on") if args.constraints else bool(gen.constraints),
         "seed": args.seed if args.seed is not None else fresh_seed(),
+        "chords": chords_setting(gen.get("chords")),
     }
+    if args.chords is not None:
+        settings["chords"] = None if args.chords.strip().lower() == "none" else args.chords
     if args.seed is None:
         print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
     from ..budget import load_rates, stop_summary, token_budget

@@ -1,14 +1,16 @@
 """Built-in metrics: ``nll`` (held-out likelihood), ``yang_lerch`` (Yang & Lerch 2020
-features and set comparison) and ``muspy`` (MusPy-style statistics)."""
+features and set comparison), ``muspy`` (MusPy-style statistics) and ``chord_tone_ratio``
+(share of notes in the chord of their time)."""
 
 from musicfw.core.hookspecs import hookimpl
 
 
 @hookimpl
 def musicfw_register_metrics(registry):
+    from .chords import ChordToneRatio
     from .likelihood import NLL
     from .muspy_stats import MusPyStatistics
     from .yang_lerch import YangLerch
 
-    for cls in (NLL, YangLerch, MusPyStatistics):
+    for cls in (NLL, YangLerch, MusPyStatistics, ChordToneRatio):
         registry.add(cls)

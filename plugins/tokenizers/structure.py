@@ -100,6 +100,105 @@ class REMIGrammar(Grammar):
         return allowed
 
 
+class REMIChordGrammar(REMIGrammar):
+    """REMI's grammar plus a chord progression placed by constrained decoding.
+
+    ``bars``: per bar of the progression, the Chord token ids to place in it (the
+    progression repeats when the piece is longer).  Bars are counted from the first ``Bar``
+    after :meth:`start` (the end of a prompt; the rest of a prompt's last bar is left free).
+    Chord ``i`` of the ``n`` of a bar belongs at position ``i * bar_len // n`` (bar_len from
+    the bar's TimeSig); a chord equal to the one before it in the same bar goes on and is not
+    written again (as encode writes only changes), but every bar opens with its chord.  On
+    top of :class:`REMIGrammar`'s rules, while a chord of the
+    current bar is still to be placed:
+
+    * no ``Bar`` and no ``Position`` past the chord's position (so the position is reached);
+    * at that position, only that Chord token (a ``Tempo`` may come first, right after the
+      ``Position``, where encode writes tempo changes);
+
+    and every other Chord token is masked: the chords are the given ones, nothing else.
+    The model generates everything else.
+    """
+
+    name = "remi+chords"
+
+    def __init__(self, tokenizer: Any, batch_size: int, bars: list[list[int]]):
+        if not bars or any(not bar for bar in bars):
+            raise ValueError("REMIChordGrammar needs at least one chord per bar")
+        width = max(len(bar) for bar in bars)
+        # [n_bars, width]: the chord ids to write (-1 pad) and their slot i of the bar's n
+        self.plan = np.full((len(bars), width), -1, dtype=np.int64)
+        self.slot = np.zeros((len(bars), width), dtype=np.int64)
+        self.per_bar = np.zeros(len(bars), dtype=np.int64)  # chords written per bar
+        self.slots = np.array([len(bar) for bar in bars], dtype=np.int64)  # n: the bar's division
+        for b, bar in enumerate(bars):
+            keep = [i for i in range(len(bar)) if i == 0 or bar[i] != bar[i - 1]]
+            self.plan[b, : len(keep)] = [bar[i] for i in keep]
+            self.slot[b, : len(keep)] = keep
+            self.per_bar[b] = len(keep)
+        super().__init__(tokenizer, batch_size)
+        self.chord_ids = np.flatnonzero(self.codes == self.CHORD)
+        self.tempo_ids = np.flatnonzero(self.codes == self.TEMPO)
+        self.bar_ids = np.flatnonzero(self.codes == self.BAR)
+
+    def reset(self) -> None:
+        super().reset()
+        B = self.batch_size
+        self.active = False  # set by start(): the prompt is behind us
+        self.bar_index = np.full(B, -1, dtype=np.int64)  # bar of the progression (unwrapped)
+        self.placed = np.zeros(B, dtype=np.int64)  # chords of the current bar placed so far
+        self.after_pos = np.zeros(B, dtype=bool)  # the last token is a Position
+
+    def start(self) -> None:
+        self.active = True
+
+    def _target(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pending, target position, target chord id) per row."""
+        in_bar = self.bar_index >= 0
+        row = np.where(in_bar, self.bar_index, 0) % len(self.plan)
+        pending = self.active & in_bar & (self.placed < self.per_bar[row])
+        k = np.minimum(self.placed, self.plan.shape[1] - 1)
+        target_id = self.plan[row, k]
+        target_pos = (self.slot[row, k] * self.bar_len) // self.slots[row]
+        return pending, target_pos, target_id
+
+    def update(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        code = self.codes[ids]
+        if self.active:
+            pending, _, target_id = self._target()
+            self.placed = self.placed + (pending & (ids == target_id))
+            is_bar = code == self.BAR
+            self.bar_index = np.where(is_bar, self.bar_index + 1, self.bar_index)
+            self.placed[is_bar] = 0
+        self.after_pos = code == self.POSITION
+        super().update(ids)
+
+    def mask(self, remaining: int | np.ndarray | None = None) -> np.ndarray:
+        allowed = super().mask(remaining)
+        if not self.active:
+            return allowed
+        pending, target_pos, target_id = self._target()
+        free = self.open == 0
+        allowed[:, self.chord_ids] = False  # only the given chords, placed below
+        # before the chord's position: no Bar, no Position past it
+        early = pending & free & (self.pos < target_pos)
+        if early.any():
+            allowed[np.ix_(early, self.bar_ids)] = False
+            too_far = self.pos_values[None, :] > target_pos[:, None]
+            sub = allowed[:, self.pos_ids]
+            sub[early] &= ~too_far[early]
+            allowed[:, self.pos_ids] = sub
+        # at (or, defensively, past) the position: the chord, or a Tempo right after the Position
+        due = pending & free & (self.pos >= target_pos)
+        if due.any():
+            tempo_ok = allowed[:, self.tempo_ids] & self.after_pos[:, None]
+            allowed[due] = False
+            allowed[due, target_id[due]] = True
+            allowed[np.ix_(due, self.tempo_ids)] = tempo_ok[due]
+        return allowed
+
+
 class MIDILikeGrammar(Grammar):
     """Performance events: NoteOn, NoteOff, TimeShift, Velocity.
 
