@@ -5,21 +5,25 @@ A chord is an index ``quality * 12 + root`` (root: pitch class 0 = C .. 11 = B; 
 :data:`CHORD_QUALITIES` order) or :data:`NO_CHORD` (``N.C.``).  This is the ``token_values``
 numbering of REMI's Chord tokens.
 
-Names a person types (``--chords "C G Am F"``, ``generate.chords``): a root letter ``A``-``G``
-with an optional ``#`` or ``b``, then a quality suffix:
+Names a person types (``--chords "C G Am F"``, ``generate.chords``, and MusicVAE's
+``sample``/``interpolate --chords``) are read by one parser, :func:`parse_symbol`: a root letter
+``A``-``G`` with an optional ``#`` or ``b``, a triad quality (nothing or ``maj``/``M`` major,
+``m``/``min``/``-`` minor, ``dim``/``o`` diminished, ``aug``/``+`` augmented), then optional
+extensions (``7``, ``maj7``, ``9``, ``13``, ``6``, ``m7b5``, ...) and a bass after ``/``
+(ignored).  REMI keeps five qualities:
 
 =================  =========  ===============
-suffix             quality    intervals
+symbol             quality    intervals
 =================  =========  ===============
-(none), maj, M     maj        0 4 7
-m, min             min        0 3 7
-dim, o             dim        0 3 6
-aug, +             aug        0 4 8
-7, dom7            dom7       0 4 7 10
+C, Cmaj7, C6, C/E  maj        0 4 7
+Cm, Cm7, Cmin      min        0 3 7
+Cdim, Co, Cm7b5    dim        0 3 6
+Caug, C+           aug        0 4 8
+C7, C9, C13, Cdom7 dom7       0 4 7 10
 =================  =========  ===============
 
 REMI's own spelling ``C:maj``, ``F#:min``, ``Bb:dom7`` is accepted too, and ``N.C.`` (or ``N``)
-is "no chord".
+is "no chord".  Sus and power chords (no third) are refused.
 
 A progression is a string or a list.  In a string, bars are separated by ``|`` when there is
 one (``"C G | Am | F"``: C and G share the first bar); otherwise every chord is one bar
@@ -50,22 +54,62 @@ NO_CHORD = len(CHORD_QUALITIES) * 12  # index of Chord_N.C.
 #: REMI's decode writes each Chord token as a MIDI marker with this prefix ("Chord_A:min")
 CHORD_MARKER_PREFIX = "Chord_"
 
-_SUFFIX = {
-    "": "maj", "maj": "maj", "M": "maj", "major": "maj",
-    "m": "min", "min": "min", "minor": "min",
-    "dim": "dim", "o": "dim", "°": "dim",
-    "aug": "aug", "+": "aug",
-    "7": "dom7", "dom7": "dom7",
-}
 _LETTER = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_NAME = re.compile(r"^([A-Ga-g])([#b♯♭]?)(?::?)(.*)$")
-
-ALLOWED_HELP = (
-    "a chord is a root C, C#, Db, D, ..., B followed by a quality: nothing or maj (major), "
-    "m or min (minor), dim or o (diminished), aug or + (augmented), 7 or dom7 (dominant "
-    "seventh); REMI's C:maj / F#:min spelling also works, and N.C. means no chord "
-    '(e.g. "C G Am F", or "C G | Am F" for two chords in one bar)'
+_ACCIDENTAL = {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}
+_NAME = re.compile(r"^([A-Ga-g])([#b♯♭]?):?(.*)$")
+# suffix right after the root -> triad quality; checked in order (the longest first)
+_TRIAD_SUFFIXES = (
+    ("m7b5", "dim"), ("min7b5", "dim"), ("ø7", "dim"), ("ø", "dim"), ("dim7", "dim"), ("dim", "dim"),
+    ("o7", "dim"), ("o", "dim"), ("°7", "dim"), ("°", "dim"),
+    ("aug7", "aug"), ("aug", "aug"), ("+7", "aug"), ("+", "aug"),
+    ("mmaj7", "min"), ("m(maj7)", "min"), ("minmaj7", "min"), ("major", "maj"), ("maj", "maj"), ("ma", "maj"),
+    ("minor", "min"), ("min", "min"), ("mi", "min"), ("-", "min"), ("m", "min"), ("M", "maj"),
+    ("dom", "maj"), ("add", "maj"),
 )
+_THIRDLESS = re.compile(r"sus|^5$|^\(?no3")
+# what may follow the triad: extensions and alterations (7, maj7, 9, 11, 13, 6, b5, #9, add9, ...)
+_EXTENSIONS = re.compile(r"^(maj|M|add)?[0-9]*([#b♯♭]?[0-9]+|\([^)]*\)|add[0-9]+|maj[0-9]+)*$")
+
+CHORD_SYNTAX = (
+    "a chord is a root C, C#, Db, D, ..., B followed by a quality: nothing or maj (major), "
+    "m, min or - (minor), dim or o (diminished), aug or + (augmented), optionally with "
+    "extensions (7, maj7, 9, 13, 6, m7b5, ...) and a bass note after '/' (ignored); REMI's "
+    "C:maj / F#:min / G:dom7 spelling also works, and N.C. means no chord; sus and power "
+    "chords have no third and no class"
+)
+ALLOWED_HELP = (
+    CHORD_SYNTAX + ' (e.g. "C G Am F", or "C G | Am F" for two chords in one bar)'
+)
+
+
+def parse_symbol(name: str) -> tuple[int, str, bool] | None:
+    """The one chord-symbol parser of musicfw: ``"G7"`` -> ``(7, "maj", True)`` (root pitch
+    class, triad quality ``maj``/``min``/``dim``/``aug``, whether a dominant seventh sits on a
+    major triad); None for no chord.  Each chord vocabulary maps this onto its own classes
+    (REMI's five qualities here, MusicVAE's 48 triads + N.C. in ``melody_chords``).
+    ``ValueError`` naming the symbol for one it cannot read."""
+    text = str(name).strip()
+    if text.upper() in ("N.C.", "N.C", "NC", "N"):
+        return None
+    m = _NAME.match(text)
+    if not m:
+        raise ValueError(f"unknown chord {text!r}")
+    root = (_LETTER[m.group(1).upper()] + _ACCIDENTAL[m.group(2)]) % 12
+    rest, _, bass = m.group(3).partition("/")
+    if bass and not re.match(r"^[A-Ga-g][#b♯♭]?$", bass):
+        raise ValueError(f"unknown chord {text!r}: the bass after '/' must be a note name")
+    quality, used = "maj", ""
+    for suffix, q in _TRIAD_SUFFIXES:
+        if rest.startswith(suffix):
+            quality, used, rest = q, suffix, rest[len(suffix):]
+            break
+    if _THIRDLESS.search(rest):
+        raise ValueError(f"chord {text!r} has no third (a sus or power chord)")
+    if not _EXTENSIONS.match(rest):
+        raise ValueError(f"unknown chord {text!r}")
+    # a dominant chord: a major triad with a minor seventh (7, 9, 11, 13, 7b9, ..., not maj7/6/add9)
+    dominant = used == "dom" or (used == "" and re.match(r"^(7|9|11|13)", rest) is not None)
+    return root, quality, dominant
 
 
 def chord_name(index: int) -> str:
@@ -88,16 +132,16 @@ def chord_pitch_classes(index: int) -> frozenset[int]:
 
 
 def parse_chord(name: str, where: str = "the chord progression") -> int:
-    """A chord name -> its index; a ConfigError naming ``where`` and the allowed names."""
-    text = str(name).strip()
-    if text.upper() in ("N.C.", "N.C", "NC", "N"):
+    """A chord name -> its REMI index (a dominant seventh or ninth -> ``dom7``, any other
+    extension -> its triad); a ConfigError naming ``where`` and the accepted syntax."""
+    try:
+        parsed = parse_symbol(name)
+    except ValueError:
+        raise ConfigError(f"Unknown chord {str(name).strip()!r} in {where}: {ALLOWED_HELP}.") from None
+    if parsed is None:
         return NO_CHORD
-    m = _NAME.match(text)
-    quality = _SUFFIX.get(m.group(3)) if m else None
-    if m is None or quality is None:
-        raise ConfigError(f"Unknown chord {text!r} in {where}: {ALLOWED_HELP}.")
-    root = _LETTER[m.group(1).upper()] + {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}[m.group(2)]
-    return QUALITY_NAMES.index(quality) * 12 + root % 12
+    root, quality, dominant = parsed
+    return QUALITY_NAMES.index("dom7" if dominant else quality) * 12 + root
 
 
 def parse_progression(progression: Any, where: str = "the chord progression") -> list[list[int]]:

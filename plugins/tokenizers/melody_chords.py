@@ -35,7 +35,6 @@ melody (track "melody") and the chords as block triads in root position around C
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -44,6 +43,7 @@ import numpy as np
 from musicfw.core.tokenizer import Tokenizer
 
 from ._common import check_ids, collect_notes
+from .chords import CHORD_SYNTAX, parse_symbol
 from .melody import NUM_SPECIAL, Melody, MelodyConfig
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -54,21 +54,8 @@ NO_CHORD = 0
 N_CHORDS = 1 + 12 * len(TRIADS)  # 49
 NO_CHORD_NAMES = ("N.C.", "NC", "N")
 
-_ROOTS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-# suffix (after the root) -> triad quality; checked in order, the longest first
-_SUFFIXES = (
-    ("m7b5", "dim"), ("min7b5", "dim"), ("ø7", "dim"), ("ø", "dim"), ("dim7", "dim"), ("dim", "dim"),
-    ("o7", "dim"), ("o", "dim"), ("°7", "dim"), ("°", "dim"),
-    ("aug7", "aug"), ("aug", "aug"), ("+7", "aug"), ("+", "aug"),
-    ("mmaj7", "m"), ("m(maj7)", "m"), ("minmaj7", "m"), ("maj", ""), ("ma", ""),
-    ("min", "m"), ("mi", "m"), ("-", "m"), ("m", "m"), ("M", ""), ("dom", ""), ("add", ""),
-)
-_THIRDLESS = re.compile(r"sus|^5$|^\(?no3")
-CHORD_SYNTAX = (
-    "a root A-G with an optional # or b, then a quality: nothing or maj (major), m/min/- "
-    "(minor), dim/o (diminished), aug/+ (augmented), optionally with extensions (7, maj7, "
-    "9, 6, m7b5, ...) and a bass note after '/' (ignored); or N.C. for no chord"
-)
+# the accepted chord names are musicfw's one syntax (plugins/tokenizers/chords.py)
+_TRIAD_CLASS = {"maj": "", "min": "m", "aug": "aug", "dim": "dim"}
 
 
 def chord_name(index: int) -> str:
@@ -92,32 +79,18 @@ def chord_pitch_classes(index: int) -> tuple[int, ...]:
 
 
 def parse_chord(name: str) -> int:
-    """A chord name -> its class (0..48), like note_seq's ``TriadChordOneHotEncoding``;
-    ``ValueError`` (with the accepted syntax) for a name it does not know."""
-    text = str(name).strip()
-    if text.upper() in NO_CHORD_NAMES:
+    """A chord name -> its class (0..48), like note_seq's ``TriadChordOneHotEncoding`` (any
+    extension reduces to its triad); ``ValueError`` (with the accepted syntax) for a name it
+    does not know.  The names are read by :func:`.chords.parse_symbol`, the parser REMI's
+    ``--chords`` uses too."""
+    try:
+        parsed = parse_symbol(name)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: expected {CHORD_SYNTAX}") from None
+    if parsed is None:
         return NO_CHORD
-    m = re.match(r"^([A-Ga-g])([#b♯♭]?)(.*)$", text)
-    if not m:
-        raise ValueError(f"unknown chord {name!r}: expected {CHORD_SYNTAX}")
-    root = (_ROOTS[m.group(1).upper()] + {"": 0, "#": 1, "♯": 1, "b": -1, "♭": -1}[m.group(2)]) % 12
-    rest = m.group(3).split("/", 1)[0]
-    if "/" in m.group(3) and not re.match(r"^[A-Ga-g][#b♯♭]?$", m.group(3).split("/", 1)[1]):
-        raise ValueError(f"unknown chord {name!r}: the bass after '/' must be a note name")
-    quality = ""
-    for suffix, q in _SUFFIXES:
-        if rest.startswith(suffix):
-            quality, rest = q, rest[len(suffix):]
-            break
-    if _THIRDLESS.search(rest):
-        raise ValueError(
-            f"chord {name!r} has no third (sus/power chord): it has no class in Magenta's triad "
-            "chord encoding (major, minor, augmented, diminished)"
-        )
-    # what may follow: extensions and alterations (7, maj7, 9, 11, 13, 6, b5, #9, add9, ...)
-    if not re.match(r"^(maj|M|add)?[0-9]*([#b♯♭]?[0-9]+|\([^)]*\)|add[0-9]+|maj[0-9]+)*$", rest):
-        raise ValueError(f"unknown chord {name!r}: expected {CHORD_SYNTAX}")
-    return 1 + 12 * QUALITIES.index(quality) + root
+    root, quality, _dominant = parsed
+    return 1 + 12 * QUALITIES.index(_TRIAD_CLASS[quality]) + root
 
 
 def parse_progression(text: str) -> list[int]:
