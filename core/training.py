@@ -387,7 +387,6 @@ def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_di
         lg.log_hyperparams(dict(hyperparams or {}))
         lg.log_metrics({f"final/{k}": v for k, v in final.items()}, step=0)
     finish_loggers(loggers, run_dir, status="success")
-    append_history(run_dir, {"step": 0, "epoch": 0, **{f"final/{k}": v for k, v in final.items()}})
     return metrics
 
 
