@@ -147,6 +147,11 @@ def fit(
         return _fit_counting(model, datamodule, logger, hyperparams, run_dir)
     freeze(model, list(train.freeze))
     if int(train.max_steps) == 0:  # no training: the starting weights (init_from's) are measured
+        if resume:
+            raise ConfigError(
+                "train.max_steps=0 trains nothing, so there is nothing to resume (it would replace the "
+                f"checkpoints in {ckpt_dir} with untrained weights); give a larger train.max_steps to continue."
+            )
         return _fit_none(model, datamodule, logger, hyperparams, run_dir)
     context = model.max_context
     if context is not None and int(train.seq_len) > int(context):

@@ -52,6 +52,10 @@ def test_finetune_example_starts_from_the_base_run_and_measures_before_and_after
                    "evaluate.enabled=false", cwd=REPO, env=env)
     assert base.returncode == 0, base.stderr[-3000:]
     base_run = _only_run(tmp_path / "base")
+    stamp = (base_run / "checkpoints" / "last.ckpt").read_bytes()
+    again = run_cli("run", "examples/quickstart.yaml", "--resume", str(base_run), "train.max_steps=0", cwd=REPO, env=env)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr, again.stderr[-2000:]
+    assert (base_run / "checkpoints" / "last.ckpt").read_bytes() == stamp  # not replaced
     tiny = [*COMMON, *TINY_LSTM, "train.batch_size=2", "train.seq_len=64", "evaluate.metrics=[nll,yang_lerch]"]
 
     # "before": the base weights, no training step, on the pop songs' split
