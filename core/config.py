@@ -39,7 +39,11 @@ class TrainSection:
     """How neural models are trained (Lightning ``Trainer`` options and the optimizer)."""
 
     max_epochs: int = field(default=10, metadata={"help": "passes over the train split (an epoch draws as many random windows as the split holds seq_len-long stretches)"})
-    max_steps: int = field(default=-1, metadata={"help": "optimizer steps at most; -1: no limit (max_epochs decides)"})
+    max_steps: int = field(
+        default=-1,
+        metadata={"help": "optimizer steps at most; -1: no limit (max_epochs decides); 0: no training, "
+                  "the run samples and evaluates its starting weights (init_from's: fine-tuning's 'before')"},
+    )
     batch_size: int = field(default=32, metadata={"help": "training windows per optimizer step (and pieces per evaluation batch)"})
     seq_len: int = field(default=256, metadata={"help": "length of random training windows"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW unless the model configures its own optimizer)"})
@@ -442,7 +446,7 @@ _BOUNDS: dict[str, tuple[Any, str]] = {
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.seq_len": (lambda v: v >= 1, "an integer >= 1"),
     "train.max_epochs": (lambda v: v >= -1, "an integer >= -1 (-1: no limit)"),
-    "train.max_steps": (lambda v: v >= -1 and v != 0, "an integer >= 1, or -1 for no limit"),
+    "train.max_steps": (lambda v: v >= -1, "an integer >= 0 (0: no training), or -1 for no limit"),
     "train.warmup_steps": (lambda v: v >= 0, "an integer >= 0"),
     "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
     "train.window_align": (lambda v: v >= 1, "an integer >= 1"),

@@ -147,6 +147,13 @@ def fit(
             raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
         return _fit_counting(model, datamodule, logger, hyperparams, run_dir)
     freeze(model, list(train.freeze))
+    if int(train.max_steps) == 0:  # no training: the starting weights (init_from's) are measured
+        if resume:
+            raise ConfigError(
+                "train.max_steps=0 trains nothing, so there is nothing to resume (it would replace the "
+                f"checkpoints in {ckpt_dir} with untrained weights); give a larger train.max_steps to continue."
+            )
+        return _fit_none(model, datamodule, logger, hyperparams, run_dir)
     context = model.max_context
     if context is not None and int(train.seq_len) > int(context):
         raise ConfigError(
@@ -383,19 +390,15 @@ def _held_out_metrics(model: Any, datamodule: Any, device: Any) -> dict[str, flo
     return out
 
 
-def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
-    """Count-based models: ``model.fit(datamodule)``, then the same checkpoints and logs."""
+def _save_weights(model: Any, ckpt_dir: Path, info: dict[str, Any]) -> None:
+    """``model``'s weights as checkpoints/last.ckpt and best.ckpt (+ .sha256), step 0."""
     import torch
 
-    if hasattr(datamodule, "setup"):
-        datamodule.setup("fit")
-    t0 = time.perf_counter()
-    model.fit(datamodule)
-    fit_time = time.perf_counter() - t0
-    ckpt_dir = run_dir / CHECKPOINT_DIR
+    from .lightning import write_checksum
+
     payload = {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "musicfw": {"train_time_s": fit_time, "counting": True},
+        "musicfw": info,
         "global_step": 0,
         "epoch": 0,
     }
@@ -403,10 +406,47 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
     torch.save(payload, tmp)
     os.replace(tmp, ckpt_dir / "last.ckpt")
     shutil.copyfile(ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt")
-    from .lightning import write_checksum
-
     write_checksum(ckpt_dir / "last.ckpt")
     write_checksum(ckpt_dir / "best.ckpt")
+
+
+def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
+    """``train.max_steps: 0``: no training.  The starting weights (a fine-tuning run's
+    ``init_from``, else the initialisation) are saved as the run's checkpoints and measured on
+    the held-out splits, so the rest of the run (samples, evaluation, report) describes them:
+    the "before" of a fine-tuning run on the same data and split."""
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("fit")
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    _save_weights(model, ckpt_dir, {"train_time_s": 0.0, "trained": False})
+    metrics: dict[str, Any] = {
+        "model": type(model).__name__,
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "global_step": 0,
+        "epochs": 0,
+        "train_time_s": 0.0,
+        "checkpoint": str(ckpt_dir / f"{model.preferred_checkpoint}.ckpt"),
+    }
+    model.eval()
+    final = _held_out_metrics(model, datamodule, None)
+    metrics.update(final)
+    loggers = build_loggers(logger, run_dir, hyperparams)
+    for lg in loggers:
+        lg.log_hyperparams(dict(hyperparams or {}))
+        lg.log_metrics({f"final/{k}": v for k, v in final.items()}, step=0)
+    finish_loggers(loggers, run_dir, status="success")
+    return metrics
+
+
+def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
+    """Count-based models: ``model.fit(datamodule)``, then the same checkpoints and logs."""
+    if hasattr(datamodule, "setup"):
+        datamodule.setup("fit")
+    t0 = time.perf_counter()
+    model.fit(datamodule)
+    fit_time = time.perf_counter() - t0
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    _save_weights(model, ckpt_dir, {"train_time_s": fit_time, "counting": True})
     metrics: dict[str, Any] = {
         "model": type(model).__name__,
         "n_parameters": 0,
@@ -494,10 +534,11 @@ def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
             k for k in set(theirs.get("config", {})) | set(ours["config"])
             if theirs.get("config", {}).get(k) != ours["config"].get(k)
         )
+        other = f" with other {', '.join(diff)}" if diff and theirs.get("name") == ours["name"] else ""
         raise ConfigError(
-            f"init_from: the run {run_dir} used the tokenizer {theirs.get('name')!r} "
-            f"{'with other ' + ', '.join(diff) if diff and theirs.get('name') == ours['name'] else ''}; "
-            f"fine-tuning needs the same tokenizer (this experiment: {ours['name']!r}). Copy its tokenizer section."
+            f"init_from: the run {run_dir} used the tokenizer {theirs.get('name')!r}{other}; "
+            f"fine-tuning needs the same tokenizer (this experiment: {ours['name']!r}). Copy the "
+            f"tokenizer section of {run_dir / 'config.yaml'}."
         )
     which = model.preferred_checkpoint
     path = run_dir / CHECKPOINT_DIR / f"{which}.ckpt"

@@ -28,6 +28,8 @@ TINY = {
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],
     "musicvae_drums_2bar.yaml": ["train.batch_size=4", *TINY_VAE],
     "chords_musicvae.yaml": ["data.max_count=30", "train.batch_size=4", *TINY_VAE],
+    "beat_blender.yaml": ["train.batch_size=4", *TINY_VAE],
+    "finetune.yaml": ["train.batch_size=2", "train.seq_len=64", *TINY_LSTM],  # from scratch here; init_from: test_example_workflows.py
 }
 COMMON = [
     "train.max_steps=2",
