@@ -391,10 +391,15 @@ def _held_out_metrics(model: Any, datamodule: Any, device: Any) -> dict[str, flo
 
 
 def _save_weights(model: Any, ckpt_dir: Path, info: dict[str, Any]) -> None:
-    """``model``'s weights as checkpoints/last.ckpt and best.ckpt (+ .sha256), step 0."""
+    """``model``'s weights as checkpoints/last.ckpt and best.ckpt (+ .sha256), step 0; written
+    by rank 0 only when torchrun/srun started several processes."""
     import torch
 
+    from .distributed import is_rank_zero
     from .lightning import write_checksum
+
+    if not is_rank_zero():
+        return
 
     payload = {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
@@ -408,6 +413,12 @@ def _save_weights(model: Any, ckpt_dir: Path, info: dict[str, Any]) -> None:
     shutil.copyfile(ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt")
     write_checksum(ckpt_dir / "last.ckpt")
     write_checksum(ckpt_dir / "best.ckpt")
+
+
+def _rank_zero() -> bool:
+    from .distributed import is_rank_zero
+
+    return is_rank_zero()
 
 
 def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
@@ -430,7 +441,7 @@ def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_di
     model.eval()
     final = _held_out_metrics(model, datamodule, None)
     metrics.update(final)
-    loggers = build_loggers(logger, run_dir, hyperparams)
+    loggers = build_loggers(logger, run_dir, hyperparams) if _rank_zero() else []
     for lg in loggers:
         lg.log_hyperparams(dict(hyperparams or {}))
         lg.log_metrics({f"final/{k}": v for k, v in final.items()}, step=0)
@@ -457,7 +468,7 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
     }
     final = _held_out_metrics(model, datamodule, None)
     metrics.update(final)
-    loggers = build_loggers(logger, run_dir, hyperparams)
+    loggers = build_loggers(logger, run_dir, hyperparams) if _rank_zero() else []
     logged = {"train/fit_time_s": fit_time}
     for split in ("val", "test"):
         if f"{split}_nll" in final:

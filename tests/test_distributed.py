@@ -163,3 +163,19 @@ def test_a_strategy_lightning_refuses_is_a_config_error(tmp_path):
     train = train_section(OmegaConf.create({"accelerator": "cpu", "strategy": "fsdp", "devices": 2}))
     with pytest.raises(ConfigError, match=r"train.strategy=fsdp.*requires a GPU"):
         _trainer(train, None, tmp_path, [], [])
+
+
+def test_untrained_and_counting_weights_are_written_by_rank_zero_only(tmp_path, monkeypatch):
+    """max_steps=0 and counting models write their checkpoints outside Lightning: under
+    torchrun/srun only rank 0 may write them (the others would race on the same files)."""
+    import torch
+
+    from musicfw.core.training import _save_weights
+
+    model = torch.nn.Linear(2, 2)
+    monkeypatch.setenv("RANK", "1")
+    _save_weights(model, tmp_path, {"trained": False})
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setenv("RANK", "0")
+    _save_weights(model, tmp_path, {"trained": False})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "best.ckpt.sha256", "last.ckpt", "last.ckpt.sha256"]
