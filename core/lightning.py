@@ -252,12 +252,12 @@ class StepProgressBar(pl.callbacks.ProgressBar):
     def on_train_start(self, trainer, pl_module) -> None:
         if not self._enabled or not trainer.is_global_zero:
             return
-        from tqdm import tqdm
+        from .progress import tqdm_bar
 
         total = total_steps(trainer)
-        self._bar = tqdm(
-            total=total or None, initial=int(trainer.global_step), desc="      train", unit="step",
-            file=self.stream, dynamic_ncols=True, leave=True,
+        self._bar = tqdm_bar(
+            self.stream, total=total or None, initial=int(trainer.global_step), desc="      train", unit="step",
+            leave=True,
         )
 
     def _postfix(self, trainer: pl.Trainer) -> None:

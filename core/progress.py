@@ -8,6 +8,7 @@ Lightning's own progress-bar library, so this adds no dependency.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -19,6 +20,20 @@ def is_terminal(stream: Any) -> bool:
         return bool(isatty and isatty())
     except ValueError:  # a closed stream
         return False
+
+
+def tqdm_bar(stream: Any, **kwargs: Any) -> Any:
+    """A tqdm bar on ``stream`` that follows the terminal's width, or 100 columns where the
+    terminal reports none (a pseudo-terminal without a size: tqdm would draw an empty line)."""
+    from tqdm import tqdm
+
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return tqdm(file=stream, dynamic_ncols=True, **kwargs)
+    return tqdm(file=stream, ncols=100, nrows=40, **kwargs)  # tqdm hides bars below row "0"
 
 
 class Counter:
@@ -37,11 +52,7 @@ class Counter:
         self._next = 0
         self._bar = None
         if bar if bar is not None else is_terminal(self.stream):
-            from tqdm import tqdm
-
-            self._bar = tqdm(
-                total=self.total, desc=f"      {label}", unit=unit, file=self.stream, dynamic_ncols=True, leave=True
-            )
+            self._bar = tqdm_bar(self.stream, total=self.total, desc=f"      {label}", unit=unit, leave=True)
 
     def __enter__(self) -> "Counter":
         return self
