@@ -189,6 +189,8 @@ def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: l
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+    # a resumed run writes into its own checkpoints/ folder on purpose
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     log_every = int(logger_section(logger)["log_every_n_steps"])
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
