@@ -149,8 +149,8 @@ def test_training_uses_the_step_bar_on_a_terminal_and_lines_elsewhere(monkeypatc
 
 #: the quickstart's training cost: LSTM multiply-adds per training token x tokens per step x steps.
 #: Measured (README, "The examples"): the shipped budget, 1 x 256, 128-token windows of 16,
-#: 1,200 steps (9.7e11): the whole run takes 135 s of CPU with one torch thread, and the
-#: quickstart from a fresh clone, installs included, 190 s (under 5 minutes on the idle machine); the old default (2 x 256, 256-token windows, 1,000
+#: 1,200 steps (9.7e11): training took 125 s, and the quickstart from a fresh clone, installs
+#: included, 4 min 3 s wall (169 s of CPU) on the shared machine; the old default (2 x 256, 256-token windows, 1,000
 #: steps: 3.8e12) trained for 356 s and the quickstart took 8 min 11 s.
 QUICKSTART_BUDGET_MACS = 1.1e12
 
