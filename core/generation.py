@@ -443,12 +443,14 @@ def write_samples(
     soundfont: str | Path | None = None,
     stem: str = "sample",
     piano_roll: bool = True,
+    progress: Any = None,
 ) -> list[Path]:
     """Write ``<stem>_000.mid`` (+ ``.png`` piano roll, + ``.wav`` when a General MIDI
     soundfont is found) per sample into ``out_dir``; returns the paths written.
 
     Existing samples are never overwritten: numbering continues after the highest index
-    already in the folder.  ``result`` may also be a list of Scores.
+    already in the folder.  ``result`` may also be a list of Scores.  ``progress``: optional
+    callable ``progress(done, total)`` after each sample.
     """
     from .render import AudioRenderer, piano_roll_png
 
@@ -470,5 +472,7 @@ def write_samples(
             wav = renderer.render(score, base.with_suffix(".wav"))
             if wav is not None:
                 written.append(wav)
+        if progress is not None:
+            progress(i + 1, len(scores))
     return written
 

@@ -164,7 +164,18 @@ def write_checksum(path: Path) -> Path:
 
 
 class BestCheckpoint(pl.callbacks.ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with the checksum written next to what it saves."""
+    """Lightning's ModelCheckpoint, with the checksum written next to what it saves.
+
+    Before the first validation there is no ``val/nll`` to rank by: a run that stops earlier
+    (``train.max_steps`` shorter than an epoch) saves nothing here, silently, instead of
+    Lightning's "could not find the monitored key" warning; ``fit`` then copies last.ckpt to
+    best.ckpt (the last weights are the best known)."""
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            if not trainer.fit_loop.epoch_loop.val_loop._has_run:
+                return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
@@ -202,6 +213,81 @@ class LastCheckpoint(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._save(trainer)
 
+def total_steps(trainer: pl.Trainer) -> int:
+    """The optimizer steps this fit will take (0 when unknown)."""
+    if trainer.max_steps and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    per_epoch = trainer.num_training_batches
+    if isinstance(per_epoch, (int, float)) and per_epoch != float("inf") and trainer.max_epochs:
+        accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
+        return int(per_epoch // accumulate * trainer.max_epochs)
+    return 0
+
+
+class StepProgressBar(pl.callbacks.ProgressBar):
+    """A tqdm bar over *all* optimizer steps of the run, on a terminal: steps done / total,
+    rate and ETA, with the training loss and the latest validation NLL (and the step it was
+    measured at).  Lightning's own TQDM bar restarts every epoch, so its ETA is the epoch's;
+    a run stopped by ``train.max_steps`` needs the run's."""
+
+    def __init__(self, stream: Any = None):
+        super().__init__()
+        self.stream = stream or sys.stderr
+        self._enabled = True
+        self._bar: Any = None
+        self._val: tuple[int, float] | None = None
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self._bar is not None:
+            self._bar.write(" ".join(str(a) for a in args), file=self.stream)
+        else:
+            print(*args, **kwargs)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        from .progress import tqdm_bar
+
+        total = total_steps(trainer)
+        self._bar = tqdm_bar(
+            self.stream, total=total or None, initial=int(trainer.global_step), desc="      train", unit="step",
+            leave=True,
+        )
+
+    def _postfix(self, trainer: pl.Trainer) -> None:
+        metrics = trainer.callback_metrics
+        shown = {}
+        if "train/loss" in metrics:
+            shown["loss"] = f"{float(metrics['train/loss']):.3f}"
+        if self._val is not None:
+            shown["val/nll"] = f"{self._val[1]:.3f} (step {self._val[0]})"
+        self._bar.set_postfix(shown, refresh=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._bar is None:
+            return
+        self._postfix(trainer)
+        self._bar.update(int(trainer.global_step) - self._bar.n)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._bar is None or trainer.sanity_checking or "val/nll" not in trainer.callback_metrics:
+            return
+        self._val = (int(trainer.global_step), float(trainer.callback_metrics["val/nll"]))
+        self._postfix(trainer)
+        self._bar.refresh()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class ProgressLines(pl.Callback):
     """One line per ~10% of training on stderr, where no progress bar can be drawn (a log
     file, CI): ``train step 300/1000  loss 1.234  val/nll 1.301  41 s``."""
@@ -211,12 +297,7 @@ class ProgressLines(pl.Callback):
         self._next = 0
 
     def _total(self, trainer: pl.Trainer) -> int:
-        if trainer.max_steps and trainer.max_steps > 0:
-            return int(trainer.max_steps)
-        per_epoch = trainer.num_training_batches
-        if isinstance(per_epoch, (int, float)) and per_epoch != float("inf") and trainer.max_epochs:
-            return int(per_epoch * trainer.max_epochs)
-        return 0
+        return total_steps(trainer)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._t0 = time.perf_counter()

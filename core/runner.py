@@ -204,7 +204,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     max_tokens, budget_how = token_budget(gen.max_tokens, gen.max_bars, gen.max_seconds, load_rates(run.path))
     from .describe import describe
 
-    with progress.stage("generate", f"{gen.n} samples with {describe(sampler)}"):
+    from .progress import Counter
+
+    with progress.stage("generate", f"{gen.n} samples with {describe(sampler)}"), \
+            Counter("generate", gen.n, stream=progress.stream) as generating:
         generated = generate(
             model,
             tokenizer,
@@ -218,10 +221,14 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             constraints=gen.constraints,
             seed=int(config.seed),
             chords=chords_setting(gen.chords),
+            progress=generating,
         )
-        result.samples = write_samples(
-            generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont
-        )
+        generating.close()
+        with Counter("render (MIDI, PNG" + (", WAV)" if gen.render_audio else ")"), gen.n,
+                     stream=progress.stream) as writing:
+            result.samples = write_samples(
+                generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont, progress=writing
+            )
         _record_generation(run.samples, progress, generated, gen, int(config.seed), max_tokens, budget_how)
         _log_samples(run.path, config.logger, result.samples)
 

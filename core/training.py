@@ -197,6 +197,8 @@ def _trainer(train: Any, logger: Any, run_dir: Path, loggers: list, callbacks: l
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval")
+    # a resumed run writes into its own checkpoints/ folder on purpose
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     log_every = int(logger_section(logger)["log_every_n_steps"])
     with _hardware_errors(train):
         return _new_trainer(pl, train, run_dir, loggers, callbacks, log_every)
@@ -286,7 +288,10 @@ def _fit_lightning(
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping
 
-    from .lightning import BestCheckpoint, LastCheckpoint, MusicLightningModule, ProgressLines, write_checksum
+    from .lightning import (
+        BestCheckpoint, LastCheckpoint, MusicLightningModule, ProgressLines, StepProgressBar, write_checksum,
+    )
+
     ckpt_dir = run_dir / CHECKPOINT_DIR
     last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
     callbacks: list = [
@@ -301,8 +306,9 @@ def _fit_lightning(
         ),
         LastCheckpoint(last, int(train.checkpoint_every_n_steps)),
     ]
-    if not sys.stderr.isatty():  # no progress bar: print a line every ~10% instead
-        callbacks.append(ProgressLines())
+    # a terminal gets one bar over all the run's steps (with ETA); elsewhere (a log file,
+    # CI) no bar can be drawn: a line every ~10% of the steps instead
+    callbacks.append(StepProgressBar() if sys.stderr.isatty() else ProgressLines())
     if int(train.early_stopping_patience) > 0:
         callbacks.append(EarlyStopping(monitor="val/nll", mode="min", patience=int(train.early_stopping_patience)))
     loggers = build_loggers(logger, run_dir, hyperparams, resume=resume)

@@ -208,13 +208,15 @@ def main(args: argparse.Namespace) -> int:
         load_rates(run.path) if args.model is None else load_rates(Path(args.model)),
     )
     out = Path(args.out) if args.out else next_output_dir(samples_dir)
-    result = generate(model, tokenizer, sampler, device=args.device, **settings)
-    paths = write_samples(
-        result,
-        out,
-        render_audio=not args.no_audio and bool(gen.render_audio),
-        soundfont=args.soundfont or gen.soundfont,
-    )
+    from ..progress import Counter
+
+    audio = not args.no_audio and bool(gen.render_audio)
+    with Counter("generate", settings["n"]) as generating:
+        result = generate(model, tokenizer, sampler, device=args.device, progress=generating, **settings)
+    with Counter("render (MIDI, PNG" + (", WAV)" if audio else ")"), len(result)) as writing:
+        paths = write_samples(
+            result, out, render_audio=audio, soundfont=args.soundfont or gen.soundfont, progress=writing
+        )
     record = {
         "run": source,
         "checkpoint": args.checkpoint,
