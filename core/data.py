@@ -161,25 +161,26 @@ class TokenStore:
 
     @staticmethod
     def _build(folder: Path, key: str, pieces: Sequence[Piece], tokenizer: Any, progress: bool) -> None:
-        from tqdm import tqdm
+        from .progress import Counter
 
         kind = tokenizer.kind
         vocab_size = int(tokenizer.vocab_size)
         arrays, ids, failed = [], [], []
         coverage: dict[str, Any] = {"notes": 0, "dropped": 0, "reasons": {}}
-        for piece in tqdm(
-            sorted(pieces, key=lambda p: p.id),
-            desc=f"tokenizing with {tokenizer.name}",
-            unit="piece",
-            file=sys.stderr,
-            disable=not progress or len(pieces) < 200,
-        ):
+        # a bar on a terminal, a line at about every 10% in a log file (no carriage returns)
+        counter = Counter(f"tokenizing with {tokenizer.name}", len(pieces), unit="piece", stream=sys.stderr) \
+            if progress and len(pieces) >= 200 else None
+        for done, piece in enumerate(sorted(pieces, key=lambda p: p.id), 1):
             arr, reason = encode_piece(tokenizer, piece, kind, vocab_size, coverage)
+            if counter is not None:
+                counter.update(done)
             if arr is None:
                 failed.append((piece.id, reason or "tokenizer failed"))
                 continue
             arrays.append(arr)
             ids.append(piece.id)
+        if counter is not None:
+            counter.close()
         if not arrays:
             detail = "; ".join(f"{i}: {r}" for i, r in failed[:3])
             raise DataError(f"The tokenizer could not encode any of the {len(pieces)} pieces: {detail}.")

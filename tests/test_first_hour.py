@@ -166,3 +166,15 @@ def test_quickstart_stays_within_its_measured_budget():
         f"examples/quickstart.yaml now trains {macs:.3g} LSTM multiply-adds (budget "
         f"{QUICKSTART_BUDGET_MACS:.3g}): measure the quickstart again (README) before raising it"
     )
+
+
+def test_tokenizing_progress_in_a_log_file_is_lines_not_carriage_returns(tmp_path, capsys):
+    """Not a terminal (a log file, CI): the token cache's progress is a few plain lines."""
+    import musicfw
+    from musicfw.core.data import MusicDataModule
+
+    dataset = musicfw.build_dataset("bach_chorales", max_count=220, cache_dir=str(tmp_path))
+    MusicDataModule(dataset, musicfw.build_tokenizer("remi"), cache_dir=str(tmp_path), progress=True).prepare()
+    err = capsys.readouterr().err
+    assert "tokenizing with remi 220/220 pieces" in err, err
+    assert "\r" not in err
