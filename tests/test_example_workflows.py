@@ -142,3 +142,15 @@ def test_beat_blender_example_trains_then_blends_the_shipped_corners(tmp_path, c
     assert page.count('class="cell') == 25
     for path in CORNERS:
         assert path.name in page  # each corner is labelled with its file
+
+
+def test_finetune_example_keeps_the_quickstart_model_and_tokenizer():
+    """`init_from` needs the base run's tokenizer and model: the documented two steps work only
+    while examples/finetune.yaml repeats examples/quickstart.yaml's sections (the tiny tests
+    above override both, so they would not notice a drift)."""
+    from omegaconf import OmegaConf
+
+    quick = OmegaConf.load(REPO / "examples" / "quickstart.yaml")
+    fine = OmegaConf.load(REPO / "examples" / "finetune.yaml")
+    for section in ("tokenizer", "model"):
+        assert OmegaConf.to_container(fine[section]) == OmegaConf.to_container(quick[section]), section
