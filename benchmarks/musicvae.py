@@ -32,11 +32,9 @@ same numbers to every digit: two runs of ``--part 2bar --max-steps 200 --max-win
 printed identical accuracies, ELBO and KL (teacher-forced 0.6285416666666667, sampled 0.62625,
 greedy 0.62875; tests/test_musicvae_benchmark.py checks it at a tiny size).  Each row records
 the seed, the sha256 of each split's tokens (``data_sha256``) and the versions (``environment``):
-the README's 0.954 / 0.931 was measured at commit a8538b1, before the folk tunes shipped
-converted and with symusic 0.5 (now 0.6, which reads the MIDI); a later head gave 0.934 / 0.877
-for the same seed.  A different data stream or library version gives a different trajectory,
-as a different seed does; those numbers were not recorded then, so which change moved them
-cannot be told now.
+the README's row (0.955 / 0.927 / 0.934 at 4,000 steps, seed 0, commit 807c190) names them.
+Earlier heads gave 0.954 / 0.931 (commit a8538b1, symusic 0.5, folk tunes converted at run
+time) and 0.934 / 0.877; those runs recorded neither, so what moved them cannot be told now.
 
 Usage::
 
