@@ -301,8 +301,18 @@ class MusicDataset(abc.ABC):
 
     def read_source(self, path: str, name: str) -> tuple[list[Piece], list[tuple[str, str]]]:
         """The pieces of one source file and the skipped ones with reasons (called in worker
-        processes; the pieces are the ones :meth:`collect` gives for that file)."""
-        raise NotImplementedError(f"{type(self).__name__} does not read single files")
+        processes; the pieces are the ones :meth:`collect` gives for that file).
+
+        The default reads the file as one MIDI piece named ``name`` through the one loader
+        (:func:`musicfw.core.midiload.load_score`: limits checked, bad files skipped with their
+        reason); a dataset whose files hold several pieces, or other formats, overrides it."""
+        from .midiload import load_score
+
+        min_notes = max(int(getattr(self.config, "min_notes", 1) or 1), 1)
+        score, reason = load_score(path, min_notes=min_notes)
+        if reason is not None:
+            return [], [(str(path), reason)]
+        return [Piece(id=name, score=score, source=str(path), title=Path(path).stem)], []
 
     def identity(self) -> dict[str, Any]:
         """The dataset's name and the config fields that decide its content."""

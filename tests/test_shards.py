@@ -358,3 +358,26 @@ def test_multihot_frames_round_trip_through_the_shards(tmp_path):
     for x, y in zip(epoch_batches(b, 1), epoch_batches(a, 1)):
         assert x["tokens"].dtype == torch.float32 and x["tokens"].ndim == 3
         assert torch.equal(x["tokens"], y["tokens"]) and torch.equal(x["mask"], y["mask"])
+
+
+def test_the_default_read_source_reads_one_midi_piece_through_the_one_loader(tmp_path):
+    """A dataset of plain MIDI files needs only `sources()`: the default `read_source` reads
+    each file as one piece, and skips a broken one with the loader's reason."""
+    from musicfw.core.dataset import MusicDataset, SplitConfig
+
+    class Listed(MusicDataset):
+        name = "listed"
+        Config = SplitConfig
+
+        def collect(self, progress=True):  # pragma: no cover - not used here
+            raise AssertionError
+
+    good = sorted((TEST_MIDI / "one_track").glob("*.mid"))[0]
+    bad = tmp_path / "broken.mid"
+    bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01")
+    ds = Listed()
+    pieces, skipped = ds.read_source(str(good), "a/good.mid")
+    assert [(p.id, p.group, p.source) for p in pieces] == [("a/good.mid", "a/good.mid", str(good))]
+    assert pieces[0].score.note_num() > 0 and not skipped
+    pieces, skipped = ds.read_source(str(bad), "broken.mid")
+    assert pieces == [] and skipped[0][0] == str(bad) and skipped[0][1]
