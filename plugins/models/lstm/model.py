@@ -20,13 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from musicfw.core.model import Model
 
+from .._lm import TokenInputs, token_loss
 
-class LSTMModel(Model, nn.Module):
+
+class LSTMModel(TokenInputs, Model, nn.Module):
 
     def __init__(
         self,
@@ -49,12 +50,7 @@ class LSTMModel(Model, nn.Module):
         self.token_kind = token_kind
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        if token_kind == "categorical":
-            # row V is the start input
-            self.embed = nn.Embedding(self.vocab_size + 1, embed_dim)
-        else:
-            self.embed = nn.Linear(self.vocab_size, embed_dim)
-            self.start = nn.Parameter(torch.zeros(embed_dim))
+        self.init_inputs(embed_dim)
         self.input_dropout = nn.Dropout(input_dropout)
         self.lstm = nn.LSTM(
             embed_dim,
@@ -74,25 +70,10 @@ class LSTMModel(Model, nn.Module):
 
             self.head = build_head(head, hidden_size, self.vocab_size, nade_hidden, ar_hidden, ar_layers)
 
-    # -- inputs ----------------------------------------------------------------------------
-    def _start(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        if self.token_kind == "categorical":
-            ids = torch.full((batch_size,), self.vocab_size, dtype=torch.long, device=device)
-            return self.embed(ids)
-        return self.start.expand(batch_size, -1)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.token_kind == "categorical":
-            return self.embed(x.long().clamp(min=0))  # padding ids (if negative) are never scored
-        return self.embed(x.to(self.embed.weight.dtype))
-
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced LSTM outputs ``[B, T, H]`` (after the output dropout): the state
         that predicts each position."""
-        B, T = tokens.shape[0], tokens.shape[1]
-        start = self._start(B, tokens.device).unsqueeze(1)
-        inputs = torch.cat([start, self._embed(tokens[:, : T - 1])], dim=1) if T > 1 else start
-        out, _ = self.lstm(self.input_dropout(inputs))
+        out, _ = self.lstm(self.input_dropout(self._inputs(tokens)))
         return self.output_dropout(out)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -113,26 +94,7 @@ class LSTMModel(Model, nn.Module):
             nll_sum = -self.head.log_prob(feats[mask], tokens[mask]).sum()
             n = mask.sum()
             return {"loss": nll_sum / n.clamp(min=1), "nll_sum": nll_sum.detach(), "n_targets": n}
-        logits = self(tokens)
-        if self.token_kind == "categorical":
-            nll = F.cross_entropy(
-                logits.float().reshape(-1, self.vocab_size),
-                tokens.long().masked_fill(~mask, 0).reshape(-1),
-                reduction="none",
-            ).view(mask.shape)
-        else:
-            nll = F.binary_cross_entropy_with_logits(
-                logits.float(), tokens.float(), reduction="none"
-            ).sum(-1)
-        nll = nll * mask
-        n = mask.sum()
-        nll_sum = nll.sum()
-        out = {"loss": nll_sum / n.clamp(min=1), "nll_sum": nll_sum.detach(), "n_targets": n}
-        if self.token_kind == "categorical":
-            with torch.no_grad():
-                correct = (logits.argmax(-1) == tokens) & mask
-                out["accuracy"] = correct.sum().float() / n.clamp(min=1)
-        return out
+        return token_loss(self(tokens), tokens, mask, self.token_kind)
 
     def init_state(self, batch_size: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         if device is None:

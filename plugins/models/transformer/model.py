@@ -61,6 +61,8 @@ from torch import nn
 from musicfw.core.errors import ConfigError
 from musicfw.core.model import Model
 
+from .._lm import TokenInputs, token_loss
+
 NEG_INF = float("-inf")
 
 
@@ -246,7 +248,7 @@ class Block(nn.Module):
 # --------------------------------------------------------------------------------------
 
 
-class TransformerModel(Model, nn.Module):
+class TransformerModel(TokenInputs, Model, nn.Module):
 
     def __init__(
         self,
@@ -273,11 +275,7 @@ class TransformerModel(Model, nn.Module):
         self.head_dim = d_model // num_heads
         self.max_context = int(max_context)
         self.position = position
-        if token_kind == "categorical":
-            self.embed = nn.Embedding(self.vocab_size + 1, d_model)  # row V is the start input
-        else:
-            self.embed = nn.Linear(self.vocab_size, d_model)
-            self.start = nn.Parameter(torch.zeros(d_model))
+        self.init_inputs(d_model)
         if position == "absolute":
             self.pos_embed = nn.Embedding(self.max_context, d_model)
         self.rotary = Rotary(self.head_dim) if position == "rope" else None
@@ -298,23 +296,6 @@ class TransformerModel(Model, nn.Module):
             nn.init.normal_(m.weight, std=0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
-
-    # -- inputs ----------------------------------------------------------------------------
-    def _start(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        if self.token_kind == "categorical":
-            ids = torch.full((batch_size,), self.vocab_size, dtype=torch.long, device=device)
-            return self.embed(ids)
-        return self.start.expand(batch_size, -1)
-
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.token_kind == "categorical":
-            return self.embed(x.long().clamp(min=0))  # padding ids (if negative) are never scored
-        return self.embed(x.to(self.embed.weight.dtype))
-
-    def _inputs(self, tokens: torch.Tensor) -> torch.Tensor:
-        B, T = tokens.shape[0], tokens.shape[1]
-        start = self._start(B, tokens.device).unsqueeze(1)
-        return torch.cat([start, self._embed(tokens[:, : T - 1])], dim=1) if T > 1 else start
 
     # -- full passes -----------------------------------------------------------------------
     def _run(self, h: torch.Tensor, collect: bool = False) -> tuple[torch.Tensor, list]:
@@ -362,24 +343,7 @@ class TransformerModel(Model, nn.Module):
                 f"train.seq_len: training windows of {tokens.shape[1]} tokens are longer than "
                 f"model.max_context ({self.max_context}); set train.seq_len <= model.max_context."
             )
-        logits = self(tokens)
-        if self.token_kind == "categorical":
-            nll = F.cross_entropy(
-                logits.float().reshape(-1, self.vocab_size),
-                tokens.long().masked_fill(~mask, 0).reshape(-1),
-                reduction="none",
-            ).view(mask.shape)
-        else:
-            nll = F.binary_cross_entropy_with_logits(logits.float(), tokens.float(), reduction="none").sum(-1)
-        nll = nll * mask
-        n = mask.sum()
-        nll_sum = nll.sum()
-        out = {"loss": nll_sum / n.clamp(min=1), "nll_sum": nll_sum.detach(), "n_targets": n}
-        if self.token_kind == "categorical":
-            with torch.no_grad():
-                correct = (logits.argmax(-1) == tokens) & mask
-                out["accuracy"] = correct.sum().float() / n.clamp(min=1)
-        return out
+        return token_loss(self(tokens), tokens, mask, self.token_kind)
 
     def configure_optimizers(self, train: Any, total_steps: int | None) -> Any:
         """AdamW with weight decay on matrices only (``decay_groups``: linear and embedding
