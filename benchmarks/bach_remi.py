@@ -94,7 +94,7 @@ def step_seconds(model, dm, config, n: int = 12) -> float:
 
 
 def curve(run: Path) -> list[tuple[int, float]]:
-    from musicfw.core.loggers import read_history
+    from musicfw.engine.loggers import read_history
 
     return [(int(r["step"]), float(r["val/nll"])) for r in read_history(run) if "val/nll" in r]
 
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_fabric.utilities.seed import seed_everything
 
     from musicfw.core.build import build_from_section
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.training import evaluate_nll, fit
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.training import evaluate_nll, fit
 
     import torch
 

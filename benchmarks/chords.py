@@ -151,7 +151,7 @@ def _progressions(datamodule, tokenizer, bars: int, per_beat: bool = False) -> l
     """(piece id, first ``bars`` bars' chords) of the test chorales as the recogniser reads
     them: the chord sounding at each bar's first beat, or (``per_beat``) at each of its beats
     (quarters); bars with an N.C. are skipped."""
-    from musicfw.core.notes import piece_notes
+    from musicfw.music.notes import piece_notes
     from musicfw.plugins.tokenizers.chords import NO_CHORD
 
     out = []
@@ -179,12 +179,12 @@ def tone(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from musicfw.core.data import MusicDataModule
-    from musicfw.core.generation import build_sampler_chain, generate
+    from musicfw.engine.data import MusicDataModule
+    from musicfw.engine.generation import build_sampler_chain, generate
     from musicfw.core.plugins import load_registries
-    from musicfw.core.rundir import load_run_config
+    from musicfw.engine.rundir import load_run_config
     from musicfw.core.build import build_from_section
-    from musicfw.core.training import load_model
+    from musicfw.engine.training import load_model
     from musicfw.plugins.metrics.chords import chord_track_of_progression, ratios_of
     from musicfw.plugins.tokenizers.chords import format_progression
 

@@ -144,7 +144,7 @@ def _peak() -> dict[str, float]:
 
 def _musicfw(corpus: Path, n: int, workers: int, cache: Path, fmt: str) -> dict:
     from musicfw.core.build import build
-    from musicfw.core.data import MusicDataModule
+    from musicfw.engine.data import MusicDataModule
 
     dataset = build("datasets", "midi_folder", path=str(corpus), max_files=n, format=fmt, num_workers=workers)
     tokenizer = build("tokenizer", "remi")
@@ -207,7 +207,7 @@ def _stream(corpus: Path, n: int, cache: Path, batches: int) -> dict:
     import torch
 
     from musicfw.core.build import build
-    from musicfw.core.data import MusicDataModule
+    from musicfw.engine.data import MusicDataModule
 
     torch.set_num_threads(1)
     dataset = build("datasets", "midi_folder", path=str(corpus), max_files=n, format="shards")

@@ -52,7 +52,7 @@ def run(args, out: Path, devices: int) -> dict:
         overrides.append("train.strategy=ddp")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "musicfw.core.cli", "run", args.experiment, *overrides],
+        [sys.executable, "-m", "musicfw.cli", "run", args.experiment, *overrides],
         cwd=REPO, env=env, capture_output=True, text=True,
     )
     if result.returncode != 0:

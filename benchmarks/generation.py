@@ -7,7 +7,7 @@ random weights (speed does not depend on the weights) over the REMI vocabulary; 
 use the same sampler chain (temperature then top_p) and the same REMI constraints, so the
 only difference is how the next logits are computed:
 
-* incremental: ``musicfw.core.generation.generate`` -> ``model.step(x, state)``, one token;
+* incremental: ``musicfw.engine.generation.generate`` -> ``model.step(x, state)``, one token;
 * naive: ``model(prefix)`` over the whole prefix generated so far, last position's logits
   (what a model without a recurrent state must do).
 
@@ -41,7 +41,7 @@ def build(args, which: str = "lstm"):
     import torch
 
     import musicfw
-    from musicfw.core.generation import build_sampler_chain
+    from musicfw.engine.generation import build_sampler_chain
 
     torch.manual_seed(0)
     tokenizer = musicfw.build_tokenizer("remi")
@@ -76,7 +76,7 @@ def full_prefix_seconds(model, batch: int, position: int, micro: int = 8, repeat
 
 
 def incremental(model, tokenizer, sampler, batch: int, tokens: int) -> float:
-    from musicfw.core.generation import generate
+    from musicfw.engine.generation import generate
 
     t0 = time.perf_counter()
     result = generate(model, tokenizer, sampler, n=batch, batch_size=batch, max_tokens=tokens, seed=0, cpu_threads=None)
@@ -128,7 +128,7 @@ class Timed:
 
 
 def per_position(model, tokenizer, sampler, batch: int, positions=(10, 1000), window: int = 40) -> dict[int, float]:
-    from musicfw.core.generation import generate
+    from musicfw.engine.generation import generate
 
     timed = Timed(model)
     last = max(positions) + window
@@ -217,7 +217,7 @@ def dropped_tokens(args, n: int = 32, max_tokens: int = 512) -> None:
     import symusic
 
     import musicfw
-    from musicfw.core.generation import build_sampler_chain, generate
+    from musicfw.engine.generation import build_sampler_chain, generate
 
     corpus = Path(__file__).resolve().parents[1] / "tests" / "data" / "midi" / "one_track"
     files = sorted(corpus.glob("*.mid"))

@@ -76,8 +76,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import musicfw
-    from musicfw.core.limits import check_piece
-    from musicfw.core.midiload import load_score
+    from musicfw.music.limits import check_piece
+    from musicfw.music.midiload import load_score
     from musicfw.plugins.metrics.notes import piece_notes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
@@ -111,7 +111,7 @@ def main() -> None:
     t_encode = best(lambda: [tok.encode(s) for s in scores], args.repeat)
     print(f"check_piece: {t_check * 1e3:.2f} ms for all files ({t_check / t_encode:.1%} of a pianoroll encode of them)")
 
-    from musicfw.core.midiload import parse_score
+    from musicfw.music.midiload import parse_score
 
     import importlib.util
     import sys

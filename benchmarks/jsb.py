@@ -109,7 +109,7 @@ def bernoulli_baseline(frames) -> tuple[float, float]:
 
 
 def markov_baseline(frames, order: int) -> tuple[float, float, float]:
-    from musicfw.core.training import evaluate_nll
+    from musicfw.engine.training import evaluate_nll
     from musicfw.plugins.models.markov.model import MarkovModel
 
     t0 = time.perf_counter()
@@ -125,9 +125,9 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
     import torch
 
     import musicfw
-    from musicfw.core.config import plugin_params
+    from musicfw.engine.config import plugin_params
     from lightning_fabric.utilities.seed import seed_everything
-    from musicfw.core.training import fit
+    from musicfw.engine.training import fit
 
     seed_everything(int(config.seed))
     tokenizer = musicfw.build_tokenizer("pianoroll", **plugin_params(config.tokenizer))

@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import musicfw
-    from musicfw.core.evaluation import piece_features
-    from musicfw.core.notes import piece_notes
-    from musicfw.core.setcompare import compare_sets, stack_features
+    from musicfw.engine.evaluation import piece_features
+    from musicfw.music.notes import piece_notes
+    from musicfw.music.setcompare import compare_sets, stack_features
 
     pieces, load_s = load_chorales(args.pieces or None)
     n_notes = sum(s.note_num() for _, s in pieces)

@@ -1,7 +1,7 @@
 """MusicVAE held-out metrics, reported like Table 1 of Roberts et al. (2018).
 
 Trains MusicVAE through musicfw's own pipeline (the example YAML -> build_datamodule -> the
-shared LightningModule via ``musicfw.core.training.fit``) and then measures, on every
+shared LightningModule via ``musicfw.engine.training.fit``) and then measures, on every
 bar-aligned window of the *test* split (windows with at least one note-on, deduplicated):
 
 * teacher-forced accuracy: argmax of each 16th-note step given the true previous steps;
@@ -105,9 +105,9 @@ def train_and_evaluate(yaml: Path, overrides: list[str], out: Path, label: str, 
     from omegaconf import OmegaConf
 
     from musicfw.core.build import build_from_section
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.rundir import RunFolder
-    from musicfw.core.training import fit, load_checkpoint
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import RunFolder
+    from musicfw.engine.training import fit, load_checkpoint
     from musicfw.plugins.models.musicvae.tools import reconstruction_metrics
 
     config = musicfw.load_config(yaml, [f"output_dir={out}", *overrides])
@@ -188,8 +188,8 @@ def chord_tone_eval(
     import numpy as np
     import torch
 
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.rundir import load_run_config
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import load_run_config
     from musicfw.plugins.models.musicvae.commands import load_vae_run
     from musicfw.plugins.models.musicvae.tools import heldout_windows, melody_part, min_onset_id
     from musicfw.plugins.tokenizers.melody_chords import NO_CHORD, chord_tone_ratio

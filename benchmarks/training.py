@@ -65,7 +65,7 @@ def run_lightning(args, batches) -> float:
     import torch
     from omegaconf import OmegaConf
 
-    from musicfw.core.training import fit
+    from musicfw.engine.training import fit
 
     class Data(pl.LightningDataModule):
         def train_dataloader(self):

@@ -1,7 +1,7 @@
 """Building plugins from names and parameters, with the same validation as YAML.
 
 The registries are always passed in (the CLI and the runner build them once per invocation;
-:mod:`musicfw.core.api` caches one set for Python users).  ``registries=None`` loads a fresh
+:mod:`musicfw.api` caches one set for Python users).  ``registries=None`` loads a fresh
 set with :func:`musicfw.core.plugins.load_registries`.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate_plugin_section
-from .errors import ConfigError
-from .plugins import Registries, load_registries
-from .registry import normalize_kind
+from musicfw.core.params import validate_plugin_section
+from musicfw.core.errors import ConfigError
+from musicfw.core.plugins import Registries, load_registries
+from musicfw.core.registry import normalize_kind
 
 
 def _registries(registries: Registries | None) -> Registries:
@@ -68,7 +68,7 @@ def _construct(kind: str, name: str, plugin_cls: type, config: Any, context: dic
             raise
         raise ConfigError(f"Invalid {kind.rstrip('s')} {name!r} parameters: {message}.") from None
     if kind == "models":
-        from .model import check_model
+        from musicfw.core.model import check_model
 
         check_model(built, where=f"model {name!r}")
     return built
@@ -86,7 +86,7 @@ def section_params(section: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _validated_config(plugin_cls: type, section: Any) -> Any:
-    """The plugin's Config from a section that :func:`musicfw.core.config.load_config` already
+    """The plugin's Config from a section that :func:`musicfw.engine.config.load_config` already
     validated (its node type is the plugin's section class), or None for a raw section."""
     import dataclasses
 

@@ -19,7 +19,7 @@ A command is a class with a ``name`` (the verb), a one-line ``help``, ``add_argu
     def musicfw_register_commands(commands):
         commands.add(Hello)
 
-``context`` is a :class:`musicfw.core.cli.CommandContext`: the registries of this invocation
+``context`` is a :class:`musicfw.cli.CommandContext`: the registries of this invocation
 (build plugins with ``context.build(kind, name, **params)``).  A :class:`~musicfw.core.errors.UserError`
 raised by ``run`` is printed as one paragraph with exit code 2, like core's own commands.
 Imports inside ``run`` keep ``musicfw --help`` fast.  Core's own verbs (run, plugins, data,
@@ -32,7 +32,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
-from .errors import PluginError
+from musicfw.core.errors import PluginError
 
 
 class Command:
@@ -48,7 +48,7 @@ class Command:
         """Declare the verb's options and arguments."""
 
     def run(self, args: argparse.Namespace, context: Any) -> int:  # pragma: no cover
-        """Do the work; ``context`` is a :class:`musicfw.core.cli.CommandContext`.  Returns the
+        """Do the work; ``context`` is a :class:`musicfw.cli.CommandContext`.  Returns the
         exit code."""
         raise TypeError(f"command {self.name!r} does not implement run(args, context)")
 

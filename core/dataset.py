@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Optional
 
-from .errors import ConfigError, DataError
+from musicfw.core.errors import ConfigError, DataError
 
 log = logging.getLogger("musicfw.data")
 
@@ -166,19 +166,6 @@ class SplitConfig:
 
 
 # --------------------------------------------------------------------------------------
-# robust MIDI reading
-# --------------------------------------------------------------------------------------
-
-
-# One reader for every MIDI file musicfw opens (datasets, evaluate, prompts): the structure
-# checks, symusic, then the limits of musicfw.core.limits.  Re-exported under the names the
-# dataset plugins use.
-from .midiload import check_midi_bytes  # noqa: E402,F401
-from .midiload import load_score as read_midi  # noqa: E402,F401
-from .midiload import parse_score as parse_midi  # noqa: E402,F401
-
-
-# --------------------------------------------------------------------------------------
 # loaded data: pieces with splits, skipped files, summary
 # --------------------------------------------------------------------------------------
 
@@ -292,27 +279,22 @@ class MusicDataset(abc.ABC):
         split_seed = int(seed if split_seed is None else split_seed)
         return assign_splits(groups, split_seed, cfg.train_fraction, cfg.valid_fraction)
 
-    # -- optional: file-by-file reading (parallel, sharded preparation: core/shards.py) --------
+    # -- optional: file-by-file reading (parallel, sharded preparation: musicfw/engine/shards.py) --------
     def sources(self) -> list[tuple[str, str]] | None:
         """The input files as ``(path, name)`` pairs sorted by name (``name``: stable, relative
         to the dataset root), for datasets that :meth:`read_source` can read one file at a
         time; ``None`` (the default) when the dataset is only read whole by :meth:`collect`."""
         return None
 
-    def read_source(self, path: str, name: str) -> tuple[list[Piece], list[tuple[str, str]]]:
+    def read_source(self, path: str, name: str) -> tuple[list[Piece], list[tuple[str, str]]] | None:
         """The pieces of one source file and the skipped ones with reasons (called in worker
         processes; the pieces are the ones :meth:`collect` gives for that file).
 
-        The default reads the file as one MIDI piece named ``name`` through the one loader
-        (:func:`musicfw.core.midiload.load_score`: limits checked, bad files skipped with their
-        reason); a dataset whose files hold several pieces, or other formats, overrides it."""
-        from .midiload import load_score
-
-        min_notes = max(int(getattr(self.config, "min_notes", 1) or 1), 1)
-        score, reason = load_score(path, min_notes=min_notes)
-        if reason is not None:
-            return [], [(str(path), reason)]
-        return [Piece(id=name, score=score, source=str(path), title=Path(path).stem)], []
+        ``None`` (the default) means: the file is one MIDI piece named ``name``, and the engine
+        reads it through the one loader (:func:`musicfw.music.midiload.read_midi_source`:
+        limits checked, bad files skipped with their reason).  A dataset whose files hold
+        several pieces, or other formats, overrides it."""
+        return None
 
     def identity(self) -> dict[str, Any]:
         """The dataset's name and the config fields that decide its content."""

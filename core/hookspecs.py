@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .command import CommandRegistry
-    from .registry import Registry
+    from musicfw.core.command import CommandRegistry
+    from musicfw.core.registry import Registry
 
 PROJECT_NAME = "musicfw"
 

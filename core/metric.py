@@ -4,10 +4,10 @@ Two kinds, declared by the class attribute ``kind``:
 
 * ``"features"``: ``features(piece) -> {feature: float | fixed-shape array}`` describes one
   piece.  ``input`` says what ``piece`` is: ``"score"`` (a ``symusic.Score``, the default) or
-  ``"notes"`` (a :class:`musicfw.core.notes.PieceNotes`, the piece's notes as flat numpy
+  ``"notes"`` (a :class:`musicfw.music.notes.PieceNotes`, the piece's notes as flat numpy
   arrays, built once per piece and shared by every metric that asks for it).  Every feature of
   every such metric is compared between the generated and the reference set by core
-  (:mod:`musicfw.core.setcompare`: intra-/inter-set distances, KDE, KL divergence, overlapping
+  (:mod:`musicfw.music.setcompare`: intra-/inter-set distances, KDE, KL divergence, overlapping
   area), the same way for built-in and third-party metrics.  ``feature_descriptions``
   documents the features (shown in the report and docs).
 * ``"likelihood"``: ``evaluate(model, datamodule, tokenizer) -> dict`` measures a trained model
@@ -32,7 +32,7 @@ class Metric:
     Config: ClassVar[type]
     #: "features" (per piece, compared between sets) or "likelihood" (of a model)
     kind: ClassVar[str] = FEATURES
-    #: features metrics: "score" (symusic.Score) or "notes" (musicfw.core.notes.PieceNotes)
+    #: features metrics: "score" (symusic.Score) or "notes" (musicfw.music.notes.PieceNotes)
     input: ClassVar[str] = "score"
     #: feature name -> one-line description
     feature_descriptions: ClassVar[dict[str, str]] = {}

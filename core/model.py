@@ -43,7 +43,7 @@ Optional (defaults here):
   ("last" for MusicVAE, whose KL annealing makes early checkpoints look best).
 * ``max_context`` (None = unbounded): the longest sequence the model can condition on.
   Evaluation scores longer pieces in sliding windows (see
-  :func:`musicfw.core.training.evaluate_nll`), and generation relies on the model's ``step``
+  :func:`musicfw.engine.training.evaluate_nll`), and generation relies on the model's ``step``
   to keep within it (a model with a bounded context slides its own window in ``step``).
 * :meth:`Model.configure_optimizers` (AdamW with the ``train:`` schedule).
 * :meth:`Model.on_train_step` (called with the optimizer step before each training batch).
@@ -87,11 +87,11 @@ class Model:
     def configure_optimizers(self, train: Any, total_steps: int | None) -> Any:
         """The optimizer (and schedule) for training, in any form Lightning's
         ``configure_optimizers`` accepts.  ``train`` is the validated ``train:`` section
-        (:class:`~musicfw.core.config.TrainSection`); ``total_steps`` the number of optimizer
+        (:class:`~musicfw.engine.config.TrainSection`); ``total_steps`` the number of optimizer
         steps Lightning expects (None when unknown).  Default: AdamW over every parameter with
         ``train.lr`` / ``train.weight_decay`` and the ``train.lr_schedule`` (see
         :func:`musicfw.core.optim.default_optimizer`)."""
-        from .optim import default_optimizer
+        from musicfw.core.optim import default_optimizer
 
         return default_optimizer(self.parameters(), train, total_steps)  # type: ignore[attr-defined]
 
@@ -112,7 +112,7 @@ class Model:
 
 def check_model(model: Any, where: str = "model") -> Model:
     """A built model must speak the contract; a clear error names the class otherwise."""
-    from .errors import PluginError
+    from musicfw.core.errors import PluginError
 
     if not isinstance(model, Model):
         raise PluginError(

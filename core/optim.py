@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from .errors import ConfigError
+from musicfw.core.errors import ConfigError
 
 
 def lr_factor(train: Any, total_steps: int | float | None):

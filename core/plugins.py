@@ -23,9 +23,9 @@ from typing import Any, Iterable
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
-from .registry import KINDS, Registry
+from musicfw.core import hookspecs
+from musicfw.core.errors import PluginError
+from musicfw.core.registry import KINDS, Registry
 
 ENTRY_POINT_GROUP = "musicfw"
 DISABLE_AUTOLOAD_ENV = "MUSICFW_DISABLE_PLUGIN_AUTOLOAD"
@@ -65,7 +65,7 @@ class Registries:
     commands: Any = None
 
     def __getitem__(self, kind: str) -> Registry:
-        from .registry import normalize_kind
+        from musicfw.core.registry import normalize_kind
 
         return self.by_kind[normalize_kind(kind)]
 
@@ -150,7 +150,7 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
         pm = get_plugin_manager()
     providers: dict[str, str] = getattr(pm, "musicfw_providers", {})
     failures: list[LoadFailure] = list(getattr(pm, "musicfw_failures", []))
-    from .command import CommandRegistry
+    from musicfw.core.command import CommandRegistry
 
     registries = {kind: Registry(kind, strict=False) for kind in KINDS}
     commands = CommandRegistry(reserved_commands)

@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from .errors import PluginError
+from musicfw.core.errors import PluginError
 
 KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics")
 

@@ -151,7 +151,7 @@ class Tokenizer(ABC):
 
 def load_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
     """Rebuild a tokenizer from the JSON written by :meth:`Tokenizer.save`."""
-    from .build import build
+    from musicfw.core.build import build
 
     data = json.loads(Path(path).read_text())
     return build("tokenizer", data["name"], registries=registries, key=str(path), **data["config"])

@@ -1,7 +1,9 @@
 """musicfw: a plugin-based framework for symbolic music generation.
 
-The public API lives here; the implementation is in :mod:`musicfw.core` and the built-in
-plugins in :mod:`musicfw.plugins`.
+The public API lives here.  The kernel (contracts, registries, plugin manager) is
+:mod:`musicfw.core`; the music library :mod:`musicfw.music`; what runs an experiment
+:mod:`musicfw.engine`; the command line :mod:`musicfw.cli`; the built-in plugins
+:mod:`musicfw.plugins`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from importlib import metadata as _metadata
 # with 2 spinning threads, 0.17 s with passive waiting (0.24 s with one thread).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .core.api import (
+from .api import (
     build,
     build_dataset,
     build_metric,
@@ -30,7 +32,7 @@ from .core.api import (
 )
 from .core.errors import ConfigError, DataError, PluginError, UserError
 from .core.hookspecs import hookimpl
-from .core.pretrained import export_run, load_pretrained
+from .engine.pretrained import export_run, load_pretrained
 
 try:
     __version__ = _metadata.version("musicfw")

@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from musicfw.core.build import build_from_section
-    from musicfw.core.config import load_config
-    from musicfw.core.data import build_datamodule
+    from musicfw.engine.config import load_config
+    from musicfw.engine.data import build_datamodule
     from musicfw.core.plugins import load_registries
 
     registries = load_registries()

@@ -3,7 +3,7 @@
     python scripts/ship_corpora.py [--cache-dir DIR] [--out plugins/datasets/data] [--workers N]
 
 Writes ``music21_<collection>.zip`` for ``bach`` (bach_chorales) and the four folk collections
-(folk_melodies) with :func:`musicfw.plugins.datasets.shipped.build_archive`: the same
+(folk_melodies) with :func:`musicfw.plugins.datasets.corpora.build_archive`: the same
 conversion as a first local load (:func:`musicfw.plugins.datasets.m21convert.convert`, parallel
 worker processes).  Conversions already in the cache folder are reused, so running it after
 ``musicfw data prepare NAME shipped=false`` only packs them.  Rerun it when music21's corpus
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from musicfw.plugins.datasets import corpora
 from musicfw.plugins.datasets.base import cache_root
-from musicfw.plugins.datasets.shipped import DATA_DIR, build_archive
+from musicfw.plugins.datasets.corpora import build_archive
+from musicfw.plugins.datasets.shipped import DATA_DIR
 
 
 def main() -> int:

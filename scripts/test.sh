@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # System packages some tests need: Debian's chromium (the report page is opened in a real
 # headless browser), a small General MIDI soundfont and FluidSynth (samples rendered to audio;
-# symusic 0.6.0's own synthesizer fails, see core/render.py).
+# symusic 0.6.0's own synthesizer fails, see musicfw/music/render.py).
 if ! command -v chromium >/dev/null 2>&1 || [ ! -e /usr/share/sounds/sf2/TimGM6mb.sf2 ] \
    || ! command -v fluidsynth >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -19,7 +19,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: str | Path | None = None, 
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "musicfw.core.cli", *args],
+        [sys.executable, "-m", "musicfw.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,

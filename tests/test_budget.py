@@ -1,4 +1,4 @@
-"""The token budget sized from a time/bar limit (core/budget.py) and the stop-reason summary."""
+"""The token budget sized from a time/bar limit (musicfw/engine/budget.py) and the stop-reason summary."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from musicfw.core.budget import DEFAULT_MAX_TOKENS, measure_token_rates, token_budget, stop_summary
+from musicfw.engine.budget import DEFAULT_MAX_TOKENS, measure_token_rates, token_budget, stop_summary
 
 RATES = {"tokens_per_second": 20.0, "tokens_per_second_p90": 25.0, "tokens_per_bar": 40.0, "tokens_per_bar_p90": 30.0}
 
@@ -44,7 +44,7 @@ def test_stop_summary_names_the_limits_and_hints_when_tokens_ran_out():
 
 def test_rates_are_measured_on_the_train_split():
     import musicfw
-    from musicfw.core.data import MusicDataModule
+    from musicfw.engine.data import MusicDataModule
 
     folder = Path(__file__).parent / "data" / "midi" / "one_track"
     tokenizer = musicfw.build_tokenizer("remi")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import musicfw
-from musicfw.core.config import load_config, to_yaml
-from musicfw.core.training import load_model
+from musicfw.engine.config import load_config, to_yaml
+from musicfw.engine.training import load_model
 
 
 def _run_folder(tmp_path, model_section):

@@ -13,7 +13,7 @@ import symusic
 
 import musicfw
 from musicfw.core.errors import ConfigError
-from musicfw.core.generation import generate
+from musicfw.engine.generation import generate
 from musicfw.plugins.metrics.chords import (
     ChordToneRatio,
     chord_tone_ratio,
@@ -255,8 +255,8 @@ def test_metric_reads_markers_else_recognises_and_progressions_follow_bars():
 def chord_run(tmp_path_factory):
     import torch
 
-    from musicfw.core.api import build_from_section
-    from musicfw.core.rundir import RunFolder
+    from musicfw.api import build_from_section
+    from musicfw.engine.rundir import RunFolder
 
     root = tmp_path_factory.mktemp("runs")
     config = musicfw.load_config(

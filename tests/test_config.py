@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from musicfw.core.config import load_config
+from musicfw.engine.config import load_config
 from musicfw.core.errors import ConfigError, PluginError
 from musicfw.core.plugins import get_plugin_manager, load_registries
 

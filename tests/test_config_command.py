@@ -9,8 +9,8 @@ from pathlib import Path
 
 from conftest import run_cli
 
-from musicfw.core import config as cfg
-from musicfw.core.commands.config import describe_sections, to_markdown
+from musicfw.engine import config as cfg
+from musicfw.cli.commands.config import describe_sections, to_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 SECTIONS = (cfg.TrainSection, cfg.GenerateSection, cfg.EvaluateSection, cfg.LoggerSection, cfg.AugmentSection)

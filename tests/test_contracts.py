@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import musicfw
 from musicfw.core.errors import PluginError
 from musicfw.core.model import Model, check_model
-from musicfw.core.training import evaluate_nll
-from musicfw.core.windows import scored_loss, window_starts
+from musicfw.engine.training import evaluate_nll
+from musicfw.engine.windows import scored_loss, window_starts
 
 
 class Bigram(Model, torch.nn.Module):
@@ -59,7 +59,7 @@ def test_sliding_window_scoring_equals_the_full_loss_for_a_bigram():
 
 def test_fit_refuses_training_windows_longer_than_the_context(tmp_path):
     from musicfw.core.errors import ConfigError
-    from musicfw.core.training import fit
+    from musicfw.engine.training import fit
 
     with pytest.raises(ConfigError, match=r"train.seq_len=64 is longer than the model's context \(max_context=16\)"):
         fit(Bigram(max_context=16), None, {"seq_len": 64}, tmp_path, logger={"name": "none"})
@@ -68,8 +68,8 @@ def test_fit_refuses_training_windows_longer_than_the_context(tmp_path):
 def test_the_lightning_module_asks_the_model_for_its_optimizer():
     from omegaconf import OmegaConf
 
-    from musicfw.core.config import TrainSection
-    from musicfw.core.lightning import MusicLightningModule
+    from musicfw.engine.config import TrainSection
+    from musicfw.engine.lightning import MusicLightningModule
 
     class OwnOptimizer(Bigram):
         def configure_optimizers(self, train, total_steps):
@@ -102,7 +102,7 @@ def test_a_model_that_does_not_speak_the_contract_is_named():
 
 def test_draw_hook_decides_the_next_token():
     """A model that overrides draw (a joint head would) is asked for every token."""
-    from musicfw.core.generation import generate
+    from musicfw.engine.generation import generate
 
     tok = musicfw.build_tokenizer("melody")
 

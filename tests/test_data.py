@@ -14,12 +14,8 @@ from hypothesis import strategies as st
 import musicfw
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.tokenizer import Tokenizer
-from musicfw.core.dataset import (
-    assign_splits,
-    check_midi_bytes,
-    parse_midi,
-    split_value,
-)
+from musicfw.core.dataset import assign_splits, split_value
+from musicfw.music.midiload import check_midi_bytes, parse_score as parse_midi
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -125,7 +121,7 @@ def cache_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_module(dataset, tokenizer=None, **kw):
-    from musicfw.core.data import MusicDataModule
+    from musicfw.engine.data import MusicDataModule
 
     kw.setdefault("batch_size", 4)
     kw.setdefault("seq_len", 32)
@@ -297,7 +293,7 @@ def test_benchmark_rejects_unknown_names():
 
 
 def test_transpose_drop_never_wraps_and_leaves_drums_alone():
-    from musicfw.core.augment import Augmenter
+    from musicfw.music.augment import Augmenter
 
     score = make_score(300, lowest=90, span=19, drums=True)  # pitches 90..108
     aug = Augmenter(transpose=(5, 5), pitch_range=(21, 108))
@@ -312,7 +308,7 @@ def test_transpose_drop_never_wraps_and_leaves_drums_alone():
 
 
 def test_transpose_refuse_only_draws_shifts_that_fit():
-    from musicfw.core.augment import Augmenter
+    from musicfw.music.augment import Augmenter
 
     score = make_score(200, lowest=90, span=10)  # pitches 90..99: up to +9 fits in 21..108
     aug = Augmenter(transpose=(-6, 12), out_of_range="refuse", pitch_range=(21, 108))
@@ -327,7 +323,7 @@ def test_transpose_refuse_only_draws_shifts_that_fit():
 
 
 def test_time_stretch_scales_seconds_not_ticks_and_velocity_jitter_is_bounded():
-    from musicfw.core.augment import Augmenter
+    from musicfw.music.augment import Augmenter
 
     score = make_score(100)
     aug = Augmenter(time_stretch=(1.05,), velocity_jitter=5)
@@ -346,7 +342,7 @@ def test_time_stretch_scales_seconds_not_ticks_and_velocity_jitter_is_bounded():
 def test_augment_section_validation():
     from omegaconf import OmegaConf
 
-    from musicfw.core.augment import Augmenter
+    from musicfw.music.augment import Augmenter
 
     aug = Augmenter.from_section(
         OmegaConf.create({"transpose": [-3, 4], "time_stretch": [0.95, 1.05], "velocity_jitter": 3}),
@@ -467,7 +463,7 @@ def test_short_pieces_are_padded_with_mask(tmp_path):
 
 
 def test_augmented_windows_come_from_transposed_pieces(midi_dir):
-    from musicfw.core.augment import Augmenter
+    from musicfw.music.augment import Augmenter
 
     ds = musicfw.build_dataset("midi_folder", path=str(midi_dir), train_fraction=1.0, valid_fraction=0.0)
     dm = make_module(ds, FakeTokenizer(), seq_len=64, augmenter=Augmenter(transpose=(12, 12), pitch_range=(0, 127)))
@@ -496,9 +492,9 @@ def test_multihot_batches_and_unscored_first_frame():
 def test_build_datamodule_from_an_experiment_config(midi_dir, tmp_path):
     from omegaconf import OmegaConf
 
-    from musicfw.core.api import get_registries
-    from musicfw.core.config import Experiment, validate_plugin_section
-    from musicfw.core.data import build_datamodule
+    from musicfw.api import get_registries
+    from musicfw.engine.config import Experiment, validate_plugin_section
+    from musicfw.engine.data import build_datamodule
 
     config = OmegaConf.merge(
         OmegaConf.structured(Experiment),
@@ -532,7 +528,7 @@ def test_build_datamodule_from_an_experiment_config(midi_dir, tmp_path):
 
 
 def test_cli_data_list_and_prepare(midi_dir, capsys):
-    from musicfw.core.cli import main
+    from musicfw.cli import main
 
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out

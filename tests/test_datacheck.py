@@ -1,10 +1,10 @@
-"""Small held-out splits are warned about, with the keys to change (core/datacheck.py)."""
+"""Small held-out splits are warned about, with the keys to change (musicfw/engine/datacheck.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from musicfw.core.datacheck import small_split_warnings
+from musicfw.engine.datacheck import small_split_warnings
 
 FRACTIONS = {"name": "midi_folder", "train_fraction": 0.8, "valid_fraction": 0.1}
 

@@ -108,7 +108,7 @@ def test_torchrun_starts_every_rank_into_one_run_folder(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
          "--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", "--rdzv-id=job42",
-         "-m", "musicfw.core.cli", "run", "examples/jsb_lstm.yaml", f"output_dir={tmp_path / 'out'}",
+         "-m", "musicfw.cli", "run", "examples/jsb_lstm.yaml", f"output_dir={tmp_path / 'out'}",
          *TINY, "train.batch_size=4", "train.devices=2", "train.strategy=ddp"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -125,8 +125,8 @@ def test_shares_cover_every_window_and_batch_once(monkeypatch):
     (a validation split of one piece on two processes)."""
     import torch
 
-    from musicfw.core import distributed
-    from musicfw.core.data import WindowSampler
+    from musicfw.engine import distributed
+    from musicfw.engine.data import WindowSampler
 
     global_draw = list(WindowSampler([3.0, 1.0, 2.0], 11, seed=5))
     shares = []
@@ -158,7 +158,7 @@ def test_a_strategy_lightning_refuses_is_a_config_error(tmp_path):
     from omegaconf import OmegaConf
 
     from musicfw.core.errors import ConfigError
-    from musicfw.core.training import _trainer, train_section
+    from musicfw.engine.training import _trainer, train_section
 
     train = train_section(OmegaConf.create({"accelerator": "cpu", "strategy": "fsdp", "devices": 2}))
     with pytest.raises(ConfigError, match=r"train.strategy=fsdp.*requires a GPU"):
@@ -170,7 +170,7 @@ def test_untrained_and_counting_weights_are_written_by_rank_zero_only(tmp_path, 
     torchrun/srun only rank 0 may write them (the others would race on the same files)."""
     import torch
 
-    from musicfw.core.training import _save_weights
+    from musicfw.engine.training import _save_weights
 
     model = torch.nn.Linear(2, 2)
     monkeypatch.setenv("RANK", "1")

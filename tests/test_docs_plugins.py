@@ -27,9 +27,9 @@ def _namespace() -> dict:
 
 def test_every_example_of_the_plugin_guide_works_through_core(tmp_path, capsys):
     import musicfw
-    from musicfw.core.cli import build_parser
-    from musicfw.core.evaluation import piece_features
-    from musicfw.core.generation import build_sampler_chain, generate
+    from musicfw.cli import build_parser
+    from musicfw.engine.evaluation import piece_features
+    from musicfw.engine.generation import build_sampler_chain, generate
     from musicfw.core.plugins import get_plugin_manager, load_registries
 
     ns = _namespace()

@@ -16,7 +16,7 @@ from musicfw.core.model import Model
 from omegaconf import OmegaConf
 
 import musicfw
-from musicfw.core.evaluation import SCHEMA, compare_folders, evaluate_run, format_table
+from musicfw.engine.evaluation import SCHEMA, compare_folders, evaluate_run, format_table
 from musicfw.core.tokenizer import Tokenizer
 
 from conftest import run_cli

@@ -10,7 +10,7 @@ import pytest
 import symusic
 
 import musicfw
-from musicfw.core.rundir import RunFolder
+from musicfw.engine.rundir import RunFolder
 
 from conftest import run_cli
 
@@ -27,9 +27,9 @@ def chorale_like(rng, bars=4, tpq=480):
 
 @pytest.fixture
 def trained_run(tmp_path):
-    from musicfw.core.api import build_from_section
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.training import fit
+    from musicfw.api import build_from_section
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.training import fit
 
     rng = np.random.default_rng(0)
     corpus = tmp_path / "corpus"

@@ -192,7 +192,7 @@ def test_its_grammar_leaves_no_dropped_token_and_its_sampler_sees_the_history():
     finally:
         sys.path.remove(str(PACKAGE))
     import musicfw
-    from musicfw.core.generation import build_sampler_chain, generate
+    from musicfw.engine.generation import build_sampler_chain, generate
     from musicfw.core.plugins import get_plugin_manager, load_registries
 
     regs = load_registries(get_plugin_manager(autoload=False, extra_plugins=[plugin]))

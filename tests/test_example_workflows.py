@@ -69,9 +69,9 @@ def test_finetune_example_starts_from_the_base_run_and_measures_before_and_after
     m_before = json.loads((before_run / "metrics.json").read_text())
     assert m_before["training"]["global_step"] == 0
     # the held-out NLL is the base model's on the pop test songs: measure it here independently
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.rundir import load_run_config
-    from musicfw.core.training import evaluate_nll, load_model
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import load_run_config
+    from musicfw.engine.training import evaluate_nll, load_model
 
     model, tokenizer = load_model(base_run, which="best")
     config = load_run_config(before_run)

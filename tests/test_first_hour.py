@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, run_cli
 
 #: musicfw's own, deliberate warnings: "      warning: the test split has only ..." and
-#: "musicfw sample: warning: ..." (core/datacheck.py, the MusicVAE commands)
+#: "musicfw sample: warning: ..." (musicfw/engine/datacheck.py, the MusicVAE commands)
 OWN_WARNING = re.compile(r"^\s*(musicfw[\w ]*: )?warning: ")
 #: what a library's warning looks like: Python's warnings module ("file.py:12: UserWarning: ..."),
 #: Lightning's reformatted rank_zero_warn ("file.py:588: `ModelCheckpoint(...)` ..."), or any
@@ -68,7 +68,7 @@ def test_examples_print_no_library_warnings(example, tmp_path, corpus_cache):
 
 
 def test_counter_lines_have_eta_and_total():
-    from musicfw.core.progress import Counter
+    from musicfw.engine.progress import Counter
 
     stream = io.StringIO()
     counter = Counter("generate", 4, stream=stream, bar=False, min_interval=0.0)
@@ -81,7 +81,7 @@ def test_counter_lines_have_eta_and_total():
 
 
 def test_counter_draws_a_bar_on_a_terminal():
-    from musicfw.core.progress import Counter
+    from musicfw.engine.progress import Counter
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -100,7 +100,7 @@ def test_training_bar_counts_all_steps_of_the_run_with_an_eta():
     epoch), with the loss and the latest validation NLL and its step."""
     import torch
 
-    from musicfw.core.lightning import StepProgressBar
+    from musicfw.engine.lightning import StepProgressBar
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -128,8 +128,8 @@ def test_training_bar_counts_all_steps_of_the_run_with_an_eta():
 
 
 def test_training_uses_the_step_bar_on_a_terminal_and_lines_elsewhere(monkeypatch, tmp_path):
-    from musicfw.core import training
-    from musicfw.core.lightning import ProgressLines, StepProgressBar
+    from musicfw.engine import training
+    from musicfw.engine.lightning import ProgressLines, StepProgressBar
 
     seen = {}
 
@@ -171,7 +171,7 @@ def test_quickstart_stays_within_its_measured_budget():
 def test_tokenizing_progress_in_a_log_file_is_lines_not_carriage_returns(tmp_path, capsys):
     """Not a terminal (a log file, CI): the token cache's progress is a few plain lines."""
     import musicfw
-    from musicfw.core.data import MusicDataModule
+    from musicfw.engine.data import MusicDataModule
 
     dataset = musicfw.build_dataset("bach_chorales", max_count=220, cache_dir=str(tmp_path))
     MusicDataModule(dataset, musicfw.build_tokenizer("remi"), cache_dir=str(tmp_path), progress=True).prepare()

@@ -13,7 +13,7 @@ import musicfw
 from musicfw.core.constraints import grammar_for, violations
 from musicfw.plugins.tokenizers.structure import MIDILikeGrammar, REMIGrammar
 from musicfw.core.errors import ConfigError, DataError
-from musicfw.core.generation import GenerationResult, build_sampler_chain, generate, write_samples
+from musicfw.engine.generation import GenerationResult, build_sampler_chain, generate, write_samples
 
 from conftest import TEST_MIDI
 
@@ -197,7 +197,7 @@ def test_prompt_mistakes_are_user_errors(tmp_path, remi):
         generate(model, remi, SAMPLER, n=1, prompt=tmp_path / "text.mid")
     with pytest.raises(DataError, match="no tokens"):
         generate(model, remi, SAMPLER, n=1, prompt=symusic.Score(480))
-    from musicfw.core.limits import using
+    from musicfw.music.limits import using
 
     long = symusic.Score(480)
     track = symusic.Track("t")
@@ -356,7 +356,7 @@ def test_every_encoded_piece_follows_the_grammar(name, params):
 
 
 def test_write_samples_never_overwrites(tmp_path, remi, monkeypatch, capsys):
-    from musicfw.core import render
+    from musicfw.music import render
 
     monkeypatch.setenv(render.SOUNDFONT_ENV, "")
     monkeypatch.setattr(render, "SOUNDFONT_PATHS", (str(tmp_path / "none.sf2"),))
@@ -373,7 +373,7 @@ def test_write_samples_never_overwrites(tmp_path, remi, monkeypatch, capsys):
 
 
 def test_write_samples_wav_when_a_soundfont_renders(tmp_path, remi):
-    from musicfw.core.render import AudioRenderer
+    from musicfw.music.render import AudioRenderer
 
     renderer = AudioRenderer()
     if not renderer.available:
@@ -386,7 +386,7 @@ def test_write_samples_wav_when_a_soundfont_renders(tmp_path, remi):
 
 
 def test_soundfont_path_that_does_not_exist_is_a_config_error(tmp_path):
-    from musicfw.core.render import find_soundfont
+    from musicfw.music.render import find_soundfont
 
     with pytest.raises(ConfigError, match="no soundfont file"):
         find_soundfont(tmp_path / "missing.sf2")
@@ -395,7 +395,7 @@ def test_soundfont_path_that_does_not_exist_is_a_config_error(tmp_path):
 def test_piano_roll_png(tmp_path):
     from PIL import Image
 
-    from musicfw.core.render import piano_roll_array, piano_roll_png
+    from musicfw.music.render import piano_roll_array, piano_roll_png
 
     roll, lo, spq = piano_roll_array(a_score())
     assert lo == 60 and roll.shape[0] == 12 and spq == 4

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import symusic
 
-from musicfw.core import render
-from musicfw.core.render import AudioRenderer, find_soundfont
+from musicfw.music import render
+from musicfw.music.render import AudioRenderer, find_soundfont
 
 SF2 = find_soundfont()
 DATA = Path(__file__).parent / "data" / "midi"

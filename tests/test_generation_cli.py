@@ -19,8 +19,8 @@ def make_run(root, generate_section):
     import torch
 
     import musicfw
-    from musicfw.core.api import build_from_section
-    from musicfw.core.rundir import RunFolder
+    from musicfw.api import build_from_section
+    from musicfw.engine.rundir import RunFolder
 
     config = musicfw.load_config(
         {
@@ -142,7 +142,7 @@ def test_generate_without_seed_draws_new_samples_and_says_how_to_redo_them(run_d
 
 
 def test_a_time_limit_sizes_the_token_budget_and_the_stop_reasons_are_said(tmp_path):
-    from musicfw.core.budget import save_rates
+    from musicfw.engine.budget import save_rates
 
     run = make_run(tmp_path, {"n": 2, "max_seconds": 3.0, "render_audio": False})  # no max_tokens
     save_rates(run, {"tokens_per_second": 10.0, "tokens_per_second_p90": 12.0, "tokens_per_bar": 30.0})

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import musicfw
-from musicfw.core import limits as L
+from musicfw.music import limits as L
 from musicfw.core.errors import ConfigError, DataError
-from musicfw.core.limits import Limits, MalformedPiece, PieceRejected, PieceTooLarge
-from musicfw.core.midiload import load_score, parse_score
+from musicfw.music.limits import Limits, MalformedPiece, PieceRejected, PieceTooLarge
+from musicfw.music.midiload import load_score, parse_score
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZERS = ("remi", "midi_like", "pianoroll", "melody", "drums")
@@ -153,7 +153,7 @@ def musicfw_cli(*args: str, env: dict | None = None, **popen) -> subprocess.Comp
     full_env.update(env or {})
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "musicfw.core.cli", *args],
+        [sys.executable, "-m", "musicfw.cli", *args],
         capture_output=True,
         text=True,
         env=full_env,
@@ -254,7 +254,7 @@ def test_tokenize_into_a_closed_pipe_exits_quietly(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop(L.ENV, None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "musicfw.core.cli", "tokenize", "-t", "remi", str(path)],
+        [sys.executable, "-m", "musicfw.cli", "tokenize", "-t", "remi", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -694,7 +694,7 @@ def test_property_tokenize_never_raises_anything_but_data_errors(data, bounded_m
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=ANY_BYTES)
 def test_property_evaluate_never_raises_anything_but_data_errors(data, bounded_memory, tmp_path_factory):
-    from musicfw.core.evaluation import compare_folders
+    from musicfw.engine.evaluation import compare_folders
 
     root = tmp_path_factory.mktemp("prop")
     write(root / "gen", "x.mid", data)
@@ -728,7 +728,7 @@ def test_property_data_prepare_with_a_token_cache_never_raises(data, tokenizer, 
     paragraph (a tokenizer that can represent neither piece); never an exception."""
     import json as _json
 
-    from musicfw.core.cli import main
+    from musicfw.cli import main
 
     root = tmp_path_factory.mktemp("prep")
     write(root / "midi", "x.mid", data)

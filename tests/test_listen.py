@@ -488,7 +488,7 @@ def test_results_count_exclude_and_agree(study):
     assert lis["system"] == "runA" and lis["mos"] == pytest.approx(2.5) and lis["n_raters"] == 2
     assert lis["failed_attention"] == 1 and lis["reference_mos"] == pytest.approx(4.5)
     assert lis["ab_vs"]["runB"]["win_rate"] == 0.0
-    from musicfw.core.report import render_report
+    from musicfw.engine.report import render_report
 
     page = render_report(study.parent / "runA")
     assert "Listening test" in page and "<td>2.50</td>" in page and "2 raters included" in page
@@ -572,9 +572,9 @@ def test_reference_from_the_runs_test_split(tmp_path, monkeypatch):
     m = load_study(out).manifest
     ref = next(s for s in m["systems"] if s["name"] == "reference")
     assert ref["source"].startswith("the test split of the dataset of") and ref["run"] == str(run.resolve())
-    from musicfw.core.api import build_from_section
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.rundir import load_run_config
+    from musicfw.api import build_from_section
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import load_run_config
 
     config = load_run_config(run)
     dm = build_datamodule(

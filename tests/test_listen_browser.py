@@ -65,7 +65,7 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "musicfw.core.cli", "listen", "serve", str(self.study), "--port", str(self.port), "--token", TOKEN],
+            [sys.executable, "-m", "musicfw.cli", "listen", "serve", str(self.study), "--port", str(self.port), "--token", TOKEN],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         deadline = time.time() + 60

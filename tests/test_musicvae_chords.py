@@ -132,7 +132,7 @@ def test_chord_conditioning_needs_a_tokenizer_with_chords():
 
 def _make_run(tmp_path: Path, name: str, conditioned: bool) -> Path:
     import musicfw
-    from musicfw.core.rundir import RunFolder
+    from musicfw.engine.rundir import RunFolder
 
     tok_cfg = {"name": "melody_chords", "min_pitch": 21, "max_pitch": 108}
     model_cfg = {"name": "musicvae", "chord_conditioning": conditioned, "decoder": "hierarchical", **TINY}

@@ -16,7 +16,7 @@ from conftest import run_cli  # noqa: E402
 @pytest.fixture
 def vae_run(tmp_path: Path) -> Path:
     import musicfw
-    from musicfw.core.rundir import RunFolder
+    from musicfw.engine.rundir import RunFolder
 
     if "melody" not in musicfw.list_plugins()["tokenizers"]:
         pytest.skip("the melody tokenizer plugin is not installed")

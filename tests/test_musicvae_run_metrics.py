@@ -74,7 +74,7 @@ def test_nll_of_an_exact_model_keeps_its_perplexity():
 
 
 def test_the_text_table_prints_them_without_a_perplexity(vae_run):
-    from musicfw.core.evaluation import format_table
+    from musicfw.engine.evaluation import format_table
 
     table = format_table(json.loads((vae_run / "metrics.json").read_text()))
     assert "(a bound: no perplexity)" in table and "perplexity -" not in table

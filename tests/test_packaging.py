@@ -37,7 +37,7 @@ def test_wheel_contains_every_package_and_the_data(tmp_path):
     missing = _source_packages() - in_wheel
     assert not missing, f"packages missing from pyproject's `packages` list: {sorted(missing)}"
     entry_points = next(n for n in files if n.endswith("entry_points.txt"))
-    assert "musicfw = musicfw.core.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "musicfw = musicfw.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     data = [n for n in files if n.startswith("musicfw/plugins/datasets/data/")]
     folder = REPO / "plugins" / "datasets" / "data"
     shipped = sorted(p.name for p in [*folder.glob("*.json.gz"), *folder.glob("*.zip")])

@@ -146,8 +146,8 @@ def test_cli_and_registration_do_not_import_heavy_libraries():
         """
         import sys
         import musicfw
-        from musicfw.core.cli import build_parser
-        from musicfw.core.commands.plugins import describe
+        from musicfw.cli import build_parser
+        from musicfw.cli.commands.plugins import describe
         build_parser()
         describe(musicfw.get_registries())
         heavy = [m for m in ("torch", "pytorch_lightning", "lightning", "music21", "matplotlib", "wandb")

@@ -13,7 +13,7 @@ import torch
 
 import musicfw
 from musicfw.core.errors import ConfigError
-from musicfw.core.pretrained import EXTRA_KEY, push_folder, read_weights, save_weights
+from musicfw.engine.pretrained import EXTRA_KEY, push_folder, read_weights, save_weights
 
 from conftest import REPO, TEST_MIDI, run_cli
 
@@ -114,7 +114,7 @@ def test_exported_folder_alone_generates_the_runs_samples(trained, tmp_path):
 
 def test_python_api_loads_the_same_weights(trained):
     run_dir, out = trained
-    from musicfw.core.training import load_model
+    from musicfw.engine.training import load_model
 
     model, tokenizer = musicfw.load_pretrained(out)
     ref, ref_tok = load_model(run_dir)
@@ -245,7 +245,7 @@ def test_push_uploads_a_folder_that_loads(trained, tmp_path):
 
 def test_export_push_through_the_cli(trained, tmp_path, monkeypatch):
     huggingface_hub = pytest.importorskip("huggingface_hub")
-    from musicfw.core.cli import main
+    from musicfw.cli import main
 
     hub = FakeHub(tmp_path / "hub")
     made = {}
@@ -270,7 +270,7 @@ def test_push_without_a_token_is_a_clear_error(trained, monkeypatch, capsys, tmp
         raise AssertionError("no token: no API object")
 
     monkeypatch.setattr(huggingface_hub, "HfApi", no_api)
-    from musicfw.core.cli import main
+    from musicfw.cli import main
 
     code = main(["export", "--run", str(trained[0]), str(tmp_path / "out"), "--push", "me/m"])
     assert code == 2

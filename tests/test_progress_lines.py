@@ -10,7 +10,7 @@ from types import SimpleNamespace
 def test_val_nll_is_shown_once_per_validation_and_lines_have_an_eta():
     import torch
 
-    from musicfw.core.lightning import ProgressLines
+    from musicfw.engine.lightning import ProgressLines
 
     stream = io.StringIO()
     lines = ProgressLines(stream=stream)

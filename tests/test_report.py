@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import symusic
 
-from musicfw.core.evaluation import compare_folders, write_metrics
-from musicfw.core.report import render_report, write_report
+from musicfw.engine.evaluation import compare_folders, write_metrics
+from musicfw.engine.report import render_report, write_report
 
 PROBE = """
 <script>

@@ -11,7 +11,7 @@ import pytest
 
 def test_describe_a_sampler_chain_without_python_reprs():
     import musicfw
-    from musicfw.core.describe import describe
+    from musicfw.engine.describe import describe
     from musicfw.core.sampler import SamplerChain
 
     chain = SamplerChain([musicfw.build_sampler("temperature", temperature=0.9), musicfw.build_sampler("top_p", p=0.95)])
@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_the_summary_says_what_was_trained_the_nll_and_the_biggest_differences(run_dir):
-    from musicfw.core.report import feature_differences, summary_lines
+    from musicfw.engine.report import feature_differences, summary_lines
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     lines = summary_lines(run_dir, metrics)
@@ -69,7 +69,7 @@ def test_the_page_has_the_summary_and_links_to_every_mid_and_wav(run_dir):
 
 
 def test_none_in_the_comparison_is_explained(tmp_path):
-    from musicfw.core.report import summary_lines
+    from musicfw.engine.report import summary_lines
 
     metrics = {
         "likelihood": {}, "sets": {"generated": {"n_pieces": 4}, "reference": {"n_pieces": 1}},

@@ -9,7 +9,7 @@ import torch
 
 import musicfw
 from musicfw.core.errors import ConfigError, PluginError
-from musicfw.core.generation import build_sampler_chain
+from musicfw.engine.generation import build_sampler_chain
 from musicfw.core.sampler import SamplerChain
 
 torch.set_num_threads(1)
@@ -204,7 +204,7 @@ def test_a_history_sampler_works_anywhere_in_a_chain():
 
 def test_generation_gives_the_history_to_the_sampler():
     """In the real loop: with a strong penalty a sequence avoids repeating its ids."""
-    from musicfw.core.generation import generate
+    from musicfw.engine.generation import generate
 
     tok = musicfw.build_tokenizer("melody")
     torch.manual_seed(0)

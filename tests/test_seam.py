@@ -12,10 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "core"
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(CORE).with_suffix("")
+#: source folder -> the package it installs as (pyproject's package-dir)
+ROOMS = {ROOT / "core": "musicfw.core", ROOT / "musicfw": "musicfw", ROOT / "plugins": "musicfw.plugins"}
+
+
+def _module_name(path: Path, top: Path = CORE) -> str:
+    rel = path.relative_to(top).with_suffix("")
     parts = [p for p in rel.parts if p != "__init__"]
-    return ".".join(["musicfw", "core", *parts])
+    return ".".join([*ROOMS[top].split("."), *parts])
 
 
 def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> str:
@@ -28,11 +32,13 @@ def _resolve(current: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def core_imports() -> dict[str, set[str]]:
+def core_imports(tops: tuple[Path, ...] = (CORE,)) -> dict[str, set[str]]:
     """module -> every musicfw module it imports (anywhere in the file)."""
     graph: dict[str, set[str]] = {}
-    for path in sorted(CORE.rglob("*.py")):
-        name = _module_name(path)
+    paths = [(top, path) for top in tops for path in sorted(top.rglob("*.py"))]
+    names = {_module_name(path, top) for top, path in paths}
+    for top, path in paths:
+        name = _module_name(path, top)
         is_package = path.name == "__init__.py"
         targets: set[str] = set()
         tree = ast.parse(path.read_text(), str(path))
@@ -53,7 +59,7 @@ def core_imports() -> dict[str, set[str]]:
                     # `from . import x` / `from .pkg import mod` may name submodules
                     for alias in node.names:
                         sub = f"{mod}.{alias.name}"
-                        targets.add(sub if (CORE / "/".join(sub.split(".")[2:])).with_suffix(".py").exists() else mod)
+                        targets.add(sub if sub in names else mod)
             elif isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names if a.name.startswith("musicfw")}
         graph[name] = {t for t in targets if t != name}
@@ -69,9 +75,18 @@ def test_core_imports_no_plugin():
     assert offenders == {}, f"core modules import plugins (add the method to a contract instead): {offenders}"
 
 
+def test_core_is_the_kernel_it_imports_no_engine_music_library_or_cli():
+    """The kernel holds the contracts; the rooms above it (music library, engine, command line)
+    build on it, never the other way round."""
+    above = ("musicfw.engine", "musicfw.music", "musicfw.cli", "musicfw.api")
+    offenders = {mod: sorted(t for t in targets if t.startswith(above)) for mod, targets in core_imports().items()}
+    offenders = {m: t for m, t in offenders.items() if t}
+    assert offenders == {}, f"core modules import a room above the kernel: {offenders}"
+
+
 def test_core_imports_no_public_api():
     """api.py (and musicfw/__init__) is the outermost layer: nothing in core imports it."""
-    users = sorted(m for m, t in core_imports().items() if {"musicfw.core.api", "musicfw"} & t)
+    users = sorted(m for m, t in core_imports().items() if {"musicfw.api", "musicfw"} & t)
     assert users == [], f"core modules import the public API layer: {users}"
 
 
@@ -116,7 +131,15 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_core_has_no_import_cycle():
     graph = core_imports()
-    assert len(graph) > 20  # the walk found core's modules
+    assert len(graph) > 10  # the walk found core's modules
+    assert _cycles(graph) == []
+
+
+def test_the_whole_tree_has_no_import_cycle():
+    """core, the music library, the engine, the CLI and the plugins: data flows down."""
+    graph = core_imports(tuple(ROOMS))
+    assert len(graph) > 80  # the walk found every room's modules
+    graph = {m: {t for t in targets if t in graph or t.rpartition(".")[0] in graph} for m, targets in graph.items()}
     assert _cycles(graph) == []
 
 

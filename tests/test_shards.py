@@ -1,4 +1,4 @@
-"""Token shards (core/shards.py): the same batches as the token cache, parallel and resumable
+"""Token shards (musicfw/engine/shards.py): the same batches as the token cache, parallel and resumable
 preparation, damaged shards and changed folders detected."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 
 from conftest import TEST_MIDI, run_cli
 
-from musicfw.core import shards
+from musicfw.engine import shards
 from musicfw.core.build import build
-from musicfw.core.data import MusicDataModule
+from musicfw.engine.data import MusicDataModule
 from musicfw.core.errors import DataError
 
 
@@ -100,7 +100,7 @@ def test_shards_give_the_token_caches_batches(tmp_path):
 def test_a_rank_reads_only_its_share(tmp_path):
     """Under DDP (rank r of W), the ranks' windows are disjoint positions of the one global
     draw: together they are the one-process batches."""
-    from musicfw.core.distributed import _sampler_classes
+    from musicfw.engine.distributed import _sampler_classes
 
     corpus = write_corpus(tmp_path / "corpus", 15)
     dm = datamodule(corpus, tmp_path / "c", "shards").prepare()
@@ -179,7 +179,7 @@ def test_a_killed_preparation_resumes(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", 160, notes=200)
     cache = tmp_path / "c"
     env = {**os.environ, "MUSICFW_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "musicfw.core.cli", "data", "prepare", "midi_folder", f"path={corpus}",
+    cmd = [sys.executable, "-m", "musicfw.cli", "data", "prepare", "midi_folder", f"path={corpus}",
            "format=shards", "shard_files=2", "--workers", "1", "--tokenizer", "remi"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -320,7 +320,7 @@ def test_two_processes_preparing_the_same_shards_at_once(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", 40)
     cache = tmp_path / "c"
     env = {**os.environ, "MUSICFW_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "musicfw.core.cli", "data", "prepare", "midi_folder", f"path={corpus}",
+    cmd = [sys.executable, "-m", "musicfw.cli", "data", "prepare", "midi_folder", f"path={corpus}",
            "format=shards", "shard_files=2", "--workers", "1", "--tokenizer", "remi", "--quiet"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -361,9 +361,11 @@ def test_multihot_frames_round_trip_through_the_shards(tmp_path):
 
 
 def test_the_default_read_source_reads_one_midi_piece_through_the_one_loader(tmp_path):
-    """A dataset of plain MIDI files needs only `sources()`: the default `read_source` reads
-    each file as one piece, and skips a broken one with the loader's reason."""
+    """A dataset of plain MIDI files needs only `sources()`: its `read_source` says None by
+    default, and the engine reads each file as one piece through the one loader, skipping a
+    broken one with the loader's reason."""
     from musicfw.core.dataset import MusicDataset, SplitConfig
+    from musicfw.music.midiload import read_midi_source
 
     class Listed(MusicDataset):
         name = "listed"
@@ -376,8 +378,9 @@ def test_the_default_read_source_reads_one_midi_piece_through_the_one_loader(tmp
     bad = tmp_path / "broken.mid"
     bad.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01")
     ds = Listed()
-    pieces, skipped = ds.read_source(str(good), "a/good.mid")
+    assert ds.read_source(str(good), "a/good.mid") is None
+    pieces, skipped = read_midi_source(ds, str(good), "a/good.mid")
     assert [(p.id, p.group, p.source) for p in pieces] == [("a/good.mid", "a/good.mid", str(good))]
     assert pieces[0].score.note_num() > 0 and not skipped
-    pieces, skipped = ds.read_source(str(bad), "broken.mid")
+    pieces, skipped = read_midi_source(ds, str(bad), "broken.mid")
     assert pieces == [] and skipped[0][0] == str(bad) and skipped[0][1]

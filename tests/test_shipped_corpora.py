@@ -90,7 +90,7 @@ def test_a_changed_source_is_converted_locally(tmp_path, monkeypatch):
 
 def test_build_archive_round_trip(tmp_path):
     units = corpora.BachChorales().units()[:3]
-    path = shipped.build_archive("bach", units, tmp_path / "cache", tmp_path / "out", workers=1, progress=False)
+    path = corpora.build_archive("bach", units, tmp_path / "cache", tmp_path / "out", workers=1, progress=False)
     archive = shipped.ShippedCollection.read(path)
     assert archive.music21 == corpora.music21_version() and set(archive.entries) == {u.id for u in units}
     store = corpora.CorpusStore(tmp_path / "cache", "bach")

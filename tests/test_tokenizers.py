@@ -573,6 +573,6 @@ def test_tokenize_prints_one_bar_per_line_from_the_clock_and_survives_a_closed_p
     assert len(out) > 3 and all(line.startswith("Bar ") for line in out)
     frames = [line for line in run_cli("tokenize", "--tokenizer", "melody", path).stdout.splitlines() if not line.startswith("#")]
     assert all(len(line.split()) <= 16 for line in frames)
-    cmd = f"{sys.executable} -m musicfw.core.cli tokenize --tokenizer melody {path} | head -1"
+    cmd = f"{sys.executable} -m musicfw.cli tokenize --tokenizer melody {path} | head -1"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr

@@ -18,13 +18,13 @@ import torch
 from omegaconf import OmegaConf
 
 import musicfw
-from musicfw.core import api
+from musicfw import api
 from musicfw.core.errors import UserError
-from musicfw.core.loggers import read_history, read_wandb_history
+from musicfw.engine.loggers import read_history, read_wandb_history
 from musicfw.core.plugins import get_plugin_manager, load_registries
 from musicfw.core.tokenizer import Tokenizer
-from musicfw.core.training import NonFiniteLossError, evaluate_nll, load_checkpoint, load_model, log_samples
-from musicfw.core.training import fit as core_fit
+from musicfw.engine.training import NonFiniteLossError, evaluate_nll, load_checkpoint, load_model, log_samples
+from musicfw.engine.training import fit as core_fit
 from musicfw.plugins.models.lstm.model import LSTMModel
 from musicfw.plugins.models.markov.model import MarkovModel
 
@@ -264,7 +264,7 @@ def test_tensorboard_logger(tmp_path):  # tensorboardX comes with the [test] ext
 
 
 def test_tensorboard_without_its_package_is_a_user_error(tmp_path, monkeypatch):
-    from musicfw.core.loggers import build_loggers
+    from musicfw.engine.loggers import build_loggers
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # None in sys.modules: import fails
     monkeypatch.setitem(sys.modules, "tensorboardX", None)

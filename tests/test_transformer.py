@@ -142,7 +142,7 @@ def test_training_windows_longer_than_the_context_are_refused():
 
 
 def test_optimizer_decays_matrices_only_with_warmup_and_cosine():
-    from musicfw.core.config import TrainSection
+    from musicfw.engine.config import TrainSection
 
     model = tiny("relative").float()
     train = TrainSection(lr=1e-3, weight_decay=0.1, lr_schedule="cosine", warmup_steps=10)

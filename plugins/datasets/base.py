@@ -14,10 +14,8 @@ from musicfw.core.dataset import (  # noqa: F401
     assign_splits,
     cache_root,
     check_fractions,
-    check_midi_bytes,
     format_duration,
-    parse_midi,
-    read_midi,
     score_seconds,
     split_value,
 )
+from musicfw.music.midiload import check_midi_bytes, parse_score as parse_midi, load_score as read_midi  # noqa: F401,E402

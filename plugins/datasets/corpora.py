@@ -34,6 +34,7 @@ import os
 import re
 import sys
 import uuid
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -41,14 +42,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
-from musicfw.core.config import choice
+from musicfw.core.params import choice
 from musicfw.core.errors import ConfigError, DataError
 
 from .base import MusicDataset, Piece, SplitConfig, cache_root
 from .m21convert import Unit
 
-#: bump when the conversion's output changes: old caches are then left alone, not reused
-CONVERTER_VERSION = 1
+from .shipped import CONVERTER_VERSION  # noqa: E402  (the archives record it)
 FLUSH_EVERY = 500
 
 FOLK_COLLECTIONS = ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs")
@@ -475,3 +475,58 @@ class FolkMelodies(Music21Corpus):
                     suffix = number if seen[number] == 1 else f"{number}-{seen[number]}"
                     units.append(Unit(f"{group}#{suffix}", group, str(path), header + tune))
         return units
+
+
+def build_archive(
+    collection: str,
+    units: list[Unit],
+    cache_root: str | Path,
+    out_dir: str | Path | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Convert ``units`` (all of one collection) through the cache store (conversions already in
+    ``cache_root`` are reused), then write ``music21_<collection>.zip``; returns its path."""
+    from .shipped import BLOB, FORMAT, MANIFEST, archive_path, source_digest
+
+    store = CorpusStore(Path(cache_root), collection)
+    store.ensure(units, workers=workers, progress=progress, desc=f"converting {collection}")
+    manifest = store.manifest()
+    shards: dict[str, bytes] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    blobs: list[bytes] = []
+    offset = 0
+    for unit in sorted(units, key=lambda u: u.id):
+        entry = manifest[unit.id]
+        item: dict[str, Any] = {"group": unit.group, "title": entry.get("title", ""), "source": source_digest(unit)}
+        if "error" in entry:
+            item["error"] = entry["error"]
+        else:
+            shard = entry["shard"]
+            if shard not in shards:
+                shards[shard] = (store.dir / shard).read_bytes()
+            blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
+            item.update(offset=offset, length=len(blob))
+            blobs.append(blob)
+            offset += len(blob)
+        entries[unit.id] = item
+    head = {
+        "format": FORMAT,
+        "collection": collection,
+        "music21": music21_version(),
+        "converter": CONVERTER_VERSION,
+        "entries": entries,
+    }
+    path = archive_path(collection, out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
+        # a fixed timestamp: rebuilding from the same conversions gives the same bytes
+        for name, data in ((MANIFEST, json.dumps(head, sort_keys=True, separators=(",", ":")).encode()),
+                           (BLOB, b"".join(blobs))):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_LZMA
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    tmp.replace(path)
+    return path

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Optional
 
 from musicfw.core.errors import ConfigError, DataError
-from musicfw.core.midiload import load_score
+from musicfw.music.midiload import load_score
 
 from .base import MusicDataset, Piece, SplitConfig
 from .scorefiles import SCORE_SUFFIXES
 
-from musicfw.core.midiload import MIDI_SUFFIXES  # noqa: E402  (one list for datasets and evaluate)
+from musicfw.music.midiload import MIDI_SUFFIXES  # noqa: E402  (one list for datasets and evaluate)
 
 
 @dataclass

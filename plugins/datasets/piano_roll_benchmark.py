@@ -22,7 +22,7 @@ from importlib import resources
 
 import numpy as np
 
-from musicfw.core.config import choice
+from musicfw.core.params import choice
 
 from .base import SPLITS, MusicDataset, Piece
 

@@ -37,6 +37,8 @@ from typing import Any, Iterable
 
 from .m21convert import Unit
 
+#: bump when the conversion's output changes: old caches are then left alone, not reused
+CONVERTER_VERSION = 1
 FORMAT = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MANIFEST, BLOB = "manifest.json", "midi.bin"
@@ -121,8 +123,6 @@ def _load(path: str, mtime_ns: int) -> ShippedCollection | None:
 
 def shipped(collection: str, folder: str | Path | None = None) -> ShippedCollection | None:
     """The shipped archive of ``collection`` (None if musicfw ships none or it is unreadable)."""
-    from .corpora import CONVERTER_VERSION
-
     path = archive_path(collection, folder)
     try:
         mtime = path.stat().st_mtime_ns
@@ -134,56 +134,3 @@ def shipped(collection: str, folder: str | Path | None = None) -> ShippedCollect
     return found
 
 
-def build_archive(
-    collection: str,
-    units: list[Unit],
-    cache_root: str | Path,
-    out_dir: str | Path | None = None,
-    workers: int = 0,
-    progress: bool = True,
-) -> Path:
-    """Convert ``units`` (all of one collection) through the cache store (conversions already in
-    ``cache_root`` are reused), then write ``music21_<collection>.zip``; returns its path."""
-    from .corpora import CONVERTER_VERSION, CorpusStore, music21_version
-
-    store = CorpusStore(Path(cache_root), collection)
-    store.ensure(units, workers=workers, progress=progress, desc=f"converting {collection}")
-    manifest = store.manifest()
-    shards: dict[str, bytes] = {}
-    entries: dict[str, dict[str, Any]] = {}
-    blobs: list[bytes] = []
-    offset = 0
-    for unit in sorted(units, key=lambda u: u.id):
-        entry = manifest[unit.id]
-        item: dict[str, Any] = {"group": unit.group, "title": entry.get("title", ""), "source": source_digest(unit)}
-        if "error" in entry:
-            item["error"] = entry["error"]
-        else:
-            shard = entry["shard"]
-            if shard not in shards:
-                shards[shard] = (store.dir / shard).read_bytes()
-            blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
-            item.update(offset=offset, length=len(blob))
-            blobs.append(blob)
-            offset += len(blob)
-        entries[unit.id] = item
-    head = {
-        "format": FORMAT,
-        "collection": collection,
-        "music21": music21_version(),
-        "converter": CONVERTER_VERSION,
-        "entries": entries,
-    }
-    path = archive_path(collection, out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
-        # a fixed timestamp: rebuilding from the same conversions gives the same bytes
-        for name, data in ((MANIFEST, json.dumps(head, sort_keys=True, separators=(",", ":")).encode()),
-                           (BLOB, b"".join(blobs))):
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_LZMA
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-    tmp.replace(path)
-    return path

@@ -136,7 +136,7 @@ def _refresh_report(run_dir: Any) -> bool:
 
     if not (Path(run_dir) / "report.html").is_file():
         return False
-    from musicfw.core.report import write_report
+    from musicfw.engine.report import write_report
 
     write_report(run_dir)
     return True

@@ -15,7 +15,7 @@ signatures, 4/4 when it has none): a start bar drawn from the bars after which a
 closest to start + ``--seconds``.  A piece shorter than that is taken whole.  Notes still
 sounding at the end bar line are cut there.
 
-Audio.  Every clip is rendered by :class:`musicfw.core.render.AudioRenderer` with one soundfont,
+Audio.  Every clip is rendered by :class:`musicfw.music.render.AudioRenderer` with one soundfont,
 trimmed to the clip plus a one-second faded release, and normalised to -23 LUFS integrated
 loudness (EBU R128) measured with pyloudnorm (ITU-R BS.1770-4), with one correction step (the
 standard's absolute gate is not scale-invariant); a clip whose peak would then
@@ -66,7 +66,7 @@ def _new_id() -> str:
 
 
 def _sha256(path: Path) -> str:
-    from musicfw.core.integrity import sha256_file
+    from musicfw.engine.integrity import sha256_file
 
     return sha256_file(path)
 
@@ -222,7 +222,7 @@ class ClipRenderer:
     """Score -> normalised FLAC file, through core's AudioRenderer (its public interface only)."""
 
     def __init__(self, soundfont: str | None, tmp: Path):
-        from musicfw.core.render import AudioRenderer
+        from musicfw.music.render import AudioRenderer
 
         self.renderer = AudioRenderer(soundfont) if soundfont else AudioRenderer()
         self.soundfont = getattr(self.renderer, "soundfont", soundfont)
@@ -304,8 +304,8 @@ def dir_source(folder: Path) -> Source:
 def split_source(run: Path, split: str) -> Source:
     """The held-out pieces of a run's dataset split, through the run's config (public API)."""
     from musicfw.core.build import build_from_section
-    from musicfw.core.data import build_datamodule
-    from musicfw.core.rundir import load_run_config
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import load_run_config
 
     config = load_run_config(run)
     tokenizer = build_from_section("tokenizers", config.tokenizer)
@@ -500,7 +500,7 @@ def create_study(
             "cutting": "at bar lines (time signatures; 4/4 when none), end bar line closest to start + seconds; "
                        "notes sounding at the end are cut there",
             "audio": {
-                "renderer": "musicfw.core.render.AudioRenderer",
+                "renderer": "musicfw.music.render.AudioRenderer",
                 "soundfont": str(sf_path) if sf_path else None,
                 "soundfont_sha256": _sha256(Path(sf_path)) if sf_path and Path(sf_path).is_file() else None,
                 "loudness": f"integrated loudness {TARGET_LUFS} LUFS (pyloudnorm, ITU-R BS.1770-4); peak limited to {PEAK_LIMIT}",

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from musicfw.core.config import choice
+from musicfw.core.params import choice
 from musicfw.core.metric import Metric
 
 FEATURES: dict[str, str] = {
@@ -104,7 +104,7 @@ def chord_track_of_progression(score: Any, progression: Any) -> tuple[np.ndarray
     over the bars of ``score`` (bar lines from its time signatures, 4/4 without one), from
     its first bar to its end, repeating: ``(ticks, chord indices)``.  Several chords in a
     bar divide it evenly."""
-    from musicfw.core.notes import piece_notes
+    from musicfw.music.notes import piece_notes
     from musicfw.plugins.tokenizers.chords import parse_progression
 
     bars = parse_progression(progression) if not _is_parsed(progression) else progression
@@ -138,7 +138,7 @@ def _is_parsed(progression: Any) -> bool:
 
 def score_ratio(score: Any, chord_ticks: np.ndarray, chords: np.ndarray) -> dict[str, float]:
     """:func:`chord_tone_ratio` of a Score's pitched notes (all tracks) under a chord track."""
-    from musicfw.core.notes import piece_notes
+    from musicfw.music.notes import piece_notes
 
     notes = piece_notes(score)
     pitched = ~notes.is_drum

@@ -81,10 +81,10 @@ class NLL(Metric):
 
     def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any]:
         """Sum ``nll_sum`` and ``n_targets`` over the held-out split (in sliding windows for a
-        model whose ``max_context`` is shorter than a piece: :mod:`musicfw.core.windows`)."""
+        model whose ``max_context`` is shorter than a piece: :mod:`musicfw.engine.windows`)."""
         import torch
 
-        from musicfw.core.windows import scored_loss
+        from musicfw.engine.windows import scored_loss
 
         split = self.config.split
         loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()

@@ -1,3 +1,3 @@
-"""Re-export of :mod:`musicfw.core.notes` (the flat note arrays a ``notes``-input metric reads)."""
+"""Re-export of :mod:`musicfw.music.notes` (the flat note arrays a ``notes``-input metric reads)."""
 
-from musicfw.core.notes import DEFAULT_BAR_QUARTERS, PieceNotes, piece_notes  # noqa: F401
+from musicfw.music.notes import DEFAULT_BAR_QUARTERS, PieceNotes, piece_notes  # noqa: F401

@@ -228,7 +228,7 @@ class YangLerch(Metric):
 
 
 # The set comparison lives in core (every feature metric gets it); re-exported for old imports.
-from musicfw.core.setcompare import (  # noqa: E402,F401
+from musicfw.music.setcompare import (  # noqa: E402,F401
     KDE_GRID_POINTS,
     compare_feature,
     compare_sets,

@@ -235,7 +235,7 @@ class Coverage:
     """
 
     def __init__(self, score: "symusic.Score"):
-        from musicfw.core.limits import check_piece
+        from musicfw.music.limits import check_piece
 
         self.total = int(score.note_num())
         self.score = check_piece(score)  # the piece as encode sees it (cut when asked)

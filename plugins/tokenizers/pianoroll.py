@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from musicfw.core.limits import check_piece, check_tokens
+from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
 
 from ._common import DRUM_PROGRAM, Coverage, build_score, check_pitch_range, collect_notes, merged_tracks

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from musicfw.core.config import choice
-from musicfw.core.limits import check_piece, check_tokens
+from musicfw.core.params import choice
+from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
 from .chords import CHORD_MARKER_PREFIX, CHORD_QUALITIES, NO_CHORD, PITCH_CLASS_NAMES, chord_name, parse_progression  # noqa: F401
@@ -231,7 +231,7 @@ class REMI(Tokenizer):
         """The notes exactly as encode sees them, sorted like the token stream:
         ``onset`` and ``duration`` in positions (absolute), ``pitch``, velocity ``bin``, ``program``.
 
-        A piece beyond :mod:`musicfw.core.limits` raises ``PieceTooLarge``, unusable timing
+        A piece beyond :mod:`musicfw.music.limits` raises ``PieceTooLarge``, unusable timing
         ``MalformedPiece`` (both ``DataError``s), before anything is sized from it."""
         c = self.config
         score = check_piece(score)
@@ -357,7 +357,7 @@ class REMI(Tokenizer):
         return REMIClock(batch_size, self)
 
     def encode(self, score: Any) -> np.ndarray:
-        """Score -> ids; ``PieceTooLarge``/``MalformedPiece`` (:mod:`musicfw.core.limits`)
+        """Score -> ids; ``PieceTooLarge``/``MalformedPiece`` (:mod:`musicfw.music.limits`)
         for a piece the limits refuse, checked before any array is sized from the file."""
         c = self.config
         score = check_piece(score)

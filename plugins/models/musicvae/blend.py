@@ -109,7 +109,7 @@ def write_blend(
     and ``blend.html`` into ``out_dir``; returns ``{"cells": [...], "walk": path, "page": path}``."""
     import symusic
 
-    from musicfw.core.render import AudioRenderer, piano_roll_png
+    from musicfw.music.render import AudioRenderer, piano_roll_png
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

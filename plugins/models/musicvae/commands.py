@@ -71,8 +71,8 @@ def chord_progression(model: Any, text: str | None, length: int | None) -> tuple
 def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
     """(model, tokenizer, RunFolder) of a run folder whose model is a MusicVAE."""
     from musicfw.core.errors import ConfigError
-    from musicfw.core.rundir import RunFolder
-    from musicfw.core.training import load_model
+    from musicfw.engine.rundir import RunFolder
+    from musicfw.engine.training import load_model
 
     run = RunFolder.open(run_dir)
     model, tokenizer = load_model(run.path, which=which, registries=registries)

@@ -46,7 +46,7 @@ Training windows must fit the context: ``loss`` in training mode refuses sequenc
 than ``max_context`` with a ConfigError (train.seq_len > model.max_context); evaluation
 (eval mode) scores longer pieces with the sliding window above.  ``musicfw run`` refuses,
 before making a run folder, a train.seq_len or a generate.prompt longer than max_context
-(core/runner.py); ``step`` itself cannot tell a prompt from generated tokens and simply slides.
+(musicfw/engine/runner.py); ``step`` itself cannot tell a prompt from generated tokens and simply slides.
 """
 
 from __future__ import annotations

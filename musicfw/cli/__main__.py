@@ -1,0 +1,7 @@
+"""`python -m musicfw.cli`: the `musicfw` command."""
+
+import sys
+
+from musicfw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,478 @@
+"""The one generation loop, for every model: ``init_state`` then ``step`` per token, batched.
+
+>>> chain = build_sampler_chain([{"name": "temperature", "temperature": 0.9}, {"name": "top_p", "p": 0.9}])
+>>> result = generate(model, tokenizer, chain, n=8, max_tokens=512, seed=0)   # doctest: +SKIP
+>>> paths = write_samples(result, "runs/demo/samples")                          # doctest: +SKIP
+
+Each step costs the same whatever the position (the model keeps its recurrent state; nothing
+is recomputed over the prefix).  Sequences stop at ``max_tokens`` new tokens, at an end token
+(a tokenizer's ``end_id`` attribute, or ``end_token=``), or after ``max_bars`` bars /
+``max_seconds`` seconds of new music.  With a ``prompt`` (a MIDI path or a Score) the prompt is
+encoded, fed through the model, and continued; the returned tokens and scores hold the prompt
+followed by its continuation, and the limits count the continuation only.
+
+With ``constraints=True`` (the default) the tokenizer's grammar (``Tokenizer.grammar``, see
+:mod:`musicfw.core.constraints`) masks the ids that cannot follow, so that every sequence
+decodes with no dropped token; ``stats["invalid_rate"]`` measures it either way (for
+tokenizers that can count invalid tokens).  Bars and seconds are counted by the tokenizer's
+clock (``Tokenizer.clock``, :mod:`musicfw.core.clock`).
+
+With ``chords`` (a progression such as ``"C G Am F"``, one chord per bar) the tokenizer's chord
+grammar (``Tokenizer.chord_grammar``) replaces its grammar: it also forces the given Chord
+tokens at the start of each bar of the continuation, the model generating the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from musicfw.core.errors import ConfigError, DataError
+
+
+# --------------------------------------------------------------------------------------
+# samplers from config
+# --------------------------------------------------------------------------------------
+
+
+def build_sampler_chain(section: Any, registries: Any = None) -> Any:
+    """A sampler from ``config.sampler``: one section ``{name, params}`` (or a bare name),
+    or a list of sections applied in order (a :class:`~musicfw.core.sampler.SamplerChain`).
+
+    Sections are validated against each sampler's Config (once: a section of a config that
+    ``load_config`` validated is used as it is); mistakes are ConfigError / PluginError
+    naming ``sampler`` or ``sampler[i]``.
+    """
+    from omegaconf import ListConfig
+
+    from musicfw.core.build import build_from_section
+    from musicfw.core.plugins import load_registries
+    from musicfw.core.sampler import SamplerChain
+
+    registries = registries if registries is not None else load_registries()
+    if section is None:
+        from musicfw.engine.config import DEFAULT_SAMPLER
+
+        section = dict(DEFAULT_SAMPLER)
+    if isinstance(section, (list, tuple, ListConfig)):
+        items = list(section)
+        if not items:
+            raise ConfigError("sampler: an empty list; give at least one sampler (e.g. {name: top_p}).")
+        samplers = [
+            build_from_section("samplers", item, registries=registries, key=f"sampler[{i}]")
+            for i, item in enumerate(items)
+        ]
+        return samplers[0] if len(samplers) == 1 else SamplerChain(samplers)
+    return build_from_section("samplers", section, registries=registries, key="sampler")
+
+
+def clock_for(tokenizer: Any, batch_size: int) -> Any:
+    """The tokenizer's own clock, or the decoding clock for a tokenizer that has none."""
+    from musicfw.core.clock import DecodeClock
+
+    clock = tokenizer.clock(batch_size)
+    return clock if clock is not None else DecodeClock(batch_size, tokenizer)
+
+
+# --------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate` made: token arrays (prompt included), decoded Scores, numbers."""
+
+    tokens: list[np.ndarray]
+    scores: list[Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: why each sequence stopped: "max_tokens", "end_token", "max_bars", "max_seconds"
+    stop_reasons: list[str] = field(default_factory=list)
+    prompt_length: int = 0
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _load_prompt(prompt: Any, tokenizer: Any) -> np.ndarray:
+    from musicfw.music.limits import PieceRejected, check_prompt_tokens
+
+    if isinstance(prompt, (str, Path)):
+        from musicfw.music.midiload import load_score
+
+        path = Path(prompt)
+        if not path.is_file():
+            raise DataError(f"Prompt file not found: {path}")
+        score, reason = load_score(path, min_notes=0, check_limits=False)
+        if reason is not None:
+            raise DataError(f"Cannot use the prompt {path}: {reason}")
+        where = str(path)
+    else:
+        score, where = prompt, "the prompt score"
+    try:
+        tokens = np.asarray(tokenizer.encode(score))
+        check_prompt_tokens(len(tokens))
+    except PieceRejected as exc:
+        raise DataError(f"Cannot use {where} as a prompt: {exc}") from None
+    if len(tokens) == 0:
+        raise DataError(
+            f"{where} encodes to no tokens with the {tokenizer.name!r} tokenizer "
+            "(no notes in its pitch range?); nothing to continue."
+        )
+    return tokens
+
+
+def chords_setting(value: Any) -> Any:
+    """``generate.chords`` as plain Python: None, a string, or a list of bar strings."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, (ListConfig, DictConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    raise ConfigError(f"generate.chords: expected a string like \"C G Am F\" or a list of bars, got {value!r}.")
+
+
+def check_chords(tokenizer: Any, chords: Any, constraints: bool) -> None:
+    """A chord progression can be placed: ConfigError otherwise (before anything runs)."""
+    if not constraints:
+        raise ConfigError(
+            "generate.chords places the chords by constrained decoding; it cannot be combined "
+            "with generate.constraints: false (--constraints off)."
+        )
+    if tokenizer.kind != "categorical" or tokenizer.chord_grammar(chords, 1) is None:
+        raise ConfigError(
+            f"generate.chords / --chords: the {tokenizer.name!r} tokenizer has no chord tokens, so its "
+            "models cannot be given a chord progression; use tokenizer remi with use_chords: true."
+        )
+
+
+def _model_device(model: Any) -> Any:
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _as_input(x: Any, kind: str) -> Any:
+    return x.float() if kind == "multihot" else x.long()
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    sampler: Any,
+    *,
+    n: int = 8,
+    batch_size: int = 8,
+    max_tokens: int = 512,
+    max_bars: int | None = None,
+    max_seconds: float | None = None,
+    prompt: Any = None,
+    constraints: bool = True,
+    seed: int = 0,
+    device: Any = None,
+    end_token: int | None = None,
+    progress: Any = None,
+    cpu_threads: int | None = 1,
+    chords: Any = None,
+) -> GenerationResult:
+    """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
+
+    ``sampler``: a Sampler (or SamplerChain, see :func:`build_sampler_chain`).
+    ``max_tokens`` new tokens at most per sequence; ``max_bars`` / ``max_seconds`` stop a
+    sequence once it holds that much new music (a REMI sequence stops before the Bar token
+    that would open one bar too many).  ``end_token`` (default: the tokenizer's ``end_id``,
+    if it has one) ends a sequence and is not kept.  ``prompt``: a MIDI path or a Score to
+    continue.  ``constraints``: mask ids the tokenizer's grammar forbids (REMI, MIDI-like).
+    ``seed`` makes the draw reproducible; ``device`` moves the model (default: where it is).
+    ``progress``: optional callable ``progress(done, total)`` after each batch.
+    ``cpu_threads``: torch's intra-op threads while decoding on the CPU (restored after).
+    One step is a few small matrix products, so more threads mostly add synchronisation:
+    on a busy 2-core machine 2 threads made a small LSTM's decoding 10-40x slower than 1.
+    None leaves torch's setting alone.
+    ``chords``: a chord progression (a string or a list of bars, in the tokenizer's chord
+    names) placed into every sequence by constrained decoding, from the first bar of the
+    continuation on (it repeats when the piece is longer); needs ``constraints`` and a
+    tokenizer with ``chord_grammar`` (REMI with ``use_chords``).
+    """
+    import torch
+
+    kind = tokenizer.kind
+    if n < 1 or batch_size < 1 or max_tokens < 1:
+        raise ConfigError(
+            f"generate needs n >= 1, batch_size >= 1 and max_tokens >= 1 (got {n}, {batch_size}, {max_tokens})."
+        )
+    if max_bars is not None and max_bars <= 0:
+        raise ConfigError(f"generate.max_bars must be > 0, got {max_bars}.")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"generate.max_seconds must be > 0, got {max_seconds}.")
+    kinds = sampler.token_kinds
+    if kind not in kinds:
+        raise ConfigError(
+            f"The sampler {sampler!r} cannot draw {kind} tokens (tokenizer {tokenizer.name!r}); "
+            + ("use bernoulli or greedy for piano-roll frames." if kind == "multihot" else "use greedy, temperature, top_k or top_p.")
+        )
+    model_kind = model.token_kind
+    if model_kind != kind:
+        raise ConfigError(f"The model predicts {model_kind} tokens but the tokenizer {tokenizer.name!r} makes {kind} ones.")
+    if end_token is None:
+        end_token = tokenizer.end_id
+    if max_bars is not None and not clock_for(tokenizer, 1).has_bars:
+        raise ConfigError(
+            f"generate.max_bars: the {tokenizer.name!r} tokenizer has no bars (it counts time in "
+            "seconds); use generate.max_seconds instead."
+        )
+    if chords is not None:
+        check_chords(tokenizer, chords, constraints)
+    prompt_tokens = _load_prompt(prompt, tokenizer) if prompt is not None else None
+    if prompt_tokens is not None and model.max_context is not None and len(prompt_tokens) > model.max_context:
+        raise ConfigError(
+            f"The prompt is {len(prompt_tokens)} {tokenizer.name} tokens, longer than the model's "
+            f"max_context ({model.max_context}); use a shorter prompt or a model with a longer context."
+        )
+
+    if device is not None:
+        model.to(device)
+    device = _model_device(model)
+    was_training = bool(model.training)
+    model.eval()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+
+    threads_before = torch.get_num_threads()
+    if cpu_threads is not None and torch.device(device).type == "cpu":
+        torch.set_num_threads(max(int(cpu_threads), 1))
+    tokens: list[np.ndarray] = []
+    reasons: list[str] = []
+    n_new = 0
+    constrained = False
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            done_n = 0
+            while done_n < n:
+                B = min(batch_size, n - done_n)
+                seqs, why, used_grammar = _generate_batch(
+                    model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
+                    prompt_tokens, constraints, end_token, generator, device, chords,
+                )
+                constrained = constrained or used_grammar
+                for s, r in zip(seqs, why):
+                    n_new += len(s) - (0 if prompt_tokens is None else len(prompt_tokens))
+                    tokens.append(s)
+                    reasons.append(r)
+                done_n += B
+                if progress is not None:
+                    progress(done_n, n)
+    finally:
+        torch.set_num_threads(threads_before)
+        model.train(was_training)
+    elapsed = time.perf_counter() - t0
+
+    scores = [tokenizer.decode(s) for s in tokens]
+    stats: dict[str, Any] = {
+        "samples": len(tokens),
+        "tokens_generated": int(n_new),
+        "prompt_tokens": 0 if prompt_tokens is None else int(len(prompt_tokens)),
+        "mean_length": float(np.mean([len(s) for s in tokens])),
+        "seconds": float(elapsed),
+        "tokens_per_second": float(n_new / elapsed) if elapsed > 0 else float("inf"),
+        "constrained": bool(constrained),
+        "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
+        "notes": int(sum(sum(len(t.notes) for t in sc.tracks) for sc in scores)),
+    }
+    counts = [tokenizer.count_invalid(s) for s in tokens]
+    if all(c is not None for c in counts):
+        invalid = int(sum(counts))
+        total = int(sum(len(s) for s in tokens))
+        stats["invalid_tokens"] = invalid
+        stats["invalid_rate"] = invalid / total if total else 0.0
+    return GenerationResult(
+        tokens=tokens,
+        scores=scores,
+        stats=stats,
+        stop_reasons=reasons,
+        prompt_length=0 if prompt_tokens is None else int(len(prompt_tokens)),
+    )
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    sampler: Any,
+    kind: str,
+    B: int,
+    max_tokens: int,
+    max_bars: int | None,
+    max_seconds: float | None,
+    prompt_tokens: np.ndarray | None,
+    constraints: bool,
+    end_token: int | None,
+    generator: Any,
+    device: Any,
+    chords: Any = None,
+) -> tuple[list[np.ndarray], list[str], bool]:
+    import torch
+
+    from musicfw.core.constraints import grammar_for
+
+    if chords is not None:
+        grammar = tokenizer.chord_grammar(chords, B)
+    else:
+        grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
+    clock = clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
+
+    state = model.init_state(B, device=device)
+    logits, state = model.step(None, state)
+    if prompt_tokens is not None:
+        for tok in prompt_tokens:
+            row = np.broadcast_to(tok, (B,) + np.shape(tok))
+            if grammar is not None:
+                grammar.update(row)
+            if clock is not None:
+                clock.update(row)
+            x = _as_input(torch.tensor(np.array(row), device=device), kind)
+            logits, state = model.step(x, state)
+        if clock is not None:
+            clock.mark()
+    if grammar is not None:
+        grammar.start()
+
+    if kind == "multihot":
+        out = np.zeros((B, max_tokens, int(tokenizer.vocab_size)), dtype=np.uint8)
+    else:
+        out = np.zeros((B, max_tokens), dtype=np.int64)
+    # the tokens so far (prompt included), for samplers that ask for them
+    history = None
+    n_prompt = 0 if prompt_tokens is None else len(prompt_tokens)
+    if sampler.needs_history:
+        shape = (B, n_prompt + max_tokens) + ((int(tokenizer.vocab_size),) if kind == "multihot" else ())
+        history = torch.zeros(shape, dtype=torch.long, device=device)
+        if n_prompt:
+            history[:, :n_prompt] = torch.as_tensor(np.asarray(prompt_tokens), dtype=torch.long, device=device)
+    length = np.zeros(B, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)
+    why = np.array(["max_tokens"] * B, dtype=object)
+    neg_inf = float("-inf")
+    for t in range(max_tokens):
+        if grammar is not None:
+            allowed = grammar.mask(max_tokens - t)
+            empty = ~allowed.any(axis=1)
+            if empty.any():  # no budget left to finish a structure: fall back to the bare grammar
+                allowed[empty] = grammar.mask(None)[empty]
+            logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), neg_inf)
+        x = model.draw(logits, sampler, generator, None if history is None else history[:, : n_prompt + t])
+        if history is not None:
+            history[:, n_prompt + t] = x.long()
+        x_np = x.detach().cpu().numpy()
+        if kind == "multihot":
+            x_np = (x_np > 0.5).astype(np.uint8)
+        else:
+            x_np = x_np.astype(np.int64)
+        live = ~done
+        stop_before = np.zeros(B, dtype=bool)
+        if end_token is not None and kind == "categorical":
+            hit = live & (x_np == end_token)
+            why[hit] = "end_token"
+            stop_before |= hit
+        if clock is not None and max_bars is not None:
+            over = live & ~stop_before & clock.would_open_bar(x_np) & (clock.new_bars() >= max_bars)
+            why[over] = "max_bars"
+            stop_before |= over
+        done |= stop_before
+        keep = ~done
+        out[keep, t] = x_np[keep]
+        length[keep] += 1
+        if grammar is not None:
+            grammar.update(x_np)
+        if clock is not None:
+            clock.update(x_np)
+            if max_bars is not None and not clock.bar_tokens:
+                full = keep & ~done & (clock.new_bars() >= max_bars)
+                why[full] = "max_bars"
+                done |= full
+            if max_seconds is not None:
+                late = keep & ~done & (clock.new_seconds() >= max_seconds)
+                why[late] = "max_seconds"
+                done |= late
+        if done.all() or t == max_tokens - 1:
+            break
+        logits, state = model.step(_as_input(x, kind), state)
+
+    prefix = prompt_tokens if prompt_tokens is not None else None
+    seqs = []
+    for b in range(B):
+        s = out[b, : length[b]]
+        if prefix is not None:
+            s = np.concatenate([np.asarray(prefix, dtype=s.dtype), s], axis=0)
+        seqs.append(s.copy())
+    return seqs, [str(w) for w in why], grammar is not None
+
+
+# --------------------------------------------------------------------------------------
+# writing samples
+# --------------------------------------------------------------------------------------
+
+
+def _first_free_index(out_dir: Path, stem: str) -> int:
+    taken = []
+    for p in out_dir.glob(f"{stem}_*.*"):
+        tail = p.stem[len(stem) + 1 :]
+        if tail.isdigit():
+            taken.append(int(tail))
+    return max(taken) + 1 if taken else 0
+
+
+def write_samples(
+    result: GenerationResult | Sequence[Any],
+    out_dir: str | Path,
+    *,
+    render_audio: bool = True,
+    soundfont: str | Path | None = None,
+    stem: str = "sample",
+    piano_roll: bool = True,
+    progress: Any = None,
+) -> list[Path]:
+    """Write ``<stem>_000.mid`` (+ ``.png`` piano roll, + ``.wav`` when a General MIDI
+    soundfont is found) per sample into ``out_dir``; returns the paths written.
+
+    Existing samples are never overwritten: numbering continues after the highest index
+    already in the folder.  ``result`` may also be a list of Scores.  ``progress``: optional
+    callable ``progress(done, total)`` after each sample.
+    """
+    from musicfw.music.render import AudioRenderer, piano_roll_png
+
+    scores = result.scores if isinstance(result, GenerationResult) else list(result)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = _first_free_index(out, stem)
+    width = max(3, len(str(start + len(scores) - 1)))
+    renderer = AudioRenderer(soundfont) if render_audio else None
+    written: list[Path] = []
+    for i, score in enumerate(scores):
+        base = out / f"{stem}_{start + i:0{width}d}"
+        mid = base.with_suffix(".mid")
+        score.dump_midi(str(mid))
+        written.append(mid)
+        if piano_roll:
+            written.append(piano_roll_png(score, base.with_suffix(".png"), title=mid.name))
+        if renderer is not None:
+            wav = renderer.render(score, base.with_suffix(".wav"))
+            if wav is not None:
+                written.append(wav)
+        if progress is not None:
+            progress(i + 1, len(scores))
+    return written
+
