@@ -365,7 +365,12 @@ def recognise(
     A note counts in every segment it overlaps, weighted by the overlap; notes starting at or
     after the last segment's end are left out, notes starting before the first count from it.
     ``method``: ``cosine``, ``count`` or ``triads`` (the module docstring); the chords are the
-    vocabulary's indices (``triads`` answers with triads and dom7 only)."""
+    vocabulary's indices (``triads`` answers with triads and dom7 only).
+
+    The granularity (the segments: :func:`bar_segments` for REMI, :func:`even_segments` for
+    ``melody_chords``) and the scoring are parameters, not choices made here, because the two
+    tokenizers were built with different ones and they genuinely answer differently on the
+    same notes; each tokenizer passes its own, so its tokens are what they always were."""
     if method not in METHODS:
         raise ValueError(f"chord recogniser method must be one of {', '.join(METHODS)}, got {method!r}")
     seg_start = np.asarray(seg_start, dtype=np.int64)
