@@ -1,7 +1,9 @@
 """How well the ``melody_chords`` tokenizer's chord recogniser agrees with music21 on the
 Bach chorales.
 
-For each chorale (the first ``--n`` of music21's corpus, in name order): music21 parses it,
+The recogniser is the music library's (``musicfw.music.chords.recognise``) at the tokenizer's
+granularity and scoring (segments of one beat from tick 0, ``method="triads"``), read through
+the tokenizer (``MelodyChords.step_chords``).  For each chorale (the first ``--n`` of music21's corpus, in name order): music21 parses it,
 ``m21convert.to_score`` converts it exactly as the shipped corpus was converted, and the
 tokenizer recognises one chord per beat from the lower voices (every part but the soprano).
 The reference: music21's ``chordify`` of the same lower voices, the vertical sonority sounding
@@ -24,7 +26,7 @@ import argparse
 import sys
 import time
 
-QUALITY = {"major": "", "minor": "m", "augmented": "aug", "diminished": "dim"}
+QUALITY = {"major": "maj", "minor": "min", "augmented": "aug", "diminished": "dim"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from musicfw.plugins.datasets.corpora import BachChorales
     from musicfw.plugins.datasets.m21convert import private_scratch_dir, to_score, use_private_scratch
     from musicfw.plugins.datasets.base import cache_root
-    from musicfw.plugins.tokenizers.melody_chords import QUALITIES, MelodyChords
+    from musicfw.music.chords import QUALITY_NAMES, TRIAD_NO_CHORD, triad_chord, triad_class
+    from musicfw.plugins.tokenizers.melody_chords import MelodyChords
 
     use_private_scratch(private_scratch_dir(cache_root()))
     units = BachChorales().units()[: args.n]
@@ -73,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 skipped_other += 1
                 continue
             root = sonority.root().pitchClass
-            expected = 1 + 12 * QUALITIES.index(quality) + root
+            expected = triad_class(QUALITY_NAMES.index(quality) * 12 + root)
             got = int(ours[beat])
             compared += 1
             both += int(got == expected)
-            root_only += int(got != 0 and (got - 1) % 12 == root)
+            root_only += int(got != TRIAD_NO_CHORD and triad_chord(got) % 12 == root)
     seconds = time.perf_counter() - t0
     print(f"{pieces} chorales, {compared} beats compared ({skipped_other} beats music21 calls 'other' left out), {seconds:.0f} s")
     print(f"root and quality agree: {both / max(compared, 1):.3f}")

@@ -3,8 +3,9 @@ chord-conditioned REMI generation.
 
 ``recogniser``: for every Bach chorale of music21's corpus (the ``bach_chorales`` dataset's
 files, its SATB selection, converted to MIDI exactly as the dataset does), REMI's rule-based
-recogniser labels every ``chord_quarters`` segment (``REMI.recognise_chords(...,
-every_segment=True)``).  music21 labels the same segments: the score is ``chordify()``-ed and
+recogniser labels every ``chord_quarters`` segment (``musicfw.music.chords.recognise_score(...,
+every_segment=True)``, the chords a REMI tokenizer of that ``chord_quarters`` and
+``chord_method`` writes; no tokenizer is built).  music21 labels the same segments: the score is ``chordify()``-ed and
 each segment gets the root (``Chord.root()``) and quality of
 
 * ``onset``: the chordified sonority sounding at the segment's first beat, and
@@ -56,7 +57,7 @@ M21_QUALITY = {"major": "maj", "minor": "min", "diminished": "dim", "augmented":
 
 def m21_label(chord) -> int | None:
     """music21's root + quality of a chordified sonority as a REMI chord index, or None."""
-    from musicfw.plugins.tokenizers.chords import QUALITY_NAMES
+    from musicfw.music.chords import QUALITY_NAMES
 
     if chord is None or not chord.isChord or len({p.pitchClass for p in chord.pitches}) < 2:
         return None
@@ -72,13 +73,11 @@ def recogniser(args: argparse.Namespace) -> int:
     from musicfw.core.dataset import cache_root
     from musicfw.plugins.datasets.corpora import VOICE_PREFIXES, BachChorales
     from musicfw.plugins.datasets.m21convert import private_scratch_dir, to_score, use_private_scratch
-    from musicfw.plugins.tokenizers.chords import NO_CHORD, chord_name
-    from musicfw.plugins.tokenizers.remi import REMI, REMIConfig
+    from musicfw.music.chords import NO_CHORD, chord_name, recognise_score
 
     use_private_scratch(private_scratch_dir(cache_root()))
     units = BachChorales().units()[args.skip: (args.skip + args.max_count) if args.max_count else None]
     configs = [(m, int(q)) for q in args.chord_quarters.split(",") for m in args.method.split(",")]
-    toks = {c: REMI(REMIConfig(use_chords=True, chord_quarters=c[1], chord_method=c[0])) for c in configs}
     counts = {c: Counter() for c in configs}
     confusion = {c: Counter() for c in configs}
     t0 = time.perf_counter()
@@ -99,7 +98,7 @@ def recogniser(args: argparse.Namespace) -> int:
         off = on + np.array([float(c.quarterLength) for c in chords])
         labels = [m21_label(c) if c.isChord else None for c in chords]
         for cfg in configs:
-            ticks, remi = toks[cfg].recognise_chords(score, every_segment=True)
+            ticks, remi = recognise_score(score, chord_quarters=cfg[1], method=cfg[0], every_segment=True)
             seg_q = float(cfg[1])
             cnt, conf = counts[cfg], confusion[cfg]
             for s, r in zip((ticks / tpq).tolist(), remi.tolist()):
@@ -151,8 +150,8 @@ def _progressions(datamodule, tokenizer, bars: int, per_beat: bool = False) -> l
     """(piece id, first ``bars`` bars' chords) of the test chorales as the recogniser reads
     them: the chord sounding at each bar's first beat, or (``per_beat``) at each of its beats
     (quarters); bars with an N.C. are skipped."""
+    from musicfw.music.chords import NO_CHORD
     from musicfw.music.notes import piece_notes
-    from musicfw.plugins.tokenizers.chords import NO_CHORD
 
     out = []
     for piece in datamodule.pieces("test"):
@@ -185,8 +184,8 @@ def tone(args: argparse.Namespace) -> int:
     from musicfw.engine.rundir import load_run_config
     from musicfw.core.build import build_from_section
     from musicfw.engine.training import load_model
-    from musicfw.plugins.metrics.chords import chord_track_of_progression, ratios_of
-    from musicfw.plugins.tokenizers.chords import format_progression
+    from musicfw.music.chords import chord_track_of_progression, format_progression, marker_chords
+    from musicfw.plugins.metrics.chords import ratios_of
 
     registries = load_registries()
     config = load_run_config(args.run, registries=registries)
@@ -199,8 +198,6 @@ def tone(args: argparse.Namespace) -> int:
     progs = _progressions(data, tokenizer, args.bars, args.per_beat)[: args.max_progressions or None]
     sampler = build_sampler_chain(config.sampler, registries=registries)
     rng = np.random.default_rng(args.seed)
-    from musicfw.plugins.metrics.chords import marker_chords
-
     sets = {"conditioned": ([], []), "unconditioned": ([], []), "random pitches": ([], [])}
     own = ([], [])  # the unconditioned samples against the Chord tokens they wrote themselves
     t0 = time.perf_counter()
@@ -244,7 +241,7 @@ def tone(args: argparse.Namespace) -> int:
 
 
 def _name(chord: int) -> str:
-    from musicfw.plugins.tokenizers.chords import chord_name
+    from musicfw.music.chords import chord_name
 
     return chord_name(chord)
 

@@ -23,7 +23,7 @@ Parts:
   of the generated note onsets (on steps with a chord) whose pitch class belongs to that
   step's chord; the same for a random-pitch baseline (the conditioned model's onsets, each
   pitch drawn uniformly from the test melodies' pitch range) and for the real test melodies.
-  (``chord_tone_ratio`` of ``plugins/tokenizers/melody_chords.py``.)
+  (``chord_tone_ratio`` of ``musicfw/music/chords.py``, the one definition.)
 
 Reproducibility: a seed (``--set seed=N``, default the YAML's 0) fixes the split, the
 training windows, the initialisation, every z and scheduled-sampling draw and the evaluation
@@ -192,7 +192,7 @@ def chord_tone_eval(
     from musicfw.engine.rundir import load_run_config
     from musicfw.plugins.models.musicvae.commands import load_vae_run
     from musicfw.plugins.models.musicvae.tools import heldout_windows, melody_part, min_onset_id
-    from musicfw.plugins.tokenizers.melody_chords import NO_CHORD, chord_tone_ratio
+    from musicfw.music.chords import TRIAD_NO_CHORD, chord_tone_ratio
 
     first = next(iter(run_dirs.values()))
     config = load_run_config(first)
@@ -204,7 +204,7 @@ def chord_tone_eval(
         min_onset_id=min_onset_id(tokenizer), melody=melody_part(tokenizer),
     )
     real_melody, real_chords = windows % tokenizer.n_melody, windows // tokenizer.n_melody
-    keep = (real_chords != NO_CHORD).any(axis=1)
+    keep = (real_chords != TRIAD_NO_CHORD).any(axis=1)
     real_melody, real_chords = real_melody[keep], real_chords[keep]
     rng = np.random.default_rng(seed)
     if max_progressions and len(real_chords) > max_progressions:
@@ -215,8 +215,8 @@ def chord_tone_eval(
     def ratio(melodies: np.ndarray, chords: np.ndarray) -> tuple[float, int]:
         hits = total = 0
         for m, c in zip(melodies, chords):
-            h, t = chord_tone_ratio(m, c, lo)
-            hits, total = hits + h, total + t
+            r = chord_tone_ratio(*tokenizer.notes_and_chords(m, c))
+            hits, total = hits + r["hits"], total + r["counted"]
         return (hits / total if total else float("nan")), total
 
     out: dict = {"progressions": int(len(real_chords))}

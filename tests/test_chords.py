@@ -14,13 +14,17 @@ import symusic
 import musicfw
 from musicfw.core.errors import ConfigError
 from musicfw.engine.generation import generate
-from musicfw.plugins.metrics.chords import (
-    ChordToneRatio,
+from musicfw.music.chords import (
+    chord_name,
     chord_tone_ratio,
     chord_track_of_progression,
     marker_chords,
+    parse_chord,
+    parse_progression,
+    parse_triad,
+    triad_name,
 )
-from musicfw.plugins.tokenizers.chords import chord_name, parse_chord, parse_progression
+from musicfw.plugins.metrics.chords import ChordToneRatio
 
 from conftest import REPO, run_cli
 
@@ -335,11 +339,9 @@ def test_chords_example_runs_and_measures_chord_tones(tmp_path, corpus_cache):
 def test_remi_and_musicvae_read_one_chord_syntax():
     """`musicfw generate --chords` (REMI) and `musicfw sample --chords` (MusicVAE) accept the
     same names; each maps them onto its own vocabulary (REMI keeps the dominant seventh)."""
-    from musicfw.plugins.tokenizers import melody_chords as mc
-
     names = ["C", "Am", "F#m7", "Bb7", "Ebdim", "G+", "Cmaj7", "C13", "D/F#", "Abm7b5", "G:dom7", "N.C."]
     remi = [chord_name(parse_chord(n)) for n in names]
-    vae = [mc.chord_name(mc.parse_chord(n)) for n in names]
+    vae = [triad_name(parse_triad(n)) for n in names]
     assert remi == ["C:maj", "A:min", "F#:min", "A#:dom7", "D#:dim", "G:aug", "C:maj", "C:dom7", "D:maj",
                     "G#:dim", "G:dom7", "N.C."]
     assert vae == ["C", "Am", "F#m", "Bb", "Ebdim", "Gaug", "C", "C", "D", "Abdim", "G", "N.C."]
@@ -347,4 +349,4 @@ def test_remi_and_musicvae_read_one_chord_syntax():
         with pytest.raises(ConfigError):
             parse_chord(bad)
         with pytest.raises(ValueError):
-            mc.parse_chord(bad)
+            parse_triad(bad)

@@ -429,7 +429,7 @@ def _pctm_by_pairs(notes, threshold_s):
 
 
 def test_pitch_class_transitions_equal_the_pair_listing_definition():
-    from musicfw.plugins.metrics.notes import PieceNotes
+    from musicfw.music.notes import PieceNotes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
     rng = np.random.default_rng(0)
@@ -439,13 +439,13 @@ def test_pitch_class_transitions_equal_the_pair_listing_definition():
         start = rng.integers(0, 40, n) * grid
         end = start + rng.integers(0, 10, n) * grid
         z = np.zeros(n, dtype=np.int64)
-        notes = PieceNotes(96, z, z, rng.integers(0, 128, n), z, z, np.zeros(n, bool), start, end, np.zeros(1, np.int64), 384.0)
+        notes = PieceNotes(96, z, z, rng.integers(0, 128, n), z, z, np.zeros(n, bool), start, end, np.zeros(1, np.int64), 384.0, z)
         for threshold in (0.05, 0.025, 0.1):
             np.testing.assert_array_equal(pitch_class_transitions(notes, threshold), _pctm_by_pairs(notes, threshold))
 
 
 def test_pitch_class_transitions_of_50k_simultaneous_notes():
-    from musicfw.plugins.metrics.notes import piece_notes
+    from musicfw.music.notes import piece_notes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
     notes = piece_notes(_score(simultaneous(50_000)))

@@ -13,40 +13,39 @@ symusic = pytest.importorskip("symusic")
 
 from conftest import run_cli  # noqa: E402
 
-from musicfw.plugins.tokenizers.melody_chords import (  # noqa: E402
-    N_CHORDS,
-    MelodyChords,
-    MelodyChordsConfig,
-    chord_name,
+from musicfw.music.chords import (  # noqa: E402
+    N_TRIAD_CLASSES,
     chord_tone_ratio,
-    parse_chord,
-    parse_progression,
+    parse_triad,
+    parse_triads,
     progression_steps,
+    triad_name,
 )
+from musicfw.plugins.tokenizers.melody_chords import MelodyChords, MelodyChordsConfig  # noqa: E402
 
 TINY = {"z_size": 4, "enc_rnn_size": [8], "dec_rnn_size": [8], "max_seq_len": 32}
 
 
 def test_chord_classes_follow_magentas_triad_encoding():
     # the values of note_seq's TriadChordOneHotEncoding tests
-    assert N_CHORDS == 49
-    assert parse_chord("N.C.") == 0
-    assert parse_chord("C13") == 1
-    assert parse_chord("Cm(maj7)") == 13
-    assert parse_chord("Faug7") == 30
-    assert parse_chord("Abm7b5") == 45
-    assert parse_chord("F7") == 6
-    assert parse_chord("Abm9") == 21
-    assert [chord_name(parse_chord(n)) for n in ("C", "Am", "G7", "F#dim", "D/F#", "Bbmaj7")] == [
+    assert N_TRIAD_CLASSES == 49
+    assert parse_triad("N.C.") == 0
+    assert parse_triad("C13") == 1
+    assert parse_triad("Cm(maj7)") == 13
+    assert parse_triad("Faug7") == 30
+    assert parse_triad("Abm7b5") == 45
+    assert parse_triad("F7") == 6
+    assert parse_triad("Abm9") == 21
+    assert [triad_name(parse_triad(n)) for n in ("C", "Am", "G7", "F#dim", "D/F#", "Bbmaj7")] == [
         "C", "Am", "G", "F#dim", "D", "Bb",
     ]
     for bad in ("Gsus4", "Bb5", "H", "Cxyz", ""):
         with pytest.raises(ValueError):
-            parse_chord(bad)
+            parse_triad(bad)
 
 
 def test_progression_one_hot_for_a_hand_made_progression():
-    steps = progression_steps(parse_progression("C G Am F"), steps_per_bar=4, length=20)
+    steps = progression_steps(parse_triads("C G Am F"), steps_per_bar=4, length=20)
     c, g, am, f = 1, 8, 22, 6
     assert steps.tolist() == [c] * 4 + [g] * 4 + [am] * 4 + [f] * 4 + [c] * 4
     import musicfw
@@ -79,7 +78,7 @@ def test_decoder_input_width_includes_the_chord_one_hot(decoder):
     # the chords steer the conditioned decoder and only it
     melody = torch.randint(0, tok.n_melody, (2, 32))
     z = torch.randn(2, 4)
-    a, b = torch.full((2, 32), parse_chord("C")), torch.full((2, 32), parse_chord("F#m"))
+    a, b = torch.full((2, 32), parse_triad("C")), torch.full((2, 32), parse_triad("F#m"))
     for model, differs in ((with_chords, True), (without, False)):
         model.eval()
         with torch.no_grad():
@@ -103,14 +102,15 @@ def test_tokenizer_recognises_the_chords_of_the_lower_tracks():
     ids = tok.encode(score)
     mel, ch = tok.split(ids)
     assert len(ids) == 16
-    assert ch.tolist() == [parse_chord("C")] * 8 + [parse_chord("G")] * 8
+    assert ch.tolist() == [parse_triad("C")] * 8 + [parse_triad("G")] * 8
     assert mel[0] == tok.note_on_id(72) and mel[2] == tok.note_on_id(74)
     # the soprano's notes: 72 74 | 76 77 over C (C E G): 72 and 76 are chord tones; 79 77 76 74
     # over G (G B D): 79 and 74
-    assert chord_tone_ratio(mel, ch, tok.config.min_pitch) == (4, 8)
+    ratio = chord_tone_ratio(*tok.notes_and_chords(mel, ch))
+    assert (ratio["hits"], ratio["counted"]) == (4, 8)
     # transposed as a whole, the chords follow
     up = score.shift_pitch(2)
-    assert tok.split(tok.encode(up))[1].tolist() == [parse_chord("D")] * 8 + [parse_chord("A")] * 8
+    assert tok.split(tok.encode(up))[1].tolist() == [parse_triad("D")] * 8 + [parse_triad("A")] * 8
     # decode writes the melody and the chords as block triads
     out = tok.decode(ids)
     assert [t.name for t in out.tracks] == ["melody", "chords"]

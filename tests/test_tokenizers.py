@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import musicfw
 from musicfw.core.tokenizer import load_tokenizer
-from musicfw.plugins.tokenizers._common import DRUM_PROGRAM, velocity_bins
+from musicfw.music.notes import DRUM_PROGRAM
+from musicfw.plugins.tokenizers._common import velocity_bins
 from musicfw.plugins.tokenizers.drums import Drums
 from musicfw.plugins.tokenizers.melody import Melody, MelodyConfig
 from musicfw.plugins.tokenizers.midi_like import MIDILike, MIDILikeConfig

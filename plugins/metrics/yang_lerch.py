@@ -20,8 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from musicfw.core.metric import Metric
-
-from .notes import PieceNotes, piece_notes
+from musicfw.music.notes import PieceNotes, piece_notes
 
 #: note-length classes of mgeval in 1/96 of a whole note: full, half, quarter, 8th, 16th,
 #: dotted half, dotted quarter, dotted 8th, dotted 16th, half-, quarter- and 8th-note triplet

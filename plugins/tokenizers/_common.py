@@ -1,74 +1,20 @@
 """Vectorized helpers shared by the built-in tokenizers (numpy only; cheap to import).
 
-Nothing here loops over notes in Python: notes travel as structure-of-arrays
-(``time``, ``duration``, ``pitch``, ``velocity``, ``program``, ``is_drum``) taken from
-symusic's ``track.notes.numpy()``.
+Nothing here loops over notes in Python: notes travel as the music library's one note-array
+type, :class:`musicfw.music.notes.PieceNotes` (structure-of-arrays taken from symusic's
+``track.notes.numpy()``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from musicfw.music.notes import DRUM_PROGRAM, PieceNotes
+
 if TYPE_CHECKING:  # pragma: no cover
     import symusic
-
-#: "program" value used for drum tracks when programs are tokenized (0..127 are GM programs)
-DRUM_PROGRAM = 128
-
-
-@dataclass
-class NoteArrays:
-    """All notes of a score (or a subset) as parallel arrays, in one time unit."""
-
-    time: np.ndarray  # int64 (ticks) or float64 (seconds)
-    duration: np.ndarray
-    pitch: np.ndarray  # int64
-    velocity: np.ndarray  # int64
-    program: np.ndarray  # int64, DRUM_PROGRAM for drum tracks
-
-    def __len__(self) -> int:
-        return len(self.pitch)
-
-    def take(self, index: np.ndarray) -> "NoteArrays":
-        return NoteArrays(
-            self.time[index], self.duration[index], self.pitch[index], self.velocity[index], self.program[index]
-        )
-
-
-def collect_notes(
-    score: "symusic.Score", drums: str = "include", float_time: bool = False
-) -> NoteArrays:
-    """Concatenate the notes of every track (``drums``: "include", "exclude" or "only")."""
-    times, durs, pitches, vels, progs = [], [], [], [], []
-    for track in score.tracks:
-        if drums == "exclude" and track.is_drum:
-            continue
-        if drums == "only" and not track.is_drum:
-            continue
-        arr = track.notes.numpy()
-        n = len(arr["pitch"])
-        if n == 0:
-            continue
-        times.append(arr["time"])
-        durs.append(arr["duration"])
-        # symusic hands out int8: widen before any arithmetic (and mask the sign bit)
-        pitches.append(arr["pitch"].astype(np.int64) & 0x7F)
-        vels.append(arr["velocity"].astype(np.int64) & 0x7F)
-        progs.append(np.full(n, DRUM_PROGRAM if track.is_drum else int(track.program), dtype=np.int64))
-    tdtype = np.float64 if float_time else np.int64
-    if not pitches:
-        empty = np.zeros(0, dtype=np.int64)
-        return NoteArrays(np.zeros(0, tdtype), np.zeros(0, tdtype), empty, empty.copy(), empty.copy())
-    return NoteArrays(
-        np.concatenate(times).astype(tdtype),
-        np.concatenate(durs).astype(tdtype),
-        np.concatenate(pitches),
-        np.concatenate(vels),
-        np.concatenate(progs),
-    )
 
 
 def check_ids(tokens: np.ndarray, vocab_size: int, name: str) -> np.ndarray:
@@ -245,11 +191,11 @@ class Coverage:
         if cut:
             self.reasons["cut off to fit the limits (limits.on_exceed=cut)"] = cut
 
-    def drop(self, notes: NoteArrays, mask: np.ndarray, reason: str) -> NoteArrays:
+    def drop(self, notes: PieceNotes, mask: np.ndarray, reason: str) -> PieceNotes:
         k = int(np.count_nonzero(mask))
         if k:
             self.reasons[reason] = self.reasons.get(reason, 0) + k
-        return notes.take(~mask)
+        return notes.select(~mask)
 
     def lose(self, k: int, reason: str) -> None:
         if k > 0:
@@ -270,7 +216,7 @@ class Coverage:
         }
 
 
-def merged_tracks(score: "symusic.Score", notes: NoteArrays, drums_kept: bool) -> int:
+def merged_tracks(score: "symusic.Score", notes: PieceNotes, drums_kept: bool) -> int:
     """Kept notes whose track or program a one-track decoding loses: all of them when they
     come from two or more tracks, else those whose program is not 0 (piano)."""
     tracks = sum(1 for t in score.tracks if len(t.notes) and (drums_kept or not t.is_drum))

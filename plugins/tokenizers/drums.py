@@ -16,7 +16,10 @@ import numpy as np
 from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import DRUM_PROGRAM, Coverage, build_score, check_ids, collect_notes
+from musicfw.music.grid import to_steps
+from musicfw.music.notes import DRUM_PROGRAM, piece_notes
+
+from ._common import Coverage, build_score, check_ids
 
 #: (short name, GM pitches; the first is the one decode plays), bit i = class i
 DRUM_CLASSES: tuple[tuple[str, tuple[int, ...]], ...] = (
@@ -89,13 +92,13 @@ class Drums(Tokenizer):
     def encode(self, score: Any) -> np.ndarray:
         c = self.config
         score = check_piece(score)
-        notes = collect_notes(score, drums="only" if c.drum_tracks_only else "include")
+        notes = piece_notes(score, drums="only" if c.drum_tracks_only else "include", sort=False, seconds=False, check=False)
         cls = PITCH_TO_CLASS[notes.pitch]
         known = cls >= 0
         if not known.any():
             return np.zeros(0, dtype=np.int64)
         tpq, spq = int(score.ticks_per_quarter), c.steps_per_quarter
-        step = np.maximum((2 * notes.time[known] * spq + tpq) // (2 * tpq), 0)
+        step = np.maximum(to_steps(notes.time[known], tpq, spq), 0)
         pair = np.unique(step * N_CLASSES + cls[known])  # one hit per (step, class)
         T = int(step.max()) + 1
         check_tokens(T, "steps", self.name)
@@ -108,7 +111,7 @@ class Drums(Tokenizer):
         :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = collect_notes(cov.score, drums="include")
+        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
         if c.drum_tracks_only:
             notes = cov.drop(notes, notes.program != DRUM_PROGRAM, "not a drum track (drum_tracks_only=true)")
         notes = cov.drop(notes, PITCH_TO_CLASS[notes.pitch] < 0, "pitch outside the 9 drum classes")

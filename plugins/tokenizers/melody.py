@@ -21,8 +21,10 @@ import numpy as np
 from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
-from ._common import DRUM_PROGRAM, Coverage, build_score, check_ids, check_pitch_range, collect_notes
-from .pianoroll import pitch_name
+from musicfw.music.grid import to_steps
+from musicfw.music.notes import DRUM_PROGRAM, piece_notes, pitch_name
+
+from ._common import Coverage, build_score, check_ids, check_pitch_range
 
 NO_EVENT = 0
 NOTE_OFF = 1
@@ -81,14 +83,14 @@ class Melody(Tokenizer):
         ``limits.max_tokens`` before anything of that size is allocated (``PieceTooLarge``)."""
         c = self.config
         score = check_piece(score)
-        notes = collect_notes(score, drums="exclude")
+        notes = piece_notes(score, drums="exclude", sort=False, seconds=False, check=False)
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
-        notes = notes.take(keep)
+        notes = notes.select(keep)
         if len(notes) == 0:
             return np.zeros(0, dtype=np.int64)
         tpq, spq = int(score.ticks_per_quarter), c.steps_per_quarter
-        start = np.maximum((2 * notes.time * spq + tpq) // (2 * tpq), 0)
-        end = np.maximum((2 * (notes.time + notes.duration) * spq + tpq) // (2 * tpq), start + 1)
+        start = np.maximum(to_steps(notes.time, tpq, spq), 0)
+        end = np.maximum(to_steps(notes.time + notes.duration, tpq, spq), start + 1)
         key = notes.pitch - c.min_pitch
         P = self.n_pitches
         T = int(end.max())
@@ -118,7 +120,7 @@ class Melody(Tokenizer):
         note-ons); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = collect_notes(cov.score, drums="include")
+        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
         notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (melody reads pitched tracks only)")
         notes = cov.drop(
             notes,

@@ -19,16 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
+from musicfw.music.limits import check_piece, check_tokens
+from musicfw.music.notes import DRUM_PROGRAM, piece_notes
 
 from ._common import (
-    DRUM_PROGRAM,
     Coverage,
     build_score,
     check_ids,
     check_pitch_range,
-    collect_notes,
     ffill,
     merged_tracks,
     next_in_group,
@@ -114,14 +113,14 @@ class MIDILike(Tokenizer):
         pitches outside the range are dropped; every note lasts at least one step.
         """
         c = self.config
-        sec = check_piece(score).to("second")
+        score = check_piece(score)
         drums = "include" if c.include_drums else "exclude"
-        notes = collect_notes(sec, drums=drums, float_time=True)
+        notes = piece_notes(score, drums=drums, sort=False, seconds=True, check=False)
         sps = c.steps_per_second
-        start = np.round(notes.time * sps).astype(np.int64)
-        end_s = notes.time + notes.duration
+        start = np.round(notes.start_s * sps).astype(np.int64)
+        end_s = notes.end_s
         if c.sustain_pedal:
-            end_s = self._apply_pedal(sec, c.include_drums, end_s)
+            end_s = self._apply_pedal(score.to("second"), c.include_drums, end_s)
         end = np.round(end_s * sps).astype(np.int64)
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
         start, end, pitch, vel = start[keep], end[keep], notes.pitch[keep], notes.velocity[keep]
@@ -239,7 +238,7 @@ class MIDILike(Tokenizer):
         :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = collect_notes(cov.score, drums="include")
+        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
         if not c.include_drums:
             notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
         notes = cov.drop(

@@ -12,16 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
+from musicfw.music.grid import to_steps
+from musicfw.music.limits import check_piece, check_tokens
+from musicfw.music.notes import DRUM_PROGRAM, piece_notes, pitch_name
 
-from ._common import DRUM_PROGRAM, Coverage, build_score, check_pitch_range, collect_notes, merged_tracks
-
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-
-
-def pitch_name(p: int) -> str:
-    return f"{NOTE_NAMES[p % 12]}{p // 12 - 1}"
+from ._common import Coverage, build_score, check_pitch_range, merged_tracks
 
 
 @dataclass
@@ -73,13 +69,13 @@ class PianoRoll(Tokenizer):
         """Notes on the step grid: ``start``, ``end`` (> start) in steps and ``pitch``."""
         c = self.config
         score = check_piece(score)
-        notes = collect_notes(score, drums="include" if c.include_drums else "exclude")
+        notes = piece_notes(score, drums="include" if c.include_drums else "exclude", sort=False, seconds=False, check=False)
         tpq = int(score.ticks_per_quarter)
         spq = c.steps_per_quarter
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
-        notes = notes.take(keep)
-        start = np.maximum((2 * notes.time * spq + tpq) // (2 * tpq), 0)
-        end = (2 * (notes.time + notes.duration) * spq + tpq) // (2 * tpq)
+        notes = notes.select(keep)
+        start = np.maximum(to_steps(notes.time, tpq, spq), 0)
+        end = to_steps(notes.time + notes.duration, tpq, spq)
         end = np.maximum(end, start + 1)
         return {"start": start, "end": end, "pitch": notes.pitch}
 
@@ -122,7 +118,7 @@ class PianoRoll(Tokenizer):
         change (tracks merged); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = collect_notes(cov.score, drums="include")
+        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
         if not c.include_drums:
             notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
         notes = cov.drop(
@@ -144,8 +140,7 @@ class PianoRoll(Tokenizer):
         ends = [m.time for m in score.markers if m.text == "end"]
         if not ends:
             return 0
-        tpq, spq = int(score.ticks_per_quarter), self.config.steps_per_quarter
-        return int((2 * max(ends) * spq + tpq) // (2 * tpq))
+        return int(to_steps(max(ends), int(score.ticks_per_quarter), self.config.steps_per_quarter))
 
     def _frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         arr = np.asarray(frames)

@@ -18,6 +18,8 @@ exact quantization and the decoding rules are in docs/tokenizers.md, and so are 
 recogniser (:meth:`REMI.recognise_chords`, how well it agrees with music21) and
 chord-conditioned generation (:meth:`REMI.chord_grammar`: a given progression's Chord tokens
 placed by constrained decoding).  Decode writes each Chord token as a ``Chord_<name>`` marker.
+The chord vocabulary and the recogniser are the music library's (:mod:`musicfw.music.chords`);
+so are the bar grid and the rounding to positions (:mod:`musicfw.music.grid`).
 """
 
 from __future__ import annotations
@@ -28,28 +30,31 @@ from typing import Any
 import numpy as np
 
 from musicfw.core.params import choice
-from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
+from musicfw.music.chords import (
+    CHORD_MARKER_PREFIX,
+    CHORD_QUALITIES,
+    NO_CHORD,
+    chord_name,
+    chords_in_bars,
+    parse_chord,
+    parse_progression,
+)
+from musicfw.music.grid import bar_grid, bar_lengths, time_signature_table, to_steps
+from musicfw.music.limits import check_piece, check_tokens
+from musicfw.music.notes import DRUM_PROGRAM, PITCH_CLASS_NAMES, piece_notes
 
-from .chords import CHORD_MARKER_PREFIX, CHORD_QUALITIES, NO_CHORD, PITCH_CLASS_NAMES, chord_name, parse_progression  # noqa: F401
 from ._common import (
     Coverage,
     check_pitch_range,
     merged_tracks,
-    DRUM_PROGRAM,
     build_score,
     check_ids,
-    collect_notes,
     ffill,
     nearest_bin,
     tempo_bins,
     velocity_bins,
 )
-
-#: cosine recogniser: the bonus (times the segment's total note weight) of the chords whose
-#: root is the segment's lowest note; a tie-breaker (0.05 chosen on the first 40 chorales:
-#: 0.02-0.05 agree best with music21, 0.1 already overrides real evidence; benchmarks/chords.py)
-BASS_BONUS = 0.05
 
 BAR, POSITION, PITCH, VELOCITY, DURATION, TEMPO, TIMESIG, CHORD, PROGRAM = range(9)
 TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program")
@@ -104,14 +109,9 @@ class REMI(Tokenizer):
         self.n_positions = c.max_bar_quarters * res
         self.max_duration = c.max_duration_quarters * res
         # supported time signatures: n/d with d in 2,4,8,16, a bar of whole positions, <= max_bar_quarters
-        ts = [
-            (n, d)
-            for d in (2, 4, 8, 16)
-            for n in range(1, c.max_bar_quarters * d // 4 + 1)
-            if (n * 4 * res) % d == 0
-        ]
+        ts = time_signature_table(res, c.max_bar_quarters)
         self.time_signatures: list[tuple[int, int]] = ts if c.use_time_signatures else []
-        self._ts_len = np.array([n * 4 * res // d for n, d in self.time_signatures] + [4 * res], dtype=np.int64)
+        self._ts_len = bar_lengths(self.time_signatures, res)
         self._ts_index = {t: i for i, t in enumerate(self.time_signatures)}
         self._default_ts = self._ts_index.get((4, 4), len(self.time_signatures))  # last slot: implicit 4/4
         self.tempos = tempo_bins(c.tempo_bins, c.min_tempo, c.max_tempo) if c.use_tempos else np.zeros(0)
@@ -185,16 +185,14 @@ class REMI(Tokenizer):
 
     def chord_token(self, name: str) -> int:
         """The id of the Chord token for a chord name (``"Am"``, ``"F#:min"``, ``"N.C."``;
-        the names are in :mod:`musicfw.plugins.tokenizers.chords`).  ConfigError for an
+        the names are in :mod:`musicfw.music.chords`).  ConfigError for an
         unknown name, or when the vocabulary has no Chord tokens (``use_chords: false``)."""
-        from .chords import parse_chord
-
         self._require_chords("chord_token")
         return self._first[CHORD] + parse_chord(name)
 
     def chord_grammar(self, progression: Any, batch_size: int) -> Any:
         """REMI's grammar that also places the Chord tokens of ``progression`` (a string such
-        as ``"C G Am F"`` or a list of bars; see :mod:`musicfw.plugins.tokenizers.chords`)
+        as ``"C G Am F"`` or a list of bars; see :mod:`musicfw.music.chords`)
         at the start of each bar, and where a bar holds several chords; the progression
         repeats when the piece is longer.  ConfigError for an unknown chord name or a
         vocabulary without Chord tokens."""
@@ -208,9 +206,11 @@ class REMI(Tokenizer):
         """The rule-based chord recogniser that writes REMI's Chord tokens, on its own:
         ``(ticks, chord)`` -- where each recognised chord starts, in the score's ticks, and
         its index (``quality * 12 + root``, 60 = N.C.; names from
-        :func:`musicfw.plugins.tokenizers.chords.chord_name`).  By default only the changes
+        :func:`musicfw.music.chords.chord_name`).  By default only the changes
         (what encode writes); ``every_segment``: one entry per ``chord_quarters`` segment.
-        Works whatever ``use_chords`` is.  How it decides: docs/tokenizers.md."""
+        Works whatever ``use_chords`` is.  How it decides: docs/tokenizers.md and
+        :func:`musicfw.music.chords.recognise` (:func:`musicfw.music.chords.recognise_score`
+        gives the same chords for a default REMI without building one)."""
         score = check_piece(score)
         q = self.quantize(score)
         if len(q["onset"]) == 0:
@@ -224,8 +224,7 @@ class REMI(Tokenizer):
 
     # -- quantization -------------------------------------------------------------------------
     def _positions(self, ticks: np.ndarray, tpq: int) -> np.ndarray:
-        res = self.config.beat_resolution
-        return (2 * np.asarray(ticks, dtype=np.int64) * res + tpq) // (2 * tpq)  # round half up
+        return to_steps(ticks, tpq, self.config.beat_resolution)  # round half up
 
     def quantize(self, score: Any) -> dict[str, np.ndarray]:
         """The notes exactly as encode sees them, sorted like the token stream:
@@ -235,10 +234,10 @@ class REMI(Tokenizer):
         ``MalformedPiece`` (both ``DataError``s), before anything is sized from it."""
         c = self.config
         score = check_piece(score)
-        notes = collect_notes(score, drums="include" if c.use_programs else "exclude")
+        notes = piece_notes(score, drums="include" if c.use_programs else "exclude", sort=False, seconds=False, check=False)
         tpq = int(score.ticks_per_quarter)
         keep = (notes.pitch >= c.min_pitch) & (notes.pitch <= c.max_pitch)
-        notes = notes.take(keep)
+        notes = notes.select(keep)
         onset = np.maximum(self._positions(notes.time, tpq), 0)
         dur = np.clip(self._positions(notes.duration, tpq), 1, self.max_duration)
         program = notes.program if c.use_programs else np.zeros(len(notes), dtype=np.int64)
@@ -253,34 +252,10 @@ class REMI(Tokenizer):
         }
 
     def _bar_grid(self, score: Any, last_pos: int) -> tuple[np.ndarray, np.ndarray]:
-        """(bar starts in positions, time-signature slot per bar) covering 0..last_pos.
-
-        A time-signature change takes effect at the first bar line at or after it.
-        Unsupported signatures count as 4/4.  One Python iteration per signature change.
-        """
-        default = self._default_ts
-        segs: list[list[int]] = [[0, default]]  # [start, ts slot]
-        if self.config.use_time_signatures:
-            tsa = score.time_signatures.numpy()
-            t_pos = self._positions(tsa["time"], int(score.ticks_per_quarter))
-            for t, n, d in zip(t_pos.tolist(), tsa["numerator"].tolist(), tsa["denominator"].tolist()):
-                slot = self._ts_index.get((n, d), default)
-                start, cur = segs[-1]
-                length = int(self._ts_len[cur])
-                t_snap = start + -(-(max(t, start) - start) // length) * length
-                if t_snap > last_pos:
-                    break
-                if t_snap == start:
-                    segs[-1][1] = slot
-                elif slot != cur:
-                    segs.append([t_snap, slot])
-        starts, slots = [], []
-        for i, (start, slot) in enumerate(segs):
-            stop = segs[i + 1][0] if i + 1 < len(segs) else last_pos + 1
-            b = np.arange(start, stop, int(self._ts_len[slot]), dtype=np.int64)
-            starts.append(b)
-            slots.append(np.full(len(b), slot, dtype=np.int64))
-        return np.concatenate(starts), np.concatenate(slots)
+        """(bar starts in positions, time-signature slot per bar) covering 0..last_pos
+        (:func:`musicfw.music.grid.bar_grid`: a change takes effect at the next bar line,
+        unsupported signatures count as 4/4)."""
+        return bar_grid(score, self.config.beat_resolution, self.time_signatures, last_pos)
 
     def _tempo_events(self, score: Any, last_pos: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions, tempo bin) of the tempo changes the stream states (first one at 0)."""
@@ -304,44 +279,15 @@ class REMI(Tokenizer):
     def _chords(self, q: dict[str, np.ndarray], bar_starts: np.ndarray, bar_len: np.ndarray, last_pos: int,
                 changes_only: bool = True):
         """(positions, chord index) where the recognized chord changes (every segment's
-        start when not ``changes_only``)."""
-        seg_len = self.config.chord_quarters * self.config.beat_resolution
-        n_seg = -(-bar_len // seg_len)
-        seg_start = np.repeat(bar_starts, n_seg) + (np.arange(int(n_seg.sum())) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)) * seg_len
-        seg_end = np.minimum(seg_start + seg_len, np.repeat(bar_starts + bar_len, n_seg))
+        start when not ``changes_only``): :func:`musicfw.music.chords.chords_in_bars` over the
+        pitched notes, segments of ``chord_quarters`` from each bar line."""
         pitched = q["program"] != DRUM_PROGRAM
-        on, end, pc = q["onset"][pitched], (q["onset"] + q["duration"])[pitched], q["pitch"][pitched] % 12
-        first = np.searchsorted(seg_start, on, side="right") - 1
-        last = np.searchsorted(seg_start, end - 1, side="right") - 1
-        k = last - first + 1
-        seg = np.repeat(first, k) + (np.arange(int(k.sum())) - np.repeat(np.cumsum(k) - k, k))
-        overlap = np.minimum(np.repeat(end, k), seg_end[seg]) - np.maximum(np.repeat(on, k), seg_start[seg])
-        chroma = np.bincount(seg * 12 + np.repeat(pc, k), weights=overlap, minlength=len(seg_start) * 12)
-        chroma = chroma.reshape(len(seg_start), 12)
-        member = np.zeros((12, NO_CHORD))
-        for qi, intervals in enumerate(CHORD_QUALITIES.values()):
-            for root in range(12):
-                member[[(root + i) % 12 for i in intervals], qi * 12 + root] = 1.0
-        if self.config.chord_method == "count":
-            # the first recogniser: +1 per chord tone, -1 per other tone (favours dom7 whenever
-            # a passing seventh sounds: 57% agreement with music21 on the chorales)
-            scores = chroma @ (2 * member - 1)
-        else:
-            # cosine: normalised template match (a 4-note chord needs its fourth note to be
-            # worth it), then the segment's lowest note as the root breaks near-ties
-            scores = (chroma @ member) / np.sqrt(member.sum(axis=0))[None, :]
-            big = 1 << 20
-            lowest = np.full(len(seg_start), big, dtype=np.int64)
-            np.minimum.at(lowest, seg, np.repeat(q["pitch"][pitched], k))
-            bass = np.where(lowest < big, lowest % 12, -1)
-            roots = np.arange(NO_CHORD) % 12
-            scores = scores + BASS_BONUS * chroma.sum(axis=1, keepdims=True) * (roots[None, :] == bass[:, None])
-        chord = np.argmax(scores, axis=1)
-        # fewer than two sounding pitch classes: no chord
-        chord[(chroma > 0).sum(axis=1) < 2] = NO_CHORD
-        prev = np.concatenate([[NO_CHORD], chord[:-1]])
-        change = ((chord != prev) | (not changes_only)) & (seg_start <= last_pos)
-        return seg_start[change], chord[change]
+        on = q["onset"][pitched]
+        return chords_in_bars(
+            on, on + q["duration"][pitched], q["pitch"][pitched], bar_starts, bar_len,
+            self.config.chord_quarters * self.config.beat_resolution, last_pos,
+            self.config.chord_method, changes_only=changes_only,
+        )
 
     # -- encode -------------------------------------------------------------------------------
     def grammar(self, batch_size: int) -> Any:
@@ -417,7 +363,7 @@ class REMI(Tokenizer):
         Pitch-Velocity-Duration triplet."""
         c = self.config
         cov = Coverage(score)
-        notes = collect_notes(cov.score, drums="include")
+        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
         if not c.use_programs:
             notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (remi keeps drums with use_programs=true)")
         notes = cov.drop(

@@ -131,10 +131,10 @@ def check_chords(config: Any, tokenizer: Any, chord_classes: int) -> None:
             f"(tokenizer.name: melody_chords); {tokenizer.name!r} has no chords."
         )
     if chord_classes:
-        from musicfw.plugins.tokenizers.melody_chords import parse_progression
+        from musicfw.music.chords import parse_triads
 
         try:
-            parse_progression(config.sample_chords)
+            parse_triads(config.sample_chords)
         except ValueError as exc:
             raise ConfigError(f"model.sample_chords: {config.sample_chords!r}: {exc}.") from None
 

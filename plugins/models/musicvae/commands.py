@@ -55,10 +55,10 @@ def chord_progression(model: Any, text: str | None, length: int | None) -> tuple
             "it; train one with tokenizer.name=melody_chords and model.chord_conditioning=true "
             "(examples/chords_musicvae.yaml)."
         )
-    from musicfw.plugins.tokenizers.melody_chords import parse_progression, progression_steps
+    from musicfw.music.chords import parse_triads, progression_steps
 
     try:
-        bars = parse_progression(text)
+        bars = parse_triads(text)
     except ValueError as exc:
         raise ConfigError(f"--chords {text!r}: {exc}.") from None
     if len(bars) > MAX_CHORD_BARS:

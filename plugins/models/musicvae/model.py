@@ -404,10 +404,10 @@ class MusicVAEModel(Model, nn.Module):
         if device is None:
             device = next(self.parameters()).device
         if chords is None or isinstance(chords, str):
-            from musicfw.plugins.tokenizers.melody_chords import parse_progression, progression_steps
+            from musicfw.music.chords import parse_triads, progression_steps
 
             text = self.config.sample_chords if chords is None else chords
-            bars = parse_progression(text)
+            bars = parse_triads(text)
             bar = int(self.config.steps_per_bar)
             chords = progression_steps(bars, bar, len(bars) * bar)
         if torch.is_tensor(chords):
