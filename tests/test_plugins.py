@@ -51,6 +51,18 @@ def test_build_sampler_validates_its_config():
         musicfw.build_sampler("top_k", k="many")
 
 
+def test_build_passes_objects_as_context_never_into_the_config():
+    """`musicfw.build('model', 'lstm', tokenizer=t)` (omegaconf cannot hold a tokenizer)."""
+    tok = musicfw.build_tokenizer("remi")
+    model = musicfw.build("model", "lstm", tokenizer=tok, hidden_size=16, num_layers=1)
+    assert model.loss is not None and model.head.out_features == tok.vocab_size
+    same = musicfw.build("model", "lstm", context={"tokenizer": tok}, hidden_size=16, num_layers=1)
+    assert sum(p.numel() for p in same.parameters()) == sum(p.numel() for p in model.parameters())
+    # a parameter that is not a config value is a ConfigError naming the key, not omegaconf's
+    with pytest.raises(musicfw.ConfigError, match=r"sampler\.k: a object is not a config value"):
+        musicfw.build("sampler", "top_k", k=object())
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(PluginError) as err:
         musicfw.build_sampler("nucleus")
