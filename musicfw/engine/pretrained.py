@@ -34,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from musicfw.core.errors import ConfigError
+from musicfw.core.errors import ConfigError, PluginError
 
 FORMAT = "musicfw.pretrained"
 #: the version this musicfw writes; it reads every version <= this one
@@ -267,8 +267,10 @@ def plugins_used(config: Any, registries: Any) -> dict[str, list[dict[str, Any]]
     for label, kind, key in _USED:
         entries = []
         for name in _section_names(OmegaConf.select(config, key)):
-            registry = registries[kind]
-            identity = registry.info(name).identity() if name in registry else {"distribution": None, "version": None}
+            try:
+                identity = registries[kind].info(name).identity()
+            except PluginError:  # not installed, or two plugins claim the name: nothing to record
+                identity = {"distribution": None, "version": None}
             entries.append({"name": name, **identity})
         used[label] = entries
     return used
