@@ -98,8 +98,11 @@ def get_plugin_manager(
 
     ``extra_plugins`` are objects or modules with hook implementations, registered after
     the built-ins, exactly like an entry-point plugin (handy in tests and notebooks).
-    Import failures of entry-point plugins are warned about, recorded on
-    ``pm.musicfw_failures``, and skipped.
+    An entry-point plugin that fails to import, or has an invalid hook (a misspelled
+    ``musicfw_*`` name, arguments its spec lacks), is warned about, recorded on
+    ``pm.musicfw_failures`` and skipped; the others load.  In ``extra_plugins`` (the
+    caller's own code) an invalid hook raises pluggy's ``PluginValidationError``.
+    ``pm.musicfw_providers`` maps each plugin name to ``(distribution, version)``.
     """
     if autoload is None:
         autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
