@@ -27,12 +27,46 @@ def make_config(kind: str, name: str, registries: Registries | None = None, key:
     registries = _registries(registries)
     kind = normalize_kind(kind)
     key = key or kind.rstrip("s")
+    for param, value in params.items():
+        if not _is_config_value(value):
+            raise ConfigError(
+                f"Invalid config: {key}.{param}: a {type(value).__name__} is not a config value "
+                "(numbers, strings, booleans, None, and lists and mappings of them)."
+            )
     section = validate_plugin_section(OmegaConf.create({"name": name, **params}), kind, registries, key=key)
     plugin_cls = registries[kind].get(name)
     values = OmegaConf.to_container(section, resolve=True)
     assert isinstance(values, dict)
     values.pop("name")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(plugin_cls.Config), values))
+
+
+def _is_config_value(value: Any) -> bool:
+    """Whether omegaconf can hold ``value`` (a number, string, list of them, ...)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.create({"value": value})
+    except (OmegaConfBaseException, ValueError, TypeError):
+        return False
+    return True
+
+
+def split_context(plugin_cls: type, params: dict[str, Any], context: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(params, context)``: a keyword that is not a field of the plugin's ``Config`` and
+    holds an object omegaconf cannot (a model's ``tokenizer=``) is context for
+    ``from_config``, never a config value; everything else is validated as a parameter."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(plugin_cls.Config)}
+    context = dict(context or {})
+    kept = {}
+    for param, value in params.items():
+        if param not in fields and not _is_config_value(value):
+            context[param] = value
+        else:
+            kept[param] = value
+    return kept, context
 
 
 def build(
@@ -46,13 +80,15 @@ def build(
 ) -> Any:
     """Build the plugin ``name`` of ``kind`` with validated parameters.
 
-    ``context`` carries what the plugin needs besides its parameters (a model's tokenizer).
-    A ``ValueError`` from ``from_config`` (a value the Config's types allow but the plugin
-    refuses) is a :class:`ConfigError` naming the plugin and the key.
+    ``context`` carries what the plugin needs besides its parameters (a model's tokenizer);
+    a keyword argument that is no ``Config`` field and no config value (``tokenizer=tok``)
+    joins it.  A ``ValueError`` from ``from_config`` (a value the Config's types allow but
+    the plugin refuses) is a :class:`ConfigError` naming the plugin and the key.
     """
     registries = _registries(registries)
     kind = normalize_kind(kind)
     plugin_cls = registries[kind].get(name, where=key)
+    params, context = split_context(plugin_cls, params, context)
     config = make_config(kind, name, registries=registries, key=key, **params)
     return _construct(kind, name, plugin_cls, config, context, key)
 

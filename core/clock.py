@@ -18,13 +18,22 @@ import numpy as np
 class Clock:
     """Bars and seconds of new music per row; ``bars``/``seconds`` are float arrays [B]."""
 
-    has_bars = True
+    #: False: the tokenizer has no bars (``generate.max_bars`` is refused)
+    has_bars: bool = True
     #: bars are opened by tokens (REMI's Bar): stop *before* the one too many; otherwise
     #: stop once ``max_bars`` bars are full
-    bar_tokens = False
+    bar_tokens: bool = False
+    #: the number of sequences followed
+    B: int
+    #: bars and seconds of music so far, float arrays [B]
+    bars: np.ndarray
+    seconds: np.ndarray
 
     def __init__(self, batch_size: int):
         self.B = batch_size
+        self.bars = np.zeros(batch_size)
+        self.seconds = np.zeros(batch_size)
+        self.mark()
 
     def update(self, x: np.ndarray) -> None:
         raise TypeError(f"{type(self).__name__} does not implement update")

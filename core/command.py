@@ -67,6 +67,7 @@ class CommandRegistry:
         self._commands: dict[str, CommandInfo] = {}
         self._reserved = dict(reserved or {})
         self.current_provider = "<python api>"
+        self.current_version: str | None = None
 
     def add(self, cls: type) -> type:
         name = getattr(cls, "name", None)

@@ -27,7 +27,11 @@ class Grammar:
     """Base class: batched state over ``batch_size`` sequences of one tokenizer's ids."""
 
     #: a short name for reports
-    name = "grammar"
+    name: str = "grammar"
+    #: the tokenizer whose ids it rules, B and V
+    tokenizer: Any
+    batch_size: int
+    vocab_size: int
 
     def __init__(self, tokenizer: Any, batch_size: int):
         self.tokenizer = tokenizer

@@ -234,6 +234,8 @@ class MusicDataset(abc.ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: the validated parameters (an instance of ``Config``)
+    config: Any
     #: True for datasets with published splits: :meth:`collect` sets each piece's split
     fixed_splits: ClassVar[bool] = False
     #: False where a benchmark's convention leaves the first position of a piece unscored

@@ -30,6 +30,8 @@ class Metric:
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: the validated parameters (an instance of ``Config``)
+    config: Any
     #: "features" (per piece, compared between sets) or "likelihood" (of a model)
     kind: ClassVar[str] = FEATURES
     #: features metrics: "score" (symusic.Score) or "notes" (musicfw.music.notes.PieceNotes)

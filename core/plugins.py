@@ -25,7 +25,7 @@ import pluggy
 
 from musicfw.core import hookspecs
 from musicfw.core.errors import PluginError
-from musicfw.core.registry import KINDS, Registry
+from musicfw.core.registry import KINDS, PYTHON_API, Registry
 
 ENTRY_POINT_GROUP = "musicfw"
 DISABLE_AUTOLOAD_ENV = "MUSICFW_DISABLE_PLUGIN_AUTOLOAD"
@@ -44,6 +44,14 @@ DEFAULT_PLUGINS = (
 
 class PluginLoadWarning(UserWarning):
     """An entry-point plugin failed to import or to register; the others still load."""
+
+
+def distribution_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (None when it is not installed)."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass
@@ -90,8 +98,11 @@ def get_plugin_manager(
 
     ``extra_plugins`` are objects or modules with hook implementations, registered after
     the built-ins, exactly like an entry-point plugin (handy in tests and notebooks).
-    Import failures of entry-point plugins are warned about, recorded on
-    ``pm.musicfw_failures``, and skipped.
+    An entry-point plugin that fails to import, or has an invalid hook (a misspelled
+    ``musicfw_*`` name, arguments its spec lacks), is warned about, recorded on
+    ``pm.musicfw_failures`` and skipped; the others load.  In ``extra_plugins`` (the
+    caller's own code) an invalid hook raises pluggy's ``PluginValidationError``.
+    ``pm.musicfw_providers`` maps each plugin name to ``(distribution, version)``.
     """
     if autoload is None:
         autoload = not _env_flag(DISABLE_AUTOLOAD_ENV)
@@ -99,45 +110,88 @@ def get_plugin_manager(
 
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    providers: dict[str, str] = {}
+    #: plugin name -> (distribution, version) of its provider
+    providers: dict[str, tuple[str, str | None]] = {}
     failures: list[LoadFailure] = []
+    #: entry-point plugins: a broken one is isolated and reported, never fatal
+    third_party: dict[int, LoadFailure] = {}
 
-    def register(plugin: object, name: str, provider: str) -> None:
+    def register(plugin: object, name: str, provider: str, version: str | None) -> None:
         pm.register(plugin, name=name)
-        providers[name] = provider
+        providers[name] = (provider, version)
 
+    def isolate(failure: LoadFailure, what: str) -> None:
+        failures.append(failure)
+        warnings.warn(
+            f"musicfw plugin entry point {failure.entry_point!r} ({failure.value}, from "
+            f"{failure.distribution}) {what} and was skipped: {failure.error}",
+            PluginLoadWarning,
+            stacklevel=3,
+        )
+
+    builtin_version = distribution_version(BUILTIN_PROVIDER)
     for module_name in DEFAULT_PLUGINS:
         if module_name in blocked_names:
             continue
-        register(importlib.import_module(module_name), module_name, BUILTIN_PROVIDER)
+        register(importlib.import_module(module_name), module_name, BUILTIN_PROVIDER, builtin_version)
 
     if autoload:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else None
             if ep.name in blocked_names or dist in blocked_names or pm.has_plugin(ep.name):
                 continue
+            failure = LoadFailure(ep.name, ep.value, dist, "")
             try:
                 plugin = ep.load()
             except Exception as exc:  # a third party's broken import must not break us
-                failure = LoadFailure(ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}")
-                failures.append(failure)
-                warnings.warn(
-                    f"musicfw plugin entry point {ep.name!r} ({ep.value}, from {dist}) failed "
-                    f"to import and was skipped: {failure.error}",
-                    PluginLoadWarning,
-                    stacklevel=2,
-                )
+                failure.error = f"{type(exc).__name__}: {exc}"
+                isolate(failure, "failed to import")
                 continue
-            register(plugin, ep.name, dist)
+            try:
+                register(plugin, ep.name, dist, version)
+            except (pluggy.PluginValidationError, ValueError) as exc:
+                # a hook with the wrong arguments (or a module registered twice)
+                failure.error = f"{type(exc).__name__}: {exc}"
+                isolate(failure, "has an invalid hook")
+                continue
+            third_party[id(plugin)] = failure
 
     for i, plugin in enumerate(extra_plugins):
         name = getattr(plugin, "__name__", None) or f"extra-plugin-{i}"
-        register(plugin, name, name)
+        register(plugin, name, name, None)
 
-    pm.check_pending()  # a misspelled musicfw_* hook name is an error, not silence
+    # a misspelled musicfw_* hook name is an error, not silence: in an entry-point plugin it
+    # costs that plugin only; in a plugin passed in from Python (or a built-in) it is raised
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            failure = third_party.pop(id(exc.plugin), None)
+            if failure is None:
+                raise
+            failure.error = f"PluginValidationError: {_unknown_hooks(pm, exc.plugin) or exc}"
+            pm.unregister(exc.plugin)
+            providers.pop(failure.entry_point, None)
+            isolate(failure, "has an invalid hook")
     pm.musicfw_providers = providers  # type: ignore[attr-defined]
     pm.musicfw_failures = failures  # type: ignore[attr-defined]
     return pm
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> str:
+    """``unknown hook 'x' (did you mean 'y'?)`` for each hook of ``plugin`` without a spec."""
+    import difflib
+
+    known = [name for name in dir(hookspecs) if name.startswith(hookspecs.PROJECT_NAME + "_")]
+    parts = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if not caller.has_spec():
+            close = difflib.get_close_matches(caller.name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; the hooks are: {', '.join(known)}"
+            parts.append(f"unknown hook {caller.name!r}{hint}")
+    return "; ".join(parts)
 
 
 def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: dict[str, str] | None = None) -> Registries:
@@ -148,7 +202,7 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
     """
     if pm is None:
         pm = get_plugin_manager()
-    providers: dict[str, str] = getattr(pm, "musicfw_providers", {})
+    providers: dict[str, tuple[str, str | None]] = getattr(pm, "musicfw_providers", {})
     failures: list[LoadFailure] = list(getattr(pm, "musicfw_failures", []))
     from musicfw.core.command import CommandRegistry
 
@@ -161,8 +215,9 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
         # pluggy returns implementations last-registered-last; call in registration order
         for impl in caller.get_hookimpls():
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-            provider = providers.get(plugin_name, plugin_name)
+            provider, version = providers.get(plugin_name, (plugin_name, None))
             registry.current_provider = provider
+            registry.current_version = version
             try:
                 impl.function(**{argname: registry})
             except PluginError:
@@ -179,7 +234,7 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
                     PluginLoadWarning,
                     stacklevel=2,
                 )
-        registry.current_provider = "<python api>"
+        registry.current_provider, registry.current_version = PYTHON_API, None
     for kind, registry in registries.items():
         for name, message in registry.clashes.items():
             failures.append(LoadFailure(f"{kind}:{name}", "name clash", "-", message))

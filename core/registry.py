@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from musicfw.core.errors import PluginError
+
+#: the provider of what is added to a registry by hand, not through the plugin manager
+PYTHON_API = "<python api>"
 
 KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics")
 
@@ -39,6 +43,13 @@ class PluginInfo:
     cls: type
     kind: str
     provider: str  # distribution (or plugin module) that registered it
+    #: the provider distribution's version (None for plugins registered from Python)
+    version: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """``{"distribution", "version"}`` of the package that provides this plugin: what a
+        token cache key and an exported model record, and what to install to get it back."""
+        return {"distribution": self.provider, "version": self.version}
 
     @property
     def description(self) -> str:
@@ -87,7 +98,8 @@ class Registry:
         self.strict = strict
         self.clashes: dict[str, str] = {}
         #: set by the plugin manager while a provider's hook runs
-        self.current_provider = "<python api>"
+        self.current_provider = PYTHON_API
+        self.current_version: str | None = None
 
     # -- filling -------------------------------------------------------------------------
     def add(self, cls: type) -> type:
@@ -122,7 +134,10 @@ class Registry:
             # a clash fails only what asks for this name; the rest of musicfw keeps working
             self.clashes[name] = message
             return cls
-        self._plugins[name] = PluginInfo(name, cls, self.kind, self.current_provider)
+        info = PluginInfo(name, cls, self.kind, self.current_provider, self.current_version)
+        self._plugins[name] = info
+        if self.current_provider != PYTHON_API:  # filled by the plugin manager
+            _remember_identity(cls, info.identity())
         return cls
 
     # -- reading -------------------------------------------------------------------------
@@ -161,3 +176,42 @@ class Registry:
             if close:
                 hint = f" Did you mean {close[0]!r}?"
         return f"Unknown {singular} {name!r}{location}.{hint} Available {self.kind}: {known}."
+
+
+# -- plugin identity -------------------------------------------------------------------------
+#: class -> {"distribution", "version"} of the last registry that added it, and the same per
+#: top-level package (a model plugin's ``from_config`` returns an instance of another class of
+#: its package).  A fact about the class, kept weakly: it never keeps a class alive.
+_CLASS_IDENTITY: "weakref.WeakKeyDictionary[type, dict[str, Any]]" = weakref.WeakKeyDictionary()
+_PACKAGE_IDENTITY: dict[str, dict[str, Any]] = {}
+
+
+def _remember_identity(cls: type, identity: dict[str, Any]) -> None:
+    try:
+        _CLASS_IDENTITY[cls] = identity
+    except TypeError:  # pragma: no cover - a class that cannot be weakly referenced
+        pass
+    package = (getattr(cls, "__module__", "") or "").partition(".")[0]
+    if package and package != "__main__":
+        _PACKAGE_IDENTITY[package] = identity
+
+
+def plugin_identity(obj: Any) -> dict[str, Any]:
+    """``{"distribution", "version"}`` of the package that provides ``obj`` (a plugin instance
+    or class): what the registry recorded when the class was added (built-ins: ``musicfw`` and
+    its version; third-party plugins: the distribution of their entry point), else what it
+    recorded for another class of the same top-level package, else for a registered base
+    class, else ``None`` for both."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    package = (getattr(cls, "__module__", "") or "").partition(".")[0]
+    identity = _class_identity(cls) or _PACKAGE_IDENTITY.get(package)
+    for klass in cls.__mro__[1:]:
+        identity = identity or _class_identity(klass)
+    return dict(identity or {"distribution": None, "version": None})
+
+
+def _class_identity(cls: type) -> dict[str, Any] | None:
+    try:
+        return _CLASS_IDENTITY.get(cls)
+    except TypeError:  # pragma: no cover - not weakly referenceable
+        return None

@@ -31,6 +31,8 @@ class Sampler:
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    #: the validated parameters (an instance of ``Config``)
+    config: Any
     #: which token kinds this sampler can draw
     token_kinds: ClassVar[tuple[str, ...]] = ("categorical",)
     #: True: ``process(logits, history)`` is given the tokens generated so far

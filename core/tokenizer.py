@@ -50,6 +50,8 @@ class Tokenizer(ABC):
     name: ClassVar[str]
     Config: ClassVar[type]
     kind: ClassVar[str] = CATEGORICAL
+    #: the validated parameters (an instance of ``Config``)
+    config: Any
     #: an id that ends a sequence, or None
     end_id: int | None = None
     #: (lowest, highest) MIDI pitch represented, or None
@@ -85,7 +87,7 @@ class Tokenizer(ABC):
         """A Grammar over ``batch_size`` sequences (constrained decoding), or None."""
         return None
 
-    def chord_grammar(self, progression: Any, batch_size: int) -> Any:
+    def chord_grammar(self, progression: "str | list[str]", batch_size: int) -> Any:
         """A Grammar over ``batch_size`` sequences that also places ``progression``'s chords
         (chord-conditioned generation), or None when this tokenizer has no chord tokens."""
         return None

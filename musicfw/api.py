@@ -52,7 +52,9 @@ def build(
 ) -> Any:
     """Build the plugin ``name`` of ``kind`` with validated parameters.
 
-    ``context`` carries what the plugin needs besides its parameters (a model's tokenizer).
+    ``context`` carries what the plugin needs besides its parameters (a model's tokenizer);
+    a keyword that is not a config value joins it, so ``build("model", "lstm",
+    tokenizer=tok, hidden_size=256)`` works as ``context={"tokenizer": tok}`` does.
     """
     return _build.build(kind, name, registries=registries or get_registries(), context=context, **params)
 

@@ -83,3 +83,29 @@ def test_evaluate_needs_folders_or_a_run(tmp_path):
     assert proc.returncode == 2 and "--reference" in proc.stderr
     proc = run_cli("evaluate", "--run", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_evaluate_run_scores_the_runs_samples_or_the_ones_it_is_told(trained_run, capsys):
+    """Default: samples/*.mid, as docs/metrics.md says, not the samples/generate-NNN/ folders of
+    later `musicfw generate` calls; --samples DIR|GLOB (relative to the run folder) picks."""
+    from musicfw.cli import main
+
+    later = trained_run / "samples" / "generate-001"
+    later.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        chorale_like(rng, bars=2).dump_midi(str(later / f"sample_{i:03d}.mid"))
+
+    def scored(*extra: str) -> list[str]:
+        code = main(["evaluate", "--run", str(trained_run), "--json", *extra, "evaluate.max_reference=3"])
+        out = capsys.readouterr()
+        assert code == 0, out.err[-3000:]
+        return sorted(json.loads((trained_run / "metrics.json").read_text())["features"]["generated"])
+
+    assert scored() == [f"sample_{i:03d}.mid" for i in range(3)]
+    assert scored("--samples", "samples/generate-001") == [f"samples/generate-001/sample_{i:03d}.mid" for i in range(2)]
+    assert scored("--samples", str(later)) == [f"samples/generate-001/sample_{i:03d}.mid" for i in range(2)]
+    assert len(scored("--samples", "samples/**/*.mid")) == 5
+    for bad, why in (("samples/nothing-here", "neither a folder nor a glob"), ("samples/*.midi", "no .mid or .midi file matches")):
+        assert main(["evaluate", "--run", str(trained_run), "--samples", bad]) == 2
+        assert why in " ".join(capsys.readouterr().err.split())

@@ -208,3 +208,30 @@ def test_its_grammar_leaves_no_dropped_token_and_its_sampler_sees_the_history():
         # after a full bar: the sampler never forbids the last token left
         pairs = [p for p in zip(seq[:-1].tolist(), seq[1:].tolist()) if p[1] != 128]
         assert len(pairs) > 50 and len(pairs) == len(set(pairs))
+
+
+def test_an_exported_model_records_its_plugins_and_names_the_package_to_install(installed, tmp_path):
+    result = run_cli("run", str(_experiment(tmp_path)), env=installed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((tmp_path / "runs").iterdir())
+    out = tmp_path / "exported"
+    exported = run_cli("export", "--run", str(run_dir), str(out), env=installed)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    plugins = json.loads((out / "config.json").read_text())["plugins"]
+    ours = {"distribution": "musicfw-example-plugin", "version": "0.1.0"}
+    assert plugins["tokenizer"] == [{"name": "pitch_sequence", **ours}]
+    assert plugins["model"] == [{"name": "bigram", **ours}]
+    assert plugins["sampler"] == [{"name": "no_repeat_ngram", **ours},
+                                  {"name": "temperature", "distribution": "musicfw", "version": plugins["dataset"][0]["version"]}]
+    assert plugins["dataset"][0]["name"] == "midi_folder" and plugins["dataset"][0]["distribution"] == "musicfw"
+    assert [m["name"] for m in plugins["metrics"]] == ["nll"]
+    assert "pip install musicfw 'musicfw-example-plugin==0.1.0'" in (out / "README.md").read_text()
+
+    ok = run_cli("generate", "--model", str(out), "--n", "1", "--no-audio", "--out", str(tmp_path / "s"), env=installed)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    # without the package: one paragraph naming the distribution and version to install
+    missing = run_cli("generate", "--model", str(out), "--n", "1", "--no-audio", "--out", str(tmp_path / "t"))
+    message = " ".join(missing.stderr.split())
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
+    assert "pip install 'musicfw-example-plugin==0.1.0'" in message
+    assert "'pitch_sequence'" in message and "'bigram'" in message and "'no_repeat_ngram'" in message

@@ -51,6 +51,18 @@ def test_build_sampler_validates_its_config():
         musicfw.build_sampler("top_k", k="many")
 
 
+def test_build_passes_objects_as_context_never_into_the_config():
+    """`musicfw.build('model', 'lstm', tokenizer=t)` (omegaconf cannot hold a tokenizer)."""
+    tok = musicfw.build_tokenizer("remi")
+    model = musicfw.build("model", "lstm", tokenizer=tok, hidden_size=16, num_layers=1)
+    assert model.loss is not None and model.head.out_features == tok.vocab_size
+    same = musicfw.build("model", "lstm", context={"tokenizer": tok}, hidden_size=16, num_layers=1)
+    assert sum(p.numel() for p in same.parameters()) == sum(p.numel() for p in model.parameters())
+    # a parameter that is not a config value is a ConfigError naming the key, not omegaconf's
+    with pytest.raises(musicfw.ConfigError, match=r"sampler\.k: a object is not a config value"):
+        musicfw.build("sampler", "top_k", k=object())
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(PluginError) as err:
         musicfw.build_sampler("nucleus")
@@ -95,12 +107,12 @@ def test_blocking_a_builtin_plugin_module():
     assert regs["samplers"].names() == []
 
 
-def _fake_distribution(root: Path, dist: str, module: str, source: str) -> None:
+def _fake_distribution(root: Path, dist: str, module: str, source: str, version: str = "1.0") -> None:
     """Install a minimal distribution (dist-info with entry points) into ``root``."""
     (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[musicfw]\n{module} = {module}\n")
 
 
@@ -118,6 +130,66 @@ def test_a_broken_entry_point_warns_and_the_rest_still_loads(tmp_path, monkeypat
     assert "top_p" in result.stdout
     assert "failed to load: broken_plugin" in result.stdout
     assert "RuntimeError: boom at import" in result.stdout
+
+
+_GOOD_SAMPLER = """
+    from dataclasses import dataclass
+    from musicfw import hookimpl
+    from musicfw.core.sampler import Sampler
+
+    class Good(Sampler):
+        name = "good_sampler"
+
+        @dataclass
+        class Config:
+            pass
+
+    @hookimpl
+    def musicfw_register_samplers(registry):
+        registry.add(Good)
+"""
+
+
+@pytest.mark.parametrize(
+    "module, source, detail",
+    [
+        # a misspelled hook name: pluggy's check_pending rejects it
+        (
+            "typo_plugin",
+            "from musicfw import hookimpl\n@hookimpl\ndef musicfw_register_sampler(registry):\n    pass\n",
+            "unknown hook 'musicfw_register_sampler' (did you mean 'musicfw_register_samplers'?)",
+        ),
+        # a hook with an argument the spec does not have: rejected at register
+        (
+            "bad_args_plugin",
+            "from musicfw import hookimpl\n@hookimpl\ndef musicfw_register_samplers(registry, extra):\n    pass\n",
+            "extra",
+        ),
+    ],
+)
+def test_a_plugin_with_an_invalid_hook_is_isolated_like_a_broken_import(tmp_path, monkeypatch, module, source, detail):
+    _fake_distribution(tmp_path, "typo-plugin", module, source)
+    _fake_distribution(tmp_path, "good-plugin", "good_plugin", _GOOD_SAMPLER, version="2.5")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(PluginLoadWarning, match=rf"'{module}'.*typo-plugin.*invalid hook"):
+        regs = load_registries(get_plugin_manager(autoload=True))
+    assert "top_p" in regs["samplers"] and "good_sampler" in regs["samplers"]
+    assert regs["samplers"].info("good_sampler").identity() == {"distribution": "good-plugin", "version": "2.5"}
+    (failure,) = [f for f in regs.failures if f.distribution == "typo-plugin"]
+    assert "PluginValidationError" in failure.error and detail in failure.error
+    assert not regs.pm.has_plugin(module)
+
+    env = {"PYTHONPATH": str(tmp_path)}
+    version = run_cli("--version", env=env)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"musicfw {musicfw.__version__}"
+    listing = run_cli("plugins", env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert "good_sampler  [good-plugin]" in listing.stdout
+    assert f"failed to load: {module}" in listing.stdout and detail in listing.stdout
+    data = json.loads(run_cli("plugins", "--json", env=env).stdout)
+    assert next(p for p in data["samplers"] if p["name"] == "good_sampler")["version"] == "2.5"
+    assert next(p for p in data["samplers"] if p["name"] == "top_p")["version"] == musicfw.__version__
 
 
 def test_autoload_can_be_switched_off_by_environment(tmp_path):

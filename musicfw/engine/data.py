@@ -5,8 +5,10 @@
 * loads the dataset plugin's pieces and their deterministic split (see
   :mod:`musicfw.core.dataset`), and writes ``skipped.txt`` into the run folder;
 * tokenizes every piece once into a **token cache** on disk (numpy, memory-mapped), keyed by
-  a fingerprint of the pieces' identities and contents and of the tokenizer (class, config,
-  vocabulary) and the cache format: a change of either builds a new cache, never reuses one;
+  a fingerprint of the pieces' identities and contents, of the tokenizer (class, config,
+  vocabulary), of the distribution and version of the packages that provide the tokenizer
+  and dataset plugins, and the cache format: a change of any builds a new cache, never
+  reuses one;
   or, with ``data.format: shards`` (``auto``: large folders) for a dataset read file by file,
   into **token shards** prepared in worker processes (:mod:`musicfw.engine.shards`: resumable,
   checked, the same pieces, splits and batches);
@@ -56,7 +58,13 @@ from musicfw.core.dataset import (
 from musicfw.music.augment import Augmenter
 from musicfw.core.errors import DataError
 from musicfw.engine.integrity import sha256_file
-from musicfw.engine.encoding import MULTIHOT, _musicfw_version, encode_piece, tokenizer_fingerprint
+from musicfw.engine.encoding import (
+    MULTIHOT,
+    _musicfw_version,
+    dataset_fingerprint,
+    encode_piece,
+    tokenizer_fingerprint,
+)
 from musicfw.music.limits import current as current_limits
 
 log = logging.getLogger("musicfw.data")
@@ -69,12 +77,16 @@ TOKEN_CACHE_VERSION = 1
 # --------------------------------------------------------------------------------------
 
 
-def token_cache_key(data: LoadedData, tokenizer: Any) -> str:
+def token_cache_key(data: LoadedData, tokenizer: Any, dataset: Any = None) -> str:
+    """The cache's identity: format, musicfw's version, the pieces, the tokenizer (class,
+    config, vocabulary, and the distribution + version of the plugin package), the dataset
+    plugin's package, the limits."""
     blob = json.dumps(
         {
             "format": TOKEN_CACHE_VERSION,
             "musicfw": _musicfw_version(),
             "data": data.fingerprint(),
+            "dataset": None if dataset is None else dataset_fingerprint(dataset),
             "tokenizer": tokenizer_fingerprint(tokenizer),
             # pieces refused under one set of limits come back when the limits are raised
             "limits": current_limits().to_dict(),
@@ -420,7 +432,7 @@ class MusicDataModule(pl.LightningDataModule):
             )
         else:
             self.data = self.dataset.load(seed=self.seed, progress=self.progress)
-            key = token_cache_key(self.data, self.tokenizer)
+            key = token_cache_key(self.data, self.tokenizer, self.dataset)
             name = f"{self.dataset.name}-{self.tokenizer.name}"
             self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
         for split in SPLITS:

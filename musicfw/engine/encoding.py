@@ -17,9 +17,25 @@ MULTIHOT = "multihot"
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """What identifies a tokenizer's output: its class, config and vocabulary."""
+    """What identifies a tokenizer's output: its class, config and vocabulary, and the
+    distribution and version of the package that provides it (a re-versioned plugin may
+    tokenize differently with the same config)."""
+    from musicfw.core.registry import plugin_identity
+
     cls = type(tokenizer)
-    return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": tokenizer.to_dict()}
+    return {
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "plugin": plugin_identity(tokenizer),
+        "spec": tokenizer.to_dict(),
+    }
+
+
+def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
+    """The dataset plugin's class and the distribution and version that provide it."""
+    from musicfw.core.registry import plugin_identity
+
+    cls = type(dataset)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "plugin": plugin_identity(dataset)}
 
 
 def _musicfw_version() -> str:

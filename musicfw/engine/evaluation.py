@@ -59,18 +59,29 @@ DEFAULT_FOLDER_METRICS = ("yang_lerch", "muspy")
 def load_midi_folder(folder: str | Path) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
     """Every .mid/.midi file under ``folder`` (recursive, sorted) as ``(relative name, Score)``;
     files that do not load are returned as ``{"file", "reason"}`` instead of raising."""
-    from musicfw.music.midiload import load_score
-
     root = Path(folder)
     if not root.exists():
         raise DataError(f"MIDI folder not found: {root}")
     if not root.is_dir():
         raise DataError(f"Expected a folder of MIDI files, got a file: {root}")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
+    return load_midi_files(files, root, f"No loadable MIDI file in {root}.")
+
+
+def load_midi_files(
+    files: Sequence[Path], root: Path, empty: str
+) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
+    """``files`` as ``(name relative to root, Score)`` and the skipped ones with reasons; no
+    loadable file is a DataError starting with ``empty``."""
+    from musicfw.music.midiload import load_score
+
     pieces: list[tuple[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for path in files:
-        name = path.relative_to(root).as_posix()
+        try:
+            name = path.relative_to(root).as_posix()
+        except ValueError:
+            name = path.as_posix()
         score, reason = load_score(path)  # the loader (and reasons) of the midi_folder dataset
         if reason is not None:
             skipped.append({"file": name, "reason": reason})
@@ -83,8 +94,37 @@ def load_midi_folder(folder: str | Path) -> tuple[list[tuple[str, Any]], list[di
             if skipped
             else " It holds no .mid or .midi file."
         )
-        raise DataError(f"No loadable MIDI file in {root}.{detail}")
+        raise DataError(f"{empty}{detail}")
     return pieces, skipped
+
+
+def run_sample_files(run_dir: str | Path, samples: str | None = None) -> tuple[list[Path], str]:
+    """The generated MIDI files of a run that ``musicfw evaluate --run`` scores, and a label.
+
+    Default: ``samples/*.mid`` (the run's own samples; not the ``samples/generate-NNN/``
+    folders of later ``musicfw generate`` calls).  ``samples``: a folder (its .mid/.midi
+    files) or a glob such as ``samples/generate-001/*.mid`` or ``samples/**/*.mid``, relative
+    to the run folder unless absolute."""
+    import glob
+
+    run_dir = Path(run_dir)
+    if samples is None:
+        folder = run_dir / "samples"
+        files = sorted(folder.glob("*")) if folder.is_dir() else []
+        label = str(folder / "*.mid")
+    else:
+        target = Path(samples) if Path(samples).is_absolute() else run_dir / samples
+        if target.is_dir():
+            files, label = sorted(target.glob("*")), str(target)
+        elif glob.has_magic(samples):
+            files = sorted(Path(p) for p in glob.glob(str(target), recursive=True))
+            label = str(target)
+        else:
+            raise DataError(
+                f"--samples {samples}: {target} is neither a folder nor a glob pattern "
+                "(e.g. samples/generate-001 or 'samples/**/*.mid', relative to the run folder)."
+            )
+    return [p for p in files if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES], label
 
 
 def _unique_names(names: Iterable[str]) -> list[str]:
@@ -342,11 +382,13 @@ def evaluate_run(
     generated: Sequence[Any] | None = None,
     fit_metrics: Mapping[str, Any] | None = None,
     registries: Any = None,
+    samples: str | None = None,
 ) -> dict[str, Any]:
     """Compute the ``evaluate:`` section's metrics for a run and write ``run_dir/metrics.json``.
 
     Likelihood metrics run on the held-out split of ``datamodule`` with ``model``; feature
-    metrics compare ``generated`` (Scores; default: the run's samples/*.mid) with
+    metrics compare ``generated`` (Scores; default: the run's samples/*.mid, or the files
+    ``samples`` names: see :func:`run_sample_files`) with
     ``datamodule.pieces(evaluate.reference_split)`` (at most ``evaluate.max_reference``
     pieces).  ``fit_metrics`` is stored under "training".
     Returns the dict written (strict JSON values).
@@ -365,8 +407,7 @@ def evaluate_run(
 
     if feature_metrics(metrics):
         if generated is None:
-            gen_pieces, skipped = _run_samples(run_dir)
-            gen_source = str(run_dir / "samples")
+            gen_pieces, skipped, gen_source = _run_samples(run_dir, samples)
         else:
             gen_list = list(generated)
             gen_pieces = list(zip(_generated_names(run_dir, len(gen_list)), gen_list))
@@ -391,14 +432,18 @@ def evaluate_run(
     return result
 
 
-def _run_samples(run_dir: Path) -> tuple[list[tuple[str, Any]], list[dict[str, str]]]:
-    samples = run_dir / "samples"
-    if not samples.is_dir():
-        return [], []
+def _run_samples(run_dir: Path, samples: str | None) -> tuple[list[tuple[str, Any]], list[dict[str, str]], str]:
+    files, label = run_sample_files(run_dir, samples)
+    if samples is not None and not files:
+        raise DataError(f"--samples {samples}: no .mid or .midi file matches {label}.")
+    root = run_dir / "samples" if samples is None else run_dir
     try:
-        return load_midi_folder(samples)
+        pieces, skipped = load_midi_files(files, root, f"No loadable MIDI file in {label}.")
     except DataError:
-        return [], []
+        if samples is not None:
+            raise
+        return [], [], label
+    return pieces, skipped, label
 
 
 def compare_folders(

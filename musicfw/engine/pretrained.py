@@ -6,7 +6,10 @@ as it is (``musicfw export --push REPO_ID``)::
 
     OUT_DIR/
       config.json        format + format_version, the model section, the tokenizer config,
-                         the sampler/generate/seed defaults, the weights' file name and sha256
+                         the sampler/generate/seed defaults, the weights' file name and sha256,
+                         and ``plugins``: for every plugin the run used (dataset, tokenizer,
+                         model, samplers, metrics) its name and the distribution + version of
+                         the package that provides it
       model.safetensors  the model's state dict (non-tensor extra state, e.g. the Markov
                          model's counts, is split into tensors + a JSON skeleton in the
                          safetensors metadata)
@@ -18,7 +21,8 @@ A path ``hf:OWNER/NAME[@REVISION]`` is downloaded from the Hugging Face Hub firs
 ``huggingface_hub``, into its cache; only the files above).  Loading checks, in order: the format name and version (a newer format is a clear error),
 the sha256 of the weights (a modified file is a clear error), the rebuilt tokenizer's
 vocabulary against the saved one, then builds the model from its section through the
-registries and loads the weights strictly.  Every user-facing failure is a
+registries and loads the weights strictly.  A plugin the folder needs but this installation
+lacks is an error naming the distribution (and version) to install.  Every user-facing failure is a
 :class:`~musicfw.core.errors.ConfigError` (one paragraph, exit 2 on the command line).
 """
 
@@ -30,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from musicfw.core.errors import ConfigError
+from musicfw.core.errors import ConfigError, PluginError
 
 FORMAT = "musicfw.pretrained"
 #: the version this musicfw writes; it reads every version <= this one
@@ -183,6 +187,10 @@ def export_run(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"The export folder {out} already exists and is not empty; choose a new OUT_DIR.")
+    if registries is None:
+        from musicfw.core.plugins import load_registries
+
+        registries = load_registries()
     config = load_run_config(run.path)
     model, tokenizer = load_model(run.path, which=which, registries=registries)
     checkpoint = model.preferred_checkpoint if which == "auto" else which
@@ -200,6 +208,7 @@ def export_run(
             "format_version": FORMAT_VERSION,
             "musicfw_version": _musicfw_version(),
             "name": str(config.name),
+            "plugins": plugins_used(config, registries),
             "model": _container(config.model),
             "tokenizer": {"name": tok["name"], "kind": tok.get("kind"), "config": tok["config"],
                           "vocab_size": int(tokenizer.vocab_size)},
@@ -227,6 +236,73 @@ def export_run(
         shutil.rmtree(out, ignore_errors=True)
         raise
     return out
+
+
+#: the plugin kinds an exported model records, with the config key they come from
+_USED = (("dataset", "datasets", "data"), ("tokenizer", "tokenizers", "tokenizer"),
+         ("model", "models", "model"), ("sampler", "samplers", "sampler"),
+         ("metrics", "metrics", "evaluate.metrics"))
+
+
+def _section_names(section: Any) -> list[str]:
+    """The plugin names of a section, a bare name or a list of sections (a sampler chain)."""
+    section = _container(section)
+    if section is None:
+        return []
+    if isinstance(section, (list, tuple)):
+        return [n for item in section for n in _section_names(item)]
+    if isinstance(section, dict):
+        return [str(section["name"])] if section.get("name") is not None else []
+    return [str(section)]
+
+
+def plugins_used(config: Any, registries: Any) -> dict[str, list[dict[str, Any]]]:
+    """kind -> ``[{name, distribution, version}]`` of every plugin ``config`` uses, from the
+    registries (built-ins: ``musicfw``; third-party plugins: the distribution of the entry
+    point that registered them)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    config = config if isinstance(config, DictConfig) else OmegaConf.create(config)
+    used: dict[str, list[dict[str, Any]]] = {}
+    for label, kind, key in _USED:
+        entries = []
+        for name in _section_names(OmegaConf.select(config, key)):
+            try:
+                identity = registries[kind].info(name).identity()
+            except PluginError:  # not installed, or two plugins claim the name: nothing to record
+                identity = {"distribution": None, "version": None}
+            entries.append({"name": name, **identity})
+        used[label] = entries
+    return used
+
+
+def check_plugins(doc: dict[str, Any], registries: Any, where: Any, kinds: tuple[str, ...] = ("tokenizer", "model", "sampler")) -> None:
+    """Every plugin of ``kinds`` that the ``plugins`` record of an exported ``config.json``
+    names must be installed; a missing one is a ConfigError naming the distribution (and
+    version) to install.  A folder without the record (older exports) is not checked."""
+    recorded = doc.get("plugins")
+    if not isinstance(recorded, dict):
+        return
+    plural = {label: kind for label, kind, _ in _USED}
+    missing = []
+    for label in kinds:
+        for entry in recorded.get(label) or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                continue
+            if entry["name"] in registries[plural[label]]:
+                continue
+            dist, version = entry.get("distribution"), entry.get("version")
+            if isinstance(dist, str) and dist and not dist.startswith("<"):
+                package = f"{dist}=={version}" if isinstance(version, str) and version else dist
+                missing.append(f"the {label} plugin {entry['name']!r} from the distribution {dist!r}"
+                               f"{f' (version {version})' if version else ''}: pip install '{package}'")
+            else:
+                missing.append(f"the {label} plugin {entry['name']!r} (its distribution was not recorded)")
+    if missing:
+        raise ConfigError(
+            f"{where} needs plugins that are not installed: {'; '.join(missing)}. "
+            "`musicfw plugins` lists what is installed."
+        )
 
 
 def _run_metrics(run_dir: Path) -> dict[str, Any]:
@@ -305,11 +381,16 @@ def model_card(doc: dict[str, Any], license: str = "other") -> str:
         lines += ["NLL in nats per token (per frame for piano rolls), from the run's `metrics.json`.", ""]
     else:
         lines += ["The run recorded no held-out metrics.", ""]
+    extra = sorted({
+        f"{e['distribution']}=={e['version']}" if e.get("version") else str(e["distribution"])
+        for entries in (doc.get("plugins") or {}).values() for e in entries
+        if isinstance(e, dict) and e.get("distribution") not in (None, "musicfw") and not str(e["distribution"]).startswith("<")
+    })
     lines += [
         "## How to load",
         "",
         "```bash",
-        "pip install musicfw",
+        "pip install musicfw" + "".join(f" '{p}'" for p in extra),
         "musicfw generate --model PATH_TO_THIS_FOLDER --n 4",
         "```",
         "",
@@ -402,14 +483,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def generation_defaults(path: str | Path) -> Any:
+def generation_defaults(path: str | Path, registries: Any = None) -> Any:
     """``{seed, sampler, generate}`` of an exported model as an omegaconf config, the shape
-    ``musicfw generate`` reads from a run's config."""
+    ``musicfw generate`` reads from a run's config.  With ``registries``, the plugins the
+    folder needs are checked first (:func:`check_plugins`)."""
     from omegaconf import OmegaConf
 
     from musicfw.engine.config import GenerateSection
 
     doc = read_config(path)
+    if registries is not None:
+        check_plugins(doc, registries, resolve(path) / CONFIG)
     try:
         gen = OmegaConf.merge(OmegaConf.structured(GenerateSection), doc.get("generate") or {})
     except Exception as exc:  # omegaconf validation errors: a hand-edited config.json
@@ -423,8 +507,13 @@ def load_pretrained(path: str | Path, registries: Any = None) -> tuple[Any, Any]
     from musicfw.core.build import build_from_section
     from musicfw.core.tokenizer import load_tokenizer
 
+    if registries is None:
+        from musicfw.core.plugins import load_registries
+
+        registries = load_registries()
     root = resolve(path)
     doc = read_config(root)
+    check_plugins(doc, registries, root / CONFIG, kinds=("tokenizer", "model"))
     weights = root / doc["weights"]["file"]
     if not weights.is_file():
         raise ConfigError(f"{root} has no weights file {weights.name} (named in {CONFIG}).")

@@ -294,14 +294,16 @@ def _check_context(model: Any, config: DictConfig, tokenizer: Any) -> None:
 
 
 def evaluate_run_folder(
-    run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True, registries: Any = None
+    run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True, registries: Any = None,
+    samples: str | None = None,
 ) -> dict[str, Any]:
     """Re-run the evaluation stage on an existing run folder (``musicfw evaluate --run``).
 
     Uses the folder's config.yaml (with ``key=value`` overrides, e.g.
     ``evaluate.max_reference=50``), the checkpoint its model prefers when there is one, its
-    samples/*.mid, and keeps the training numbers of a previous metrics.json.  Rewrites
-    metrics.json and, with ``report=True``, report.html.
+    samples/*.mid (or the folder / glob ``samples``, relative to the run folder: see
+    :func:`musicfw.engine.evaluation.run_sample_files`), and keeps the training numbers of a
+    previous metrics.json.  Rewrites metrics.json and, with ``report=True``, report.html.
     """
     import json
 
@@ -337,7 +339,7 @@ def evaluate_run_folder(
             previous = {}
     result = evaluate_run(
         config.evaluate, run.path, model=model, tokenizer=tokenizer, datamodule=datamodule,
-        fit_metrics=previous, registries=registries,
+        fit_metrics=previous, registries=registries, samples=samples,
     )
     if problem:
         result["notes"].insert(0, problem)

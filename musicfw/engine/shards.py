@@ -149,10 +149,11 @@ def shard_id(chunk: Sequence[dict[str, Any]]) -> str:
 
 
 def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
-    """The shard folder's identity: dataset (name, semantic config, resolved folder),
-    tokenizer (class, config, vocabulary), limits, format.  The files themselves are checked
+    """The shard folder's identity: dataset (name, semantic config, resolved folder, plugin
+    package and version), tokenizer (class, config, vocabulary, plugin package and version),
+    limits, format.  The files themselves are checked
     against the manifest instead of hashed into the key, so a changed folder is noticed."""
-    from musicfw.engine.encoding import _musicfw_version, tokenizer_fingerprint
+    from musicfw.engine.encoding import _musicfw_version, dataset_fingerprint, tokenizer_fingerprint
     from musicfw.music.limits import current as current_limits
 
     blob = json.dumps(
@@ -160,6 +161,7 @@ def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
             "format": f"shards-{SHARD_FORMAT_VERSION}",
             "musicfw": _musicfw_version(),
             "dataset": dataset.identity(),
+            "dataset_plugin": dataset_fingerprint(dataset),
             "root": root_of_sources,
             "tokenizer": tokenizer_fingerprint(tokenizer),
             "limits": current_limits().to_dict(),

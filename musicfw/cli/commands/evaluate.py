@@ -1,8 +1,9 @@
 """``musicfw evaluate --generated DIR --reference DIR [--out metrics.json]``: compare two
 folders of MIDI files with the Yang & Lerch method and MusPy-style statistics.
 
-``musicfw evaluate --run RUN_DIR [key=value ...]`` re-runs a run folder's evaluation stage
-(likelihood, samples vs the held-out split) and rewrites its metrics.json and report.html."""
+``musicfw evaluate --run RUN_DIR [--samples DIR|GLOB] [key=value ...]`` re-runs a run folder's
+evaluation stage (likelihood, samples/*.mid or the given files vs the held-out split) and
+rewrites its metrics.json and report.html."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and rewrite its metrics.json and report.html",
     )
     p.add_argument(
+        "--samples",
+        metavar="DIR|GLOB",
+        help="with --run: the generated files to score, a folder or a glob relative to the run "
+        "folder (e.g. samples/generate-001 or 'samples/**/*.mid'; default: samples/*.mid, the "
+        "run's own samples)",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -59,12 +67,14 @@ def main(args: argparse.Namespace) -> int:
     if args.run:
         if args.generated or args.reference:
             raise ConfigError("Give either --run RUN_DIR or --generated DIR --reference DIR, not both.")
-        result = evaluate_run_folder(args.run, overrides=args.overrides)
+        result = evaluate_run_folder(args.run, overrides=args.overrides, samples=args.samples)
         if args.out:
             from musicfw.engine.evaluation import write_metrics
 
             write_metrics(result, args.out)
         return _print(result, args, f"\nwrote {args.run}/metrics.json and {args.run}/report.html")
+    if args.samples:
+        raise ConfigError("--samples applies to --run; with --generated give the folder itself.")
     if not (args.generated and args.reference):
         raise ConfigError("musicfw evaluate needs --generated DIR and --reference DIR (or --run RUN_DIR).")
     if args.overrides:

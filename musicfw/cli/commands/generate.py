@@ -144,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
 
         if args.checkpoint != "auto":
             raise ConfigError("--checkpoint applies to --run; an exported folder holds one set of weights.")
-        config, samples_dir, source = generation_defaults(args.model), Path("samples"), str(args.model)
+        config, samples_dir, source = generation_defaults(args.model, registries), Path("samples"), str(args.model)
     else:
         run = RunFolder.open(args.run)
         config, samples_dir, source = load_run_config(run.path, registries=registries), run.samples, str(run.path)

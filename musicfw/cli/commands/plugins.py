@@ -26,6 +26,7 @@ def describe(registries) -> dict:
             {
                 "name": info.name,
                 "provider": info.provider,
+                "version": info.version,
                 "class": f"{info.cls.__module__}.{info.cls.__qualname__}",
                 "description": info.description,
                 "config": info.config_fields(),
