@@ -165,7 +165,9 @@ def test_create_writes_a_complete_blinded_study(base):
         audio, rate = sf.read(str(base / "study" / clip["file"]))
         loudness = pyloudnorm.Meter(rate).integrated_loudness(audio)
         assert abs(loudness - (-23.0)) < 0.1, (clip["id"], loudness)  # measured here, not taken from the manifest
-        assert abs(len(audio) / rate - (src["seconds"] + 1.0)) < 0.1  # the clip plus its 1 s release
+        sounding = np.flatnonzero(np.abs(audio).max(axis=1) > 0)
+        # the clip plus its 1 s release, then silence up to the study's common length (issue 29)
+        assert (sounding[-1] + 1) / rate <= src["seconds"] + 1.0 + 0.01 and len(audio) / rate >= src["seconds"] + 1.0 - 0.01
     anchor = next(c for c in m["clips"] if c["system"] == "anchor")
     assert study.clips[anchor["source"]["anchor_of"]]["system"] == "reference"
     kinds = [i["kind"] for i in m["items"]]

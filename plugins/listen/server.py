@@ -11,8 +11,8 @@ served with ``--token T``; 403 otherwise):
   block shuffled, each A/B pair's sides swapped and each MUSHRA item's conditions shuffled by
   ``random.Random("<study seed>:<rater id>")``; stored in the database.
 * ``GET /api/raters/<rater>/next``: the first item of the rater's sequence without a rating
-  (so a rater who comes back resumes there), with opaque clip ids only (a MUSHRA item: the open
-  reference and the conditions); the time it is first shown is stored.
+  (so a rater who comes back resumes there), with opaque clip ids only (a MUSHRA item: ``ref``,
+  the open reference, and the conditions); the time it is first shown is stored.
 * ``POST /api/ratings`` ``{"rater", "item", "score": 1..5}`` (MOS), ``{"rater", "item",
   "choice": clip id | "none"}`` (A/B) or ``{"rater", "item", "scores": {clip: 0..100}}`` (MUSHRA,
   every condition of the item exactly once): one transaction.  Refused with 4xx: a malformed
@@ -255,7 +255,7 @@ def create_app(study: Study, token: str | None = None, min_play: float | None = 
         kind = items[row["item"]]["kind"]
         if kind == "mushra":
             shown = json.loads(row["conditions"])
-            extra = {"reference": row["clip_a"]}
+            extra = {"ref": row["clip_a"]}  # the open reference
         else:
             shown = [row["clip_a"]] + ([row["clip_b"]] if row["clip_b"] else [])
             extra = {}

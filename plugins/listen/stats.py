@@ -557,7 +557,7 @@ def format_results(res: dict[str, Any]) -> str:
     lines = [f"study {res['study']}"]
     r = res["raters"]
     counted = ", ".join(f"{v} {k if k != 'ab' else 'A/B'}".replace("mos", "MOS").replace("mushra", "MUSHRA")
-                        for k, v in res["ratings"].items() if k not in ("all_including_excluded", "repeats"))
+                        for k, v in res["ratings"].items() if k not in ("all_including_excluded", "repeats") and v) or "none"
     lines.append(f"raters: {r['answered']} answered, {r['included']} included, {r['excluded']} excluded; answers counted: {counted}")
     for e in r.get("exclusions", []):
         lines.append(f"  excluded rater {e['rater']}: " + "; ".join(e["reasons"]))

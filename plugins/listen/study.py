@@ -664,7 +664,7 @@ def create_study(
         train: list[dict[str, Any]] = []
         if training and refs:
             ref = refs[0]
-            examples = [(ref, "Real music: an excerpt of the reference pieces")]
+            examples = [(ref, "Real music: what the Reference excerpts sound like")]
             anchor_ids = by_system.get("anchor") or []
             if ref["id"] in mushra_anchors:
                 examples.append((mushra_anchors[ref["id"]]["mid"], "A deliberately flawed version of it (its beats reordered)"))
@@ -672,7 +672,7 @@ def create_study(
             elif anchor_ids:
                 low = next(c for c in all_clips if c["id"] == anchor_ids[0])
                 ref = next(c for c in all_clips if c["id"] == low["source"]["anchor_of"])
-                examples = [(ref, "Real music: an excerpt of the reference pieces"),
+                examples = [(ref, "Real music: what the Reference excerpts sound like"),
                             (low, "A deliberately poor version of it (its pitches scrambled)")]
             for clip, label in examples:
                 copy = copy_of(clip, role="training")
