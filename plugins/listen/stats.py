@@ -561,31 +561,35 @@ def format_results(res: dict[str, Any]) -> str:
     lines.append(f"raters: {r['answered']} answered, {r['included']} included, {r['excluded']} excluded; answers counted: {counted}")
     for e in r.get("exclusions", []):
         lines.append(f"  excluded rater {e['rater']}: " + "; ".join(e["reasons"]))
+    names = list(res["mos"]) + list((res.get("mushra") or {}).get("conditions", {}))
+    w = max([28] + [len(n) + 2 for n in names])  # the name column fits the longest run name
     if res["mos"]:
         lines.append("")
-        lines.append(f"{'system':<28} {'MOS':>6} {'95% CI':>15} {'ratings':>8} {'clips':>6}")
+        lines.append(f"{'system':<{w}} {'MOS':>6} {'95% CI':>15} {'ratings':>8} {'clips':>6}")
         for name, m in res["mos"].items():
             ci = "-" if m["ci95"] is None else f"[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]"
-            lines.append(f"{name:<28} {_fmt(m['mos']):>6} {ci:>15} {m['n_ratings']:>8} {m['n_clips']:>6}")
+            lines.append(f"{name:<{w}} {_fmt(m['mos']):>6} {ci:>15} {m['n_ratings']:>8} {m['n_clips']:>6}")
     mu = res.get("mushra")
     if mu:
         lines.append("")
-        lines.append(f"{'MUSHRA condition':<28} {'mean':>6} {'95% CI':>15} {'scores':>7}  role")
+        lines.append(f"{'MUSHRA condition':<{w}} {'mean':>6} {'95% CI':>15} {'scores':>7}  role")
         for name, m in mu["conditions"].items():
             ci = "-" if m["ci95"] is None else f"[{m['ci95'][0]:.1f}, {m['ci95'][1]:.1f}]"
-            lines.append(f"{name:<28} {_fmt(m['mean'], 1):>6} {ci:>15} {m['n_scores']:>7}  {m['role']}")
+            lines.append(f"{name:<{w}} {_fmt(m['mean'], 1):>6} {ci:>15} {m['n_scores']:>7}  {m['role']}")
         lines.append("")
-        lines.append(f"{'Wilcoxon signed-rank: a vs b':<40} {'n':>4} {'diff':>6} {'p':>8} {'p Holm':>8}")
+        w2 = max([40] + [len(t["a"]) + len(t["b"]) + 6 for t in mu["wilcoxon"]])
+        lines.append(f"{'Wilcoxon signed-rank: a vs b':<{w2}} {'n':>4} {'diff':>6} {'p':>8} {'p Holm':>8}")
         for t in mu["wilcoxon"]:
-            lines.append(f"{t['a'] + ' vs ' + t['b']:<40} {t['n']:>4} {_fmt(t['mean_difference'], 1):>6} "
+            lines.append(f"{t['a'] + ' vs ' + t['b']:<{w2}} {t['n']:>4} {_fmt(t['mean_difference'], 1):>6} "
                          f"{_pfmt(t['p_value']):>8} {_pfmt(t['p_holm']):>8}")
     if res["ab"]["pairs"]:
         lines.append("")
-        lines.append(f"{'A/B: a vs b':<40} {'n':>4} {'a wins':>7} {'b wins':>7} {'ties':>5} {'a rate':>7} {'exact 95% CI':>15} {'p':>6}")
+        w3 = max([40] + [len(r["a"]) + len(r["b"]) + 6 for r in res["ab"]["pairs"]])
+        lines.append(f"{'A/B: a vs b':<{w3}} {'n':>4} {'a wins':>7} {'b wins':>7} {'ties':>5} {'a rate':>7} {'exact 95% CI':>15} {'p':>6}")
         for row in res["ab"]["pairs"]:
             ci = "-" if row["ci95"] is None else f"[{row['ci95'][0]:.2f}, {row['ci95'][1]:.2f}]"
             lines.append(
-                f"{row['a'] + ' vs ' + row['b']:<40} {row['n']:>4} {row['wins_a']:>7} {row['wins_b']:>7} {row['ties']:>5} "
+                f"{row['a'] + ' vs ' + row['b']:<{w3}} {row['n']:>4} {row['wins_a']:>7} {row['wins_b']:>7} {row['ties']:>5} "
                 f"{_fmt(row['win_rate_a']):>7} {ci:>15} {_fmt(row['p_value'], 3):>6}"
             )
     bt = res.get("bradley_terry")
@@ -594,10 +598,10 @@ def format_results(res: dict[str, Any]) -> str:
         lines.append("Bradley-Terry (" + bt["method"] + "):")
         for name, s in sorted(bt["systems"].items(), key=lambda kv: -kv[1]["log_strength"]):
             if s.get("flag"):
-                lines.append(f"  {name:<28} {s['flag']}")
+                lines.append(f"  {name:<{w}} {s['flag']}")
                 continue
             ci = "" if s.get("ci95") is None else f" [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]"
-            lines.append(f"  {name:<28} log-strength {s['log_strength']:+.3f}{ci}  share {s['share']:.3f}")
+            lines.append(f"  {name:<{w}} log-strength {s['log_strength']:+.3f}{ci}  share {s['share']:.3f}")
     con = res.get("consistency") or {}
     if con.get("raters"):
         lines.append("")
