@@ -3,8 +3,8 @@
 A built-in plugin written as a third-party one would be: it adds the ``listen`` verb through the
 public ``musicfw_register_commands`` hook.  This module stays cheap to import (the CLI imports it
 at start-up); the study builder (:mod:`.study`), the web app (:mod:`.server`, Starlette on
-uvicorn), the database (:mod:`.db`, SQLite) and the statistics (:mod:`.stats`) are imported
-when a sub-command runs.  See docs/listening.md.
+uvicorn), the database (:mod:`.db`, SQLite), the statistics (:mod:`.stats`) and the CSV export
+(:mod:`.export`) are imported when a sub-command runs.  See docs/listening.md.
 """
 
 from __future__ import annotations
@@ -76,9 +76,12 @@ class Listen(Command):
                             "are always accepted, and any name when --token is set (repeatable)")
 
         r = sub.add_parser("results", help="compute a study's results and write them into the runs' metrics.json",
-                           description="MOS with 95%% bootstrap intervals, A/B win rates, Bradley-Terry strengths, "
-                                       "attention-check exclusions and Krippendorff's alpha; written into the "
-                                       "`listening` section of each run's metrics.json (and report.html).")
+                           description="Rater screening (the MOS attention check, BS.1534-3 post-screening of MUSHRA, "
+                                       "headphones when required; every exclusion with its reason), MOS and MUSHRA means "
+                                       "with 95% bootstrap intervals, Wilcoxon signed-rank tests with Holm's correction, "
+                                       "A/B win rates with exact intervals, Bradley-Terry strengths with bootstrap "
+                                       "intervals, the consistency of repeated items and Krippendorff's alpha; written "
+                                       "into the `listening` section of each run's metrics.json (and report.html).")
         r.add_argument("study", metavar="STUDY")
         r.add_argument("--json", action="store_true", help="print the results as JSON")
         r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -611,7 +611,7 @@ def format_results(res: dict[str, Any]) -> str:
     if res["mos"]:
         lines.append("")
         lines.append(f"agreement: Krippendorff's alpha (ordinal) = {_fmt(ag.get('alpha'), 3)}" + (f" ({ag['note']})" if ag.get("note") else ""))
-    lines.append("intervals: " + (res["method"]["mos_ci"] if res["mos"] else res["method"]["mushra"]))
+    lines.append("intervals: " + (res["method"]["mos_ci"] if res["mos"] else res["method"]["mushra"] if mu else res["method"]["ab_ci"]))
     return "\n".join(lines)
 
 
