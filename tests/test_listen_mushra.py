@@ -10,6 +10,7 @@ results table of the simulated study shown in README.md.
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import shutil
@@ -24,7 +25,7 @@ import symusic
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import TEST_MIDI, run_cli  # noqa: E402
-from test_listen import SOUNDFONT, Client, flat, live_server, make_run, piece  # noqa: E402
+from test_listen import SOUNDFONT, flat, live_server, make_run, piece  # noqa: E402
 
 from musicfw.plugins.listen.stats import clopper_pearson, compute_results, format_results, holm  # noqa: E402
 from musicfw.plugins.listen.study import Study, beat_ticks, load_study, pad_flac, shuffle_beats  # noqa: E402
@@ -80,7 +81,7 @@ def test_defect1_clips_do_not_reveal_their_system_by_date_size_or_length(mstudy)
     assert all(np.abs(sf.read(str(f))[0]).max() > 0.01 for f in files)
     with live_server(mstudy, min_play=0) as c:
         clip = s.manifest["clips"][0]["id"]
-        conn = __import__("http.client").client.HTTPConnection("127.0.0.1", c.port, timeout=20)
+        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=20)
         conn.request("GET", f"/clip/{clip}")
         r = conn.getresponse()
         body = r.read()
