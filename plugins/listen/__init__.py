@@ -1,10 +1,10 @@
-"""Listening tests: ``musicfw listen create | serve | results``.
+"""Listening tests: ``musicfw listen create | serve | results | export``.
 
 A built-in plugin written as a third-party one would be: it adds the ``listen`` verb through the
 public ``musicfw_register_commands`` hook.  This module stays cheap to import (the CLI imports it
 at start-up); the study builder (:mod:`.study`), the web app (:mod:`.server`, Starlette on
-uvicorn), the database (:mod:`.db`, SQLite) and the statistics (:mod:`.stats`) are imported
-when a sub-command runs.  See docs/listening.md.
+uvicorn), the database (:mod:`.db`, SQLite), the statistics (:mod:`.stats`) and the CSV export
+(:mod:`.export`) are imported when a sub-command runs.  See docs/listening.md.
 """
 
 from __future__ import annotations
@@ -18,17 +18,19 @@ from musicfw.core.hookspecs import hookimpl
 
 class Listen(Command):
     name = "listen"
-    help = "listening tests: create a blinded MOS + A/B study, serve it in the browser, compute the results"
+    help = "listening tests: create a blinded MOS, A/B or MUSHRA study, serve it in the browser, compute the results"
     description = (
         "Subjective evaluation. `listen create` cuts clips at bar lines from runs' generated samples and "
         "from reference pieces, renders them with one soundfont at -23 LUFS and writes a study folder; "
-        "`listen serve` runs the rating page (blinded, per-rater shuffled MOS and A/B items; answers in "
-        "SQLite); `listen results` computes MOS with bootstrap intervals, A/B win rates, Bradley-Terry "
-        "strengths and inter-rater agreement, and writes them into each run's metrics.json."
+        "`listen serve` runs the rating page (blinded, per-rater shuffled MOS, A/B and MUSHRA items; answers in "
+        "SQLite; a token-protected progress page); `listen results` screens raters and computes MOS and MUSHRA "
+        "means with bootstrap intervals, Wilcoxon tests with Holm's correction, exact win-rate intervals, "
+        "Bradley-Terry strengths and inter-rater agreement, and writes them into each run's metrics.json; "
+        "`listen export` writes every answer as CSV."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        sub = parser.add_subparsers(dest="listen_command", metavar="{create,serve,results}")
+        sub = parser.add_subparsers(dest="listen_command", metavar="{create,serve,results,export}")
         sub.required = True
 
         c = sub.add_parser("create", help="build a study folder from runs' samples and a reference",
@@ -52,6 +54,13 @@ class Listen(Command):
         c.add_argument("--soundfont", default=None, metavar="SF2",
                        help="General MIDI soundfont (default: $MUSICFW_SOUNDFONT or the Debian TimGM6mb)")
         c.add_argument("--no-expertise-question", action="store_true", help="do not ask raters about their musical background")
+        c.add_argument("--tests", default="mos,ab", metavar="mos,ab,mushra",
+                       help="which tests the study holds, comma-separated (default mos,ab; mushra needs a reference)")
+        c.add_argument("--repeats", type=int, default=0,
+                       help="MOS and MUSHRA items shown twice for a consistency score (default 0)")
+        c.add_argument("--require-headphones", action="store_true",
+                       help="exclude raters who say they did not listen with headphones")
+        c.add_argument("--no-training", action="store_true", help="leave out the training page (examples before the test)")
         c.add_argument("--out", required=True, metavar="STUDY", help="the new study folder (must not exist or be empty)")
 
         s = sub.add_parser("serve", help="serve a study's rating page",
@@ -60,15 +69,30 @@ class Listen(Command):
         s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
         s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
         s.add_argument("--token", default=None, help="require ?token=TOKEN in the rater link")
+        s.add_argument("--admin-token", default=None,
+                       help="the token of the progress page /progress?token=ADMIN (default: a random one, printed)")
+        s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a host name raters use in the address (the Host header); IP addresses and localhost "
+                            "are always accepted, and any name when --token is set (repeatable)")
 
         r = sub.add_parser("results", help="compute a study's results and write them into the runs' metrics.json",
-                           description="MOS with 95%% bootstrap intervals, A/B win rates, Bradley-Terry strengths, "
-                                       "attention-check exclusions and Krippendorff's alpha; written into the "
-                                       "`listening` section of each run's metrics.json (and report.html).")
+                           description="Rater screening (the MOS attention check, BS.1534-3 post-screening of MUSHRA, "
+                                       "headphones when required; every exclusion with its reason), MOS and MUSHRA means "
+                                       "with 95% bootstrap intervals, Wilcoxon signed-rank tests with Holm's correction, "
+                                       "A/B win rates with exact intervals, Bradley-Terry strengths with bootstrap "
+                                       "intervals, the consistency of repeated items and Krippendorff's alpha; written "
+                                       "into the `listening` section of each run's metrics.json (and report.html).")
         r.add_argument("study", metavar="STUDY")
         r.add_argument("--json", action="store_true", help="print the results as JSON")
         r.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
         r.add_argument("--no-write", action="store_true", help="do not update the runs' metrics.json and report.html")
+
+        e = sub.add_parser("export", help="write every answer of a study as CSV",
+                           description="One row per answer (a MUSHRA item gives one row per condition): rater, "
+                                       "item, system, test, value, time and more; see docs/listening.md.")
+        e.add_argument("study", metavar="STUDY")
+        e.add_argument("--csv", action="store_true", required=True, help="CSV (the only format)")
+        e.add_argument("--out", default="-", metavar="FILE", help="write to FILE (default: standard output)")
 
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
@@ -82,25 +106,28 @@ class Listen(Command):
             out = create_study(
                 args.run, args.out, reference=reference, clips=args.clips, seconds=args.seconds,
                 anchors=anchors, pairs=args.pairs, seed=args.seed, min_play=args.min_play,
-                soundfont=args.soundfont, ask_expertise=not args.no_expertise_question,
+                soundfont=args.soundfont, ask_expertise=not args.no_expertise_question, tests=args.tests,
+                repeats=args.repeats, require_headphones=args.require_headphones, training=not args.no_training,
             )
             from .study import load_study
 
             study = load_study(out)
-            n_mos = sum(1 for i in study.manifest["items"] if i["kind"] == "mos")
-            print(f"wrote the study {out}: {len(study.manifest['clips'])} clips, {n_mos} MOS and "
-                  f"{len(study.manifest['items']) - n_mos} A/B items per rater")
+            kinds = [i["kind"] for i in study.manifest["items"]]
+            print(f"wrote the study {out}: {len(study.manifest['clips'])} clips, {kinds.count('mos')} MOS, "
+                  f"{kinds.count('ab')} A/B and {kinds.count('mushra')} MUSHRA items per rater")
             print(f"serve it with: musicfw listen serve {out}")
             return 0
         if cmd == "serve":
             if not 0 < args.port < 65536:
                 raise ConfigError(f"--port must be between 1 and 65535, got {args.port}.")
-            if args.token is not None and (len(args.token) < 8 or not args.token.isascii() or not args.token.replace("-", "").replace("_", "").isalnum()):
-                raise ConfigError("--token must be at least 8 characters of letters, digits, '-' or '_'.")
+            for flag, value in (("--token", args.token), ("--admin-token", args.admin_token)):
+                if value is not None and (len(value) < 8 or not value.isascii() or not value.replace("-", "").replace("_", "").isalnum()):
+                    raise ConfigError(f"{flag} must be at least 8 characters of letters, digits, '-' or '_'.")
             from .server import serve
             from .study import load_study
 
-            serve(load_study(args.study), host=args.host, port=args.port, token=args.token)
+            serve(load_study(args.study), host=args.host, port=args.port, token=args.token,
+                  admin_token=args.admin_token, allow_hosts=args.allow_host)
             return 0
         if cmd == "results":
             import json
@@ -108,7 +135,7 @@ class Listen(Command):
             from .stats import format_results, study_results, write_listening
             from .study import load_study
 
-            study = load_study(args.study, check_audio=False)
+            study = load_study(args.study)  # a missing or damaged clip is refused here as by serve
             results = study_results(study, seed=args.seed)
             if args.no_write:
                 pass
@@ -121,7 +148,21 @@ class Listen(Command):
                         _stderr(f"updated {path.parent / 'report.html'}")
             print(json.dumps(results, indent=1) if args.json else format_results(results))
             return 0
-        raise ConfigError(f"unknown listen command {cmd!r}; use create, serve or results.")  # pragma: no cover
+        if cmd == "export":
+            from .export import export_csv
+            from .study import load_study
+
+            study = load_study(args.study)
+            if args.out == "-":
+                import sys
+
+                export_csv(study, sys.stdout)
+            else:
+                with open(args.out, "w", newline="", encoding="utf-8") as fh:
+                    export_csv(study, fh)
+                _stderr(f"wrote {args.out}")
+            return 0
+        raise ConfigError(f"unknown listen command {cmd!r}; use create, serve, results or export.")  # pragma: no cover
 
 
 def _stderr(message: str) -> None:

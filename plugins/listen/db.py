@@ -8,11 +8,17 @@ worker threads never share one).
 Tables::
 
     meta(key PRIMARY KEY, value)                    study_id, schema version
-    raters(id PRIMARY KEY, created, expertise)
-    sequence(rater, pos, item, clip_a, clip_b, shown_at)   the rater's blinded order
-        PRIMARY KEY (rater, pos), UNIQUE (rater, item)
+    raters(id PRIMARY KEY, created, expertise, environment)
+    sequence(rater, pos, item, clip_a, clip_b, shown_at, conditions)   the rater's blinded order
+        PRIMARY KEY (rater, pos), UNIQUE (rater, item); conditions: a MUSHRA item's clips in
+        the rater's order (JSON)
     ratings(rater, item, kind, score, choice, created, elapsed)
-        UNIQUE (rater, item), CHECK (score BETWEEN 1 AND 5)
+        UNIQUE (rater, item), CHECK (score BETWEEN 1 AND 5); a MUSHRA answer is one row here
+        (no score, no choice) and one row per condition in
+    mushra_scores(rater, item, clip, score)   PRIMARY KEY (rater, item, clip), CHECK (score BETWEEN 0 AND 100)
+
+A database made by an older musicfw (schema 1: no ``environment`` or ``conditions`` column, no
+MUSHRA) gets the two columns and the new table added when it is served; its rows are kept.
 
 ``UNIQUE (rater, item)`` makes a replayed submission impossible to count twice; the server
 answers an identical replay idempotently and a changed one with 409.
@@ -26,14 +32,15 @@ from typing import Any
 
 from musicfw.core.errors import DataError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS raters (
     id TEXT PRIMARY KEY,
     created REAL NOT NULL,
-    expertise TEXT
+    expertise TEXT,
+    environment TEXT
 );
 CREATE TABLE IF NOT EXISTS sequence (
     rater TEXT NOT NULL REFERENCES raters(id),
@@ -42,22 +49,33 @@ CREATE TABLE IF NOT EXISTS sequence (
     clip_a TEXT NOT NULL,
     clip_b TEXT,
     shown_at REAL,
+    conditions TEXT,
     PRIMARY KEY (rater, pos),
     UNIQUE (rater, item)
 );
 CREATE TABLE IF NOT EXISTS ratings (
     rater TEXT NOT NULL REFERENCES raters(id),
     item TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('mos', 'ab')),
+    kind TEXT NOT NULL CHECK (kind IN ('mos', 'ab', 'mushra')),
     score INTEGER CHECK (score BETWEEN 1 AND 5),
     choice TEXT,
     created REAL NOT NULL,
     elapsed REAL NOT NULL,
     UNIQUE (rater, item),
     CHECK ((kind = 'mos' AND score IS NOT NULL AND choice IS NULL) OR
-           (kind = 'ab' AND score IS NULL AND choice IS NOT NULL))
+           (kind = 'ab' AND score IS NULL AND choice IS NOT NULL) OR
+           (kind = 'mushra' AND score IS NULL AND choice IS NULL))
+);
+CREATE TABLE IF NOT EXISTS mushra_scores (
+    rater TEXT NOT NULL REFERENCES raters(id),
+    item TEXT NOT NULL,
+    clip TEXT NOT NULL,
+    score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 100),
+    PRIMARY KEY (rater, item, clip)
 );
 """
+#: columns added after schema 1 (table, column, type)
+ADDED_COLUMNS = (("raters", "environment", "TEXT"), ("sequence", "conditions", "TEXT"))
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -76,6 +94,9 @@ def init_db(path: Path, study_id: str) -> None:
     try:
         conn.executescript(SCHEMA)  # CREATE ... IF NOT EXISTS: idempotent
         conn.execute("BEGIN IMMEDIATE")
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         row = conn.execute("SELECT value FROM meta WHERE key = 'study_id'").fetchone()
         if row is None:
             conn.execute("INSERT INTO meta VALUES ('study_id', ?), ('schema', ?)", (study_id, SCHEMA_VERSION))
@@ -112,12 +133,41 @@ def open_existing(path: Path, study_id: str) -> sqlite3.Connection:
     return conn
 
 
+def _has(conn: sqlite3.Connection, table: str, column: str | None = None) -> bool:
+    if column is None:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+    return column in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
 def fetch_ratings(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(
+    """Every answer; a MUSHRA answer carries ``scores``: ``{clip: 0..100}``."""
+    rows = [dict(r) for r in conn.execute(
         "SELECT r.rater, r.item, r.kind, r.score, r.choice, r.created, r.elapsed, ra.expertise "
         "FROM ratings r JOIN raters ra ON ra.id = r.rater ORDER BY r.rater, r.created"
     )]
+    if _has(conn, "mushra_scores"):
+        scores: dict[tuple[str, str], dict[str, int]] = {}
+        for r in conn.execute("SELECT rater, item, clip, score FROM mushra_scores"):
+            scores.setdefault((r["rater"], r["item"]), {})[r["clip"]] = int(r["score"])
+        for row in rows:
+            if row["kind"] == "mushra":
+                row["scores"] = scores.get((row["rater"], row["item"]), {})
+    return rows
 
 
 def fetch_raters(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute("SELECT id, created, expertise FROM raters ORDER BY created")]
+    env = "environment" if _has(conn, "raters", "environment") else "NULL AS environment"
+    return [dict(r) for r in conn.execute(f"SELECT id, created, expertise, {env} FROM raters ORDER BY created, id")]
+
+
+def fetch_progress(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Per rater: created, expertise, environment, answered, total, last answer; per item: answers."""
+    raters = [dict(r) for r in conn.execute(
+        "SELECT ra.id, ra.created, ra.expertise, ra.environment, "
+        "(SELECT COUNT(*) FROM sequence s WHERE s.rater = ra.id) AS total, "
+        "(SELECT COUNT(*) FROM ratings r WHERE r.rater = ra.id) AS answered, "
+        "(SELECT MAX(created) FROM ratings r WHERE r.rater = ra.id) AS last "
+        "FROM raters ra ORDER BY ra.created, ra.id"
+    )]
+    per_item = {r["item"]: int(r["n"]) for r in conn.execute("SELECT item, COUNT(*) AS n FROM ratings GROUP BY item")}
+    return raters, per_item

@@ -25,6 +25,28 @@ Low anchor.  ``--anchors K`` clips are copies of reference clips whose note pitc
 among the notes of each track (same rhythm, same pitch set, no melody or harmony): a rater who
 rates an anchor 4 or 5 fails the attention check and is excluded by ``listen results``.
 
+MUSHRA (``--tests ...,mushra``, ITU-R BS.1534-3).  One item per reference clip k (as many as the
+system with the fewest clips has): the open reference (reference clip k), and on the same page
+the hidden reference (a copy of it under another id), the low anchor (reference clip k with its
+pitches shuffled, as above), the mid anchor (reference clip k with its beats shuffled, see
+:func:`shuffle_beats`) and the k-th clip of every run.  BS.1534's anchors are low-pass filtered
+signals, which say nothing about symbolic music; ours degrade the reference musically instead:
+the low anchor keeps rhythm and pitch set but loses melody and harmony; the mid anchor keeps every
+beat's chord, pitches and rhythm but loses the order of beats (voice leading, melody, phrase),
+which is what a locally plausible, globally incoherent model (an n-gram or Markov chain) writes,
+so it sits between the two ends.  Both are deterministic and need no trained model.
+
+Blinding.  Every clip file of a study has the same sample rate (44.1 kHz), the same number of
+samples (shorter clips are padded with silence) and the same byte size (each FLAC file gets a
+PADDING metadata block up to the study's largest file + 4 bytes), and the same modification time,
+so nothing a browser's developer tools show (size, duration, ``Last-Modified``, which the server
+does not send either) tells systems apart.
+
+Repeats and training.  ``--repeats N`` adds N MOS items and N MUSHRA items again (new item ids,
+``repeat_of`` the original) for a consistency score; their answers are not used for the means.
+With a reference, the study gets a training page: copies (new ids) of one reference clip and its
+anchors, labelled, played before the test starts.
+
 The folder is written under a temporary name next to ``--out`` and renamed when complete, so a
 folder named STUDY is either whole or absent; :func:`load_study` still checks every clip file
 (size and SHA-256) and refuses a half-written or damaged study with a :class:`DataError`.
@@ -59,6 +81,13 @@ CLIP_ID = re.compile(r"^[0-9a-f]{16}$")
 ITEM_ID = re.compile(r"^[0-9a-f]{16}$")
 ANCHOR_THRESHOLD = 4
 SPLITS = ("train", "valid", "test")
+TESTS = ("mos", "ab", "mushra")
+SAMPLE_RATE = 44100
+#: BS.1534-3 post-screening: a rater who scores the hidden reference below 90 on more than 15% of
+#: the MUSHRA items is excluded
+HIDDEN_REFERENCE_MIN = 90
+HIDDEN_REFERENCE_MAX_SHARE = 0.15
+MUSHRA_ROLES = ("hidden_reference", "low_anchor", "mid_anchor")
 
 
 def _new_id() -> str:
@@ -183,6 +212,41 @@ def shuffle_pitches(score: Any, rng: Any) -> Any:
     return out
 
 
+def beat_ticks(score: Any) -> int:
+    """Ticks of one beat of the score's first time signature (a quarter in 4/4 or 3/4, a dotted
+    quarter in 6/8, 9/8 or 12/8, the denominator's note otherwise; a quarter without one)."""
+    tpq = int(score.ticks_per_quarter)
+    sigs = sorted(((int(ts.time), int(ts.numerator), int(ts.denominator)) for ts in score.time_signatures), key=lambda t: t[0])
+    if not sigs:
+        return tpq
+    _, num, den = sigs[0]
+    den = max(den, 1)
+    if den == 8 and num in (6, 9, 12):
+        return max(1, tpq * 3 // 2)
+    return max(1, tpq * 4 // den)
+
+
+def shuffle_beats(score: Any, rng: Any) -> Any:
+    """The mid anchor: a copy of ``score`` cut into beats (:func:`beat_ticks`) whose order is
+    permuted (one permutation for all tracks, so each beat's chord stays whole); a note is cut
+    at the end of the beat it starts in.  Every beat keeps its pitches and rhythm; melody, voice
+    leading and phrase are lost."""
+    out = score.copy()
+    beat = beat_ticks(score)
+    n_beats = max(1, -(-int(score.end()) // beat))
+    if n_beats > 100_000:
+        raise DataError("a clip has more than 100,000 beats; it cannot be an anchor.")
+    perm = rng.permutation(n_beats)
+    where = {int(old): new for new, old in enumerate(perm)}
+    for track in out.tracks:
+        for note in track.notes:
+            b, offset = divmod(int(note.time), beat)
+            note.duration = max(1, min(int(note.duration), beat - offset))
+            note.time = where[b] * beat + offset
+        track.notes.sort(key=lambda n: (n.time, n.pitch))
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # audio
 # --------------------------------------------------------------------------------------
@@ -224,7 +288,7 @@ class ClipRenderer:
     def __init__(self, soundfont: str | None, tmp: Path):
         from musicfw.music.render import AudioRenderer
 
-        self.renderer = AudioRenderer(soundfont) if soundfont else AudioRenderer()
+        self.renderer = AudioRenderer(soundfont, sample_rate=SAMPLE_RATE)
         self.soundfont = getattr(self.renderer, "soundfont", soundfont)
         self.tmp = tmp
 
@@ -350,6 +414,60 @@ def _unique(names: Iterable[str]) -> list[str]:
     return out
 
 
+def pad_flac(path: Path, size: int) -> None:
+    """Grow the FLAC file ``path`` to exactly ``size`` bytes with a PADDING metadata block
+    (FLAC format: after b"fLaC", metadata blocks of a 4-byte header, bit 7 of the first byte
+    marking the last one; block type 1 is padding, which decoders skip)."""
+    data = path.read_bytes()
+    if data[:4] != b"fLaC":
+        raise DataError(f"{path} is not a FLAC file.")
+    pos = 4
+    while True:
+        if pos + 4 > len(data):
+            raise DataError(f"{path}: a FLAC metadata block runs past the end of the file.")
+        last = data[pos] & 0x80
+        end = pos + 4 + int.from_bytes(data[pos + 1:pos + 4], "big")
+        if last:
+            break
+        pos = end
+    fill = size - len(data) - 4
+    if not 0 <= fill < 1 << 24:
+        raise ValueError(f"cannot pad {path} ({len(data)} bytes) to {size} bytes")
+    padded = (data[:pos] + bytes([data[pos] & 0x7F]) + data[pos + 1:end]
+              + bytes([0x81]) + fill.to_bytes(3, "big") + bytes(fill) + data[end:])
+    path.write_bytes(padded)
+
+
+def equalise_audio(folder: Path, clips: list[dict[str, Any]], mtime: float) -> None:
+    """Give every clip file of the study the same number of samples (silence appended), the
+    same byte size (:func:`pad_flac`) and the same modification time (see the module docstring)."""
+    import numpy as np
+    import soundfile as sf
+
+    frames = max(sf.info(str(folder / c["file"])).frames for c in clips)
+    for clip in clips:
+        path = folder / clip["file"]
+        audio, rate = sf.read(str(path), dtype="int16", always_2d=True)
+        if len(audio) < frames:
+            audio = np.concatenate([audio, np.zeros((frames - len(audio), audio.shape[1]), dtype=audio.dtype)])
+            sf.write(str(path), audio, rate, format="FLAC", subtype="PCM_16")
+        clip["audio_seconds"] = round(frames / rate, 3)
+    size = max((folder / c["file"]).stat().st_size for c in clips) + 4
+    for clip in clips:
+        path = folder / clip["file"]
+        pad_flac(path, size)
+        os.utime(path, (mtime, mtime))
+
+
+def _parse_tests(tests: str | Sequence[str]) -> list[str]:
+    names = [t.strip().lower() for t in (tests.split(",") if isinstance(tests, str) else tests) if t.strip()]
+    bad = [t for t in names if t not in TESTS]
+    if bad or not names:
+        raise ConfigError(f"--tests {','.join(names) or tests!r}: {', '.join(bad) or 'nothing'} is not a test; "
+                          f"give a comma-separated list of {', '.join(TESTS)}.")
+    return [t for t in TESTS if t in names]
+
+
 def create_study(
     runs: Sequence[str],
     out: str,
@@ -362,17 +480,24 @@ def create_study(
     min_play: float = 10.0,
     soundfont: str | None = None,
     ask_expertise: bool = True,
+    tests: str | Sequence[str] = ("mos", "ab"),
+    repeats: int = 0,
+    require_headphones: bool = False,
+    training: bool = True,
     log: Any = print,
 ) -> Path:
     """Build the study folder ``out`` (see the module docstring) and return its path."""
     import numpy as np
 
+    tests = _parse_tests(tests)
     if clips < 1:
         raise ConfigError(f"--clips must be >= 1, got {clips}.")
     if not (1.0 <= seconds <= 600.0):
         raise ConfigError(f"--seconds must be between 1 and 600, got {seconds}.")
     if anchors < 0:
         raise ConfigError(f"--anchors must be >= 0, got {anchors}.")
+    if repeats < 0:
+        raise ConfigError(f"--repeats must be >= 0, got {repeats}.")
     if min_play < 0:
         raise ConfigError(f"--min-play must be >= 0 seconds, got {min_play}.")
     if not runs:
@@ -380,12 +505,19 @@ def create_study(
     out_path = Path(out)
     if out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise ConfigError(f"--out {out_path}: it exists and is not empty; a study is never overwritten, choose a new folder.")
+    if "mos" not in tests:
+        anchors = 0
+    if "ab" not in tests:
+        pairs = 0
 
     run_paths = [Path(r) for r in runs]
     names = _unique(p.resolve().name for p in run_paths)
     sources = [run_source(p, n) for p, n in zip(run_paths, names)]
     if anchors and not reference:
         raise ConfigError("--anchors needs a reference (--reference test|DIR): the anchor is a shuffled reference clip.")
+    if "mushra" in tests and not reference:
+        raise ConfigError("--tests mushra needs a reference (--reference test|valid|train|DIR): MUSHRA rates every "
+                          "system against a reference clip, with the hidden reference and the anchors made from it.")
     if reference:
         if reference in SPLITS:
             sources.append(split_source(run_paths[0], reference))
@@ -453,49 +585,119 @@ def create_study(
                 "n_clips": len(got), "skipped": source.skipped,
             })
             all_clips.extend(got)
+        refs = [c for c in all_clips if c["system"] == "reference"]
+
+        def derived(ref: dict[str, Any], score: Any, system: str, transform: str, **extra: Any) -> dict[str, Any] | None:
+            cid = _new_id()
+            info = renderer.render(score, ref["source"]["seconds"], audio_dir / f"{cid}.flac")
+            if info is None:
+                return None
+            return {"id": cid, "system": system, "file": f"{AUDIO_DIR}/{cid}.flac",
+                    "source": {**ref["source"], "anchor_of": ref["id"], "transform": transform},
+                    **info, "n_notes": ref["n_notes"], **extra}
+
+        def copy_of(clip: dict[str, Any], **extra: Any) -> dict[str, Any]:
+            cid = _new_id()
+            shutil.copyfile(partial / clip["file"], audio_dir / f"{cid}.flac")
+            return {**clip, "id": cid, "file": f"{AUDIO_DIR}/{cid}.flac", "copy_of": clip["id"], **extra}
+
         if anchors:
             rng = np.random.default_rng([seed, len(sources)])
-            refs = [c for c in all_clips if c["system"] == "reference"]
             picks = [refs[int(i)] for i in rng.permutation(len(refs))[:anchors]]
-            got = []
-            for ref in picks:
-                cid = _new_id()
-                path = audio_dir / f"{cid}.flac"
-                info = renderer.render(shuffle_pitches(clip_scores[ref["id"]], rng), ref["source"]["seconds"], path)
-                if info is None:
-                    continue
-                got.append({"id": cid, "system": "anchor", "file": f"{AUDIO_DIR}/{cid}.flac",
-                            "source": {**ref["source"], "anchor_of": ref["id"], "transform": "pitches shuffled within each track"},
-                            **info, "n_notes": ref["n_notes"]})
+            got = [c for c in (derived(ref, shuffle_pitches(clip_scores[ref["id"]], rng), "anchor",
+                                       "pitches shuffled within each track") for ref in picks) if c is not None]
             systems.append({"name": "anchor", "kind": "anchor", "run": None,
                             "source": "reference clips with their pitches shuffled (low anchor, attention check)",
                             "rng": f"numpy.random.default_rng([{seed}, {len(sources)}])", "n_pieces": len(picks),
                             "n_clips": len(got), "skipped": []})
             all_clips.extend(got)
-        for clip in all_clips:
-            p = partial / clip["file"]
-            clip["bytes"] = p.stat().st_size
-            clip["sha256"] = _sha256(p)
+        base_clips = list(all_clips)
 
-        items = [{"id": _new_id(), "kind": "mos", "clip": c["id"]} for c in all_clips]
-        by_system = {s["name"]: [c["id"] for c in all_clips if c["system"] == s["name"]] for s in systems}
+        items: list[dict[str, Any]] = []
+        if "mos" in tests:
+            items += [{"id": _new_id(), "kind": "mos", "clip": c["id"]} for c in base_clips]
+        by_system = {s["name"]: [c["id"] for c in base_clips if c["system"] == s["name"]] for s in systems}
         compared = [s["name"] for s in systems if s["kind"] != "anchor"]
         n_pairs = clips if pairs is None else pairs
         for i, a in enumerate(compared):
             for b in compared[i + 1:]:
                 for k in range(min(n_pairs, len(by_system[a]), len(by_system[b]))):
                     items.append({"id": _new_id(), "kind": "ab", "clips": [by_system[a][k], by_system[b][k]]})
+
+        mushra_anchors: dict[str, dict[str, Any]] = {}
+        if "mushra" in tests:
+            rng = np.random.default_rng([seed, len(sources) + 1])
+            run_names = [s.name for s in sources if s.kind == "run"]
+            trials = min(len(by_system[n]) for n in run_names + ["reference"])
+            for k in range(trials):
+                ref = next(c for c in refs if c["id"] == by_system["reference"][k])
+                low = derived(ref, shuffle_pitches(clip_scores[ref["id"]], rng), "anchor",
+                              "pitches shuffled within each track", role="low_anchor")
+                mid = derived(ref, shuffle_beats(clip_scores[ref["id"]], rng), "mid_anchor",
+                              "beats shuffled (one permutation for all tracks)", role="mid_anchor")
+                if low is None or mid is None:
+                    log(f"  note: MUSHRA item {k + 1}: an anchor of reference clip {ref['id']} was silent; item left out")
+                    continue
+                hidden = copy_of(ref, role="hidden_reference")
+                all_clips += [hidden, low, mid]
+                mushra_anchors[ref["id"]] = {"low": low, "mid": mid}
+                items.append({"id": _new_id(), "kind": "mushra", "reference": ref["id"],
+                              "clips": [hidden["id"], low["id"], mid["id"]] + [by_system[n][k] for n in run_names]})
+            if not any(s["name"] == "anchor" for s in systems):
+                systems.append({"name": "anchor", "kind": "anchor", "run": None,
+                                "source": "reference clips with their pitches shuffled (MUSHRA low anchor)",
+                                "rng": f"numpy.random.default_rng([{seed}, {len(sources) + 1}])",
+                                "n_pieces": len(mushra_anchors), "n_clips": len(mushra_anchors), "skipped": []})
+            systems.append({"name": "mid_anchor", "kind": "anchor", "run": None,
+                            "source": "reference clips with their beats shuffled (MUSHRA mid anchor)",
+                            "rng": f"numpy.random.default_rng([{seed}, {len(sources) + 1}])",
+                            "n_pieces": len(mushra_anchors), "n_clips": len(mushra_anchors), "skipped": []})
+            if not any(i["kind"] == "mushra" for i in items):
+                raise DataError("no MUSHRA item could be made (every anchor was silent).")
+
+        rng = np.random.default_rng([seed, len(sources) + 2])
+        for kind in ("mos", "mushra"):
+            pool = [i for i in items if i["kind"] == kind and not (kind == "mos" and by_system.get("anchor") and i["clip"] in by_system["anchor"])]
+            for j in rng.permutation(len(pool))[:repeats]:
+                items.append({**pool[int(j)], "id": _new_id(), "repeat_of": pool[int(j)]["id"]})
+
+        train: list[dict[str, Any]] = []
+        if training and refs:
+            ref = refs[0]
+            examples = [(ref, "Real music: what the Reference excerpts sound like")]
+            anchor_ids = by_system.get("anchor") or []
+            if ref["id"] in mushra_anchors:
+                examples.append((mushra_anchors[ref["id"]]["mid"], "A deliberately flawed version of it (its beats reordered)"))
+                examples.append((mushra_anchors[ref["id"]]["low"], "A deliberately poor version of it (its pitches scrambled)"))
+            elif anchor_ids:
+                low = next(c for c in all_clips if c["id"] == anchor_ids[0])
+                ref = next(c for c in all_clips if c["id"] == low["source"]["anchor_of"])
+                examples = [(ref, "Real music: what the Reference excerpts sound like"),
+                            (low, "A deliberately poor version of it (its pitches scrambled)")]
+            for clip, label in examples:
+                copy = copy_of(clip, role="training")
+                all_clips.append(copy)
+                train.append({"clip": copy["id"], "label": label})
+
+        created = _dt.datetime.now(_dt.timezone.utc)
+        equalise_audio(partial, all_clips, created.timestamp())
+        for clip in all_clips:
+            p = partial / clip["file"]
+            clip["bytes"] = p.stat().st_size
+            clip["sha256"] = _sha256(p)
         sf_path = renderer.soundfont
         manifest = {
             "format": FORMAT,
             "version": VERSION,
             "study_id": _new_id(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": created.isoformat(timespec="seconds"),
             "musicfw_version": _musicfw_version(),
             "seed": int(seed),
+            "tests": tests,
             "settings": {
                 "clips_per_system": clips, "seconds": seconds, "anchors": anchors, "pairs_per_system_pair": n_pairs,
-                "min_play_seconds": float(min_play), "ask_expertise": bool(ask_expertise),
+                "min_play_seconds": float(min_play), "ask_expertise": bool(ask_expertise), "repeats": repeats,
+                "require_headphones": bool(require_headphones),
             },
             "cutting": "at bar lines (time signatures; 4/4 when none), end bar line closest to start + seconds; "
                        "notes sounding at the end are cut there",
@@ -505,13 +707,21 @@ def create_study(
                 "soundfont_sha256": _sha256(Path(sf_path)) if sf_path and Path(sf_path).is_file() else None,
                 "loudness": f"integrated loudness {TARGET_LUFS} LUFS (pyloudnorm, ITU-R BS.1770-4); peak limited to {PEAK_LIMIT}",
                 "release_seconds": RELEASE_SECONDS,
-                "format": "FLAC PCM_16",
+                "sample_rate": SAMPLE_RATE,
+                "format": "FLAC PCM_16; every file of the study has the same length (silence appended), byte size "
+                          "(a FLAC PADDING block) and modification time",
             },
             "attention": {"rule": f"a rater who rates any anchor clip {ANCHOR_THRESHOLD} or higher fails and is excluded",
                           "threshold": ANCHOR_THRESHOLD},
+            "screening": {
+                "rule": f"BS.1534-3 post-screening: a rater who scores the hidden reference below {HIDDEN_REFERENCE_MIN} "
+                        f"on more than {HIDDEN_REFERENCE_MAX_SHARE:.0%} of the MUSHRA items is excluded",
+                "hidden_reference_min": HIDDEN_REFERENCE_MIN, "max_share": HIDDEN_REFERENCE_MAX_SHARE,
+            },
             "systems": systems,
             "clips": all_clips,
             "items": items,
+            "training": train,
         }
         tmp_manifest = partial / (MANIFEST + ".tmp")
         tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
@@ -599,8 +809,18 @@ def load_study(path: str | Path, check_audio: bool = True) -> Study:
                 raise DataError(f"{folder} is half-written or damaged: the clip file {clip['file']} is missing.")
             if f.stat().st_size != clip.get("bytes") or _sha256(f) != clip.get("sha256"):
                 raise DataError(f"{folder}: the clip file {clip['file']} does not match the manifest (size or SHA-256); the study is damaged.")
+    item_ids = set()
     for item in manifest["items"]:
-        refs = [item.get("clip")] if item.get("kind") == "mos" else list(item.get("clips") or [])
-        if not ITEM_ID.match(str(item.get("id", ""))) or item.get("kind") not in ("mos", "ab") or not refs or any(r not in clip_ids for r in refs):
+        kind = item.get("kind")
+        refs = [item.get("clip")] if kind == "mos" else list(item.get("clips") or [])
+        if kind == "mushra":
+            refs.append(item.get("reference"))
+        size_ok = (kind == "ab" and len(refs) == 2) or (kind == "mos" and len(refs) == 1) or (kind == "mushra" and 3 <= len(refs) <= 32)
+        if (not ITEM_ID.match(str(item.get("id", ""))) or kind not in TESTS or not size_ok or any(r not in clip_ids for r in refs)
+                or len(set(refs)) != len(refs) or ("repeat_of" in item and item["repeat_of"] not in item_ids)):
             raise DataError(f"{mf}: item {str(item.get('id'))[:40]!r} is malformed or names an unknown clip; the study is damaged.")
+        item_ids.add(item["id"])
+    for example in manifest.get("training") or []:
+        if not isinstance(example, dict) or example.get("clip") not in clip_ids:
+            raise DataError(f"{mf}: a training example names an unknown clip; the study is damaged.")
     return Study(folder, manifest)
