@@ -78,7 +78,7 @@ def main() -> None:
     import musicfw
     from musicfw.music.limits import check_piece
     from musicfw.music.midiload import load_score
-    from musicfw.plugins.metrics.notes import piece_notes
+    from musicfw.music.notes import piece_notes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
     paths = sorted((MIDI / "one_track").glob("*.mid")) + sorted((MIDI / "multitrack").glob("*.mid"))

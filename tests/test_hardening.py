@@ -429,7 +429,7 @@ def _pctm_by_pairs(notes, threshold_s):
 
 
 def test_pitch_class_transitions_equal_the_pair_listing_definition():
-    from musicfw.plugins.metrics.notes import PieceNotes
+    from musicfw.music.notes import PieceNotes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
     rng = np.random.default_rng(0)
@@ -445,7 +445,7 @@ def test_pitch_class_transitions_equal_the_pair_listing_definition():
 
 
 def test_pitch_class_transitions_of_50k_simultaneous_notes():
-    from musicfw.plugins.metrics.notes import piece_notes
+    from musicfw.music.notes import piece_notes
     from musicfw.plugins.metrics.yang_lerch import pitch_class_transitions
 
     notes = piece_notes(_score(simultaneous(50_000)))

@@ -567,7 +567,7 @@ def build_datamodule(
     window options of the ``train:`` section and the ``augment:`` section, prepared: pieces
     loaded and split, token cache ready, ``skipped.txt`` written into ``run_dir``."""
     from musicfw.core.build import build_from_section
-    from musicfw.engine.training import train_section
+    from musicfw.engine.config import train_section
 
     dataset = build_from_section("datasets", data, registries=registries, key="data")
     train = train_section(train)

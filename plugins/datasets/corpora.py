@@ -42,10 +42,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
-from musicfw.core.params import choice
+from musicfw.core.dataset import MusicDataset, Piece, SplitConfig, cache_root
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.params import choice
 
-from .base import MusicDataset, Piece, SplitConfig, cache_root
 from .m21convert import Unit
 
 from .shipped import CONVERTER_VERSION  # noqa: E402  (the archives record it)
@@ -214,7 +214,7 @@ class CorpusStore:
 
     def load(self, ids: list[str]) -> dict[str, tuple[Any, str, str | None]]:
         """id -> (score or None, title, error reason or None) for the ids in the store."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
 
         head = self._head()
         manifest = head.get("entries", {})
@@ -245,7 +245,7 @@ class CorpusStore:
                         raise self._damaged(shard, "it is shorter than its manifest says")
                 shards[shard] = data
             blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
-            score, reason = parse_midi(blob)
+            score, reason = parse_score(blob)
             out[unit_id] = (score, title, reason)
         return out
 
@@ -340,7 +340,7 @@ class Music21Corpus(MusicDataset):
 
     def _from_shipped(self, collection: str, members: list[Unit]) -> dict[str, tuple[Any, str, str | None]]:
         """id -> (score or None, title, reason) for the members the shipped archive holds."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
         from .shipped import shipped
 
         archive = shipped(collection, self.shipped_dir)
@@ -351,7 +351,7 @@ class Music21Corpus(MusicDataset):
             if blob is None:
                 out[unit_id] = (None, title, error)
             else:
-                score, reason = parse_midi(blob)
+                score, reason = parse_score(blob)
                 out[unit_id] = (score, title, reason)
         return out
 

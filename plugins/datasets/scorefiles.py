@@ -184,7 +184,7 @@ class ScoreCache:
     def load(self, key: str, min_notes: int = 1) -> list[tuple[str, Any, str, str | None]] | None:
         """``[(tune, score or None, title, reason), ...]``, or None when not cached (or the
         entry is unreadable: it is converted again)."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
 
         try:
             entries = json.loads(self._meta(key).read_text())["pieces"]
@@ -200,7 +200,7 @@ class ScoreCache:
                 data = (self.dir / key[:2] / entry["midi"]).read_bytes()
             except OSError:
                 return None
-            score, reason = parse_midi(data, min_notes=min_notes)
+            score, reason = parse_score(data, min_notes=min_notes)
             out.append((tune, score, title, reason))
         return out
 
@@ -214,7 +214,7 @@ def read_scores(
 ) -> dict[Path, list[tuple[str, Any, str, str | None]]]:
     """path -> ``[(tune, score or None, title, reason), ...]`` for MusicXML/ABC/Humdrum files,
     converting the ones not in the cache (in ``workers`` processes; 0: all cores)."""
-    from .base import cache_root
+    from musicfw.core.dataset import cache_root
 
     cache = ScoreCache(cache_root(cache_dir))
     out: dict[Path, list[tuple[str, Any, str, str | None]]] = {}

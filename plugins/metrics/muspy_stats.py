@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 
 from musicfw.core.metric import Metric
-
-from .notes import PieceNotes, piece_notes
+from musicfw.music.notes import PieceNotes, piece_notes
 
 #: MusPy's default time resolution (muspy.DEFAULT_RESOLUTION), used for the groove grid
 MUSPY_RESOLUTION = 24
