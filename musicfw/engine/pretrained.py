@@ -194,7 +194,7 @@ def export_run(
         tokenizer.save(out / TOKENIZER)
         tok = json.loads((out / TOKENIZER).read_text())
         (out / VOCAB).write_text(json.dumps(list(tokenizer.vocab), indent=0) + "\n")
-        n_parameters = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        n_parameters = sum(p.numel() for p in model.parameters())
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
