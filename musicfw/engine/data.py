@@ -56,7 +56,8 @@ from musicfw.core.dataset import (
 from musicfw.music.augment import Augmenter
 from musicfw.core.errors import DataError
 from musicfw.engine.integrity import sha256_file
-from musicfw.engine.encoding import MULTIHOT, _musicfw_version, encode_piece, tokenizer_fingerprint
+from musicfw.core.version import musicfw_version
+from musicfw.engine.encoding import MULTIHOT, encode_piece, tokenizer_fingerprint
 from musicfw.music.limits import current as current_limits
 
 log = logging.getLogger("musicfw.data")
@@ -73,7 +74,7 @@ def token_cache_key(data: LoadedData, tokenizer: Any) -> str:
     blob = json.dumps(
         {
             "format": TOKEN_CACHE_VERSION,
-            "musicfw": _musicfw_version(),
+            "musicfw": musicfw_version(),
             "data": data.fingerprint(),
             "tokenizer": tokenizer_fingerprint(tokenizer),
             # pieces refused under one set of limits come back when the limits are raised

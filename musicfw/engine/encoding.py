@@ -22,15 +22,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "spec": tokenizer.to_dict()}
 
 
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:  # pragma: no cover
-        return "0+unknown"
-
-
 def _check_tokens(tokens: Any, kind: str, vocab_size: int) -> tuple[np.ndarray | None, str | None]:
     arr = np.asarray(tokens)
     if kind == MULTIHOT:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from musicfw.core.errors import ConfigError
+from musicfw.core.version import musicfw_version
 
 FORMAT = "musicfw.pretrained"
 #: the version this musicfw writes; it reads every version <= this one
@@ -158,15 +159,6 @@ def _container(section: Any) -> Any:
     return section
 
 
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -198,7 +190,7 @@ def export_run(
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "musicfw_version": _musicfw_version(),
+            "musicfw_version": musicfw_version(),
             "name": str(config.name),
             "model": _container(config.model),
             "tokenizer": {"name": tok["name"], "kind": tok.get("kind"), "config": tok["config"],
@@ -387,7 +379,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ConfigError(
             f"{where} has format_version {version}, written by a newer musicfw "
-            f"({doc.get('musicfw_version', '?')}); this musicfw ({_musicfw_version()}) reads format "
+            f"({doc.get('musicfw_version', '?')}); this musicfw ({musicfw_version()}) reads format "
             f"versions up to {FORMAT_VERSION}. Upgrade musicfw (pip install -U musicfw)."
         )
     for key in ("model", "tokenizer", "weights"):

@@ -152,13 +152,14 @@ def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
     """The shard folder's identity: dataset (name, semantic config, resolved folder),
     tokenizer (class, config, vocabulary), limits, format.  The files themselves are checked
     against the manifest instead of hashed into the key, so a changed folder is noticed."""
-    from musicfw.engine.encoding import _musicfw_version, tokenizer_fingerprint
+    from musicfw.core.version import musicfw_version
+    from musicfw.engine.encoding import tokenizer_fingerprint
     from musicfw.music.limits import current as current_limits
 
     blob = json.dumps(
         {
             "format": f"shards-{SHARD_FORMAT_VERSION}",
-            "musicfw": _musicfw_version(),
+            "musicfw": musicfw_version(),
             "dataset": dataset.identity(),
             "root": root_of_sources,
             "tokenizer": tokenizer_fingerprint(tokenizer),

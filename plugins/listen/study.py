@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.version import musicfw_version
 
 MANIFEST = "manifest.json"
 AUDIO_DIR = "audio"
@@ -491,7 +492,7 @@ def create_study(
             "version": VERSION,
             "study_id": _new_id(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "musicfw_version": _musicfw_version(),
+            "musicfw_version": musicfw_version(),
             "seed": int(seed),
             "settings": {
                 "clips_per_system": clips, "seconds": seconds, "anchors": anchors, "pairs_per_system_pair": n_pairs,
@@ -523,15 +524,6 @@ def create_study(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out_path
-
-
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 # --------------------------------------------------------------------------------------
