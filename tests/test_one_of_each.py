@@ -67,3 +67,89 @@ def test_the_version_of_a_source_tree_without_install_is_unknown(monkeypatch):
     finally:
         version.musicfw_version.cache_clear()
     assert version.musicfw_version() == metadata.version("musicfw")
+
+
+# --------------------------------------------------------------------------------------------
+# the atomic write
+# --------------------------------------------------------------------------------------------
+
+#: temporary *folders* published by one rename (not files): the token store of the token cache
+#: (a rival process may have published the same folder first) and a listening study
+FOLDER_RENAMES = {"musicfw/engine/data.py": 1, "plugins/listen/study.py": 1}
+
+
+def _renames(path: Path) -> int:
+    """Calls that move a file onto another name: os.replace / os.rename, Path.replace /
+    Path.rename (one positional argument; str.replace takes two, dataclasses.replace keywords)."""
+    n = 0
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr not in ("replace", "rename"):
+            continue
+        owner = node.func.value
+        if isinstance(owner, ast.Name) and owner.id == "os":
+            n += 1
+        elif len(node.args) == 1 and not node.keywords and not (isinstance(owner, ast.Name) and owner.id == "dataclasses"):
+            n += 1
+    return n
+
+
+def test_files_are_moved_into_place_only_by_the_atomic_write_helper():
+    found = {_rel(p): n for p in _sources() if (n := _renames(p))}
+    assert found.pop("core/atomic.py") == 1
+    assert found == FOLDER_RENAMES, "write files with musicfw.core.atomic (atomic_write / atomic_path)"
+
+
+def test_atomic_write_text_and_bytes(tmp_path):
+    from musicfw.core.atomic import atomic_write
+
+    text = tmp_path / "a.json"
+    assert atomic_write(text, '{"a": 1}\n') == text
+    assert text.read_text() == '{"a": 1}\n'
+    atomic_write(text, "second\n")  # replaces
+    assert text.read_text() == "second\n"
+    blob = tmp_path / "b.bin"
+    atomic_write(blob, b"\x00\x01MThd")
+    assert blob.read_bytes() == b"\x00\x01MThd"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.bin"]  # no temporary left
+
+
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path):
+    from musicfw.core.atomic import atomic_write
+
+    (tmp_path / "plain").write_text("x")
+    atomic_write(tmp_path / "atomic", "x")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("atomic") == mode("plain")
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    from musicfw.core.atomic import atomic_path
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".last.ckpt.") and tmp != target
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed half-way")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_atomic_path_names_are_unique_unless_shared_and_a_helper_does_not_publish(tmp_path):
+    from musicfw.core.atomic import atomic_path
+
+    target = tmp_path / "last.ckpt"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        assert a != b  # two writers of one file never share a temporary
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+    assert target.read_bytes() == b"a"  # the last to finish wins, whole
+    with atomic_path(target, unique=False, publish=False) as helper:
+        helper.write_bytes(b"rank 1")
+    assert helper == tmp_path / ".last.ckpt.tmp" and helper.read_bytes() == b"rank 1"
+    with atomic_path(target, unique=False) as zero:
+        assert zero == helper  # every rank names the same file; rank zero moves it into place
+    assert target.read_bytes() == b"rank 1" and not helper.exists()

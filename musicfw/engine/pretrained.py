@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from musicfw.core.atomic import atomic_path
 from musicfw.core.errors import ConfigError
 from musicfw.core.version import musicfw_version
 
@@ -123,12 +124,11 @@ def save_weights(model: Any, path: str | Path) -> str:
     metadata = {"format": "pt"}
     if skeleton:
         metadata[EXTRA_KEY] = json.dumps(skeleton)
-    tmp = Path(str(path) + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not 0600
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not 0600
     return sha256_of(path)
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from musicfw.core.atomic import atomic_path
 from musicfw.core.errors import ConfigError, NonFiniteLossError, RunFolderError
 from musicfw.engine.config import train_section
 from musicfw.engine.loggers import append_history, build_loggers, finish_loggers, logger_section
@@ -397,9 +397,8 @@ def _save_weights(model: Any, ckpt_dir: Path, info: dict[str, Any]) -> None:
         "global_step": 0,
         "epoch": 0,
     }
-    tmp = ckpt_dir / "last.ckpt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, ckpt_dir / "last.ckpt")
+    with atomic_path(ckpt_dir / "last.ckpt") as tmp:
+        torch.save(payload, tmp)
     shutil.copyfile(ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt")
     write_checksum(ckpt_dir / "last.ckpt")
     write_checksum(ckpt_dir / "best.ckpt")

@@ -42,6 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
+from musicfw.core.atomic import atomic_path, atomic_write
 from musicfw.core.dataset import MusicDataset, Piece, SplitConfig, cache_root
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.params import choice
@@ -142,18 +143,14 @@ class CorpusStore:
                 offset += len(blob)
             entries[unit.id] = entry
         data = b"".join(blobs)
-        tmp = self.dir / f".{shard}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.dir / shard)
+        atomic_write(self.dir / shard, data)
         head = self._head()
         manifest = head.get("entries", {})
         manifest.update(entries)
         digests = dict(head.get("shards", {}) or {})
         if blobs:
             digests[shard] = hashlib.sha256(data).hexdigest()
-        tmp = self.dir / f".manifest-{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(json.dumps({"music21": music21_version(), "entries": manifest, "shards": digests}))
-        os.replace(tmp, self.manifest_path)
+        atomic_write(self.manifest_path, json.dumps({"music21": music21_version(), "entries": manifest, "shards": digests}))
         done.clear()
 
     def ensure(self, units: list[Unit], workers: int = 0, progress: bool = True, desc: str = "") -> int:
@@ -519,8 +516,7 @@ def build_archive(
     }
     path = archive_path(collection, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
         # a fixed timestamp: rebuilding from the same conversions gives the same bytes
         for name, data in ((MANIFEST, json.dumps(head, sort_keys=True, separators=(",", ":")).encode()),
                            (BLOB, b"".join(blobs))):
@@ -528,5 +524,4 @@ def build_archive(
             info.compress_type = zipfile.ZIP_LZMA
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
-    tmp.replace(path)
     return path

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from musicfw.core.atomic import atomic_write
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.core.version import musicfw_version
 
@@ -514,9 +515,7 @@ def create_study(
             "clips": all_clips,
             "items": items,
         }
-        tmp_manifest = partial / (MANIFEST + ".tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp_manifest, partial / MANIFEST)
+        atomic_write(partial / MANIFEST, json.dumps(manifest, indent=1) + "\n")
         if out_path.exists():
             out_path.rmdir()  # empty (checked above)
         os.rename(partial, out_path)
