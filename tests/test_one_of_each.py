@@ -153,3 +153,71 @@ def test_atomic_path_names_are_unique_unless_shared_and_a_helper_does_not_publis
     with atomic_path(target, unique=False) as zero:
         assert zero == helper  # every rank names the same file; rank zero moves it into place
     assert target.read_bytes() == b"rank 1" and not helper.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# no re-export shims
+# --------------------------------------------------------------------------------------------
+
+
+def _module_file(module: str) -> Path | None:
+    """The source file of a musicfw module (pyproject's package-dir), None when there is none."""
+    parts = module.split(".")
+    if parts[0] != "musicfw":
+        return None
+    if len(parts) > 1 and parts[1] in ("core", "plugins"):
+        base, rest = ROOT / parts[1], parts[2:]
+    else:
+        base, rest = ROOT / "musicfw", parts[1:]
+    for candidate in (base.joinpath(*rest).with_suffix(".py") if rest else None, base.joinpath(*rest, "__init__.py")):
+        if candidate is not None and candidate.is_file():
+            return candidate
+    return None
+
+
+def _defined(path: Path) -> set[str]:
+    """Names a module defines itself (functions, classes, assignments), not names it imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _package_of(path: Path) -> str | None:
+    rel = path.relative_to(ROOT).with_suffix("").parts
+    if rel[0] not in ROOMS:
+        return None
+    parts = [*ROOMS[rel[0]].split("."), *rel[1:]]
+    return ".".join(parts[:-1])  # a module's package; an __init__'s own package
+
+
+def test_nothing_is_imported_through_a_module_that_only_re_exports_it():
+    """``from musicfw.X import name`` names the module that defines ``name`` (musicfw's public
+    API, ``musicfw/__init__``, aside): no shim keeps an old import path alive."""
+    found = []
+    for path in _sources(USERS):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                package = _package_of(path)
+                if package is None:
+                    continue
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            if module == "musicfw" or not module.startswith("musicfw."):
+                continue
+            source = _module_file(module)
+            if source is None:
+                continue
+            defined = _defined(source)
+            for alias in node.names:
+                if alias.name not in defined and _module_file(f"{module}.{alias.name}") is None:
+                    found.append(f"{_rel(path)}:{node.lineno}: {module}.{alias.name}")
+    assert found == [], "import these from the module that defines them:\n" + "\n".join(found)
