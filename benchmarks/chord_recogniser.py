@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from musicfw.plugins.datasets.corpora import BachChorales
     from musicfw.plugins.datasets.m21convert import private_scratch_dir, to_score, use_private_scratch
-    from musicfw.plugins.datasets.base import cache_root
+    from musicfw.core.dataset import cache_root
     from musicfw.music.chords import QUALITY_NAMES, TRIAD_NO_CHORD, triad_chord, triad_class
     from musicfw.plugins.tokenizers.melody_chords import MelodyChords
 

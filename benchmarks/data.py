@@ -275,6 +275,8 @@ def main() -> None:
         return
     from importlib import metadata
 
+    from musicfw.core.version import musicfw_version
+
     with tempfile.TemporaryDirectory(prefix="musicfw-bench-data-") as tmp:
         corpus = Path(args.keep) if args.keep else Path(tmp) / "corpus"
         biggest = max(args.sizes)
@@ -290,7 +292,7 @@ def main() -> None:
             rows.append(row)
         stream = measure("stream", corpus, biggest, 1, Path(tmp) / f"cache-{biggest}", args.batches)
 
-    print(f"\nmusicfw {metadata.version('musicfw')}, MidiTok {metadata.version('miditok')}, "
+    print(f"\nmusicfw {musicfw_version()}, MidiTok {metadata.version('miditok')}, "
           f"{args.workers} processes each, os.cpu_count()={os.cpu_count()}; OMP_NUM_THREADS=1\n")
     print("| files | contender | processes | wall s | files/s (wall) | CPU s | files per CPU-second | tokens | RSS after imports (MiB) | peak RSS, main (MiB) | peak RSS, largest worker (MiB) |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -84,10 +84,7 @@ def kde_agreement(gen: np.ndarray, ref: np.ndarray) -> float:
     """Max |OA(ours) - OA(scipy exact KDE on our grid)| for one feature."""
     from scipy import stats
 
-    from musicfw.plugins.metrics.yang_lerch import (
-        compare_feature,
-        pairwise_distances,
-    )
+    from musicfw.music.setcompare import compare_feature, pairwise_distances
 
     row, curves = compare_feature(gen, ref)
     x = np.asarray(curves["x"])

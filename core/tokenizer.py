@@ -145,7 +145,11 @@ class Tokenizer(ABC):
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        """Write :meth:`to_dict` as JSON to ``path``, atomically (a killed run never leaves
+        half a tokenizer.json for a resume or ``generate --run`` to read)."""
+        from musicfw.core.atomic import atomic_write
+
+        atomic_write(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"

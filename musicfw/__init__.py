@@ -9,7 +9,6 @@ The public API lives here.  The kernel (contracts, registries, plugin manager) i
 from __future__ import annotations
 
 import os as _os
-from importlib import metadata as _metadata
 
 # Before torch loads libgomp: its default busy-waiting makes torch's CPU threads fight any
 # other busy process. Measured on a loaded 2-core machine: an LSTM training step took 5.7 s
@@ -32,12 +31,10 @@ from .api import (
 )
 from .core.errors import ConfigError, DataError, PluginError, UserError
 from .core.hookspecs import hookimpl
+from .core.version import musicfw_version as _musicfw_version
 from .engine.pretrained import export_run, load_pretrained
 
-try:
-    __version__ = _metadata.version("musicfw")
-except _metadata.PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0+unknown"
+__version__ = _musicfw_version()
 
 __all__ = [
     "__version__",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from musicfw.plugins.datasets import corpora
-from musicfw.plugins.datasets.base import cache_root
+from musicfw.core.dataset import cache_root
 from musicfw.plugins.datasets.corpora import build_archive
 from musicfw.plugins.datasets.shipped import DATA_DIR
 

@@ -493,7 +493,8 @@ def test_build_datamodule_from_an_experiment_config(midi_dir, tmp_path):
     from omegaconf import OmegaConf
 
     from musicfw.api import get_registries
-    from musicfw.engine.config import Experiment, validate_plugin_section
+    from musicfw.core.params import validate_plugin_section
+    from musicfw.engine.config import Experiment
     from musicfw.engine.data import build_datamodule
 
     config = OmegaConf.merge(

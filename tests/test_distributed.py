@@ -158,7 +158,8 @@ def test_a_strategy_lightning_refuses_is_a_config_error(tmp_path):
     from omegaconf import OmegaConf
 
     from musicfw.core.errors import ConfigError
-    from musicfw.engine.training import _trainer, train_section
+    from musicfw.engine.config import train_section
+    from musicfw.engine.training import _trainer
 
     train = train_section(OmegaConf.create({"accelerator": "cpu", "strategy": "fsdp", "devices": 2}))
     with pytest.raises(ConfigError, match=r"train.strategy=fsdp.*requires a GPU"):

@@ -129,6 +129,7 @@ def test_training_bar_counts_all_steps_of_the_run_with_an_eta():
 
 def test_training_uses_the_step_bar_on_a_terminal_and_lines_elsewhere(monkeypatch, tmp_path):
     from musicfw.engine import training
+    from musicfw.engine.config import train_section
     from musicfw.engine.lightning import ProgressLines, StepProgressBar
 
     seen = {}
@@ -139,7 +140,7 @@ def test_training_uses_the_step_bar_on_a_terminal_and_lines_elsewhere(monkeypatc
 
     monkeypatch.setattr(training, "_trainer", fake_trainer)
     monkeypatch.setattr(training, "build_loggers", lambda *a, **k: [])
-    train = training.train_section(None)
+    train = train_section(None)
     for tty, kind in ((True, StepProgressBar), (False, ProgressLines)):
         monkeypatch.setattr("sys.stderr.isatty", lambda tty=tty: tty, raising=False)
         with pytest.raises(RuntimeError, match="stop here"):

@@ -10,13 +10,8 @@ import pytest
 import symusic
 
 import musicfw
-from musicfw.plugins.metrics.yang_lerch import (
-    NOTE_LENGTH_CLASSES,
-    compare_feature,
-    compare_sets,
-    kde_on_grid,
-    scott_bandwidth,
-)
+from musicfw.music.setcompare import compare_feature, compare_sets, kde_on_grid, scott_bandwidth
+from musicfw.plugins.metrics.yang_lerch import NOTE_LENGTH_CLASSES
 
 
 def make_score(notes_per_track, tpq=480, drums=(), time_sig=None, tempo_qpm=None):
@@ -208,7 +203,7 @@ def test_identical_sets_overlap_fully_and_disjoint_sets_do_not():
 def test_kl_and_oa_of_two_gaussians():
     # intra-set distances of scalar features: compare with the closed forms on the density
     # level through compare_feature's machinery (two normal samples of distances)
-    from musicfw.plugins.metrics.yang_lerch import kl_divergence, overlap_area
+    from musicfw.music.setcompare import kl_divergence, overlap_area
 
     grid = np.linspace(-10, 12, 4001)
     dx = grid[1] - grid[0]

@@ -145,3 +145,11 @@ def test_the_whole_tree_has_no_import_cycle():
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_data_stage_does_not_climb_to_training():
+    """Data flows down: the data module reads the ``train:`` section through the experiment
+    config (``train_section``), it never imports the training stage that consumes it."""
+    graph = core_imports(tuple(ROOMS))
+    assert "musicfw.engine.config" in graph["musicfw.engine.data"]
+    assert not {t for t in graph["musicfw.engine.data"] if t.startswith(("musicfw.engine.training", "musicfw.engine.lightning"))}

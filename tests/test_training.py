@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 
 import musicfw
 from musicfw import api
-from musicfw.core.errors import UserError
-from musicfw.engine.loggers import read_history, read_wandb_history
+from musicfw.core.errors import NonFiniteLossError, UserError
+from musicfw.engine.loggers import log_samples, read_history, read_wandb_history
 from musicfw.core.plugins import get_plugin_manager, load_registries
 from musicfw.core.tokenizer import Tokenizer
-from musicfw.engine.training import NonFiniteLossError, evaluate_nll, load_checkpoint, load_model, log_samples
+from musicfw.engine.training import evaluate_nll, load_checkpoint, load_model
 from musicfw.engine.training import fit as core_fit
 from musicfw.plugins.models.lstm.model import LSTMModel
 from musicfw.plugins.models.markov.model import MarkovModel

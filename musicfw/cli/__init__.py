@@ -20,18 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from musicfw.core.errors import UserError
+from musicfw.core.version import musicfw_version
 
 #: core's sub-command modules, in the order ``musicfw --help`` lists them (plugin verbs follow)
 COMMANDS = ("run", "plugins", "config", "data", "tokenize", "generate", "evaluate", "export")
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def build_parser(registries=None) -> argparse.ArgumentParser:
@@ -42,7 +34,7 @@ def build_parser(registries=None) -> argparse.ArgumentParser:
         description="musicfw: train, sample and evaluate symbolic music models from one YAML file.",
         epilog="Run `musicfw COMMAND --help` for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"musicfw {_version()}")
+    parser.add_argument("--version", action="version", version=f"musicfw {musicfw_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"musicfw.cli.commands.{name}")

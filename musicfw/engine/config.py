@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from musicfw.core.errors import ConfigError
-from musicfw.core.params import _at, _check_choices, _schema_error, _Source, choice, section_class, validate_plugin_section
+from musicfw.core.params import _at, _check_choices, _schema_error, _Source, choice, validate_plugin_section
 
 # --------------------------------------------------------------------------------------
 # The schema of the non-plugin sections
@@ -445,6 +445,11 @@ def load_config(
         Limits.from_mapping(OmegaConf.to_container(raw_limits), base=Limits.from_env(), where="limits")
     _validate_slots(plain, registries, source)
     return plain
+
+
+def train_section(train: Any = None) -> DictConfig:
+    """The ``train:`` section (a mapping, a TrainSection or None) with every default filled in."""
+    return OmegaConf.merge(OmegaConf.structured(TrainSection), train or {})
 
 
 def to_yaml(cfg: DictConfig) -> str:

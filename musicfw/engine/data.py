@@ -58,13 +58,8 @@ from musicfw.core.dataset import (
 from musicfw.music.augment import Augmenter
 from musicfw.core.errors import DataError
 from musicfw.engine.integrity import sha256_file
-from musicfw.engine.encoding import (
-    MULTIHOT,
-    _musicfw_version,
-    dataset_fingerprint,
-    encode_piece,
-    tokenizer_fingerprint,
-)
+from musicfw.core.version import musicfw_version
+from musicfw.engine.encoding import MULTIHOT, dataset_fingerprint, encode_piece, tokenizer_fingerprint
 from musicfw.music.limits import current as current_limits
 
 log = logging.getLogger("musicfw.data")
@@ -84,7 +79,7 @@ def token_cache_key(data: LoadedData, tokenizer: Any, dataset: Any = None) -> st
     blob = json.dumps(
         {
             "format": TOKEN_CACHE_VERSION,
-            "musicfw": _musicfw_version(),
+            "musicfw": musicfw_version(),
             "data": data.fingerprint(),
             "dataset": None if dataset is None else dataset_fingerprint(dataset),
             "tokenizer": tokenizer_fingerprint(tokenizer),
@@ -579,7 +574,7 @@ def build_datamodule(
     window options of the ``train:`` section and the ``augment:`` section, prepared: pieces
     loaded and split, token cache ready, ``skipped.txt`` written into ``run_dir``."""
     from musicfw.core.build import build_from_section
-    from musicfw.engine.training import train_section
+    from musicfw.engine.config import train_section
 
     dataset = build_from_section("datasets", data, registries=registries, key="data")
     train = train_section(train)

@@ -38,15 +38,6 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "plugin": plugin_identity(dataset)}
 
 
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:  # pragma: no cover
-        return "0+unknown"
-
-
 def _check_tokens(tokens: Any, kind: str, vocab_size: int) -> tuple[np.ndarray | None, str | None]:
     arr = np.asarray(tokens)
     if kind == MULTIHOT:

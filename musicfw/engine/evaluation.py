@@ -45,6 +45,7 @@ import numpy as np
 from musicfw.core.errors import DataError, PluginError
 from musicfw.music.limits import PieceRejected
 from musicfw.core.metric import FEATURES, LIKELIHOOD
+from musicfw.core.version import musicfw_version
 from musicfw.music.midiload import MIDI_SUFFIXES
 
 SCHEMA = "musicfw.metrics/1"
@@ -320,20 +321,11 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _skeleton(metrics: Sequence[Any]) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "musicfw_version": _version(),
+        "musicfw_version": musicfw_version(),
         "metrics": [_metric_record(m) for m in metrics],
         "likelihood": {},
         "training": {},

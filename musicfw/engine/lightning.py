@@ -8,7 +8,6 @@ callbacks like any Lightning class.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from musicfw.core.atomic import atomic_path, atomic_write
 from musicfw.core.errors import NonFiniteLossError
 from musicfw.engine.windows import scored_loss
 
@@ -156,11 +156,7 @@ def write_checksum(path: Path) -> Path:
     error, not different music)."""
     from musicfw.engine.integrity import sha256_file
 
-    side = Path(str(path) + ".sha256")
-    tmp = Path(str(side) + ".tmp")
-    tmp.write_text(f"{sha256_file(path)}  {Path(path).name}\n")
-    os.replace(tmp, side)
-    return side
+    return atomic_write(Path(str(path) + ".sha256"), f"{sha256_file(path)}  {Path(path).name}\n")
 
 
 class BestCheckpoint(pl.callbacks.ModelCheckpoint):
@@ -193,10 +189,11 @@ class LastCheckpoint(pl.Callback):
         self._saved_at = -1
 
     def _save(self, trainer: pl.Trainer) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(str(tmp), weights_only=False)
+        # every rank calls save_checkpoint with the same name (a sharded strategy writes there
+        # together); rank zero moves the file into place
+        with atomic_path(self.path, unique=False, publish=trainer.is_global_zero) as tmp:
+            trainer.save_checkpoint(str(tmp), weights_only=False)
         if trainer.is_global_zero:
-            os.replace(tmp, self.path)
             write_checksum(self.path)
         trainer.strategy.barrier()
         self._saved_at = trainer.global_step

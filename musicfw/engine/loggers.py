@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -375,12 +374,3 @@ def _history_row(record: dict[str, Any]) -> dict[str, Any] | None:
             for it in items
         }
     return dict(items)
-
-
-def wait_for_file(path: Path, timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if path.exists():
-            return True
-        time.sleep(0.1)
-    return path.exists()

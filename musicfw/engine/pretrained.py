@@ -34,7 +34,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from musicfw.core.atomic import atomic_path
 from musicfw.core.errors import ConfigError, PluginError
+from musicfw.core.version import musicfw_version
 
 FORMAT = "musicfw.pretrained"
 #: the version this musicfw writes; it reads every version <= this one
@@ -126,12 +128,11 @@ def save_weights(model: Any, path: str | Path) -> str:
     metadata = {"format": "pt"}
     if skeleton:
         metadata[EXTRA_KEY] = json.dumps(skeleton)
-    tmp = Path(str(path) + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not 0600
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a file to share: the usual permissions, not 0600
     return sha256_of(path)
 
 
@@ -160,15 +161,6 @@ def _container(section: Any) -> Any:
     if isinstance(section, (DictConfig, ListConfig)):
         return OmegaConf.to_container(section, resolve=True)
     return section
-
-
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def export_run(
@@ -202,11 +194,11 @@ def export_run(
         tokenizer.save(out / TOKENIZER)
         tok = json.loads((out / TOKENIZER).read_text())
         (out / VOCAB).write_text(json.dumps(list(tokenizer.vocab), indent=0) + "\n")
-        n_parameters = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        n_parameters = sum(p.numel() for p in model.parameters())
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "musicfw_version": _musicfw_version(),
+            "musicfw_version": musicfw_version(),
             "name": str(config.name),
             "plugins": plugins_used(config, registries),
             "model": _container(config.model),
@@ -468,7 +460,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ConfigError(
             f"{where} has format_version {version}, written by a newer musicfw "
-            f"({doc.get('musicfw_version', '?')}); this musicfw ({_musicfw_version()}) reads format "
+            f"({doc.get('musicfw_version', '?')}); this musicfw ({musicfw_version()}) reads format "
             f"versions up to {FORMAT_VERSION}. Upgrade musicfw (pip install -U musicfw)."
         )
     for key in ("model", "tokenizer", "weights"):

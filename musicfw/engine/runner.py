@@ -375,7 +375,7 @@ def _record_generation(
 def _log_samples(run_dir: Path, logger: Any, paths: list[Path]) -> None:
     if not logger.log_samples or logger.name == "none":
         return
-    from musicfw.engine.training import log_samples
+    from musicfw.engine.loggers import log_samples
 
     images = [p for p in paths if p.suffix == ".png"]
     audio = [p for p in paths if p.suffix == ".wav"]

@@ -49,13 +49,13 @@ import logging
 import os
 import sys
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from musicfw.core.atomic import atomic_path, atomic_write
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.engine.integrity import sha256_file
 from musicfw.music.midiload import read_midi_source
@@ -153,13 +153,14 @@ def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
     package and version), tokenizer (class, config, vocabulary, plugin package and version),
     limits, format.  The files themselves are checked
     against the manifest instead of hashed into the key, so a changed folder is noticed."""
-    from musicfw.engine.encoding import _musicfw_version, dataset_fingerprint, tokenizer_fingerprint
+    from musicfw.core.version import musicfw_version
+    from musicfw.engine.encoding import dataset_fingerprint, tokenizer_fingerprint
     from musicfw.music.limits import current as current_limits
 
     blob = json.dumps(
         {
             "format": f"shards-{SHARD_FORMAT_VERSION}",
-            "musicfw": _musicfw_version(),
+            "musicfw": musicfw_version(),
             "dataset": dataset.identity(),
             "dataset_plugin": dataset_fingerprint(dataset),
             "root": root_of_sources,
@@ -240,22 +241,19 @@ def build_shard(folder: str, sid: str, chunk: list[dict[str, Any]]) -> dict[str,
     tokens = pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(values))
     table = pa.table({"id": pa.array(ids, pa.string()), "length": pa.array(lengths, pa.int64()), "tokens": tokens})
     final = Path(folder) / f"shard-{sid}.arrow"
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    meta = {
-        "id": sid, "file": final.name, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
-        "rows": len(ids), "files": len(chunk), "pieces": pieces, "skipped": skipped, "coverage": coverage,
-    }
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        meta = {
+            "id": sid, "file": final.name, "bytes": tmp.stat().st_size, "sha256": sha256_file(tmp),
+            "rows": len(ids), "files": len(chunk), "pieces": pieces, "skipped": skipped, "coverage": coverage,
+        }
     _write_json(final.with_suffix(".json"), meta)
     return meta
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, separators=(",", ":"), default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, separators=(",", ":"), default=str))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@
   bad update is applied, so ``last.ckpt`` keeps the last good weights.
 * :func:`load_model` rebuilds ``(model, tokenizer)`` from a run folder.
 * :func:`evaluate_nll` computes the exact NLL of a model over a dataloader.
-* :func:`log_samples` logs generated piano-roll images and audio to the run's logger.
 
 torch and Lightning are imported inside the functions (this module stays cheap to import).
 """
@@ -25,40 +24,25 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from musicfw.core.atomic import atomic_path
 from musicfw.core.errors import ConfigError, NonFiniteLossError, RunFolderError
+from musicfw.engine.config import train_section
 from musicfw.engine.loggers import append_history, build_loggers, finish_loggers, logger_section
-from musicfw.engine.loggers import log_samples as _log_samples
 from musicfw.engine.windows import scored_loss
 
 CHECKPOINT_DIR = "checkpoints"
 
-__all__ = ["NonFiniteLossError", "evaluate_nll", "fit", "freeze", "init_from_run", "load_checkpoint", "load_model", "log_samples", "train_section"]
-
-
-def log_samples(run_dir: str | Path, image_paths: Iterable[str | Path] = (), audio_paths: Iterable[str | Path] = ()) -> int:
-    """Log generated piano-roll PNGs and WAVs to the run's logger (see
-    :func:`musicfw.engine.loggers.log_samples`); returns how many items were logged."""
-    return _log_samples(run_dir, image_paths, audio_paths)
+__all__ = ["evaluate_nll", "fit", "freeze", "init_from_run", "load_checkpoint", "load_model"]
 
 
 # --------------------------------------------------------------------------------------------
 # config helpers
 # --------------------------------------------------------------------------------------------
-
-
-def train_section(train: Any = None) -> Any:
-    """The ``train:`` section (a mapping, a TrainSection or None) with every default filled in."""
-    from omegaconf import OmegaConf
-
-    from musicfw.engine.config import TrainSection
-
-    return OmegaConf.merge(OmegaConf.structured(TrainSection), train or {})
 
 
 def _limit(value: Any) -> int | float:
@@ -413,9 +397,8 @@ def _save_weights(model: Any, ckpt_dir: Path, info: dict[str, Any]) -> None:
         "global_step": 0,
         "epoch": 0,
     }
-    tmp = ckpt_dir / "last.ckpt.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, ckpt_dir / "last.ckpt")
+    with atomic_path(ckpt_dir / "last.ckpt") as tmp:
+        torch.save(payload, tmp)
     shutil.copyfile(ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt")
     write_checksum(ckpt_dir / "last.ckpt")
     write_checksum(ckpt_dir / "best.ckpt")

@@ -199,11 +199,6 @@ class AudioRenderer:
             mid.unlink(missing_ok=True)
 
 
-def render_wav(score: Any, path: str | Path, soundfont: str | Path | None = None) -> Path | None:
-    """One Score to one WAV file (None when no audio could be made; said once)."""
-    return AudioRenderer(soundfont).render(score, path)
-
-
 # --------------------------------------------------------------------------------------
 # piano rolls
 # --------------------------------------------------------------------------------------

@@ -42,10 +42,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
-from musicfw.core.params import choice
+from musicfw.core.atomic import atomic_path, atomic_write
+from musicfw.core.dataset import MusicDataset, Piece, SplitConfig, cache_root
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.params import choice
 
-from .base import MusicDataset, Piece, SplitConfig, cache_root
 from .m21convert import Unit
 
 from .shipped import CONVERTER_VERSION  # noqa: E402  (the archives record it)
@@ -142,18 +143,14 @@ class CorpusStore:
                 offset += len(blob)
             entries[unit.id] = entry
         data = b"".join(blobs)
-        tmp = self.dir / f".{shard}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.dir / shard)
+        atomic_write(self.dir / shard, data)
         head = self._head()
         manifest = head.get("entries", {})
         manifest.update(entries)
         digests = dict(head.get("shards", {}) or {})
         if blobs:
             digests[shard] = hashlib.sha256(data).hexdigest()
-        tmp = self.dir / f".manifest-{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(json.dumps({"music21": music21_version(), "entries": manifest, "shards": digests}))
-        os.replace(tmp, self.manifest_path)
+        atomic_write(self.manifest_path, json.dumps({"music21": music21_version(), "entries": manifest, "shards": digests}))
         done.clear()
 
     def ensure(self, units: list[Unit], workers: int = 0, progress: bool = True, desc: str = "") -> int:
@@ -214,7 +211,7 @@ class CorpusStore:
 
     def load(self, ids: list[str]) -> dict[str, tuple[Any, str, str | None]]:
         """id -> (score or None, title, error reason or None) for the ids in the store."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
 
         head = self._head()
         manifest = head.get("entries", {})
@@ -245,7 +242,7 @@ class CorpusStore:
                         raise self._damaged(shard, "it is shorter than its manifest says")
                 shards[shard] = data
             blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
-            score, reason = parse_midi(blob)
+            score, reason = parse_score(blob)
             out[unit_id] = (score, title, reason)
         return out
 
@@ -340,7 +337,7 @@ class Music21Corpus(MusicDataset):
 
     def _from_shipped(self, collection: str, members: list[Unit]) -> dict[str, tuple[Any, str, str | None]]:
         """id -> (score or None, title, reason) for the members the shipped archive holds."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
         from .shipped import shipped
 
         archive = shipped(collection, self.shipped_dir)
@@ -351,7 +348,7 @@ class Music21Corpus(MusicDataset):
             if blob is None:
                 out[unit_id] = (None, title, error)
             else:
-                score, reason = parse_midi(blob)
+                score, reason = parse_score(blob)
                 out[unit_id] = (score, title, reason)
         return out
 
@@ -519,8 +516,7 @@ def build_archive(
     }
     path = archive_path(collection, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as zf:
         # a fixed timestamp: rebuilding from the same conversions gives the same bytes
         for name, data in ((MANIFEST, json.dumps(head, sort_keys=True, separators=(",", ":")).encode()),
                            (BLOB, b"".join(blobs))):
@@ -528,5 +524,4 @@ def build_archive(
             info.compress_type = zipfile.ZIP_LZMA
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
-    tmp.replace(path)
     return path

@@ -167,7 +167,7 @@ def convert(unit: Unit) -> tuple[str, bytes | None, str, str | None]:
     not gets the private folder under the default cache root, before music21 parses anything."""
     warnings.simplefilter("ignore")
     if "dir" not in _scratch:
-        from .base import cache_root
+        from musicfw.core.dataset import cache_root
 
         use_private_scratch(private_scratch_dir(cache_root()))
     try:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from musicfw.core.dataset import MusicDataset, Piece, SplitConfig
 from musicfw.core.errors import ConfigError, DataError
 from musicfw.music.midiload import load_score
 
-from .base import MusicDataset, Piece, SplitConfig
 from .scorefiles import SCORE_SUFFIXES
 
 from musicfw.music.midiload import MIDI_SUFFIXES  # noqa: E402  (one list for datasets and evaluate)

@@ -22,9 +22,8 @@ from importlib import resources
 
 import numpy as np
 
+from musicfw.core.dataset import SPLITS, MusicDataset, Piece
 from musicfw.core.params import choice
-
-from .base import SPLITS, MusicDataset, Piece
 
 BENCHMARKS = ("jsb_chorales", "nottingham", "musedata", "piano_midi_de")
 LOWEST_PITCH = 21

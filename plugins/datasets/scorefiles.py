@@ -26,10 +26,11 @@ import os
 import re
 import sys
 import tempfile
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from musicfw.core.atomic import atomic_write
 
 #: bump when the conversion's output changes: old caches are then left alone, not reused
 CONVERSION_VERSION = 1
@@ -172,19 +173,15 @@ class ScoreCache:
             entry = {k: v for k, v in piece.items() if k != "midi"}
             if piece.get("midi") is not None:
                 name = f"{key}-{i}.mid"
-                tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-                tmp.write_bytes(piece["midi"])
-                os.replace(tmp, folder / name)
+                atomic_write(folder / name, piece["midi"])
                 entry["midi"] = name
             entries.append(entry)
-        tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(json.dumps({"pieces": entries}))
-        os.replace(tmp, self._meta(key))  # last: a crash leaves no half entry behind
+        atomic_write(self._meta(key), json.dumps({"pieces": entries}))  # last: a crash leaves no half entry behind
 
     def load(self, key: str, min_notes: int = 1) -> list[tuple[str, Any, str, str | None]] | None:
         """``[(tune, score or None, title, reason), ...]``, or None when not cached (or the
         entry is unreadable: it is converted again)."""
-        from .base import parse_midi
+        from musicfw.music.midiload import parse_score
 
         try:
             entries = json.loads(self._meta(key).read_text())["pieces"]
@@ -200,7 +197,7 @@ class ScoreCache:
                 data = (self.dir / key[:2] / entry["midi"]).read_bytes()
             except OSError:
                 return None
-            score, reason = parse_midi(data, min_notes=min_notes)
+            score, reason = parse_score(data, min_notes=min_notes)
             out.append((tune, score, title, reason))
         return out
 
@@ -214,7 +211,7 @@ def read_scores(
 ) -> dict[Path, list[tuple[str, Any, str, str | None]]]:
     """path -> ``[(tune, score or None, title, reason), ...]`` for MusicXML/ABC/Humdrum files,
     converting the ones not in the cache (in ``workers`` processes; 0: all cores)."""
-    from .base import cache_root
+    from musicfw.core.dataset import cache_root
 
     cache = ScoreCache(cache_root(cache_dir))
     out: dict[Path, list[tuple[str, Any, str, str | None]]] = {}

@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from musicfw.core.atomic import atomic_write
 
 from .db import fetch_raters, fetch_ratings, open_existing
 from .study import HIDDEN_REFERENCE_MAX_SHARE, HIDDEN_REFERENCE_MIN, Study
@@ -538,9 +539,7 @@ def write_listening(study: Study, results: dict[str, Any], log: Any = print) -> 
                 log(f"note: {path} is not a JSON object; it was left alone.")
                 continue
         data["listening"] = listening_section(results, system["name"])
-        tmp = path.with_name(f".metrics.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
         written.append(path)
     return written
 

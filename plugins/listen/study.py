@@ -65,7 +65,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from musicfw.core.atomic import atomic_write
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.version import musicfw_version
 
 MANIFEST = "manifest.json"
 AUDIO_DIR = "audio"
@@ -691,7 +693,7 @@ def create_study(
             "version": VERSION,
             "study_id": _new_id(),
             "created": created.isoformat(timespec="seconds"),
-            "musicfw_version": _musicfw_version(),
+            "musicfw_version": musicfw_version(),
             "seed": int(seed),
             "tests": tests,
             "settings": {
@@ -723,9 +725,7 @@ def create_study(
             "items": items,
             "training": train,
         }
-        tmp_manifest = partial / (MANIFEST + ".tmp")
-        tmp_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp_manifest, partial / MANIFEST)
+        atomic_write(partial / MANIFEST, json.dumps(manifest, indent=1) + "\n")
         if out_path.exists():
             out_path.rmdir()  # empty (checked above)
         os.rename(partial, out_path)
@@ -733,15 +733,6 @@ def create_study(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return out_path
-
-
-def _musicfw_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("musicfw")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 # --------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ Computing and Applications 32, 2020; reference code: github.com/RichardYang40148
 comparison).  The definitions follow mgeval; every deliberate deviation (mostly fixes of
 flaws in its code) is listed in docs/metrics.md.
 
-Everything is vectorized numpy over a piece's note arrays (:mod:`.notes`): no per-note
-Python loop.  The comparison (pairwise distances, Gaussian KDEs, KL divergence and overlap
-area) is generic: it compares any per-piece features, the MusPy-style statistics included.
+Everything is vectorized numpy over a piece's note arrays (:mod:`musicfw.music.notes`): no
+per-note Python loop.  The comparison (pairwise distances, Gaussian KDEs, KL divergence and
+overlap area) is generic: it compares any per-piece features, the MusPy-style statistics
+included; it lives in :mod:`musicfw.music.setcompare`.
 """
 
 from __future__ import annotations
@@ -224,17 +225,3 @@ class YangLerch(Metric):
 
     def __repr__(self) -> str:
         return f"YangLerch({self.config})"
-
-
-# The set comparison lives in core (every feature metric gets it); re-exported for old imports.
-from musicfw.music.setcompare import (  # noqa: E402,F401
-    KDE_GRID_POINTS,
-    compare_feature,
-    compare_sets,
-    kde_on_grid,
-    kl_divergence,
-    overlap_area,
-    pairwise_distances,
-    scott_bandwidth,
-    stack_features,
-)

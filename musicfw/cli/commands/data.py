@@ -134,7 +134,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from musicfw.core.build import build_from_section
-    from musicfw.engine.config import validate_plugin_section
+    from musicfw.core.params import validate_plugin_section
     from musicfw.core.plugins import load_registries
 
     registries = load_registries()
