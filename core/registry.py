@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 from musicfw.core.errors import PluginError
 
-KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics")
+KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics", "loggers", "exporters")
 
 #: singular form used in error messages and in ``musicfw.build(kind, ...)``
 SINGULAR = {
@@ -18,6 +18,8 @@ SINGULAR = {
     "samplers": "sampler",
     "datasets": "dataset",
     "metrics": "metric",
+    "loggers": "logger",
+    "exporters": "exporter",
 }
 
 
