@@ -97,6 +97,17 @@ def test_the_logger_section_is_validated_against_the_chosen_loggers_config(tmp_p
     assert dict(default) == {"name": "wandb", "project": "musicfw", "offline": True, "log_every_n_steps": 10, "log_samples": True}
 
 
+def test_a_run_folder_from_before_loggers_were_plugins_still_loads(tmp_path, regs):
+    """Its config.yaml saved wandb's keys whatever the logger; they are dropped, not refused."""
+    from musicfw.engine.rundir import load_run_config
+
+    legacy = "logger: {name: csv, project: musicfw, log_every_n_steps: 10, log_samples: true, offline: true}\n"
+    (tmp_path / "config.yaml").write_text(GOOD.replace("logger: {name: csv}\n", legacy))
+    assert dict(load_run_config(tmp_path, registries=regs).logger) == {"name": "csv", "log_every_n_steps": 10, "log_samples": True}
+    with pytest.raises(ConfigError, match=r"logger\.project"):  # a new experiment file is validated strictly
+        load_config(tmp_path / "config.yaml", registries=regs)
+
+
 def test_unknown_plugin_lists_the_available_names(tmp_path, regs):
     with pytest.raises(PluginError) as err:
         load_config(write(tmp_path, GOOD.replace("name: toy_model", "name: toy_modle")), registries=regs)

@@ -359,9 +359,13 @@ def _check_bounds(cfg: DictConfig, source: _Source) -> None:
             raise ConfigError(f"Invalid config{_at(source, key)}: {key} must be {allowed}, got {value!r}.")
 
 
-def _validate_logger(raw: Any, registries: Any, source: _Source) -> DictConfig:
+def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = False) -> DictConfig:
     """``logger:``: the engine's own keys (:class:`LoggerSection`) and the chosen logger
-    plugin's parameters (validated against its ``Config`` like any plugin section)."""
+    plugin's parameters (validated against its ``Config`` like any plugin section).
+
+    ``saved``: the config.yaml of a run folder.  Folders written before loggers were plugins
+    saved every logger key (wandb's ``project`` and ``offline`` too) whatever the logger; in
+    them, keys the chosen logger does not declare are dropped instead of refused."""
     if raw is None:
         raw = OmegaConf.create({})
     elif isinstance(raw, str):
@@ -376,6 +380,9 @@ def _validate_logger(raw: Any, registries: Any, source: _Source) -> DictConfig:
     rest = OmegaConf.create({k: v for k, v in raw.items() if k not in engine})
     if "name" not in rest:
         rest["name"] = LoggerSection.name
+    if saved and rest["name"] in registries["loggers"]:
+        declared = {f.name for f in dataclasses.fields(registries["loggers"].get(rest["name"]).Config)} | {"name"}
+        rest = OmegaConf.create({k: v for k, v in rest.items() if k in declared})
     try:
         common = OmegaConf.merge(OmegaConf.structured(LoggerSection), own)
     except OmegaConfBaseException as exc:
@@ -415,9 +422,11 @@ def load_config(
     path: str | Path | dict | DictConfig | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     registries: Any = None,
+    saved: bool = False,
 ) -> DictConfig:
     """Load an experiment (a YAML path, a dict, or nothing for the defaults), apply
-    ``key=value`` overrides, and validate every section.  Raises ConfigError/PluginError."""
+    ``key=value`` overrides, and validate every section.  Raises ConfigError/PluginError.
+    ``saved``: the config.yaml of a run folder (see :func:`_validate_logger`)."""
     from musicfw.core.plugins import load_registries
 
     registries = registries if registries is not None else load_registries()
@@ -469,7 +478,7 @@ def load_config(
     plain = OmegaConf.create(OmegaConf.to_container(merged))  # drop the schema's typing on slots
     if plain.sampler is None:
         plain.sampler = dict(DEFAULT_SAMPLER)
-    plain.logger = _validate_logger(plain.get("logger"), registries, source)
+    plain.logger = _validate_logger(plain.get("logger"), registries, source, saved)
     _check_bounds(plain, source)
     if plain.get("limits") is not None:
         from musicfw.music.limits import Limits
