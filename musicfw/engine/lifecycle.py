@@ -13,6 +13,7 @@ raises or returns something else than a mapping is reported with a
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -31,15 +32,22 @@ class Lifecycle:
         #: keys returned by hooks, not yet in metrics.json: key -> (value, plugin)
         self.pending: dict[str, tuple[Any, str]] = {}
 
+    # every hook gets its own copies: a plugin changing them cannot change the run's results
     def run_started(self) -> None:
-        self._call("musicfw_run_started", run_dir=self.run_dir, config=self.config)
+        self._call("musicfw_run_started", run_dir=self.run_dir, config=copy.deepcopy(self.config))
 
     def stage_finished(self, stage: str, metrics: Mapping[str, Any]) -> None:
         assert stage in STAGES, stage
-        self._call("musicfw_stage_finished", run_dir=self.run_dir, stage=stage, config=self.config, metrics=metrics)
+        self._call(
+            "musicfw_stage_finished", run_dir=self.run_dir, stage=stage, config=copy.deepcopy(self.config),
+            metrics=copy.deepcopy(dict(metrics)),
+        )
 
     def run_finished(self, metrics: Mapping[str, Any]) -> None:
-        self._call("musicfw_run_finished", run_dir=self.run_dir, config=self.config, metrics=metrics)
+        self._call(
+            "musicfw_run_finished", run_dir=self.run_dir, config=copy.deepcopy(self.config),
+            metrics=copy.deepcopy(dict(metrics)),
+        )
 
     def _call(self, hook: str, **kwargs: Any) -> None:
         from musicfw.core.plugins import BUILTIN_PROVIDER, PluginHookWarning, call_hook
