@@ -190,3 +190,13 @@ def test_a_bad_data_path_leaves_no_run_folder(tmp_path):
     )
     assert_user_error(run_cli("run", str(path)), "MIDI folder not found", "nowhere")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_switching_the_logger_on_the_command_line_drops_the_files_other_logger_keys(tmp_path, regs):
+    path = write(tmp_path, GOOD.replace("logger: {name: csv}", "logger: {name: wandb, project: mine, offline: true}"))
+    assert load_config(path, registries=regs).logger.project == "mine"
+    off = load_config(path, overrides=["logger.name=none"], registries=regs).logger
+    assert dict(off) == {"name": "none", "log_every_n_steps": 10, "log_samples": True}
+    # a key given on the command line for a logger that does not have it is still an error
+    with pytest.raises(ConfigError, match=r"logger\.project.*Allowed keys: name"):
+        load_config(path, overrides=["logger.name=none", "logger.project=x"], registries=regs)

@@ -380,9 +380,13 @@ def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = F
     rest = OmegaConf.create({k: v for k, v in raw.items() if k not in engine})
     if "name" not in rest:
         rest["name"] = LoggerSection.name
-    if saved and rest["name"] in registries["loggers"]:
+    # `logger.name=none` on the command line switches the logger off whatever the file's logger
+    # was: the file's parameters of that other logger are dropped (those given on the command
+    # line are still checked), as are a saved run folder's keys of other loggers
+    overridden = {item.split("=", 1)[0].strip() for item in source.overrides}
+    if (saved or "logger.name" in overridden) and rest["name"] in registries["loggers"]:
         declared = {f.name for f in dataclasses.fields(registries["loggers"].get(rest["name"]).Config)} | {"name"}
-        rest = OmegaConf.create({k: v for k, v in rest.items() if k in declared})
+        rest = OmegaConf.create({k: v for k, v in rest.items() if k in declared or f"logger.{k}" in overridden})
     try:
         common = OmegaConf.merge(OmegaConf.structured(LoggerSection), own)
     except OmegaConfBaseException as exc:
