@@ -39,6 +39,9 @@ DEFAULT_PLUGINS = (
     "musicfw.plugins.datasets",
     "musicfw.plugins.metrics",
     "musicfw.plugins.listen",
+    "musicfw.plugins.loggers",
+    "musicfw.plugins.report",
+    "musicfw.plugins.export",
 )
 
 
@@ -240,3 +243,49 @@ def load_registries(pm: pluggy.PluginManager | None = None, reserved_commands: d
             failures.append(LoadFailure(f"{kind}:{name}", "name clash", "-", message))
             warnings.warn(message + " Only what needs that name fails.", PluginLoadWarning, stacklevel=2)
     return Registries(registries, failures, pm, commands)
+
+
+class PluginHookWarning(UserWarning):
+    """A third-party plugin's feature hook (a report section, a lifecycle hook) raised; what it
+    would have added is missing, everything else went on."""
+
+
+@dataclass
+class HookCall:
+    """One implementation's answer to a feature hook."""
+
+    plugin: str  # the registered plugin name (module or entry point)
+    provider: str  # the distribution that provides it ("musicfw" for built-ins)
+    result: Any = None
+    error: str | None = None  # "ExcType: message" when a third party's implementation raised
+
+
+def call_hook(pm: pluggy.PluginManager, hook: str, **kwargs: Any) -> list[HookCall]:
+    """Call every implementation of the feature hook ``hook`` one by one, in registration order
+    (built-ins first), each with the arguments it declares.
+
+    The policy of every feature hook: an exception from a third party's implementation is
+    caught, warned about (:class:`PluginHookWarning` naming the plugin, its distribution and
+    the error) and returned as :attr:`HookCall.error`; a built-in's exception is a bug of ours
+    and propagates with its traceback.
+    """
+    providers: dict[str, tuple[str, str | None]] = getattr(pm, "musicfw_providers", {})
+    calls: list[HookCall] = []
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
+        provider = providers.get(plugin_name, (plugin_name, None))[0]
+        try:
+            result = impl.function(**{name: kwargs[name] for name in impl.argnames})
+        except Exception as exc:
+            if provider == BUILTIN_PROVIDER:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"musicfw plugin {plugin_name!r} (from {provider}) failed in {hook}: {error}",
+                PluginHookWarning,
+                stacklevel=2,
+            )
+            calls.append(HookCall(plugin_name, provider, None, error))
+            continue
+        calls.append(HookCall(plugin_name, provider, result))
+    return calls

@@ -13,7 +13,7 @@ from musicfw.core.errors import PluginError
 #: the provider of what is added to a registry by hand, not through the plugin manager
 PYTHON_API = "<python api>"
 
-KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics")
+KINDS = ("tokenizers", "models", "samplers", "datasets", "metrics", "loggers", "exporters")
 
 #: singular form used in error messages and in ``musicfw.build(kind, ...)``
 SINGULAR = {
@@ -22,6 +22,8 @@ SINGULAR = {
     "samplers": "sampler",
     "datasets": "dataset",
     "metrics": "metric",
+    "loggers": "logger",
+    "exporters": "exporter",
 }
 
 

@@ -78,8 +78,34 @@ def test_wrong_type_names_key_type_and_value(tmp_path, regs):
 def test_choices_are_enforced_with_the_allowed_values(tmp_path, regs):
     with pytest.raises(ConfigError, match=r"model\.cell: 'rnn' is not allowed\. Allowed values: lstm, gru"):
         load_config(write(tmp_path, GOOD), overrides=["model.cell=rnn"], registries=regs)
-    with pytest.raises(ConfigError, match=r"logger\.name.*Allowed values: wandb, csv, tensorboard, none"):
+    # the logger is a plugin: an unknown name lists the installed loggers
+    with pytest.raises(PluginError, match=r"Unknown logger 'mlflow' \(at logger\.name.*Available loggers: csv, none, tensorboard, wandb"):
         load_config(write(tmp_path, GOOD), overrides=["logger.name=mlflow"], registries=regs)
+
+
+def test_the_logger_section_is_validated_against_the_chosen_loggers_config(tmp_path, regs):
+    cfg = load_config(write(tmp_path, GOOD), overrides=["logger.name=wandb", "logger.project=p", "logger.log_every_n_steps=3"], registries=regs)
+    assert dict(cfg.logger) == {"name": "wandb", "project": "p", "offline": True, "log_every_n_steps": 3, "log_samples": True}
+    # csv has no `project`: the error names the key and the keys csv allows
+    with pytest.raises(ConfigError, match=r"logger\.project.*Allowed keys: name"):
+        load_config(write(tmp_path, GOOD), overrides=["logger.name=csv", "logger.project=p"], registries=regs)
+    with pytest.raises(ConfigError, match=r"logger\.offline.*not a valid bool"):
+        load_config(write(tmp_path, GOOD), overrides=["logger.name=wandb", "logger.offline=maybe"], registries=regs)
+    with pytest.raises(ConfigError, match=r"logger\.log_every_n_steps.*Integer"):
+        load_config(write(tmp_path, GOOD), overrides=["logger.log_every_n_steps=often"], registries=regs)
+    default = load_config(write(tmp_path, GOOD.replace("logger: {name: csv}\n", "")), registries=regs).logger
+    assert dict(default) == {"name": "wandb", "project": "musicfw", "offline": True, "log_every_n_steps": 10, "log_samples": True}
+
+
+def test_a_run_folder_from_before_loggers_were_plugins_still_loads(tmp_path, regs):
+    """Its config.yaml saved wandb's keys whatever the logger; they are dropped, not refused."""
+    from musicfw.engine.rundir import load_run_config
+
+    legacy = "logger: {name: csv, project: musicfw, log_every_n_steps: 10, log_samples: true, offline: true}\n"
+    (tmp_path / "config.yaml").write_text(GOOD.replace("logger: {name: csv}\n", legacy))
+    assert dict(load_run_config(tmp_path, registries=regs).logger) == {"name": "csv", "log_every_n_steps": 10, "log_samples": True}
+    with pytest.raises(ConfigError, match=r"logger\.project"):  # a new experiment file is validated strictly
+        load_config(tmp_path / "config.yaml", registries=regs)
 
 
 def test_unknown_plugin_lists_the_available_names(tmp_path, regs):
@@ -164,3 +190,13 @@ def test_a_bad_data_path_leaves_no_run_folder(tmp_path):
     )
     assert_user_error(run_cli("run", str(path)), "MIDI folder not found", "nowhere")
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_switching_the_logger_on_the_command_line_drops_the_files_other_logger_keys(tmp_path, regs):
+    path = write(tmp_path, GOOD.replace("logger: {name: csv}", "logger: {name: wandb, project: mine, offline: true}"))
+    assert load_config(path, registries=regs).logger.project == "mine"
+    off = load_config(path, overrides=["logger.name=none"], registries=regs).logger
+    assert dict(off) == {"name": "none", "log_every_n_steps": 10, "log_samples": True}
+    # a key given on the command line for a logger that does not have it is still an error
+    with pytest.raises(ConfigError, match=r"logger\.project.*Allowed keys: name"):
+        load_config(path, overrides=["logger.name=none", "logger.project=x"], registries=regs)

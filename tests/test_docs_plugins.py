@@ -88,7 +88,7 @@ def test_every_example_of_the_plugin_guide_works_through_core(tmp_path, capsys):
 #: classes in core/ that are the kernel's machinery, not a contract a plugin implements or is
 #: handed (a new class in core/ must be either documented in docs/plugins.md or listed here)
 MACHINERY = {
-    "CommandInfo", "CommandRegistry", "LoadedData", "LoadFailure", "PluginInfo", "Registries", "Registry",
+    "CommandInfo", "CommandRegistry", "HookCall", "LoadedData", "LoadFailure", "PluginInfo", "Registries", "Registry",
 }
 HEADING = re.compile(r"^#{2,3} .*\(`(musicfw\.[\w.]+)`\)\s*$")
 SHARED = "## What every registry plugin has"
@@ -228,3 +228,49 @@ def test_the_docs_name_the_training_function_the_api_has():
             assert callable(getattr(training, name, None)), f"{doc.name} names training.{name}, which does not exist"
             if name == "fit":
                 assert [a.strip().split("=")[0] for a in args.split(",")][:4] == params, (doc.name, args)
+def test_the_feature_examples_of_the_plugin_guide_work_through_core(tmp_path, capsys):
+    """The logger, export format, report section and run-finished hook of docs/plugins.md."""
+    import json
+    import shutil
+
+    import musicfw
+    from musicfw.core.plugins import get_plugin_manager, load_registries
+    from musicfw.engine.loggers import build_loggers, finish_loggers
+    from musicfw.engine.report import render_report
+
+    ns = _namespace()
+
+    class Plugins:
+        @musicfw.hookimpl
+        def musicfw_register_loggers(self, registry):
+            registry.add(ns["Printer"])
+
+        @musicfw.hookimpl
+        def musicfw_register_exporters(self, registry):
+            registry.add(ns["VocabOnly"])
+
+    sections = types.SimpleNamespace(musicfw_report_sections=ns["musicfw_report_sections"])
+    regs = load_registries(get_plugin_manager(autoload=False, extra_plugins=[Plugins(), sections]))
+    assert "printer" in regs["loggers"] and "vocab_only" in regs["exporters"]
+
+    loggers = build_loggers({"name": "printer", "prefix": "at", "log_every_n_steps": 1}, tmp_path, registries=regs)
+    for logger in loggers:  # what the Trainer does: history.jsonl's logger and the plugin's
+        logger.log_metrics({"train/loss": 1.0}, step=3)
+    finish_loggers(loggers, tmp_path)
+    assert capsys.readouterr().out == "at 3 ['train/loss']\n"
+    assert json.loads((tmp_path / "history.jsonl").read_text().splitlines()[0])["train/loss"] == 1.0
+
+    tok = musicfw.build("tokenizer", "remi", registries=regs)
+    out = tmp_path / "export"
+    out.mkdir()
+    regs["exporters"].get("vocab_only")().export(types.SimpleNamespace(tokenizer=tok), out)
+    assert json.loads((out / "vocab.json").read_text()) == list(tok.vocab)
+
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    shutil.copy(sorted((TEST_MIDI / "one_track").glob("*.mid"))[0], run / "samples" / "sample_000.mid")
+    page = render_report(run, regs)
+    assert '<h2 id="count">Sample count</h2><p>1 MIDI files</p>' in page and "<li>1 MIDI files were written.</li>" in page
+
+    assert ns["musicfw_run_finished"](run_dir=run, metrics={}) == {"my_plugin": {"n_samples": 1}}
+    assert json.loads((run / "my_summary.json").read_text()) == {"samples": 1}

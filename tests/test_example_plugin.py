@@ -114,7 +114,10 @@ def test_an_experiment_uses_it_by_name(installed, tmp_path):
 def test_plugins_lists_every_kind_and_the_command(installed):
     data = json.loads(run_cli("plugins", "--json", env=installed).stdout)
     provider = "musicfw-example-plugin"
-    for kind, name in (("models", "bigram"), ("samplers", "no_repeat_ngram"), ("tokenizers", "pitch_sequence")):
+    for kind, name in (
+        ("models", "bigram"), ("samplers", "no_repeat_ngram"), ("tokenizers", "pitch_sequence"),
+        ("loggers", "jsonl"), ("exporters", "npz"),
+    ):
         assert {p["name"]: p["provider"] for p in data[kind]}[name] == provider
     assert {c["name"]: c["provider"] for c in data["commands"]}["pitches"] == provider
     assert "pitches" in run_cli("--help", env=installed).stdout
@@ -133,7 +136,7 @@ def test_its_command_runs_like_a_built_in(installed, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "cannot read" in bad.stderr
 
 
-def _experiment(tmp_path, model="{name: bigram}"):
+def _experiment(tmp_path, model="{name: bigram}", logger="{name: none}"):
     _write_melodies(tmp_path / "midi", n=10)
     exp = tmp_path / "exp.yaml"
     exp.write_text(
@@ -150,7 +153,7 @@ def _experiment(tmp_path, model="{name: bigram}"):
             train: {{max_steps: 30, batch_size: 4, seq_len: 32, lr: 0.5}}
             generate: {{n: 2, max_tokens: 60, max_bars: 3, render_audio: false}}
             evaluate: {{metrics: [nll]}}
-            logger: {{name: none}}
+            logger: {logger}
             """
         )
     )
@@ -158,7 +161,9 @@ def _experiment(tmp_path, model="{name: bigram}"):
 
 
 def test_its_model_trains_generates_and_evaluates_through_run(installed, tmp_path):
-    result = run_cli("run", str(_experiment(tmp_path)), env=installed)
+    """...and the run uses the package's logger, report section, lifecycle hooks and export format."""
+    logger = "{name: jsonl, file: curves.jsonl, log_every_n_steps: 5}"
+    result = run_cli("run", str(_experiment(tmp_path, logger=logger)), env=installed)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = next((tmp_path / "runs").iterdir())
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -172,6 +177,43 @@ def test_its_model_trains_generates_and_evaluates_through_run(installed, tmp_pat
         assert symusic.Score(str(mid)).end() <= 3 * 8 * 120  # max_bars through the plugin's clock
     again = run_cli("generate", "--run", str(run_dir), "--n", "2", "--seed", "3", env=installed)
     assert again.returncode == 0, again.stderr[-2000:]
+
+    # the logger chosen by `logger: {name: jsonl}` received every logged row, as history.jsonl did
+    from musicfw.engine.loggers import read_history
+
+    rows = [json.loads(line) for line in (run_dir / "curves.jsonl").read_text().splitlines()]
+    assert rows[-1] == {"finished": "success"}
+    theirs = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+    ours = [(r["step"], r["train/loss"]) for r in read_history(run_dir) if "train/loss" in r]
+    assert len(theirs) >= 5 and theirs == [(s, pytest.approx(v)) for s, v in ours]
+    assert any("val/nll" in r for r in rows) and any("final/test_nll" in r for r in rows)
+
+    # its report section is in report.html like a built-in one: heading, navigation, "In short"
+    page = (run_dir / "report.html").read_text()
+    assert '<h2 id="pitch-range">Pitch range (example plugin)</h2>' in page
+    assert '<a href="#pitch-range">pitch range</a>' in page
+    assert "<li>The samples span MIDI pitches" in page
+    assert page.index('id="distributions"') < page.index('id="pitch-range"') < page.index('id="samples"')
+
+    # its lifecycle hooks saw every stage and its run-finished hook left an artifact and a number
+    lifecycle = (run_dir / "example-lifecycle.txt").read_text().splitlines()
+    assert lifecycle == ["run_started plugin-model"] + [
+        f"stage_finished {s}" for s in ("data", "train", "generate", "evaluate", "report")
+    ] + ["run_finished"]
+    summary = json.loads((run_dir / "example-summary.json").read_text())
+    assert summary["samples"] == 2 and "likelihood" in summary["metrics_keys"]
+    assert json.loads((run_dir / "metrics.json").read_text())["example"] == {"n_samples": 2}
+
+    # and its export format, picked by --format like the built-in safetensors one
+    out = tmp_path / "exported"
+    exported = run_cli("export", "--run", str(run_dir), "--format", "npz", "--param", "compressed=false", str(out), env=installed)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    with np.load(out / "weights.npz", allow_pickle=False) as weights:
+        assert len(weights.files) > 0
+    assert json.loads((out / "export.json").read_text())["model"] == "bigram"
+    bad = run_cli("export", "--run", str(run_dir), "--format", "onnx", str(tmp_path / "x"), env=installed)
+    assert bad.returncode == 2 and "Unknown exporter 'onnx'" in bad.stderr and "npz, safetensors" in bad.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_built_in_models_blocked_and_the_third_party_one_used(installed, tmp_path):

@@ -38,7 +38,8 @@ def run_dir(tmp_path_factory):
 
 
 def test_the_summary_says_what_was_trained_the_nll_and_the_biggest_differences(run_dir):
-    from musicfw.engine.report import feature_differences, summary_lines
+    from musicfw.engine.report import summary_lines
+    from musicfw.plugins.report.sections import feature_differences
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     lines = summary_lines(run_dir, metrics)

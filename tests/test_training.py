@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 import musicfw
 from musicfw import api
 from musicfw.core.errors import NonFiniteLossError, UserError
-from musicfw.engine.loggers import log_samples, read_history, read_wandb_history
+from musicfw.engine.loggers import log_samples, read_history
+from musicfw.plugins.loggers.builtin import read_wandb_history
 from musicfw.core.plugins import get_plugin_manager, load_registries
 from musicfw.core.tokenizer import Tokenizer
 from musicfw.engine.training import evaluate_nll, load_checkpoint, load_model

@@ -135,15 +135,17 @@ class EvaluateSection:
 
 @dataclass
 class LoggerSection:
-    """Where training curves go. W&B runs offline by default: no account, no network."""
+    """Where training curves go: ``name`` picks a logger plugin (wandb, csv, tensorboard, none,
+    or one a package adds; `musicfw plugins` lists them and their own parameters, e.g. wandb's
+    ``project`` and ``offline``). W&B runs offline by default: no account, no network. The keys
+    below are read by musicfw itself, whichever logger is chosen."""
 
-    name: str = choice(
-        "wandb", ("wandb", "csv", "tensorboard", "none"), "where training curves go (all inside the run folder)"
+    name: str = field(
+        default="wandb",
+        metadata={"help": "a logger plugin: wandb, csv, tensorboard, none, or one a package adds (all write inside the run folder)"},
     )
-    project: str = field(default="musicfw", metadata={"help": "wandb: the project name"})
     log_every_n_steps: int = field(default=10, metadata={"help": "log the training loss every N optimizer steps"})
     log_samples: bool = field(default=True, metadata={"help": "log the samples' piano rolls and audio to the logger"})
-    offline: bool = field(default=True, metadata={"help": "wandb: keep the run offline in the run folder"})
 
 
 @dataclass
@@ -205,7 +207,11 @@ class Experiment:
     train: TrainSection = field(default_factory=TrainSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
-    logger: LoggerSection = field(default_factory=LoggerSection)
+    logger: Any = field(
+        default=None,
+        metadata={"help": "the logger: {name: wandb | csv | tensorboard | none | a plugin's, its parameters, "
+                  "log_every_n_steps, log_samples} (default: {name: wandb}, offline; see `musicfw config logger`)"},
+    )
     augment: AugmentSection = field(default_factory=AugmentSection)
     #: what one piece may cost (max_notes, max_seconds, ...; see docs/reliability.md); keys
     #: given here replace the defaults and MUSICFW_LIMITS
@@ -353,6 +359,45 @@ def _check_bounds(cfg: DictConfig, source: _Source) -> None:
             raise ConfigError(f"Invalid config{_at(source, key)}: {key} must be {allowed}, got {value!r}.")
 
 
+def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = False) -> DictConfig:
+    """``logger:``: the engine's own keys (:class:`LoggerSection`) and the chosen logger
+    plugin's parameters (validated against its ``Config`` like any plugin section).
+
+    ``saved``: the config.yaml of a run folder.  Folders written before loggers were plugins
+    saved every logger key (wandb's ``project`` and ``offline`` too) whatever the logger; in
+    them, keys the chosen logger does not declare are dropped instead of refused."""
+    if raw is None:
+        raw = OmegaConf.create({})
+    elif isinstance(raw, str):
+        raw = OmegaConf.create({"name": raw})
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(
+            f"Invalid config{_at(source, 'logger')}: logger must be a section such as {{name: csv}}, "
+            f"not {type(raw).__name__}."
+        )
+    engine = {f.name for f in dataclasses.fields(LoggerSection)} - {"name"}
+    own = OmegaConf.create({k: v for k, v in raw.items() if k in engine})
+    rest = OmegaConf.create({k: v for k, v in raw.items() if k not in engine})
+    if "name" not in rest:
+        rest["name"] = LoggerSection.name
+    # `logger.name=none` on the command line switches the logger off whatever the file's logger
+    # was: the file's parameters of that other logger are dropped (those given on the command
+    # line are still checked), as are a saved run folder's keys of other loggers
+    overridden = {item.split("=", 1)[0].strip() for item in source.overrides}
+    if (saved or "logger.name" in overridden) and rest["name"] in registries["loggers"]:
+        declared = {f.name for f in dataclasses.fields(registries["loggers"].get(rest["name"]).Config)} | {"name"}
+        rest = OmegaConf.create({k: v for k, v in rest.items() if k in declared or f"logger.{k}" in overridden})
+    try:
+        common = OmegaConf.merge(OmegaConf.structured(LoggerSection), own)
+    except OmegaConfBaseException as exc:
+        raise _schema_error(exc, source, "logger") from None
+    plugin = validate_plugin_section(rest, "loggers", registries, "logger", source)
+    merged = OmegaConf.create(OmegaConf.to_container(plugin))
+    for key in sorted(engine, key=[f.name for f in dataclasses.fields(LoggerSection)].index):
+        merged[key] = common[key]
+    return merged
+
+
 def _validate_slots(cfg: DictConfig, registries: Any, source: _Source) -> None:
     seed = cfg.get("seed")
     if isinstance(seed, int) and not 0 <= seed <= 2**32 - 1:
@@ -381,9 +426,11 @@ def load_config(
     path: str | Path | dict | DictConfig | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     registries: Any = None,
+    saved: bool = False,
 ) -> DictConfig:
     """Load an experiment (a YAML path, a dict, or nothing for the defaults), apply
-    ``key=value`` overrides, and validate every section.  Raises ConfigError/PluginError."""
+    ``key=value`` overrides, and validate every section.  Raises ConfigError/PluginError.
+    ``saved``: the config.yaml of a run folder (see :func:`_validate_logger`)."""
     from musicfw.core.plugins import load_registries
 
     registries = registries if registries is not None else load_registries()
@@ -435,6 +482,7 @@ def load_config(
     plain = OmegaConf.create(OmegaConf.to_container(merged))  # drop the schema's typing on slots
     if plain.sampler is None:
         plain.sampler = dict(DEFAULT_SAMPLER)
+    plain.logger = _validate_logger(plain.get("logger"), registries, source, saved)
     _check_bounds(plain, source)
     if plain.get("limits") is not None:
         from musicfw.music.limits import Limits

@@ -169,12 +169,21 @@ def export_run(
     which: str = "auto",
     license: str = "other",
     registries: Any = None,
+    format: str = "safetensors",
+    params: dict[str, Any] | None = None,
 ) -> Path:
     """Export the model trained in ``run_dir`` (checkpoint ``which``: auto, best, last or a
-    path, as in :func:`musicfw.engine.training.load_model`) into the new folder ``out_dir``."""
+    path, as in :func:`musicfw.engine.training.load_model`) into the new folder ``out_dir`` in
+    the export format ``format`` (an ``exporters`` plugin; ``params``: its parameters).  If
+    the format fails, ``out_dir`` is removed again."""
+    from musicfw.core.build import build
+    from musicfw.core.export import ExportSource
+    from musicfw.core.plugins import load_registries
     from musicfw.engine.rundir import RunFolder, load_run_config
     from musicfw.engine.training import load_model
 
+    registries = registries if registries is not None else load_registries()
+    exporter = build("exporters", format, registries=registries, key="--format", **dict(params or {}))
     run = RunFolder.open(run_dir)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -183,47 +192,14 @@ def export_run(
         from musicfw.core.plugins import load_registries
 
         registries = load_registries()
-    config = load_run_config(run.path)
+    config = load_run_config(run.path, registries=registries)
     model, tokenizer = load_model(run.path, which=which, registries=registries)
     checkpoint = model.preferred_checkpoint if which == "auto" else which
-    metrics = _run_metrics(run.path)
-
+    source = ExportSource(run.path, config, model, tokenizer, str(checkpoint), _run_metrics(run.path), license,
+                          plugins=plugins_used(config, registries))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        digest = save_weights(model, out / WEIGHTS)
-        tokenizer.save(out / TOKENIZER)
-        tok = json.loads((out / TOKENIZER).read_text())
-        (out / VOCAB).write_text(json.dumps(list(tokenizer.vocab), indent=0) + "\n")
-        n_parameters = sum(p.numel() for p in model.parameters())
-        doc = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "musicfw_version": musicfw_version(),
-            "name": str(config.name),
-            "plugins": plugins_used(config, registries),
-            "model": _container(config.model),
-            "tokenizer": {"name": tok["name"], "kind": tok.get("kind"), "config": tok["config"],
-                          "vocab_size": int(tokenizer.vocab_size)},
-            "sampler": _container(config.sampler),
-            "generate": _container(config.generate),
-            "seed": int(config.seed),
-            "weights": {
-                "file": WEIGHTS,
-                "sha256": digest,
-                "checkpoint": str(checkpoint),
-                "n_parameters": int(n_parameters),
-            },
-            "files": {"tokenizer": TOKENIZER, "vocab": VOCAB, "card": CARD},
-            "training": {
-                "run": run.path.name,
-                "data": _container(config.data),
-                "train": _container(config.get("train")),
-                "metrics": metrics.get("training", {}),
-                "likelihood": metrics.get("likelihood", {}),
-            },
-        }
-        (out / CONFIG).write_text(json.dumps(doc, indent=1, default=str) + "\n")
-        (out / CARD).write_text(model_card(doc, license=license))
+        exporter.export(source, out)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
@@ -295,6 +271,46 @@ def check_plugins(doc: dict[str, Any], registries: Any, where: Any, kinds: tuple
             f"{where} needs plugins that are not installed: {'; '.join(missing)}. "
             "`musicfw plugins` lists what is installed."
         )
+
+
+def write_folder(source: Any, out: Path) -> None:
+    """The ``safetensors`` export format (the default ``exporters`` plugin): the folder
+    described in this module's docstring, which :func:`load_pretrained` reads back."""
+    model, tokenizer, config, metrics = source.model, source.tokenizer, source.config, source.metrics
+    digest = save_weights(model, out / WEIGHTS)
+    tokenizer.save(out / TOKENIZER)
+    tok = json.loads((out / TOKENIZER).read_text())
+    (out / VOCAB).write_text(json.dumps(list(tokenizer.vocab), indent=0) + "\n")
+    n_parameters = sum(p.numel() for p in model.parameters())
+    doc = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "musicfw_version": musicfw_version(),
+        "name": str(config.name),
+        "plugins": dict(source.plugins),
+        "model": _container(config.model),
+        "tokenizer": {"name": tok["name"], "kind": tok.get("kind"), "config": tok["config"],
+                      "vocab_size": int(tokenizer.vocab_size)},
+        "sampler": _container(config.sampler),
+        "generate": _container(config.generate),
+        "seed": int(config.seed),
+        "weights": {
+            "file": WEIGHTS,
+            "sha256": digest,
+            "checkpoint": source.checkpoint,
+            "n_parameters": int(n_parameters),
+        },
+        "files": {"tokenizer": TOKENIZER, "vocab": VOCAB, "card": CARD},
+        "training": {
+            "run": source.run_dir.name,
+            "data": _container(config.data),
+            "train": _container(config.get("train")),
+            "metrics": metrics.get("training", {}),
+            "likelihood": metrics.get("likelihood", {}),
+        },
+    }
+    (out / CONFIG).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (out / CARD).write_text(model_card(doc, license=source.license))
 
 
 def _run_metrics(run_dir: Path) -> dict[str, Any]:

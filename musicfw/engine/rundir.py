@@ -105,4 +105,4 @@ def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     from musicfw.engine.config import load_config
 
     run = RunFolder.open(run_dir)
-    return load_config(run.config_path, overrides=list(overrides), registries=registries)
+    return load_config(run.config_path, overrides=list(overrides), registries=registries, saved=True)

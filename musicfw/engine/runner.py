@@ -145,6 +145,12 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     progress.say(f"musicfw run {config.name!r} -> {run.path}")
     if not resume and not worker:
         run.save_config(config)
+    from musicfw.engine.lifecycle import Lifecycle
+
+    # the lifecycle hooks run in the first process only (plugins see one run, not one per rank)
+    life = None if worker else Lifecycle(registries, run.path, OmegaConf.to_container(config, resolve=True))
+    if life is not None:
+        life.run_started()
     _seed_everything(int(config.seed))
     if not worker:
         tokenizer.save(run.tokenizer_path)
@@ -178,6 +184,8 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
 
         for warning in small_split_warnings(summary["splits"], config.data, str(config.evaluate.reference_split)):
             progress.say(f"      {warning}")
+    if life is not None:
+        life.stage_finished("data", {})
 
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
     from musicfw.engine.training import fit, init_from_run, load_model
@@ -190,11 +198,14 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         fit_metrics = fit(
             model, datamodule, config.train, run.path, logger=config.logger,
             hyperparams=OmegaConf.to_container(config, resolve=True), resume=bool(resume),
+            registries=registries,
         )
         if worker:
             result.metrics = dict(fit_metrics)
             return result
         model, _ = load_model(run.path, registries=registries)
+    assert life is not None
+    life.stage_finished("train", {"training": dict(fit_metrics)})
 
     from musicfw.engine.generation import generate, write_samples
 
@@ -230,7 +241,8 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
                 generated, run.samples, render_audio=gen.render_audio, soundfont=gen.soundfont, progress=writing
             )
         _record_generation(run.samples, progress, generated, gen, int(config.seed), max_tokens, budget_how)
-        _log_samples(run.path, config.logger, result.samples)
+        _log_samples(run.path, config.logger, result.samples, registries)
+    life.stage_finished("generate", {"training": dict(fit_metrics)})
 
     if config.evaluate.enabled:
         from musicfw.engine.evaluation import evaluate_run
@@ -246,17 +258,25 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
                 fit_metrics=fit_metrics,
                 registries=registries,
             )
+        life.stage_finished("evaluate", result.metrics)
     else:
         progress.stage("evaluate", "skipped (evaluate.enabled: false)")
         result.metrics = dict(fit_metrics)
         import json
 
         run.metrics_path.write_text(json.dumps({"training": fit_metrics}, indent=1, default=float))
+    # metrics.json as written; what the lifecycle hooks added so far goes in before the report
+    written = result.metrics if config.evaluate.enabled else {"training": dict(fit_metrics)}
+    life.merge(written, run.metrics_path)
 
     from musicfw.engine.report import write_report
 
     with progress.stage("report"):
-        result.report = write_report(run.path)
+        result.report = write_report(run.path, registries)
+    life.stage_finished("report", written)
+    life.run_finished(written)
+    if life.merge(written, run.metrics_path):  # numbers added at the end: the page shows them too
+        write_report(run.path, registries)
     progress.say(f"finished in {time.perf_counter() - progress.t0:.0f} s")
     return result
 
@@ -347,7 +367,7 @@ def evaluate_run_folder(
     if report:
         from musicfw.engine.report import write_report
 
-        write_report(run.path)
+        write_report(run.path, registries)
     return result
 
 
@@ -372,14 +392,14 @@ def _record_generation(
     (samples / "generation.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
-def _log_samples(run_dir: Path, logger: Any, paths: list[Path]) -> None:
-    if not logger.log_samples or logger.name == "none":
+def _log_samples(run_dir: Path, logger: Any, paths: list[Path], registries: Any) -> None:
+    if not logger.log_samples:
         return
     from musicfw.engine.loggers import log_samples
 
     images = [p for p in paths if p.suffix == ".png"]
     audio = [p for p in paths if p.suffix == ".wav"]
-    log_samples(run_dir, images, audio)
+    log_samples(run_dir, images, audio, registries=registries)
 
 
 def _format_data_summary(summary: dict[str, Any]) -> str:

@@ -6,8 +6,8 @@
   count-based ones (``trainable = False``).  It writes
   ``checkpoints/last.ckpt`` (every ``train.checkpoint_every_n_steps`` optimizer steps, after
   every validation and at the end: the resume point) and ``checkpoints/best.ckpt`` (lowest
-  ``val/nll``), logs through :mod:`musicfw.engine.loggers` (history.jsonl always, plus W&B
-  offline / csv / tensorboard), and returns the final metrics, computed exactly with the
+  ``val/nll``), logs through :mod:`musicfw.engine.loggers` (history.jsonl always, plus the
+  ``logger:`` section's logger plugin: W&B offline, csv, tensorboard, none or a package's), and returns the final metrics, computed exactly with the
   weights the model prefers (``preferred_checkpoint``: best, or last for MusicVAE): ``val_nll`` and ``test_nll`` (nats per token; per frame for piano-rolls),
   ``val_perplexity``, ``test_perplexity``, ``train_time_s``, ``global_step``, ``epochs``,
   ``n_parameters``.
@@ -115,12 +115,15 @@ def fit(
     logger: Any = None,
     hyperparams: dict[str, Any] | None = None,
     resume: bool = False,
+    registries: Any = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``datamodule`` into ``run_dir`` (see the module docstring).
 
     ``train``: the ``train:`` section (None: the defaults); ``logger``: the ``logger:``
     section (None: W&B offline); ``hyperparams``: the resolved experiment as a plain dict,
     recorded by the logger.  ``resume`` continues from ``checkpoints/last.ckpt``.
+    ``registries``: the plugins of this invocation (the logger plugin comes from them; loaded
+    when None).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / CHECKPOINT_DIR
@@ -129,7 +132,7 @@ def fit(
     if not model.trainable:
         if list(train.freeze):
             raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
-        return _fit_counting(model, datamodule, logger, hyperparams, run_dir)
+        return _fit_counting(model, datamodule, logger, hyperparams, run_dir, registries)
     freeze(model, list(train.freeze))
     if int(train.max_steps) == 0:  # no training: the starting weights (init_from's) are measured
         if resume:
@@ -137,14 +140,14 @@ def fit(
                 "train.max_steps=0 trains nothing, so there is nothing to resume (it would replace the "
                 f"checkpoints in {ckpt_dir} with untrained weights); give a larger train.max_steps to continue."
             )
-        return _fit_none(model, datamodule, logger, hyperparams, run_dir)
+        return _fit_none(model, datamodule, logger, hyperparams, run_dir, registries)
     context = model.max_context
     if context is not None and int(train.seq_len) > int(context):
         raise ConfigError(
             f"train.seq_len={train.seq_len} is longer than the model's context (max_context={context}); "
             "lower train.seq_len or raise the model's context."
         )
-    return _fit_lightning(model, datamodule, train, logger, hyperparams, run_dir, resume)
+    return _fit_lightning(model, datamodule, train, logger, hyperparams, run_dir, resume, registries)
 
 
 def freeze(model: Any, prefixes: list[str]) -> int:
@@ -265,7 +268,8 @@ def _new_trainer(pl: Any, train: Any, run_dir: Path, loggers: list, callbacks: l
 
 
 def _fit_lightning(
-    model: Any, datamodule: Any, train: Any, logger: Any, hyperparams: Any, run_dir: Path, resume: bool
+    model: Any, datamodule: Any, train: Any, logger: Any, hyperparams: Any, run_dir: Path, resume: bool,
+    registries: Any = None,
 ) -> dict[str, Any]:
     import sys
 
@@ -295,7 +299,7 @@ def _fit_lightning(
     callbacks.append(StepProgressBar() if sys.stderr.isatty() else ProgressLines())
     if int(train.early_stopping_patience) > 0:
         callbacks.append(EarlyStopping(monitor="val/nll", mode="min", patience=int(train.early_stopping_patience)))
-    loggers = build_loggers(logger, run_dir, hyperparams, resume=resume)
+    loggers = build_loggers(logger, run_dir, hyperparams, resume=resume, registries=registries)
     trainer = _trainer(train, logger, run_dir, loggers, callbacks)
     module = MusicLightningModule(model, train)
 
@@ -410,7 +414,7 @@ def _rank_zero() -> bool:
     return is_rank_zero()
 
 
-def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
+def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path, registries: Any = None) -> dict[str, Any]:
     """``train.max_steps: 0``: no training.  The starting weights (a fine-tuning run's
     ``init_from``, else the initialisation) are saved as the run's checkpoints and measured on
     the held-out splits, so the rest of the run (samples, evaluation, report) describes them:
@@ -430,7 +434,7 @@ def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_di
     model.eval()
     final = _held_out_metrics(model, datamodule, None)
     metrics.update(final)
-    loggers = build_loggers(logger, run_dir, hyperparams) if _rank_zero() else []
+    loggers = build_loggers(logger, run_dir, hyperparams, registries=registries) if _rank_zero() else []
     for lg in loggers:
         lg.log_hyperparams(dict(hyperparams or {}))
         lg.log_metrics({f"final/{k}": v for k, v in final.items()}, step=0)
@@ -438,7 +442,7 @@ def _fit_none(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_di
     return metrics
 
 
-def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path) -> dict[str, Any]:
+def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, run_dir: Path, registries: Any = None) -> dict[str, Any]:
     """Count-based models: ``model.fit(datamodule)``, then the same checkpoints and logs."""
     if hasattr(datamodule, "setup"):
         datamodule.setup("fit")
@@ -457,7 +461,7 @@ def _fit_counting(model: Any, datamodule: Any, logger: Any, hyperparams: Any, ru
     }
     final = _held_out_metrics(model, datamodule, None)
     metrics.update(final)
-    loggers = build_loggers(logger, run_dir, hyperparams) if _rank_zero() else []
+    loggers = build_loggers(logger, run_dir, hyperparams, registries=registries) if _rank_zero() else []
     logged = {"train/fit_time_s": fit_time}
     for split in ("val", "test"):
         if f"{split}_nll" in final:

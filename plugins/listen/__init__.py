@@ -186,3 +186,10 @@ def _refresh_report(run_dir: Any) -> bool:
 @hookimpl
 def musicfw_register_commands(commands):
     commands.add(Listen)
+
+
+@hookimpl
+def musicfw_report_sections(report):
+    from .report import report_sections
+
+    return report_sections(report)

@@ -14,3 +14,11 @@ def musicfw_register_metrics(registry):
 
     for cls in (NLL, YangLerch, MusPyStatistics, ChordToneRatio):
         registry.add(cls)
+
+
+@hookimpl
+def musicfw_report_sections(report):
+    """The "In short" line of every held-out likelihood in the nll format (``nll_per_token``)."""
+    from .likelihood import report_sections
+
+    return report_sections(report)

@@ -150,3 +150,24 @@ def _exp(x: float | None) -> float | None:
         return math.exp(x)
     except OverflowError:
         return math.inf
+
+
+def report_sections(report: Any) -> list[Any]:
+    """report.html's "In short" line for each ``likelihood`` entry of metrics.json that
+    reports ``nll_per_token`` (this metric's format), at order 20 in metrics.json's order."""
+    from musicfw.core.report import ReportSection
+    from musicfw.engine.report import fmt
+
+    out = []
+    for i, (name, lik) in enumerate(((report.metrics or {}).get("likelihood") or {}).items()):
+        if not isinstance(lik, dict) or "nll_per_token" not in lik:
+            continue
+        split, n = lik.get("split", "held-out"), lik.get("n_sequences") or lik.get("n_windows")
+        kind = "negative ELBO (a bound on the NLL)" if lik.get("bound") else "NLL"
+        text = f"Held-out {kind} on {n} {split}-split pieces: {fmt(lik.get('nll_per_token'))} nats per token"
+        if lik.get("perplexity") is not None:
+            text += f" (perplexity {fmt(lik.get('perplexity'))})"
+        if lik.get("nll_per_note") is not None:
+            text += f", {fmt(lik.get('nll_per_note'))} nats per note"
+        out.append(ReportSection(f"likelihood-{name}", summary=[text + " (lower is better)."], order=20 + i / 1000))
+    return out

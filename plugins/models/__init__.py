@@ -29,6 +29,14 @@ def musicfw_register_metrics(registry):
 
 
 @hookimpl
+def musicfw_report_sections(report):
+    """MusicVAE's reconstruction line in report.html's "In short" list."""
+    from .musicvae.metric import report_sections
+
+    return report_sections(report)
+
+
+@hookimpl
 def musicfw_register_commands(commands):
     from .musicvae.commands import Blend, Interpolate, Sample
 

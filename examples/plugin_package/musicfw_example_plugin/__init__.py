@@ -1,11 +1,22 @@
 """An example musicfw plugin package: one hook per registry it fills.
 
 It holds one plugin of every kind a built-in can be: a tokenizer with its own grammar and
-clock, a model, two samplers (one reads the generated history), and a command.  The modules
-are imported inside the hooks, and torch only when a model is built.
+clock, a model, two samplers (one reads the generated history), a command, a logger and an
+export format; and the features a built-in gives through hooks: a report section and
+lifecycle hooks (``features.py``).  The modules are imported inside the hooks, and torch only
+when a model is built.
 """
 
 from musicfw import hookimpl
+
+# the feature hooks (a report section, run started / stage finished / run finished) live in
+# features.py; pluggy finds them on this module through these names
+from .features import (  # noqa: F401
+    musicfw_report_sections,
+    musicfw_run_finished,
+    musicfw_run_started,
+    musicfw_stage_finished,
+)
 
 
 @hookimpl
@@ -36,3 +47,17 @@ def musicfw_register_commands(commands):
     from .commands import Pitches
 
     commands.add(Pitches)
+
+
+@hookimpl
+def musicfw_register_loggers(registry):
+    from .features import JsonLinesLogger
+
+    registry.add(JsonLinesLogger)
+
+
+@hookimpl
+def musicfw_register_exporters(registry):
+    from .features import Npz
+
+    registry.add(Npz)

@@ -63,8 +63,10 @@ def _yaml(value: Any) -> str:
 def describe_sections() -> list[dict[str, Any]]:
     """``[{"section", "doc", "fields": [{"key", "type", "default", "choices", "help"}]}]``:
     the top level first (its plugin and section slots included), then each section."""
-    from musicfw.engine.config import Experiment
+    from musicfw.engine.config import Experiment, LoggerSection
 
+    #: slots that name a plugin but also hold keys musicfw reads itself
+    engine_keys = {"logger": LoggerSection}
     hints = typing.get_type_hints(Experiment)
     top: dict[str, Any] = {"section": "(top level)", "doc": _doc(Experiment), "fields": []}
     sections = [top]
@@ -74,6 +76,8 @@ def describe_sections() -> list[dict[str, Any]]:
             sections.append({"section": f.name, "doc": _doc(ftype), "fields": _fields(ftype)})
             continue
         top["fields"].append(_field(f, ftype))
+        if f.name in engine_keys:
+            sections.append({"section": f.name, "doc": _doc(engine_keys[f.name]), "fields": _fields(engine_keys[f.name])})
     return sections
 
 

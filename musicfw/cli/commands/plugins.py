@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plugins",
         help="list installed plugins and their parameters",
-        description="List every registry (tokenizers, models, samplers, datasets, metrics), each "
+        description="List every registry (tokenizers, models, samplers, datasets, metrics, loggers, exporters), each "
         "plugin in it, the distribution that provides it, and its config fields with types and "
         "defaults; then the CLI commands plugins add.",
     )

@@ -60,3 +60,29 @@ class MusicVAEReconstruction:
 
     def __repr__(self) -> str:
         return f"MusicVAEReconstruction({self.config})"
+
+
+def report_sections(report: Any) -> list[Any]:
+    """report.html's "In short" line for each ``likelihood`` entry of metrics.json with this
+    metric's reconstruction accuracy, at order 20 in metrics.json's order."""
+    from musicfw.core.report import ReportSection
+    from musicfw.engine.report import fmt
+
+    out = []
+    for i, (name, lik) in enumerate(((report.metrics or {}).get("likelihood") or {}).items()):
+        if not isinstance(lik, dict) or "teacher_forced_accuracy" not in lik:
+            continue
+        split, n = lik.get("split", "held-out"), lik.get("n_sequences") or lik.get("n_windows")
+        out.append(
+            ReportSection(
+                f"likelihood-{name}",
+                summary=[
+                    f"Reconstruction of {n} {split}-split windows ({name}): accuracy per step "
+                    f"{fmt(lik.get('teacher_forced_accuracy'))} teacher-forced, {fmt(lik.get('sampled_accuracy'))} "
+                    f"sampled; ELBO {fmt(lik.get('elbo'))} nats, KL {fmt(lik.get('kl'))} nats "
+                    f"({fmt(lik.get('kl_bits'))} bits) per window."
+                ],
+                order=20 + i / 1000,
+            )
+        )
+    return out
