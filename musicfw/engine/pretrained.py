@@ -183,8 +183,8 @@ def export_run(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"The export folder {out} already exists and is not empty; choose a new OUT_DIR.")
-    config = load_run_config(run.path)
-    model, tokenizer = load_model(run.path, which=which, registries=registries)
+    config = load_run_config(run.path, registries=registries)
+    model, tokenizer = load_model(run.path, which=which, registries=registries, config=config)
     checkpoint = model.preferred_checkpoint if which == "auto" else which
     metrics = _run_metrics(run.path)
 
