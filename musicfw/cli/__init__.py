@@ -1,10 +1,12 @@
 """The ``musicfw`` command line.
 
-Core's own sub-commands live in modules under :mod:`musicfw.cli.commands` with two
-functions: ``add_parser(subparsers)`` and ``main(args) -> int``.  Plugins add verbs through
-the ``musicfw_register_commands`` hook (:mod:`musicfw.core.command`); their names cannot
-shadow core's.  Everything is imported when the parser is built, so it must stay cheap
-(torch and Lightning load inside ``main``/``run``).
+Core's own verbs (run, plugins, config, ...) are :class:`~musicfw.core.command.Command`
+classes in :mod:`musicfw.cli.commands`, written exactly as a plugin's verb is: the parser
+adds both the same way and calls both with the same :class:`CommandContext`.  One CLI
+invocation loads the plugins once (:func:`main` builds the registries and hands them down);
+nothing below loads them again.  Plugins add verbs through the ``musicfw_register_commands``
+hook; their names cannot shadow core's.  Everything is imported when the parser is built,
+so it must stay cheap (torch and Lightning load inside ``run``).
 
 User mistakes (:class:`~musicfw.core.errors.UserError`) print one paragraph and exit 2; any
 other exception is a bug and keeps its traceback.
@@ -22,13 +24,38 @@ from typing import Any
 from musicfw.core.errors import UserError
 from musicfw.core.version import musicfw_version
 
-#: core's sub-command modules, in the order ``musicfw --help`` lists them (plugin verbs follow)
-COMMANDS = ("run", "plugins", "config", "data", "tokenize", "generate", "evaluate", "export")
+#: core's verbs (module in musicfw.cli.commands, class), in the order ``musicfw --help`` lists
+#: them (plugin verbs follow)
+COMMANDS = (
+    ("run", "Run"),
+    ("plugins", "Plugins"),
+    ("config", "ConfigCommand"),
+    ("data", "Data"),
+    ("tokenize", "Tokenize"),
+    ("generate", "Generate"),
+    ("evaluate", "Evaluate"),
+    ("export", "Export"),
+)
+
+
+def core_commands() -> list[type]:
+    """Core's own :class:`~musicfw.core.command.Command` classes, in ``--help`` order."""
+    return [getattr(importlib.import_module(f"musicfw.cli.commands.{module}"), cls) for module, cls in COMMANDS]
+
+
+def reserved_commands() -> dict[str, str]:
+    """Core's verbs, which no plugin command may take: ``{verb: "musicfw"}``."""
+    return {cls.name: "musicfw" for cls in core_commands()}
 
 
 def build_parser(registries=None) -> argparse.ArgumentParser:
     """The whole parser: core's verbs, then every plugin verb of ``registries`` (loaded here
-    when None)."""
+    when None); every verb runs with one :class:`CommandContext` holding ``registries``."""
+    if registries is None:
+        from musicfw.core.plugins import load_registries
+
+        registries = load_registries(reserved_commands=reserved_commands())
+    context = CommandContext(registries)
     parser = argparse.ArgumentParser(
         prog="musicfw",
         description="musicfw: train, sample and evaluate symbolic music models from one YAML file.",
@@ -36,28 +63,25 @@ def build_parser(registries=None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"musicfw {musicfw_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"musicfw.cli.commands.{name}")
-        module.add_parser(sub)
-    if registries is None:
-        from musicfw.core.plugins import load_registries
-
-        registries = load_registries(reserved_commands={name: "musicfw" for name in COMMANDS})
+    for cls in core_commands():
+        _add_command(sub, cls(), None, context)
     for info in registries.commands:
-        command = info.cls()
-        p = sub.add_parser(
-            info.name,
-            help=f"{command.help} [{info.provider}]" if info.provider != "musicfw" else command.help,
-            description=command.description or command.help,
-        )
-        command.add_arguments(p)
-        p.set_defaults(func=_runner(command, registries))
+        _add_command(sub, info.cls(), info.provider, context)
     return parser
+
+
+def _add_command(sub: Any, command: Any, provider: str | None, context: "CommandContext") -> None:
+    """One verb, core's or a plugin's (``provider`` names a plugin's distribution)."""
+    shown = f"{command.help} [{provider}]" if provider and provider != "musicfw" else command.help
+    p = sub.add_parser(command.name, help=shown, description=command.description or command.help)
+    command.add_arguments(p)
+    p.set_defaults(func=_runner(command, context))
 
 
 @dataclass
 class CommandContext:
-    """What a plugin command gets besides its arguments: the registries of this invocation."""
+    """What every command, core's and a plugin's, gets besides its arguments: the registries
+    of this invocation (the plugins, loaded once)."""
 
     registries: Any
 
@@ -69,9 +93,9 @@ class CommandContext:
         return build(kind, name, registries=self.registries, context=context, **params)
 
 
-def _runner(command, registries):
+def _runner(command, context):
     def run(args: argparse.Namespace) -> int:
-        return command.run(args, CommandContext(registries))
+        return command.run(args, context)
 
     return run
 

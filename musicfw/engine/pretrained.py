@@ -193,7 +193,7 @@ def export_run(
 
         registries = load_registries()
     config = load_run_config(run.path, registries=registries)
-    model, tokenizer = load_model(run.path, which=which, registries=registries)
+    model, tokenizer = load_model(run.path, which=which, registries=registries, config=config)
     checkpoint = model.preferred_checkpoint if which == "auto" else which
     source = ExportSource(run.path, config, model, tokenizer, str(checkpoint), _run_metrics(run.path), license,
                           plugins=plugins_used(config, registries))

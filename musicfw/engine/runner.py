@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
-from musicfw.core.errors import ConfigError, UserError
+from musicfw.core.errors import UserError
 from musicfw.engine.rundir import RunFolder
 
 
@@ -68,19 +68,6 @@ class _Stage:
             self.progress.say(f"      {self.name} done in {time.perf_counter() - self.t0:.1f} s")
 
 
-def _check_sampler_kind(sampler: Any, tokenizer: Any) -> None:
-    if tokenizer.kind not in sampler.token_kinds:
-        raise ConfigError(
-            f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens from tokenizer "
-            f"{tokenizer.name!r}. "
-            + (
-                "Use sampler: {name: bernoulli} (or greedy) for piano-roll frames."
-                if tokenizer.kind == "multihot"
-                else "Use greedy, temperature, top_k or top_p for categorical tokens."
-            )
-        )
-
-
 def run_experiment(config: DictConfig, resume: str | Path | None = None, registries: Any = None) -> RunResult:
     """Run every stage of a validated experiment config into a (new or resumed) run folder.
 
@@ -90,49 +77,15 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     """
     from omegaconf import OmegaConf
 
-    from musicfw.core.build import build_from_section
-    from musicfw.engine.generation import build_sampler_chain
     from musicfw.core.plugins import load_registries
+    from musicfw.engine.assemble import build_experiment
 
     if registries is None:
         registries = load_registries()
-    if config.get("limits") is not None:
-        from musicfw.music.limits import Limits, configure
-
-        configure(Limits.from_mapping(OmegaConf.to_container(config.limits), base=Limits.from_env(), where="limits"))
-    # sampler and tokenizer first: a mismatch must fail before a run folder is made
-    sampler = build_sampler_chain(config.sampler, registries=registries)
-    tokenizer = build_from_section("tokenizers", config.tokenizer, registries=registries, key="tokenizer")
-    _check_sampler_kind(sampler, tokenizer)
-    from musicfw.engine.generation import check_chords, chords_setting
-
-    chords = chords_setting(config.generate.chords)
-    if chords is not None:  # an unknown chord name or a tokenizer without chords: before training
-        check_chords(tokenizer, chords, bool(config.generate.constraints))
-    # Every mistake is found before a run folder exists: the model's parameters too (a probe
-    # build, discarded: the real model is built after seeding, where it always was, so a seed
-    # gives the same weights as before), and the files the generate stage will read.
-    probe = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
-    _check_context(probe, config, tokenizer)
-    if config.get("init_from"):
-        from musicfw.engine.training import init_from_run
-
-        init_from_run(probe, tokenizer, config.init_from)  # same tokenizer, weights that fit
-    if list(config.train.freeze):
-        from musicfw.engine.training import freeze
-
-        if not probe.trainable:
-            raise ConfigError("train.freeze: the model is fitted by counting; there are no parameters to freeze.")
-        freeze(probe, list(config.train.freeze))  # every prefix names a part of the model
-    if probe.trainable:
-        from musicfw.engine.training import check_hardware
-
-        check_hardware(config.train)  # e.g. strategy=fsdp on the CPU
-    del probe
-    for key in ("prompt", "soundfont"):
-        value = config.generate.get(key)
-        if value is not None and not Path(value).is_file():
-            raise ConfigError(f"Invalid config: generate.{key}: no such file {value!r}.")
+    # one validation pass builds the tokenizer, the sampler chain and the model (seeded), and
+    # finds every mistake before a run folder exists; the stages below use these objects
+    built = build_experiment(config, registries)
+    tokenizer, sampler, model = built.tokenizer, built.sampler, built.model
 
     from musicfw.engine.distributed import is_rank_zero, run_folder
 
@@ -151,7 +104,6 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     life = None if worker else Lifecycle(registries, run.path, OmegaConf.to_container(config, resolve=True))
     if life is not None:
         life.run_started()
-    _seed_everything(int(config.seed))
     if not worker:
         tokenizer.save(run.tokenizer_path)
 
@@ -187,12 +139,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     if life is not None:
         life.stage_finished("data", {})
 
-    model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
-    from musicfw.engine.training import fit, init_from_run, load_model
+    from musicfw.engine.training import fit, load_into
 
-    if config.get("init_from") and not resume:
-        used = init_from_run(model, tokenizer, config.init_from)
-        progress.say(f"      model starts from {used}")
+    if built.init_from is not None and not resume:
+        progress.say(f"      model starts from {built.init_from}")
 
     with progress.stage("train", f"{config.model.name}"):
         fit_metrics = fit(
@@ -203,7 +153,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
         if worker:
             result.metrics = dict(fit_metrics)
             return result
-        model, _ = load_model(run.path, registries=registries)
+        load_into(model, run.path)  # the checkpoint the model prefers, into the same instance
     assert life is not None
     life.stage_finished("train", {"training": dict(fit_metrics)})
 
@@ -231,7 +181,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             prompt=gen.prompt,
             constraints=gen.constraints,
             seed=int(config.seed),
-            chords=chords_setting(gen.chords),
+            chords=built.chords,
             progress=generating,
         )
         generating.close()
@@ -281,38 +231,6 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
     return result
 
 
-def _seed_everything(seed: int) -> None:
-    """One seed for Python, numpy and torch (Lightning's seeding, without its log line)."""
-    import logging
-
-    from lightning_fabric.utilities.seed import seed_everything
-
-    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
-    seed_everything(seed, workers=False, verbose=False)
-
-
-def _check_context(model: Any, config: DictConfig, tokenizer: Any) -> None:
-    """A model with a bounded ``max_context`` cannot train on longer windows, nor continue a
-    prompt longer than its context (checked before a run folder is made)."""
-    ctx = model.max_context
-    if ctx is None:
-        return
-    if int(config.train.seq_len) > ctx:
-        raise ConfigError(
-            f"Invalid config: train.seq_len ({config.train.seq_len}) is longer than the model's "
-            f"max_context ({ctx}); set train.seq_len <= {ctx} or raise model.max_context."
-        )
-    if config.generate.prompt:
-        from musicfw.engine.generation import _load_prompt
-
-        n = len(_load_prompt(config.generate.prompt, tokenizer))
-        if n > ctx:
-            raise ConfigError(
-                f"Invalid config: generate.prompt {config.generate.prompt} is {n} {tokenizer.name} tokens, "
-                f"longer than the model's max_context ({ctx}); use a shorter prompt or raise model.max_context."
-            )
-
-
 def evaluate_run_folder(
     run_dir: str | Path, overrides: Sequence[str] = (), report: bool = True, registries: Any = None,
     samples: str | None = None,
@@ -342,7 +260,7 @@ def evaluate_run_folder(
     model = tokenizer = None
     problem = None
     try:
-        model, tokenizer = load_model(run.path, registries=registries)
+        model, tokenizer = load_model(run.path, registries=registries, config=config)
     except RunFolderError as exc:
         problem = f"no model to measure the likelihood of: {exc}"
     if tokenizer is None:

@@ -561,23 +561,35 @@ def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
     return path
 
 
-def load_model(run_dir: str | Path, which: str = "auto", registries: Any = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` rebuilt from run_dir/config.yaml, run_dir/tokenizer.json and
-    ``checkpoints/<which>.ckpt`` (``which``: "best", "last", a checkpoint path, or "auto": the
-    model's ``preferred_checkpoint``, "best" unless the model says otherwise -- MusicVAE says
-    "last", since its KL annealing makes early checkpoints look best).  The model is in eval
-    mode, on the CPU."""
+def load_model(
+    run_dir: str | Path, which: str = "auto", registries: Any = None, config: Any = None
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` rebuilt from run_dir/config.yaml (or ``config``, when the caller
+    has read it already), run_dir/tokenizer.json and a checkpoint (see :func:`load_into`).
+    The model is built once, in eval mode, on the CPU."""
     from musicfw.core.build import build_from_section
     from musicfw.engine.rundir import load_run_config
     from musicfw.core.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir, registries=registries)
+    if config is None:
+        config = load_run_config(run_dir, registries=registries)
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise RunFolderError(f"{run_dir} has no tokenizer.json; was the run's data stage reached?")
     tokenizer = load_tokenizer(tok_path, registries=registries)
     model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
+    load_into(model, run_dir, which)
+    return model, tokenizer
+
+
+def load_into(model: Any, run_dir: str | Path, which: str = "auto") -> Path:
+    """Load ``checkpoints/<which>.ckpt`` of ``run_dir`` into ``model`` (in place) and put it in
+    eval mode on the CPU; returns the checkpoint's path.  ``which``: "best", "last", a
+    checkpoint path, or "auto": the model's ``preferred_checkpoint``, "best" unless the model
+    says otherwise (MusicVAE says "last", since its KL annealing makes early checkpoints look
+    best).  The runner loads the trained run's checkpoint into the model it trained."""
+    run_dir = Path(run_dir)
     if which == "auto":
         which = model.preferred_checkpoint
     path = Path(which) if which not in ("best", "last") else run_dir / CHECKPOINT_DIR / f"{which}.ckpt"
@@ -588,5 +600,6 @@ def load_model(run_dir: str | Path, which: str = "auto", registries: Any = None)
             "train the model first (musicfw run) or pick which='last'."
         )
     load_checkpoint(model, path)
+    model.cpu()
     model.eval()
-    return model, tokenizer
+    return path

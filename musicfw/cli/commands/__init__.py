@@ -1,1 +1,2 @@
-"""Sub-commands of the ``musicfw`` CLI: each module has ``add_parser`` and ``main``."""
+"""Core's own verbs of the ``musicfw`` CLI, one :class:`~musicfw.core.command.Command` per
+module, written as a plugin writes its verbs (:data:`musicfw.cli.COMMANDS` lists them)."""

@@ -19,20 +19,26 @@ import sys
 import typing
 from typing import Any
 
+from musicfw.core.command import Command
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "config",
-        help="document every experiment key outside the plugin sections",
-        description="List every key of the experiment YAML's top level and its train, generate, "
+
+class ConfigCommand(Command):
+    name = "config"
+    help = "document every experiment key outside the plugin sections"
+    description = (
+        "List every key of the experiment YAML's top level and its train, generate, "
         "evaluate, logger and augment sections, with type, default, allowed values and help, read "
-        "from the dataclasses that validate configs. Plugin parameters: musicfw plugins.",
+        "from the dataclasses that validate configs. Plugin parameters: musicfw plugins."
     )
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true", help="print docs/config.md")
-    fmt.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("section", nargs="?", default=None, help="only this section (e.g. generate)")
-    p.set_defaults(func=main)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        fmt = p.add_mutually_exclusive_group()
+        fmt.add_argument("--markdown", action="store_true", help="print docs/config.md")
+        fmt.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.add_argument("section", nargs="?", default=None, help="only this section (e.g. generate)")
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        return show(args)
 
 
 def _type_name(tp: Any) -> str:
@@ -148,7 +154,7 @@ def to_text(sections: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace) -> int:
     from musicfw.core.errors import ConfigError
 
     sections = describe_sections()

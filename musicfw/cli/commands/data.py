@@ -6,21 +6,36 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
+
+from musicfw.core.command import Command
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "data",
-        help="list datasets; prepare one and print its summary",
-        description="List the installed datasets, or prepare one: convert and cache a bundled "
+class Data(Command):
+    name = "data"
+    help = "list datasets; prepare one and print its summary"
+    description = (
+        "List the installed datasets, or prepare one: convert and cache a bundled "
         "corpus, load a MIDI folder, split it, and print pieces, notes, total duration, split "
-        "sizes and the skipped files with their reasons.",
+        "sizes and the skipped files with their reasons."
     )
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        _add_actions(p)
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        if args.data_command == "list":
+            return _list(args, context.registries)
+        if args.data_command == "repair":
+            return _repair(args, context.registries)
+        return _prepare(args, context.registries)
+
+
+def _add_actions(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
     ls = actions.add_parser("list", help="list the installed datasets and their parameters")
     ls.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    ls.set_defaults(func=main)
     prep = actions.add_parser(
         "prepare",
         help="prepare a dataset and print its summary",
@@ -46,7 +61,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     prep.add_argument("--json", action="store_true", help="print the summary as JSON")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
-    prep.set_defaults(func=main)
     rep = actions.add_parser(
         "repair",
         help="rebuild the damaged shards of a token shard folder",
@@ -57,13 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("folder", help="the shard folder (named in the error that found the damage)")
     rep.add_argument("--workers", type=int, default=0, metavar="N", help="processes (0: all cores)")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
-    rep.set_defaults(func=main)
 
 
-def _list(args: argparse.Namespace) -> int:
-    from musicfw.core.plugins import load_registries
-
-    registry = load_registries()["datasets"]
+def _list(args: argparse.Namespace, registries: Any) -> int:
+    registry = registries["datasets"]
     rows = [
         {
             "name": info.name,
@@ -130,14 +141,12 @@ def format_summary(summary: dict, seed: int) -> str:
     return "\n".join(lines)
 
 
-def _prepare(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace, registries: Any) -> int:
     from omegaconf import OmegaConf
 
     from musicfw.core.build import build_from_section
     from musicfw.core.params import validate_plugin_section
-    from musicfw.core.plugins import load_registries
 
-    registries = load_registries()
     params = _params(args.params)
     if args.workers is not None:
         if args.workers < 0:
@@ -172,23 +181,14 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repair(args: argparse.Namespace) -> int:
-    from musicfw.core.plugins import load_registries
-
+def _repair(args: argparse.Namespace, registries: Any) -> int:
     from musicfw.engine.shards import repair
 
     t0 = time.perf_counter()
-    rebuilt = repair(args.folder, registries=load_registries(), workers=args.workers, progress=not args.quiet)
+    rebuilt = repair(args.folder, registries=registries, workers=args.workers, progress=not args.quiet)
     if rebuilt:
         print(f"rebuilt {len(rebuilt)} shard(s) in {time.perf_counter() - t0:.1f} s: {', '.join(rebuilt)}")
     else:
         print(f"every shard in {args.folder} matches its manifest; nothing to rebuild")
     return 0
 
-
-def main(args: argparse.Namespace) -> int:
-    if args.data_command == "list":
-        return _list(args)
-    if args.data_command == "repair":
-        return _repair(args)
-    return _prepare(args)

@@ -11,71 +11,81 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from musicfw.core.command import Command
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="sample new MIDI pieces from a trained run",
-        description="Generate --n pieces with the model trained in RUN_DIR and write them (MIDI, "
+class Generate(Command):
+    name = "generate"
+    help = "sample new MIDI pieces from a trained run"
+    description = (
+        "Generate --n pieces with the model trained in RUN_DIR and write them (MIDI, "
         "piano-roll PNG, WAV when a soundfont is found) into a new folder RUN_DIR/samples/"
-        "generate-NNN/. Unset options take the run's config (sampler and generate sections).",
-        epilog="Sampler examples: --sampler top_k k=20   |   --sampler temperature temperature=0.9 "
-        "--sampler top_p p=0.9 (a chain, applied in order)",
+        "generate-NNN/. Unset options take the run's config (sampler and generate sections)."
     )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run)")
-    source.add_argument(
-        "--model",
-        metavar="PATH",
-        help="instead: a folder made by musicfw export, or hf:OWNER/NAME on the Hugging Face Hub "
-        "(defaults from its config.json; samples go to ./samples/generate-NNN unless --out is given)",
+    epilog = (
+        "Sampler examples: --sampler top_k k=20   |   --sampler temperature temperature=0.9 "
+        "--sampler top_p p=0.9 (a chain, applied in order)"
     )
-    p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
-    p.add_argument(
-        "--sampler",
-        nargs="+",
-        action="append",
-        metavar="NAME [key=value ...]",
-        help="a sampler and its parameters; repeat to chain samplers (default: the run's sampler)",
-    )
-    p.add_argument("--prompt", default=None, metavar="FILE.mid", help="a MIDI file to continue")
-    p.add_argument(
-        "--chords",
-        default=None,
-        metavar='"C G Am F"',
-        help="a chord progression to follow, one chord per bar (\"C G | Am F\": two chords in the "
-        "first bar), placed by constrained decoding and repeated when the piece is longer; 'none': "
-        "unconditioned even if the run's config has generate.chords (REMI trained with use_chords)",
-    )
-    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample at most")
-    p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
-    p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
-    p.add_argument("--batch-size", type=int, default=None, help="samples generated together")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="random seed (default: a fresh one, printed and stored in generation.json, so each call "
-        "draws new samples; pass the run's seed to redo its own samples)",
-    )
-    p.add_argument(
-        "--constraints",
-        choices=("on", "off"),
-        default=None,
-        help="mask tokens that cannot follow (remi, midi_like; default: the run's generate.constraints)",
-    )
-    p.add_argument("--no-audio", action="store_true", help="do not render .wav files")
-    p.add_argument("--soundfont", default=None, metavar="FILE.sf2", help="General MIDI soundfont for .wav files")
-    p.add_argument(
-        "--checkpoint",
-        default="auto",
-        help="best, last, a checkpoint path, or auto (default: the model's preference, best for "
-        "language models, last for MusicVAE)",
-    )
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new RUN_DIR/samples/generate-NNN)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    p.set_defaults(func=main)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.epilog = self.epilog
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run)")
+        source.add_argument(
+            "--model",
+            metavar="PATH",
+            help="instead: a folder made by musicfw export, or hf:OWNER/NAME on the Hugging Face Hub "
+            "(defaults from its config.json; samples go to ./samples/generate-NNN unless --out is given)",
+        )
+        p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
+        p.add_argument(
+            "--sampler",
+            nargs="+",
+            action="append",
+            metavar="NAME [key=value ...]",
+            help="a sampler and its parameters; repeat to chain samplers (default: the run's sampler)",
+        )
+        p.add_argument("--prompt", default=None, metavar="FILE.mid", help="a MIDI file to continue")
+        p.add_argument(
+            "--chords",
+            default=None,
+            metavar='"C G Am F"',
+            help="a chord progression to follow, one chord per bar (\"C G | Am F\": two chords in the "
+            "first bar), placed by constrained decoding and repeated when the piece is longer; 'none': "
+            "unconditioned even if the run's config has generate.chords (REMI trained with use_chords)",
+        )
+        p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample at most")
+        p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
+        p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
+        p.add_argument("--batch-size", type=int, default=None, help="samples generated together")
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="random seed (default: a fresh one, printed and stored in generation.json, so each call "
+            "draws new samples; pass the run's seed to redo its own samples)",
+        )
+        p.add_argument(
+            "--constraints",
+            choices=("on", "off"),
+            default=None,
+            help="mask tokens that cannot follow (remi, midi_like; default: the run's generate.constraints)",
+        )
+        p.add_argument("--no-audio", action="store_true", help="do not render .wav files")
+        p.add_argument("--soundfont", default=None, metavar="FILE.sf2", help="General MIDI soundfont for .wav files")
+        p.add_argument(
+            "--checkpoint",
+            default="auto",
+            help="best, last, a checkpoint path, or auto (default: the model's preference, best for "
+            "language models, last for MusicVAE)",
+        )
+        p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: a new RUN_DIR/samples/generate-NNN)")
+        p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        return generate_samples(args, context.registries)
 
 
 def parse_sampler_args(groups: list[list[str]]) -> list[dict]:
@@ -131,14 +141,13 @@ def fresh_seed() -> int:
     return int.from_bytes(os.urandom(4), "little") % 2_000_000_000
 
 
-def main(args: argparse.Namespace) -> int:
+def generate_samples(args: argparse.Namespace, registries: Any) -> int:
+    """``musicfw generate`` (see the module docstring)."""
     import json
 
     from musicfw.core.errors import ConfigError
-    from musicfw.core.plugins import load_registries
     from musicfw.engine.rundir import RunFolder, load_run_config
 
-    registries = load_registries()
     if args.model is not None:  # an exported model folder (musicfw export): no run folder
         from musicfw.engine.pretrained import generation_defaults
 
@@ -179,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         from musicfw.engine.training import load_model
 
-        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries)
+        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries, config=config)
     if tokenizer.kind not in sampler.token_kinds:
         raise ConfigError(
             f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens (tokenizer {tokenizer.name!r}); "

@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
+
+from musicfw.core.command import Command
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plugins",
-        help="list installed plugins and their parameters",
-        description="List every registry (tokenizers, models, samplers, datasets, metrics, loggers, exporters), each "
+class Plugins(Command):
+    name = "plugins"
+    help = "list installed plugins and their parameters"
+    description = (
+        "List every registry (tokenizers, models, samplers, datasets, metrics, loggers, exporters), each "
         "plugin in it, the distribution that provides it, and its config fields with types and "
-        "defaults; then the CLI commands plugins add.",
+        "defaults; then the CLI commands plugins add."
     )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=main)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        return show(context.registries, as_json=args.json)
 
 
 def describe(registries) -> dict:
@@ -46,12 +53,10 @@ def describe(registries) -> dict:
     return out
 
 
-def main(args: argparse.Namespace) -> int:
-    from musicfw.core.plugins import load_registries
-
-    registries = load_registries()
+def show(registries: Any, as_json: bool = False) -> int:
+    """Print what :func:`describe` finds (``as_json``: as JSON)."""
     data = describe(registries)
-    if args.json:
+    if as_json:
         json.dump(data, sys.stdout, indent=1, default=repr)
         print()
         return 0

@@ -3,43 +3,45 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from musicfw.core.command import Command
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run an experiment: data -> tokenizer -> train -> generate -> evaluate -> report",
-        description="Run an experiment YAML end to end. Every run writes a new folder "
+class Run(Command):
+    name = "run"
+    help = "run an experiment: data -> tokenizer -> train -> generate -> evaluate -> report"
+    description = (
+        "Run an experiment YAML end to end. Every run writes a new folder "
         "<output_dir>/<name>-<timestamp>/ with the resolved config.yaml, the tokenizer, "
-        "checkpoints, samples, metrics.json and report.html.",
+        "checkpoints, samples, metrics.json and report.html."
     )
-    p.add_argument("experiment", help="the experiment YAML file")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="config overrides as omegaconf dotlist, e.g. model.hidden_size=256 train.max_epochs=3",
-    )
-    p.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue an interrupted run in RUN_DIR from its last checkpoint",
-    )
-    p.set_defaults(func=main)
 
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("experiment", help="the experiment YAML file")
+        p.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="config overrides as omegaconf dotlist, e.g. model.hidden_size=256 train.max_epochs=3",
+        )
+        p.add_argument(
+            "--resume",
+            metavar="RUN_DIR",
+            help="continue an interrupted run in RUN_DIR from its last checkpoint",
+        )
 
-def main(args: argparse.Namespace) -> int:
-    from musicfw.engine.config import load_config
-    from musicfw.core.plugins import load_registries
-    from musicfw.engine.runner import run_experiment
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        from musicfw.engine.config import load_config
+        from musicfw.engine.runner import run_experiment
 
-    registries = load_registries()
-    if args.resume:
-        from musicfw.engine.rundir import load_run_config
+        registries = context.registries
+        if args.resume:
+            from musicfw.engine.rundir import load_run_config
 
-        config = load_run_config(args.resume, overrides=args.overrides, registries=registries)
-    else:
-        config = load_config(args.experiment, overrides=args.overrides, registries=registries)
-    result = run_experiment(config, resume=args.resume, registries=registries)
-    print(result.summary())
-    return 0
+            config = load_run_config(args.resume, overrides=args.overrides, registries=registries)
+        else:
+            config = load_config(args.experiment, overrides=args.overrides, registries=registries)
+        result = run_experiment(config, resume=args.resume, registries=registries)
+        print(result.summary())
+        return 0

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
+from musicfw.core.command import Command
 from musicfw.cli.commands._output import add_limit_arguments, apply_limit_arguments, stdout_closed
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tokenize",
-        help="print the tokens of a MIDI file, for a person to inspect",
-        description="Encode a MIDI file with a tokenizer and print the token names (one bar per "
+class Tokenize(Command):
+    name = "tokenize"
+    help = "print the tokens of a MIDI file, for a person to inspect"
+    description = (
+        "Encode a MIDI file with a tokenizer and print the token names (one bar per "
         "line for remi; frames for pianoroll). Tokenizer parameters are key=value pairs, e.g. "
-        "`musicfw tokenize --tokenizer remi use_chords=true song.mid`.",
+        "`musicfw tokenize --tokenizer remi use_chords=true song.mid`."
     )
-    p.add_argument("--tokenizer", "-t", required=True, metavar="NAME", help="tokenizer plugin name")
-    p.add_argument("params", nargs="*", metavar="key=value", help="tokenizer parameters")
-    p.add_argument("file", metavar="FILE.mid", help="the MIDI file")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="print only the first N tokens")
-    p.add_argument("--ids", action="store_true", help="print id:name instead of names")
-    p.add_argument("--json", action="store_true", help="print {tokenizer, ids, names, coverage} as JSON")
-    add_limit_arguments(p)
-    p.set_defaults(func=main)
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tokenizer", "-t", required=True, metavar="NAME", help="tokenizer plugin name")
+        p.add_argument("params", nargs="*", metavar="key=value", help="tokenizer parameters")
+        p.add_argument("file", metavar="FILE.mid", help="the MIDI file")
+        p.add_argument("--limit", type=int, default=None, metavar="N", help="print only the first N tokens")
+        p.add_argument("--ids", action="store_true", help="print id:name instead of names")
+        p.add_argument("--json", action="store_true", help="print {tokenizer, ids, names, coverage} as JSON")
+        add_limit_arguments(p)
+
+    def run(self, args: argparse.Namespace, context: Any) -> int:
+        return show(args, context.registries)
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -55,7 +61,8 @@ def coverage_line(cov: dict) -> str:
     return text
 
 
-def main(args: argparse.Namespace) -> int:
+def show(args: argparse.Namespace, registries: Any) -> int:
+    """Print the tokens of ``args.file`` (see the command's help)."""
     import json
     from pathlib import Path
 
@@ -66,7 +73,9 @@ def main(args: argparse.Namespace) -> int:
     from musicfw.music.limits import PieceRejected
     from musicfw.music.midiload import load_score
 
-    tokenizer = build("tokenizers", args.tokenizer, key="--tokenizer", **_parse_params(args.params))
+    tokenizer = build(
+        "tokenizers", args.tokenizer, registries=registries, key="--tokenizer", **_parse_params(args.params)
+    )
     apply_limit_arguments(args)
     path = Path(args.file)
     if not path.is_file():
