@@ -242,7 +242,10 @@ class MusicDataset(abc.ABC):
     non_semantic_fields: ClassVar[tuple[str, ...]] = ("cache_dir", "num_workers", "progress")
 
     def __init__(self, config: Any = None):
+        from musicfw.core.params import check_params
+
         self.config = config if config is not None else self.Config()
+        check_params(self.config, "data")  # the Config's declared choices and bounds
         cfg = self.config
         if hasattr(cfg, "train_fraction"):
             check_fractions(cfg.train_fraction, cfg.valid_fraction)

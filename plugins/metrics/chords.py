@@ -27,12 +27,12 @@ markers (a reference chorale), from REMI's rule-based chord recogniser
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from musicfw.core.params import choice
+from musicfw.core.params import bounded, choice
 from musicfw.core.metric import Metric
 
 FEATURES: dict[str, str] = {
@@ -154,9 +154,7 @@ class ChordToneRatioConfig:
         "chord-conditioned sample carries its given chords), REMI's chord recogniser, or auto "
         "(markers when the piece has them, else the recogniser)",
     )
-    chord_quarters: int = field(
-        default=2, metadata={"help": "recogniser: chord segment length in quarters (as REMI's chord_quarters)"}
-    )
+    chord_quarters: int = bounded(2, ge=1, help="recogniser: chord segment length in quarters (as REMI's chord_quarters)")
 
 
 class ChordToneRatio(Metric):

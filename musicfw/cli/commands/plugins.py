@@ -12,8 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "plugins",
         help="list installed plugins and their parameters",
         description="List every registry (tokenizers, models, samplers, datasets, metrics), each "
-        "plugin in it, the distribution that provides it, and its config fields with types and "
-        "defaults; then the CLI commands plugins add.",
+        "plugin in it, the distribution that provides it, and its config fields with types, "
+        "defaults and the values each allows (choices, bounds); then the CLI commands plugins add.",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=main)
@@ -61,8 +61,9 @@ def main(args: argparse.Namespace) -> int:
         for plugin in data[kind]:
             print(f"  {plugin['name']}  [{plugin['provider']}]  {plugin['description']}")
             for f in plugin["config"]:
+                allowed = f", {f['allowed']}" if f["allowed"] else ""
                 help_text = f"  # {f['help']}" if f["help"] else ""
-                print(f"      {f['name']}: {f['type']} = {f['default']!r}{help_text}")
+                print(f"      {f['name']}: {f['type']} = {f['default']!r}{allowed}{help_text}")
     print("commands (added by plugins):")
     if not data["commands"]:
         print("  (none)")
