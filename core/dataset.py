@@ -155,10 +155,12 @@ class SplitConfig:
 
     train_fraction: float = field(
         default=0.8,
-        metadata={"help": "share of pieces in the train split (whole source files at a time)"},
+        metadata={"gt": 0, "le": 1, "help": "share of pieces in the train split (whole source files at a time)"},
     )
     valid_fraction: float = field(
-        default=0.1, metadata={"help": "share in the valid split; the test split gets the rest"}
+        default=0.1,
+        metadata={"ge": 0, "lt": 1, "help": "share in the valid split; the test split gets the rest "
+                  "(train_fraction + valid_fraction <= 1)"},
     )
     split_seed: Optional[int] = field(
         default=None, metadata={"help": "seed of the split hash; default: the experiment's seed"}

@@ -138,11 +138,14 @@ def _within(value: Any, bounds: dict[str, Any]) -> bool:
 
 @dataclass
 class Source:
-    """Where a config came from, to point errors at the right place."""
+    """Where a config came from, to point errors at the right place: a file (and its text, to
+    find a key's line), command-line overrides, or -- for the Python API -- a ``label`` such as
+    ``tokenizer 'remi'``."""
 
     path: Path | None = None
     text: str | None = None
     overrides: list[str] = field(default_factory=list)
+    label: str = ""
 
     def locate(self, full_key: str) -> str:
         """``in FILE, line N`` / ``in the command-line override '...'`` / ``""``."""
@@ -160,8 +163,12 @@ class Source:
         return f" {where}" if where else ""
 
     def error(self, key: str, message: str) -> ConfigError:
-        """``Invalid config in FILE, line N: MESSAGE`` as a ConfigError."""
-        return ConfigError(f"Invalid config{self.at(key)}: {message}")
+        """``Invalid config in FILE, line N: MESSAGE`` (``Invalid tokenizer 'remi' parameters:
+        MESSAGE`` from the Python API) as a ConfigError."""
+        where = self.at(key)
+        if not where and self.label:
+            return ConfigError(f"Invalid {self.label} parameters: {message}")
+        return ConfigError(f"Invalid config{where}: {message}")
 
 
 def _line_of_key(text: str, full_key: str) -> int | None:
