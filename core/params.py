@@ -4,7 +4,8 @@ A ``Config`` field says what it allows next to its type and default, in its meta
 
 * ``choices``: the allowed values (:func:`choice`);
 * ``ge`` / ``gt`` / ``le`` / ``lt``: numeric bounds (:func:`bounded`); a bounded float must also
-  be finite; on a list field the bounds apply to every item, and ``min_items`` sets its length.
+  be finite;
+* on a list field, choices and bounds apply to every item, and ``min_items`` sets its length.
 
 Both are checked in one place, :func:`check_values` -- for an experiment YAML, its command-line
 overrides and the Python API (``musicfw.build``, ``make_config``) alike -- and a value outside is a
@@ -91,6 +92,10 @@ def field_rules(schema: type, f: dataclasses.Field) -> dict[str, Any]:
 
 def _is_integer_type(tp: Any) -> bool:
     """``int``, ``Optional[int]``, ``list[int]``: bounds read as integer ranges."""
+    if isinstance(tp, str):  # an annotation typing could not resolve
+        return tp.replace(" ", "").replace("typing.", "") in {
+            "int", "Optional[int]", "int|None", "List[int]", "list[int]", "Optional[List[int]]"
+        }
     if tp is int:
         return True
     args = [a for a in typing.get_args(tp) if a is not type(None)]
