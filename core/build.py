@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from musicfw.core.params import validate_plugin_section
+from musicfw.core.params import Source, validate_plugin_section
 from musicfw.core.errors import ConfigError
 from musicfw.core.plugins import Registries, load_registries
 from musicfw.core.registry import normalize_kind
@@ -33,7 +33,8 @@ def make_config(kind: str, name: str, registries: Registries | None = None, key:
                 f"Invalid config: {key}.{param}: a {type(value).__name__} is not a config value "
                 "(numbers, strings, booleans, None, and lists and mappings of them)."
             )
-    section = validate_plugin_section(OmegaConf.create({"name": name, **params}), kind, registries, key=key)
+    source = Source(label=f"{kind.rstrip('s')} {name!r}")
+    section = validate_plugin_section(OmegaConf.create({"name": name, **params}), kind, registries, key=key, source=source)
     plugin_cls = registries[kind].get(name)
     values = OmegaConf.to_container(section, resolve=True)
     assert isinstance(values, dict)

@@ -155,10 +155,12 @@ class SplitConfig:
 
     train_fraction: float = field(
         default=0.8,
-        metadata={"help": "share of pieces in the train split (whole source files at a time)"},
+        metadata={"gt": 0, "le": 1, "help": "share of pieces in the train split (whole source files at a time)"},
     )
     valid_fraction: float = field(
-        default=0.1, metadata={"help": "share in the valid split; the test split gets the rest"}
+        default=0.1,
+        metadata={"ge": 0, "lt": 1, "help": "share in the valid split; the test split gets the rest "
+                  "(train_fraction + valid_fraction <= 1)"},
     )
     split_seed: Optional[int] = field(
         default=None, metadata={"help": "seed of the split hash; default: the experiment's seed"}
@@ -244,7 +246,10 @@ class MusicDataset(abc.ABC):
     non_semantic_fields: ClassVar[tuple[str, ...]] = ("cache_dir", "num_workers", "progress")
 
     def __init__(self, config: Any = None):
+        from musicfw.core.params import check_params
+
         self.config = config if config is not None else self.Config()
+        check_params(self.config, "data")  # the Config's declared choices and bounds
         cfg = self.config
         if hasattr(cfg, "train_fraction"):
             check_fractions(cfg.train_fraction, cfg.valid_fraction)

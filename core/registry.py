@@ -59,7 +59,10 @@ class PluginInfo:
         return doc.splitlines()[0] if doc else ""
 
     def config_fields(self) -> list[dict[str, Any]]:
-        """The plugin's parameters: name, type, default, help (from field metadata)."""
+        """The plugin's parameters: name, type, default, help, and what the field allows
+        (``choices``, ``bounds``, ``allowed`` in words; see :func:`musicfw.core.params.field_rules`)."""
+        from musicfw.core.params import field_rules
+
         fields = []
         for f in dataclasses.fields(self.cls.Config):
             if f.default is not dataclasses.MISSING:
@@ -74,6 +77,7 @@ class PluginInfo:
                     "type": _type_name(f.type),
                     "default": default,
                     "help": f.metadata.get("help", ""),
+                    **field_rules(self.cls.Config, f),
                 }
             )
         return fields

@@ -58,7 +58,10 @@ class Tokenizer(ABC):
     pitch_range: tuple[int, int] | None = None
 
     def __init__(self, config: Any = None):
+        from musicfw.core.params import check_params
+
         self.config = config if config is not None else self.Config()
+        check_params(self.config, getattr(self, "name", type(self).__name__))  # the Config's declared choices and bounds
 
     @classmethod
     def from_config(cls, config: Any, **context: Any) -> "Tokenizer":

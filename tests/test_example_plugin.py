@@ -38,7 +38,10 @@ def test_plugins_lists_it_with_its_distribution(installed):
     tok = {p["name"]: p for p in data["tokenizers"]}["pitch_sequence"]
     sampler = {p["name"]: p for p in data["samplers"]}["min_p"]
     assert tok["provider"] == sampler["provider"] == "musicfw-example-plugin"
-    assert {"name": "min_p", "type": "float", "default": 0.05, "help": "relative cut-off in (0, 1]"} in sampler["config"]
+    assert {
+        "name": "min_p", "type": "float", "default": 0.05, "help": "relative cut-off",
+        "choices": None, "bounds": {"gt": 0, "le": 1}, "allowed": "in (0, 1]",
+    } in sampler["config"]
 
     text = run_cli("plugins", env=installed).stdout
     assert "pitch_sequence  [musicfw-example-plugin]" in text

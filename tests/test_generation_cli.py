@@ -97,7 +97,7 @@ def test_generate_continues_a_prompt(run_dir, tmp_path):
     [
         (["--sampler", "nucleus"], "Unknown sampler 'nucleus'"),
         (["--sampler", "top_k", "kk=3"], "sampler.kk"),
-        (["--sampler", "temperature", "temperature=0"], "temperature must be > 0"),
+        (["--sampler", "temperature", "temperature=0"], "sampler.temperature must be a finite number > 0"),
         (["--sampler", "top_k", "k"], "not of the form key=value"),
         (["--sampler", "bernoulli"], "cannot draw categorical"),
         (["--prompt", "missing.mid"], "Prompt file not found"),

@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import musicfw  # noqa: E402
 from musicfw.core.errors import ConfigError  # noqa: E402
 from musicfw.core.sampler import Sampler, SamplerChain  # noqa: E402
 from musicfw.plugins.models.lstm import LSTM, LSTMConfig  # noqa: E402
@@ -217,10 +218,11 @@ class _Tok:
 def test_config_rejects_a_joint_head_on_token_ids_and_unknown_heads():
     with pytest.raises(ConfigError, match="multi-hot"):
         LSTM.from_config(LSTMConfig(head="nade", hidden_size=4, embed_dim=4, num_layers=1), tokenizer=_Tok("categorical"))
+    # single-field values are checked by core against the Config's declarations (musicfw.build)
     with pytest.raises(ConfigError, match="model.head"):
-        LSTM.from_config(LSTMConfig(head="rbm", hidden_size=4, embed_dim=4, num_layers=1), tokenizer=_Tok("multihot"))
+        musicfw.build_model("lstm", tokenizer=_Tok("multihot"), head="rbm", hidden_size=4, embed_dim=4, num_layers=1)
     with pytest.raises(ConfigError, match="nade_hidden"):
-        LSTM.from_config(LSTMConfig(head="nade", nade_hidden=0), tokenizer=_Tok("multihot"))
+        musicfw.build_model("lstm", tokenizer=_Tok("multihot"), head="nade", nade_hidden=0)
     model = LSTM.from_config(LSTMConfig(head="autoregressive", hidden_size=4, embed_dim=4, num_layers=1),
                              tokenizer=_Tok("multihot"))
     assert isinstance(model.head, MADEHead)

@@ -69,8 +69,13 @@ def test_config_is_an_omegaconf_schema_and_defaults_match_cat_mel_2bar_small():
     ],
 )
 def test_bad_hyperparameters_are_user_errors(change):
-    with pytest.raises(ConfigError):
-        MusicVAE.from_config(replace(MusicVAEConfig(), **change), tokenizer=FakeTokenizer())
+    import musicfw
+
+    with pytest.raises(ConfigError):  # through the validated API: declared bounds and cross-field checks
+        musicfw.build_model("musicvae", tokenizer=FakeTokenizer(), **change)
+    if "sampling_rate" in change:  # a check across fields also holds for a Config built by hand
+        with pytest.raises(ConfigError):
+            MusicVAE.from_config(replace(MusicVAEConfig(), **change), tokenizer=FakeTokenizer())
 
 
 def test_needs_a_categorical_tokenizer():

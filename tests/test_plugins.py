@@ -208,7 +208,8 @@ def test_plugins_json_lists_config_fields_with_types_and_defaults():
     top_k = next(p for p in data["samplers"] if p["name"] == "top_k")
     assert top_k["provider"] == "musicfw"
     assert top_k["config"] == [
-        {"name": "k", "type": "int", "default": 40, "help": "number of candidates kept, >= 1"}
+        {"name": "k", "type": "int", "default": 40, "help": "number of candidates kept",
+         "choices": None, "bounds": {"ge": 1}, "allowed": "an integer >= 1"}
     ]
 
 

@@ -7,14 +7,14 @@ sections ``train``, ``generate``, ``evaluate`` and ``logger``.  A plugin section
 dataclass.  Every mistake becomes a :class:`~musicfw.core.errors.ConfigError` naming the
 file, the line (where it can be found), the full key path, and what is allowed.
 
-Dataclass fields may carry ``metadata={"choices": (...)}``; values outside are rejected with
-the allowed list (for plugin configs as well as for the sections below).
+The sections below declare what each field allows on the field itself (``choice`` and
+``bounded`` from :mod:`musicfw.core.params`), as plugin ``Config`` dataclasses do, and one pass
+(:func:`musicfw.core.params.check_values`) checks them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from musicfw.core.errors import ConfigError
-from musicfw.core.params import _at, _check_choices, _schema_error, _Source, choice, validate_plugin_section
+from musicfw.core.params import Source, bounded, check_values, choice, schema_error, validate_plugin_section
 
 # --------------------------------------------------------------------------------------
 # The schema of the non-plugin sections
@@ -34,22 +34,26 @@ from musicfw.core.params import _at, _check_choices, _schema_error, _Source, cho
 class TrainSection:
     """How neural models are trained (Lightning ``Trainer`` options and the optimizer)."""
 
-    max_epochs: int = field(default=10, metadata={"help": "passes over the train split (an epoch draws as many random windows as the split holds seq_len-long stretches)"})
-    max_steps: int = field(
-        default=-1,
-        metadata={"help": "optimizer steps at most; -1: no limit (max_epochs decides); 0: no training, "
-                  "the run samples and evaluates its starting weights (init_from's: fine-tuning's 'before')"},
+    max_epochs: int = bounded(
+        10, ge=-1,
+        help="passes over the train split (an epoch draws as many random windows as the split holds "
+        "seq_len-long stretches); -1: no limit",
     )
-    batch_size: int = field(default=32, metadata={"help": "training windows per optimizer step (and pieces per evaluation batch)"})
-    seq_len: int = field(default=256, metadata={"help": "length of random training windows"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW unless the model configures its own optimizer)"})
+    max_steps: int = bounded(
+        -1, ge=-1,
+        help="optimizer steps at most; -1: no limit (max_epochs decides); 0: no training, "
+        "the run samples and evaluates its starting weights (init_from's: fine-tuning's 'before')",
+    )
+    batch_size: int = bounded(32, ge=1, help="training windows per optimizer step (and pieces per evaluation batch)")
+    seq_len: int = bounded(256, ge=1, help="length of random training windows")
+    lr: float = bounded(1e-3, gt=0, help="peak learning rate (AdamW unless the model configures its own optimizer)")
     lr_schedule: str = choice(
         "constant", ("constant", "cosine", "plateau"),
         "after warm-up: constant, cosine decay over the run, or multiply by lr_plateau_factor when the validation NLL stalls",
     )
-    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warm-up over this many optimizer steps"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    gradient_clip_val: float = field(default=1.0, metadata={"help": "clip the gradient norm to this (0: no clipping)"})
+    warmup_steps: int = bounded(0, ge=0, help="linear learning-rate warm-up over this many optimizer steps")
+    weight_decay: float = bounded(0.0, ge=0, help="AdamW weight decay")
+    gradient_clip_val: float = bounded(1.0, ge=0, help="clip the gradient norm to this (0: no clipping)")
     precision: str = choice(
         "32-true", ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
         "Lightning's Trainer precision",
@@ -59,25 +63,20 @@ class TrainSection:
     )
     devices: Any = field(default="auto", metadata={"help": "per node: a count, a list of ids, or auto"})
     strategy: str = field(default="auto", metadata={"help": "auto, ddp, ddp_spawn, fsdp, ... (Lightning's)"})
-    num_nodes: int = field(default=1, metadata={"help": "machines of a multi-node run (see docs/scaling.md)"})
-    early_stopping_patience: int = field(
-        default=0, metadata={"help": "stop after this many validations without a better val NLL; 0 disables"}
+    num_nodes: int = bounded(1, ge=1, help="machines of a multi-node run (see docs/scaling.md)")
+    early_stopping_patience: int = bounded(0, ge=0, help="stop after this many validations without a better val NLL; 0 disables")
+    num_workers: int = bounded(0, ge=0, help="DataLoader worker processes (0: load in the main process)")
+    limit_train_batches: float = bounded(1.0, gt=0, help="share (<= 1.0) or number of training batches per epoch")
+    limit_val_batches: float = bounded(1.0, ge=0, help="share (<= 1.0) or number of validation batches per check")
+    check_val_every_n_epoch: int = bounded(1, ge=1, help="validate every N epochs")
+    window_align: int = bounded(
+        1, ge=1,
+        help="training windows start at multiples of this many tokens (bar-aligned windows for fixed-rate tokenizers)",
     )
-    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes (0: load in the main process)"})
-    limit_train_batches: float = field(default=1.0, metadata={"help": "share (<= 1.0) or number of training batches per epoch"})
-    limit_val_batches: float = field(default=1.0, metadata={"help": "share (<= 1.0) or number of validation batches per check"})
-    check_val_every_n_epoch: int = field(default=1, metadata={"help": "validate every N epochs"})
-    window_align: int = field(
-        default=1,
-        metadata={"help": "training windows start at multiples of this many tokens (bar-aligned "
-                  "windows for fixed-rate tokenizers)"},
-    )
-    checkpoint_every_n_steps: int = field(
-        default=200, metadata={"help": "also save checkpoints/last.ckpt every N optimizer steps (0: epoch ends only)"}
-    )
-    accumulate_grad_batches: int = field(default=1, metadata={"help": "batches summed per optimizer step"})
-    lr_plateau_factor: float = field(default=0.5, metadata={"help": "lr_schedule plateau: multiply lr by this"})
-    lr_plateau_patience: int = field(default=2, metadata={"help": "lr_schedule plateau: epochs without improvement"})
+    checkpoint_every_n_steps: int = bounded(200, ge=0, help="also save checkpoints/last.ckpt every N optimizer steps (0: epoch ends only)")
+    accumulate_grad_batches: int = bounded(1, ge=1, help="batches summed per optimizer step")
+    lr_plateau_factor: float = bounded(0.5, gt=0, lt=1, help="lr_schedule plateau: multiply lr by this")
+    lr_plateau_patience: int = bounded(2, ge=0, help="lr_schedule plateau: epochs without improvement")
     freeze: list = field(
         default_factory=list,
         metadata={"help": "parameter-name prefixes not trained (fine-tuning), e.g. [encoder] or [embed, lstm]"},
@@ -88,17 +87,15 @@ class TrainSection:
 class GenerateSection:
     """How many samples to generate after training, and when each one stops."""
 
-    n: int = field(default=8, metadata={"help": "samples generated after training"})
-    batch_size: int = field(default=8, metadata={"help": "samples generated together"})
-    max_tokens: Optional[int] = field(
-        default=None,
-        metadata={"help": "new tokens per sample at most; empty: 512, or sized from max_seconds / "
-                  "max_bars and the training data's tokens per second / per bar (musicfw/engine/budget.py)"},
+    n: int = bounded(8, ge=1, help="samples generated after training")
+    batch_size: int = bounded(8, ge=1, help="samples generated together")
+    max_tokens: Optional[int] = bounded(
+        None, ge=1,
+        help="new tokens per sample at most; empty: 512, or sized from max_seconds / "
+        "max_bars and the training data's tokens per second / per bar (musicfw/engine/budget.py)",
     )
-    max_bars: Optional[int] = field(default=None, metadata={"help": "stop a sample after this many new bars"})
-    max_seconds: Optional[float] = field(
-        default=None, metadata={"help": "stop a sample after this many seconds of new music"}
-    )
+    max_bars: Optional[int] = bounded(None, ge=1, help="stop a sample after this many new bars")
+    max_seconds: Optional[float] = bounded(None, gt=0, help="stop a sample after this many seconds of new music")
     prompt: Optional[str] = field(default=None, metadata={"help": "a MIDI file to continue"})
     chords: Any = field(
         default=None,
@@ -130,7 +127,7 @@ class EvaluateSection:
     reference_split: str = choice(
         "test", ("train", "valid", "test"), "the held-out split the likelihood and the generated set are measured against"
     )
-    max_reference: int = field(default=100, metadata={"help": "reference pieces compared with the samples at most"})
+    max_reference: int = bounded(100, ge=1, help="reference pieces compared with the samples at most")
 
 
 @dataclass
@@ -144,7 +141,7 @@ class LoggerSection:
         default="wandb",
         metadata={"help": "a logger plugin: wandb, csv, tensorboard, none, or one a package adds (all write inside the run folder)"},
     )
-    log_every_n_steps: int = field(default=10, metadata={"help": "log the training loss every N optimizer steps"})
+    log_every_n_steps: int = bounded(10, ge=1, help="log the training loss every N optimizer steps")
     log_samples: bool = field(default=True, metadata={"help": "log the samples' piano rolls and audio to the logger"})
 
 
@@ -163,13 +160,11 @@ class AugmentSection:
         default_factory=lambda: [0, 0],
         metadata={"help": "[lowest, highest] semitone shift, drawn uniformly (e.g. [-5, 6])"},
     )
-    time_stretch: list = field(
-        default_factory=lambda: [1.0],
-        metadata={"help": "tempo stretch factors drawn uniformly (e.g. [0.95, 0.975, 1.0, 1.025, 1.05])"},
+    time_stretch: list = bounded(
+        [1.0], gt=0, min_items=1,
+        help="tempo stretch factors drawn uniformly (e.g. [0.95, 0.975, 1.0, 1.025, 1.05])",
     )
-    velocity_jitter: int = field(
-        default=0, metadata={"help": "each note's velocity moves by up to this much (uniform)"}
-    )
+    velocity_jitter: int = bounded(0, ge=0, help="each note's velocity moves by up to this much (uniform)")
     out_of_range: str = choice(
         "drop", ("drop", "refuse"), "notes transposed out of the tokenizer's pitch range"
     )
@@ -191,7 +186,7 @@ class Experiment:
     """The top level of an experiment YAML."""
 
     name: str = field(default="experiment", metadata={"help": "run folders are OUTPUT_DIR/NAME-TIMESTAMP/"})
-    seed: int = field(default=0, metadata={"help": "one seed for splits, initialisation and sampling"})
+    seed: int = bounded(0, ge=0, le=2**32 - 1, help="one seed for splits, initialisation and sampling (numpy's range)")
     output_dir: str = field(default="runs", metadata={"help": "where run folders go"})
     init_from: Optional[str] = field(
         default=None,
@@ -316,50 +311,7 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         raise ConfigError(f"Cannot parse the command-line overrides: {exc}") from None
 
 
-#: value bounds of the non-plugin sections: key -> (test, what is allowed)
-_BOUNDS: dict[str, tuple[Any, str]] = {
-    "train.lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-    "train.weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
-    "train.gradient_clip_val": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.seq_len": (lambda v: v >= 1, "an integer >= 1"),
-    "train.max_epochs": (lambda v: v >= -1, "an integer >= -1 (-1: no limit)"),
-    "train.max_steps": (lambda v: v >= -1, "an integer >= 0 (0: no training), or -1 for no limit"),
-    "train.warmup_steps": (lambda v: v >= 0, "an integer >= 0"),
-    "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
-    "train.window_align": (lambda v: v >= 1, "an integer >= 1"),
-    "train.accumulate_grad_batches": (lambda v: v >= 1, "an integer >= 1"),
-    "train.checkpoint_every_n_steps": (lambda v: v >= 0, "an integer >= 0"),
-    "train.check_val_every_n_epoch": (lambda v: v >= 1, "an integer >= 1"),
-    "train.early_stopping_patience": (lambda v: v >= 0, "an integer >= 0 (0: off)"),
-    "train.limit_train_batches": (lambda v: math.isfinite(v) and v > 0, "a fraction in (0, 1] or a count >= 1"),
-    "train.limit_val_batches": (lambda v: math.isfinite(v) and v >= 0, "a fraction in [0, 1] or a count"),
-    "generate.n": (lambda v: v >= 1, "an integer >= 1"),
-    "generate.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "generate.max_tokens": (lambda v: v is None or v >= 1, "an integer >= 1, or null (sized from max_seconds / max_bars)"),
-    "generate.max_bars": (lambda v: v is None or v >= 1, "an integer >= 1, or null"),
-    "generate.max_seconds": (lambda v: v is None or (math.isfinite(v) and v > 0), "a number > 0, or null"),
-    "evaluate.max_reference": (lambda v: v >= 1, "an integer >= 1"),
-    "logger.log_every_n_steps": (lambda v: v >= 1, "an integer >= 1"),
-}
-
-
-def _check_bounds(cfg: DictConfig, source: _Source) -> None:
-    """Values the types allow but training or generation cannot use: caught here, before any
-    run folder exists or any training starts."""
-    for key, (ok, allowed) in _BOUNDS.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None and not key.startswith("generate."):
-            continue
-        try:
-            good = bool(ok(value))
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f"Invalid config{_at(source, key)}: {key} must be {allowed}, got {value!r}.")
-
-
-def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = False) -> DictConfig:
+def _validate_logger(raw: Any, registries: Any, source: Source, saved: bool = False) -> DictConfig:
     """``logger:``: the engine's own keys (:class:`LoggerSection`) and the chosen logger
     plugin's parameters (validated against its ``Config`` like any plugin section).
 
@@ -372,7 +324,7 @@ def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = F
         raw = OmegaConf.create({"name": raw})
     if not isinstance(raw, DictConfig):
         raise ConfigError(
-            f"Invalid config{_at(source, 'logger')}: logger must be a section such as {{name: csv}}, "
+            f"Invalid config{source.at('logger')}: logger must be a section such as {{name: csv}}, "
             f"not {type(raw).__name__}."
         )
     engine = {f.name for f in dataclasses.fields(LoggerSection)} - {"name"}
@@ -390,7 +342,8 @@ def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = F
     try:
         common = OmegaConf.merge(OmegaConf.structured(LoggerSection), own)
     except OmegaConfBaseException as exc:
-        raise _schema_error(exc, source, "logger") from None
+        raise schema_error(exc, source, "logger") from None
+    check_values(common, LoggerSection, source, "logger")
     plugin = validate_plugin_section(rest, "loggers", registries, "logger", source)
     merged = OmegaConf.create(OmegaConf.to_container(plugin))
     for key in sorted(engine, key=[f.name for f in dataclasses.fields(LoggerSection)].index):
@@ -398,17 +351,14 @@ def _validate_logger(raw: Any, registries: Any, source: _Source, saved: bool = F
     return merged
 
 
-def _validate_slots(cfg: DictConfig, registries: Any, source: _Source) -> None:
-    seed = cfg.get("seed")
-    if isinstance(seed, int) and not 0 <= seed <= 2**32 - 1:
-        raise ConfigError(f"Invalid config{_at(source, 'seed')}: seed must be in 0..4294967295 (numpy's range), got {seed}.")
+def _validate_slots(cfg: DictConfig, registries: Any, source: Source) -> None:
     for key, kind in PLUGIN_SLOTS.items():
         raw = cfg.get(key)
         if raw is None:
             continue
         if isinstance(raw, ListConfig):
             if key != "sampler":
-                raise ConfigError(f"Invalid config{_at(source, key)}: {key} must be one section, not a list.")
+                raise source.error(key, f"{key} must be one section, not a list.")
             cfg[key] = [
                 validate_plugin_section(item, kind, registries, f"{key}[{i}]", source)
                 for i, item in enumerate(raw)
@@ -436,13 +386,13 @@ def load_config(
     registries = registries if registries is not None else load_registries()
     overrides = list(overrides)
     if path is None:
-        raw, source = OmegaConf.create({}), _Source(None, None, overrides)
+        raw, source = OmegaConf.create({}), Source(None, None, overrides)
     elif isinstance(path, (dict, DictConfig)):
-        raw, source = OmegaConf.create(path if isinstance(path, dict) else OmegaConf.to_container(path)), _Source(None, None, overrides)
+        raw, source = OmegaConf.create(path if isinstance(path, dict) else OmegaConf.to_container(path)), Source(None, None, overrides)
     else:
         p = Path(path)
         raw, text = _read_yaml(p)
-        source = _Source(p, text, overrides)
+        source = Source(p, text, overrides)
     override_cfg = _parse_overrides(overrides)
 
     # plugin slots are validated separately (their schema depends on the chosen name)
@@ -450,11 +400,11 @@ def load_config(
     try:
         merged = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as exc:
-        raise _schema_error(exc, source) from None
+        raise schema_error(exc, source) from None
     try:
         merged = OmegaConf.merge(merged, override_cfg)
     except OmegaConfBaseException as exc:
-        raise _schema_error(exc, source) from None
+        raise schema_error(exc, source) from None
     except TypeError:  # a dict override onto a list (or back): omegaconf cannot merge them
         key = next(
             (k for k in override_cfg if isinstance(merged.get(k), ListConfig) != isinstance(override_cfg[k], ListConfig)),
@@ -470,26 +420,22 @@ def load_config(
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
         msg = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"Invalid config{_at(source, str(key))}: cannot resolve the interpolation at {key}: {msg}") from None
-    _check_choices(merged, Experiment, source, "")
+        raise source.error(str(key), f"cannot resolve the interpolation at {key}: {msg}") from None
+    check_values(merged, Experiment, source)
     for key in ("data", "tokenizer", "model"):
         if merged.get(key) is None:
             names = ", ".join(registries[PLUGIN_SLOTS[key]].names()) or "(none installed)"
-            raise ConfigError(
-                f"Invalid config{_at(source, key)}: the `{key}` section is missing. "
-                f"Give it as {{name: ...}} with one of: {names}."
-            )
+            raise source.error(key, f"the `{key}` section is missing. Give it as {{name: ...}} with one of: {names}.")
     plain = OmegaConf.create(OmegaConf.to_container(merged))  # drop the schema's typing on slots
     if plain.sampler is None:
         plain.sampler = dict(DEFAULT_SAMPLER)
     plain.logger = _validate_logger(plain.get("logger"), registries, source, saved)
-    _check_bounds(plain, source)
     if plain.get("limits") is not None:
         from musicfw.music.limits import Limits
 
         raw_limits = plain.limits
         if not isinstance(raw_limits, DictConfig):
-            raise ConfigError(f"Invalid config{_at(source, 'limits')}: limits must be a mapping such as {{max_notes: 500000}}.")
+            raise source.error("limits", "limits must be a mapping such as {max_notes: 500000}.")
         Limits.from_mapping(OmegaConf.to_container(raw_limits), base=Limits.from_env(), where="limits")
     _validate_slots(plain, registries, source)
     return plain

@@ -44,8 +44,8 @@ from typing import Any, Iterator, List, Optional
 
 from musicfw.core.atomic import atomic_path, atomic_write
 from musicfw.core.dataset import MusicDataset, Piece, SplitConfig, cache_root
-from musicfw.core.errors import ConfigError, DataError
-from musicfw.core.params import choice
+from musicfw.core.errors import DataError
+from musicfw.core.params import bounded, choice
 
 from .m21convert import Unit
 
@@ -81,8 +81,6 @@ def select(units: list[Unit], max_count: int | None) -> list[Unit]:
     a larger ``max_count`` only adds units)."""
     if max_count is None or max_count >= len(units):
         return units
-    if max_count <= 0:
-        raise ConfigError(f"data.max_count must be positive, got {max_count}.")
     chosen = set(sorted((u.id for u in units), key=_hash_order)[:max_count])
     return [u for u in units if u.id in chosen]
 
@@ -262,18 +260,13 @@ class CorpusStore:
 
 @dataclass
 class CorpusConfig(SplitConfig):
-    max_count: Optional[int] = field(
-        default=None,
-        metadata={"help": "use at most this many pieces (a fixed, representative subset)"},
-    )
+    max_count: Optional[int] = bounded(None, ge=1, help="use at most this many pieces (a fixed, representative subset)")
     cache_dir: Optional[str] = field(
         default=None,
         metadata={"help": "where converted pieces are cached (default: $MUSICFW_CACHE_DIR or "
                   "the user's cache folder)"},
     )
-    num_workers: int = field(
-        default=0, metadata={"help": "processes converting the corpus the first time (0: all cores)"}
-    )
+    num_workers: int = bounded(0, ge=0, help="processes converting the corpus the first time (0: all cores)")
     shipped: bool = field(
         default=True,
         metadata={"help": "read the MIDI that musicfw ships, converted ahead from the same music21 "
@@ -434,7 +427,7 @@ def _header_fields(header: str) -> str:
 class FolkMelodiesConfig(CorpusConfig):
     collections: List[str] = field(
         default_factory=lambda: list(FOLK_COLLECTIONS),
-        metadata={"help": "which of " + ", ".join(FOLK_COLLECTIONS)},
+        metadata={"choices": FOLK_COLLECTIONS, "min_items": 1, "help": "which collections (at least one)"},
     )
 
 
@@ -443,16 +436,6 @@ class FolkMelodies(Music21Corpus):
 
     name = "folk_melodies"
     Config = FolkMelodiesConfig
-
-    def __init__(self, config: FolkMelodiesConfig | None = None):
-        super().__init__(config)
-        chosen = list(self.config.collections)
-        unknown = [c for c in chosen if c not in FOLK_COLLECTIONS]
-        if unknown or not chosen:
-            raise ConfigError(
-                f"data.collections: {unknown or chosen!r} is not a selection of folk "
-                f"collections. Allowed values: {', '.join(FOLK_COLLECTIONS)}."
-            )
 
     def units(self) -> list[Unit]:
         units: list[Unit] = []

@@ -10,6 +10,7 @@ from typing import Optional
 
 from musicfw.core.dataset import MusicDataset, Piece, SplitConfig
 from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.params import bounded, choice
 from musicfw.music.midiload import load_score
 
 from .scorefiles import SCORE_SUFFIXES
@@ -21,10 +22,8 @@ from musicfw.music.midiload import MIDI_SUFFIXES  # noqa: E402  (one list for da
 class MidiFolderConfig(SplitConfig):
     path: str = field(default="", metadata={"help": "folder of MIDI files (or one MIDI file)"})
     recursive: bool = field(default=True, metadata={"help": "also read sub-folders"})
-    min_notes: int = field(default=1, metadata={"help": "skip files with fewer notes"})
-    max_files: Optional[int] = field(
-        default=None, metadata={"help": "read only the first N files (sorted by path)"}
-    )
+    min_notes: int = bounded(1, ge=0, help="skip files with fewer notes")
+    max_files: Optional[int] = bounded(None, ge=0, help="read only the first N files (sorted by path)")
     scores: bool = field(
         default=True,
         metadata={"help": "also read MusicXML (.musicxml .xml .mxl), ABC (.abc) and Humdrum (.krn) "
@@ -35,21 +34,18 @@ class MidiFolderConfig(SplitConfig):
         metadata={"help": "where converted scores are cached (default: $MUSICFW_CACHE_DIR or "
                   "the user's cache folder)"},
     )
-    num_workers: int = field(
-        default=0,
-        metadata={"help": "processes reading and tokenizing the files into token shards (format "
-                  "shards) and converting scores the first time (0: all cores)"},
+    num_workers: int = bounded(
+        0, ge=0,
+        help="processes reading and tokenizing the files into token shards (format "
+        "shards) and converting scores the first time (0: all cores)",
     )
-    format: str = field(
-        default="auto",
-        metadata={"choices": ("auto", "cache", "shards"),
-                  "help": "token storage: cache (one memory-mapped array, read in one process), "
-                  "shards (Arrow shards prepared in parallel, resumable, checked; docs/scaling.md), "
-                  "auto: shards from 2,000 files on"},
+    format: str = choice(
+        "auto", ("auto", "cache", "shards"),
+        "token storage: cache (one memory-mapped array, read in one process), "
+        "shards (Arrow shards prepared in parallel, resumable, checked; docs/scaling.md), "
+        "auto: shards from 2,000 files on",
     )
-    shard_files: int = field(
-        default=500, metadata={"help": "format shards: about this many files per shard"}
-    )
+    shard_files: int = bounded(500, ge=1, help="format shards: about this many files per shard")
 
 
 class MidiFolder(MusicDataset):

@@ -95,13 +95,6 @@ class PianoRollBenchmark(MusicDataset):
 
     def __init__(self, config: PianoRollBenchmarkConfig | None = None):
         super().__init__(config)
-        if self.config.dataset not in BENCHMARKS:
-            from musicfw.core.errors import ConfigError
-
-            raise ConfigError(
-                f"data.dataset: {self.config.dataset!r} is not a benchmark. "
-                f"Allowed values: {', '.join(BENCHMARKS)}."
-            )
         self.score_first_position = bool(self.config.score_first_frame)
 
     def frames(self, split: str) -> list[np.ndarray]:

@@ -29,13 +29,13 @@ markers (a reference chorale), from the music library's chord recogniser as REMI
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from musicfw.core.params import bounded, choice
 from musicfw.core.metric import Metric
-from musicfw.core.params import choice
 from musicfw.music.chords import chord_tone_ratio, marker_chords, recognise_score
 from musicfw.music.notes import piece_notes
 
@@ -63,9 +63,7 @@ class ChordToneRatioConfig:
         "chord-conditioned sample carries its given chords), the chord recogniser as REMI runs it, or auto "
         "(markers when the piece has them, else the recogniser)",
     )
-    chord_quarters: int = field(
-        default=2, metadata={"help": "recogniser: chord segment length in quarters (as REMI's chord_quarters)"}
-    )
+    chord_quarters: int = bounded(2, ge=1, help="recogniser: chord segment length in quarters (as REMI's chord_quarters)")
 
 
 class ChordToneRatio(Metric):

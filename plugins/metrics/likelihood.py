@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from musicfw.core.metric import Metric
+from musicfw.core.params import bounded
 
 
 def _model_device(model: Any) -> Any:
@@ -66,14 +67,11 @@ class NLL(Metric):
             default="test",
             metadata={"choices": ("test", "valid"), "help": "held-out split whose likelihood is measured"},
         )
-        max_batches: int = field(default=0, metadata={"help": "stop after this many batches; 0 = the whole split"})
+        max_batches: int = bounded(0, ge=0, help="stop after this many batches; 0 = the whole split")
         per_note: bool = field(
             default=True,
             metadata={"help": "also NLL per note and per second (decodes every held-out sequence)"},
         )
-
-    def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
 
     @classmethod
     def from_config(cls, config: Any, **context: Any) -> "NLL":

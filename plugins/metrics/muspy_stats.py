@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from musicfw.core.metric import Metric
+from musicfw.core.params import bounded
 from musicfw.music.notes import PieceNotes, piece_notes
 
 #: MusPy's default time resolution (muspy.DEFAULT_RESOLUTION), used for the groove grid
@@ -164,28 +165,18 @@ class MusPyStatistics(Metric):
 
     @dataclass
     class Config:
-        scale_root: int = field(
-            default=-1,
-            metadata={"help": "pitch class of the scale for pitch_in_scale_rate (0 = C); -1: the best-fitting scale"},
+        scale_root: int = bounded(
+            -1, ge=-1, le=11, help="pitch class of the scale for pitch_in_scale_rate (0 = C); -1: the best-fitting scale"
         )
         scale_mode: str = field(
             default="major", metadata={"choices": ("major", "minor"), "help": "mode of a fixed scale"}
         )
-        polyphony_threshold: int = field(
-            default=2,
-            metadata={"help": "polyphony_rate counts time with more than this many pitches (MusPy: 2)"},
+        polyphony_threshold: int = bounded(
+            2, ge=0, help="polyphony_rate counts time with more than this many pitches (MusPy: 2)"
         )
-        groove_resolution: int = field(
-            default=MUSPY_RESOLUTION,
-            metadata={"help": "grid steps per quarter note for groove_consistency (MusPy's default 24)"},
+        groove_resolution: int = bounded(
+            MUSPY_RESOLUTION, ge=1, help="grid steps per quarter note for groove_consistency (MusPy's default 24)"
         )
-
-    def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
-        if self.config.groove_resolution < 1:
-            raise ValueError("muspy.groove_resolution must be >= 1")
-        if self.config.scale_root >= 12:
-            raise ValueError("muspy.scale_root must be -1 or a pitch class 0..11")
 
     @classmethod
     def from_config(cls, config: Any, **context: Any) -> "MusPyStatistics":

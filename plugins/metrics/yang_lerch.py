@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from musicfw.core.metric import Metric
+from musicfw.core.params import bounded
 from musicfw.music.notes import PieceNotes, piece_notes
 
 #: note-length classes of mgeval in 1/96 of a whole note: full, half, quarter, 8th, 16th,
@@ -178,13 +179,9 @@ class YangLerch(Metric):
 
     @dataclass
     class Config:
-        num_bars: int = field(
-            default=8,
-            metadata={"help": "bars measured by the per-bar features (shorter pieces count empty bars)"},
-        )
-        track: int = field(
-            default=-1,
-            metadata={"help": "-1: all non-drum tracks together; i >= 0: only track i (mgeval reads one track)"},
+        num_bars: int = bounded(8, ge=1, help="bars measured by the per-bar features (shorter pieces count empty bars)")
+        track: int = bounded(
+            -1, ge=-1, help="-1: all non-drum tracks together; i >= 0: only track i (mgeval reads one track)"
         )
         transition_normalize: str = field(
             default="all",
@@ -193,17 +190,9 @@ class YangLerch(Metric):
                 "help": "transition matrices: raw counts, rows summing to 1, or the whole matrix summing to 1",
             },
         )
-        transition_threshold: float = field(
-            default=0.05,
-            metadata={"help": "seconds between a note's end and the next note's start (pretty_midi's time_thresh)"},
+        transition_threshold: float = bounded(
+            0.05, gt=0, help="seconds between a note's end and the next note's start (pretty_midi's time_thresh)"
         )
-
-    def __init__(self, config: Any = None):
-        self.config = config if config is not None else self.Config()
-        if self.config.num_bars < 1:
-            raise ValueError(f"yang_lerch.num_bars must be >= 1, got {self.config.num_bars}")
-        if self.config.transition_threshold <= 0:
-            raise ValueError("yang_lerch.transition_threshold must be > 0 seconds")
 
     @classmethod
     def from_config(cls, config: Any, **context: Any) -> "YangLerch":

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from musicfw.core.errors import ConfigError
+from musicfw.core.params import bounded
 from musicfw.core.sampler import Sampler
-
-
-def _positive(value: float, what: str) -> float:
-    if not value > 0:
-        raise ConfigError(f"{what} must be > 0, got {value}")
-    return value
 
 
 class Greedy(Sampler):
@@ -39,11 +33,7 @@ class Temperature(Sampler):
 
     @dataclass
     class Config:
-        temperature: float = field(default=1.0, metadata={"help": "τ > 0; 1 is the model's own distribution"})
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        _positive(self.config.temperature, "temperature")
+        temperature: float = bounded(1.0, gt=0, help="τ; 1 is the model's own distribution")
 
     def process(self, logits: Any) -> Any:
         return logits / self.config.temperature
@@ -56,12 +46,7 @@ class TopK(Sampler):
 
     @dataclass
     class Config:
-        k: int = field(default=40, metadata={"help": "number of candidates kept, >= 1"})
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        if self.config.k < 1:
-            raise ConfigError(f"top_k.k must be >= 1, got {self.config.k}")
+        k: int = bounded(40, ge=1, help="number of candidates kept")
 
     def process(self, logits: Any) -> Any:
         import torch
@@ -78,12 +63,7 @@ class TopP(Sampler):
 
     @dataclass
     class Config:
-        p: float = field(default=0.95, metadata={"help": "cumulative probability kept, in (0, 1]"})
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        if not 0 < self.config.p <= 1:
-            raise ConfigError(f"top_p.p must be in (0, 1], got {self.config.p}")
+        p: float = bounded(0.95, gt=0, le=1, help="cumulative probability kept")
 
     def process(self, logits: Any) -> Any:
         import torch
@@ -106,11 +86,7 @@ class Bernoulli(Sampler):
 
     @dataclass
     class Config:
-        temperature: float = field(default=1.0, metadata={"help": "τ > 0 applied to each key's logit"})
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        _positive(self.config.temperature, "temperature")
+        temperature: float = bounded(1.0, gt=0, help="τ applied to each key's logit")
 
     def process(self, logits: Any) -> Any:
         return logits / self.config.temperature

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from musicfw.core.errors import ConfigError
+from musicfw.core.params import bounded
 from musicfw.core.sampler import Sampler
 
 
@@ -19,15 +19,8 @@ class RepetitionPenalty(Sampler):
 
     @dataclass
     class Config:
-        penalty: float = field(default=1.2, metadata={"help": "θ > 0; 1 changes nothing, > 1 discourages repeats"})
-        window: int = field(default=0, metadata={"help": "only the last N tokens count; 0 = the whole sequence"})
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        if not self.config.penalty > 0:
-            raise ConfigError(f"repetition_penalty.penalty must be > 0, got {self.config.penalty}")
-        if self.config.window < 0:
-            raise ConfigError(f"repetition_penalty.window must be >= 0, got {self.config.window}")
+        penalty: float = bounded(1.2, gt=0, help="θ; 1 changes nothing, > 1 discourages repeats")
+        window: int = bounded(0, ge=0, help="only the last N tokens count; 0 = the whole sequence")
 
     def process(self, logits: Any, history: Any) -> Any:
         import torch

@@ -165,9 +165,11 @@ def next_in_group(group: np.ndarray) -> np.ndarray:
 
 
 def check_pitch_range(name: str, min_pitch: int, max_pitch: int) -> None:
-    """A tokenizer's pitch range must be a non-empty part of MIDI's 0..127."""
-    if not 0 <= min_pitch <= max_pitch <= 127:
-        raise ValueError(f"{name}: need 0 <= min_pitch <= max_pitch <= 127, got {min_pitch}, {max_pitch}")
+    """A tokenizer's pitch range must not be empty (each end's 0..127 is a declared bound)."""
+    if min_pitch > max_pitch:
+        from musicfw.core.errors import ConfigError
+
+        raise ConfigError(f"{name}: min_pitch ({min_pitch}) must be <= max_pitch ({max_pitch}).")
 
 
 # -- coverage: which notes an encoding represents -----------------------------------------

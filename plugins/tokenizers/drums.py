@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.params import bounded
 from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
@@ -44,9 +45,9 @@ CLASS_PITCH = np.array([p[0] for _, p in DRUM_CLASSES], dtype=np.int64)
 
 @dataclass
 class DrumsConfig:
-    steps_per_quarter: int = field(default=4, metadata={"help": "steps per quarter note (4 -> 16 per 4/4 bar)"})
+    steps_per_quarter: int = bounded(4, ge=1, help="steps per quarter note (4 -> 16 per 4/4 bar)")
     drum_tracks_only: bool = field(default=True, metadata={"help": "read only drum tracks (else every track)"})
-    velocity: int = field(default=80, metadata={"help": "velocity of decoded hits"})
+    velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded hits")
 
 
 class Drums(Tokenizer):
@@ -58,10 +59,6 @@ class Drums(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if c.steps_per_quarter < 1:
-            raise ValueError("drums: steps_per_quarter must be >= 1")
-        if not 1 <= c.velocity <= 127:
-            raise ValueError("drums: velocity must be in 1..127")
         self.steps_per_bar = 4 * c.steps_per_quarter
         names = []
         for i in range(2**N_CLASSES):

@@ -13,11 +13,12 @@ top pitch changes or the top pitch is struck again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from musicfw.core.params import bounded
 from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
@@ -33,10 +34,10 @@ NUM_SPECIAL = 2
 
 @dataclass
 class MelodyConfig:
-    min_pitch: int = field(default=0, metadata={"help": "lowest pitch (notes below are dropped)"})
-    max_pitch: int = field(default=127, metadata={"help": "highest pitch, inclusive (notes above are dropped)"})
-    steps_per_quarter: int = field(default=4, metadata={"help": "steps per quarter note (4 -> 16 per 4/4 bar)"})
-    velocity: int = field(default=80, metadata={"help": "velocity of decoded notes (MusicVAE uses 80)"})
+    min_pitch: int = bounded(0, ge=0, le=127, help="lowest pitch (notes below are dropped)")
+    max_pitch: int = bounded(127, ge=0, le=127, help="highest pitch, inclusive (notes above are dropped)")
+    steps_per_quarter: int = bounded(4, ge=1, help="steps per quarter note (4 -> 16 per 4/4 bar)")
+    velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded notes (MusicVAE uses 80)")
 
 
 class Melody(Tokenizer):
@@ -49,10 +50,6 @@ class Melody(Tokenizer):
         super().__init__(config)
         c = self.config
         check_pitch_range("melody", c.min_pitch, c.max_pitch)
-        if c.steps_per_quarter < 1:
-            raise ValueError("melody: steps_per_quarter must be >= 1")
-        if not 1 <= c.velocity <= 127:
-            raise ValueError("melody: velocity must be in 1..127")
         self.n_pitches = c.max_pitch - c.min_pitch + 1
         #: steps in a 4/4 bar (MusicVAE's bars are 4/4)
         self.steps_per_bar = 4 * c.steps_per_quarter

@@ -39,11 +39,12 @@ melody (track "melody") and the chords as block triads in root position around C
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from musicfw.core.params import bounded
 from musicfw.core.tokenizer import Tokenizer
 from musicfw.music.chords import (
     CHORD_QUALITIES,
@@ -69,9 +70,7 @@ MELODY_TRACK_PREFIXES = ("soprano", "melody")
 
 @dataclass
 class MelodyChordsConfig(MelodyConfig):
-    chord_quarters: int = field(
-        default=1, metadata={"help": "length of a chord segment in quarters (1: a chord per beat)"}
-    )
+    chord_quarters: int = bounded(1, ge=1, help="length of a chord segment in quarters (1: a chord per beat)")
 
 
 def melody_track_index(score: Any) -> int | None:
@@ -94,8 +93,6 @@ class MelodyChords(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if c.chord_quarters < 1:
-            raise ValueError("melody_chords: chord_quarters must be >= 1")
         self.melody = Melody(MelodyConfig(c.min_pitch, c.max_pitch, c.steps_per_quarter, c.velocity))
         self.n_melody = self.melody.vocab_size
         self.steps_per_bar = self.melody.steps_per_bar

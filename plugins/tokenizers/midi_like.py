@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.params import bounded
 from musicfw.core.tokenizer import Tokenizer
 from musicfw.music.limits import check_piece, check_tokens
 from musicfw.music.notes import DRUM_PROGRAM, piece_notes
@@ -41,16 +42,16 @@ TYPE_NAMES = ("NoteOn", "NoteOff", "TimeShift", "Velocity")
 
 @dataclass
 class MIDILikeConfig:
-    min_pitch: int = field(default=0, metadata={"help": "lowest pitch with NoteOn/NoteOff tokens"})
-    max_pitch: int = field(default=127, metadata={"help": "highest pitch (inclusive)"})
-    steps_per_second: int = field(default=100, metadata={"help": "time grid: 100 = 10 ms steps"})
-    max_shift_steps: int = field(default=100, metadata={"help": "number of TimeShift tokens (longest shift)"})
-    velocity_bins: int = field(default=32, metadata={"help": "number of Velocity tokens (1..127)"})
+    min_pitch: int = bounded(0, ge=0, le=127, help="lowest pitch with NoteOn/NoteOff tokens")
+    max_pitch: int = bounded(127, ge=0, le=127, help="highest pitch (inclusive)")
+    steps_per_second: int = bounded(100, ge=1, help="time grid: 100 = 10 ms steps")
+    max_shift_steps: int = bounded(100, ge=1, help="number of TimeShift tokens (longest shift)")
+    velocity_bins: int = bounded(32, ge=1, le=127, help="number of Velocity tokens")
     sustain_pedal: bool = field(
         default=False, metadata={"help": "extend notes held by the sustain pedal (as Magenta does)"}
     )
     include_drums: bool = field(default=False, metadata={"help": "also tokenize drum tracks"})
-    default_velocity: int = field(default=64, metadata={"help": "velocity of NoteOns before any Velocity token"})
+    default_velocity: int = bounded(64, ge=1, le=127, help="velocity of NoteOns before any Velocity token")
 
 
 class MIDILike(Tokenizer):
@@ -63,10 +64,6 @@ class MIDILike(Tokenizer):
         super().__init__(config)
         c = self.config
         check_pitch_range("midi_like", c.min_pitch, c.max_pitch)
-        if c.steps_per_second < 1 or c.max_shift_steps < 1:
-            raise ValueError("midi_like: steps_per_second and max_shift_steps must be >= 1")
-        if not 1 <= c.default_velocity <= 127:
-            raise ValueError("midi_like: default_velocity must be in 1..127")
         self._bin_of, self._bin_value = velocity_bins(c.velocity_bins)
         n_pitch = c.max_pitch - c.min_pitch + 1
         sizes = (n_pitch, n_pitch, c.max_shift_steps, c.velocity_bins)

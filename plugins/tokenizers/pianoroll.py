@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from musicfw.core.params import bounded
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
 from musicfw.music.grid import to_steps
 from musicfw.music.limits import check_piece, check_tokens
@@ -22,12 +23,12 @@ from ._common import Coverage, build_score, check_pitch_range, merged_tracks
 
 @dataclass
 class PianoRollConfig:
-    steps_per_quarter: int = field(default=4, metadata={"help": "frames per quarter note"})
-    min_pitch: int = field(default=21, metadata={"help": "lowest key (default: the piano's A0)"})
-    max_pitch: int = field(default=108, metadata={"help": "highest key, inclusive (default: C8)"})
+    steps_per_quarter: int = bounded(4, ge=1, help="frames per quarter note")
+    min_pitch: int = bounded(21, ge=0, le=127, help="lowest key (default: the piano's A0)")
+    max_pitch: int = bounded(108, ge=0, le=127, help="highest key, inclusive (default: C8)")
     onsets: bool = field(default=False, metadata={"help": "add K onset keys so repeated notes survive"})
     include_drums: bool = field(default=False, metadata={"help": "also roll drum tracks"})
-    velocity: int = field(default=80, metadata={"help": "velocity of decoded notes"})
+    velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded notes")
 
 
 class PianoRoll(Tokenizer):
@@ -41,10 +42,6 @@ class PianoRoll(Tokenizer):
         super().__init__(config)
         c = self.config
         check_pitch_range("pianoroll", c.min_pitch, c.max_pitch)
-        if c.steps_per_quarter < 1:
-            raise ValueError("pianoroll: steps_per_quarter must be >= 1")
-        if not 1 <= c.velocity <= 127:
-            raise ValueError("pianoroll: velocity must be in 1..127")
         self.n_pitches = c.max_pitch - c.min_pitch + 1
         names = [pitch_name(p) for p in range(c.min_pitch, c.max_pitch + 1)]
         if c.onsets:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from musicfw.core.params import choice
+from musicfw.core.params import bounded, choice
 from musicfw.core.tokenizer import Tokenizer
 from musicfw.music.chords import (
     CHORD_MARKER_PREFIX,
@@ -63,19 +63,19 @@ TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "Time
 
 @dataclass
 class REMIConfig:
-    beat_resolution: int = field(default=4, metadata={"help": "positions per quarter note (4 -> 16 per 4/4 bar)"})
-    min_pitch: int = field(default=21, metadata={"help": "lowest pitch kept (notes outside are dropped)"})
-    max_pitch: int = field(default=108, metadata={"help": "highest pitch kept (inclusive)"})
-    velocity_bins: int = field(default=32, metadata={"help": "number of Velocity tokens"})
-    max_duration_quarters: int = field(default=8, metadata={"help": "longest Duration (longer notes are clipped)"})
-    max_bar_quarters: int = field(default=8, metadata={"help": "longest bar (sets the number of Position tokens), >= 4"})
+    beat_resolution: int = bounded(4, ge=1, help="positions per quarter note (4 -> 16 per 4/4 bar)")
+    min_pitch: int = bounded(21, ge=0, le=127, help="lowest pitch kept (notes outside are dropped)")
+    max_pitch: int = bounded(108, ge=0, le=127, help="highest pitch kept (inclusive)")
+    velocity_bins: int = bounded(32, ge=1, le=127, help="number of Velocity tokens")
+    max_duration_quarters: int = bounded(8, ge=1, help="longest Duration (longer notes are clipped)")
+    max_bar_quarters: int = bounded(8, ge=4, help="longest bar (sets the number of Position tokens); a 4/4 bar must fit")
     use_tempos: bool = field(default=True, metadata={"help": "Tempo tokens"})
-    tempo_bins: int = field(default=32, metadata={"help": "number of Tempo tokens (geometric spacing)"})
-    min_tempo: float = field(default=40.0, metadata={"help": "slowest Tempo token, quarter notes per minute"})
-    max_tempo: float = field(default=250.0, metadata={"help": "fastest Tempo token"})
+    tempo_bins: int = bounded(32, ge=1, help="number of Tempo tokens (geometric spacing)")
+    min_tempo: float = bounded(40.0, gt=0, help="slowest Tempo token, quarter notes per minute")
+    max_tempo: float = bounded(250.0, gt=0, help="fastest Tempo token")
     use_time_signatures: bool = field(default=True, metadata={"help": "TimeSig tokens after Bar; otherwise every bar is 4/4"})
     use_chords: bool = field(default=False, metadata={"help": "Chord tokens from a rule-based recognizer"})
-    chord_quarters: int = field(default=2, metadata={"help": "chord segment length in quarters (from each bar start)"})
+    chord_quarters: int = bounded(2, ge=1, help="chord segment length in quarters (from each bar start)")
     chord_method: str = choice(
         "cosine",
         ("cosine", "count"),
@@ -97,13 +97,11 @@ class REMI(Tokenizer):
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
-        if c.beat_resolution < 1:
-            raise ValueError("remi: beat_resolution must be >= 1")
         check_pitch_range("remi", c.min_pitch, c.max_pitch)
-        if c.max_bar_quarters < 4:
-            raise ValueError("remi: max_bar_quarters must be >= 4 (a 4/4 bar must fit)")
-        if c.max_duration_quarters < 1 or c.chord_quarters < 1:
-            raise ValueError("remi: max_duration_quarters and chord_quarters must be >= 1")
+        if c.use_tempos and c.min_tempo > c.max_tempo:
+            from musicfw.core.errors import ConfigError
+
+            raise ConfigError(f"remi: min_tempo ({c.min_tempo}) must be <= max_tempo ({c.max_tempo}).")
         res = c.beat_resolution
         self._bin_of, self._bin_value = velocity_bins(c.velocity_bins)
         self.n_positions = c.max_bar_quarters * res

@@ -5,7 +5,9 @@ The plugin class is cheap to import; torch is imported in ``from_config``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from musicfw.core.params import bounded
 
 
 class Bigram:
@@ -15,7 +17,7 @@ class Bigram:
 
     @dataclass
     class Config:
-        smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the training loss, in [0, 1)"})
+        smoothing: float = bounded(0.0, ge=0, lt=1, help="label smoothing of the training loss")
 
     @classmethod
     def from_config(cls, config, tokenizer=None, **context):
@@ -23,8 +25,6 @@ class Bigram:
             raise ValueError("the bigram model needs a tokenizer")
         if tokenizer.kind != "categorical":
             raise ValueError("the bigram model predicts categorical tokens, not piano-roll frames")
-        if not 0.0 <= config.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {config.smoothing}")
         from .bigram_model import BigramModel
 
         return BigramModel(tokenizer.vocab_size, config.smoothing)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from musicfw.core.params import bounded
 from musicfw.core.sampler import Sampler
 
 
@@ -14,12 +15,9 @@ class MinP(Sampler):
 
     @dataclass
     class Config:
-        min_p: float = field(default=0.05, metadata={"help": "relative cut-off in (0, 1]"})
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        if not 0 < self.config.min_p <= 1:
-            raise ValueError(f"min_p must be in (0, 1], got {self.config.min_p}")
+        # the bounds are declared on the field: musicfw checks them (YAML, overrides, Python)
+        # and `musicfw plugins` shows them
+        min_p: float = bounded(0.05, gt=0, le=1, help="relative cut-off")
 
     def process(self, logits):
         import math

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from musicfw.core.params import bounded
 from musicfw.core.sampler import Sampler
 
 
@@ -15,12 +16,7 @@ class NoRepeatNGram(Sampler):
 
     @dataclass
     class Config:
-        n: int = field(default=4, metadata={"help": "n-gram length, >= 1"})
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        if self.config.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.config.n}")
+        n: int = bounded(4, ge=1, help="n-gram length")
 
     def process(self, logits, history):
         n = self.config.n

@@ -7,12 +7,13 @@ sampled sequence decodes without a dropped token), a clock (``generate.max_bars`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from musicfw.core.clock import Clock
 from musicfw.core.constraints import Grammar
+from musicfw.core.params import bounded
 from musicfw.core.tokenizer import Tokenizer
 
 BAR = 128  # the id after the 128 pitches
@@ -26,14 +27,9 @@ class PitchSequence(Tokenizer):
 
     @dataclass
     class Config:
-        note_ticks: int = field(default=240, metadata={"help": "length of each decoded note, in ticks"})
-        notes_per_bar: int = field(default=8, metadata={"help": "notes a bar holds (more are dropped)"})
+        note_ticks: int = bounded(240, ge=1, help="length of each decoded note, in ticks")
+        notes_per_bar: int = bounded(8, ge=1, help="notes a bar holds (more are dropped)")
         ticks_per_quarter: int = 480
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        if self.config.note_ticks < 1 or self.config.notes_per_bar < 1:
-            raise ValueError("note_ticks and notes_per_bar must be >= 1")
 
     @property
     def vocab(self) -> list[str]:

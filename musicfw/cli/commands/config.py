@@ -67,7 +67,7 @@ def _yaml(value: Any) -> str:
 
 
 def describe_sections() -> list[dict[str, Any]]:
-    """``[{"section", "doc", "fields": [{"key", "type", "default", "choices", "help"}]}]``:
+    """``[{"section", "doc", "fields": [{"key", "type", "default", "choices", "bounds", "allowed", "help"}]}]``:
     the top level first (its plugin and section slots included), then each section."""
     from musicfw.engine.config import Experiment, LoggerSection
 
@@ -81,7 +81,7 @@ def describe_sections() -> list[dict[str, Any]]:
         if dataclasses.is_dataclass(ftype):
             sections.append({"section": f.name, "doc": _doc(ftype), "fields": _fields(ftype)})
             continue
-        top["fields"].append(_field(f, ftype))
+        top["fields"].append(_field(Experiment, f, ftype))
         if f.name in engine_keys:
             sections.append({"section": f.name, "doc": _doc(engine_keys[f.name]), "fields": _fields(engine_keys[f.name])})
     return sections
@@ -93,16 +93,17 @@ def _doc(cls: type) -> str:
 
 def _fields(cls: type) -> list[dict[str, Any]]:
     hints = typing.get_type_hints(cls)
-    return [_field(f, hints.get(f.name, f.type)) for f in dataclasses.fields(cls)]
+    return [_field(cls, f, hints.get(f.name, f.type)) for f in dataclasses.fields(cls)]
 
 
-def _field(f: dataclasses.Field, ftype: Any) -> dict[str, Any]:
-    choices = f.metadata.get("choices")
+def _field(cls: type, f: dataclasses.Field, ftype: Any) -> dict[str, Any]:
+    from musicfw.core.params import field_rules
+
     return {
         "key": f.name,
         "type": _type_name(ftype),
         "default": _default(f),
-        "choices": list(choices) if choices is not None else None,
+        **field_rules(cls, f),  # choices, bounds, allowed
         "help": f.metadata.get("help", ""),
     }
 
@@ -114,12 +115,14 @@ MARKDOWN_HEADER = """# Experiment configuration reference
 
 Every key of an experiment YAML outside the plugin sections, with its type, default, allowed
 values and meaning, read from the dataclasses that validate configs (`musicfw/engine/config.py`). An
-unknown key or a value of the wrong type is refused with the file, line and key path. Override
+unknown key, a value of the wrong type or one outside the allowed values is refused with the
+file, line, key path and what is allowed. Override
 any key on the command line: `musicfw run exp.yaml generate.max_seconds=15`.
 
 The plugin sections (`data`, `tokenizer`, `model`, `sampler` and the entries of
 `evaluate.metrics`) take the chosen plugin's parameters: `musicfw plugins` lists them, with
-types and defaults (the data sets' split keys `train_fraction` / `valid_fraction` are there).
+types, defaults and allowed values (the data sets' split keys `train_fraction` / `valid_fraction`
+are there).
 """
 
 
@@ -132,7 +135,7 @@ def to_markdown(sections: list[dict[str, Any]]) -> str:
             out.append("\n" + sec["doc"] + "\n")
         out.append("\n| key | type | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n")
         for f in sec["fields"]:
-            allowed = ", ".join(f"`{c}`" for c in f["choices"]) if f["choices"] else ""
+            allowed = ", ".join(f"`{c}`" for c in f["choices"]) if f["choices"] else f["allowed"]
             meaning = f["help"].replace("|", "\\|")
             ftype = f["type"].replace("|", "\\|")
             out.append(f"| `{f['key']}` | {ftype} | `{_yaml(f['default'])}` | {allowed} | {meaning} |\n")
@@ -145,7 +148,7 @@ def to_text(sections: list[dict[str, Any]]) -> str:
         first = sec["doc"].splitlines()[0] if sec["doc"] else ""
         lines.append(f"{sec['section']}:" + (f"  # {first}" if first else ""))
         for f in sec["fields"]:
-            allowed = f"  (one of: {', '.join(map(str, f['choices']))})" if f["choices"] else ""
+            allowed = f"  ({f['allowed']})" if f["allowed"] else ""
             lines.append(f"  {f['key']}: {f['type']} = {_yaml(f['default'])}{allowed}")
             if f["help"]:
                 lines.append(f"      {f['help']}")

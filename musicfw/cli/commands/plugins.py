@@ -15,8 +15,8 @@ class Plugins(Command):
     help = "list installed plugins and their parameters"
     description = (
         "List every registry (tokenizers, models, samplers, datasets, metrics, loggers, exporters), each "
-        "plugin in it, the distribution that provides it, and its config fields with types and "
-        "defaults; then the CLI commands plugins add."
+        "plugin in it, the distribution that provides it, and its config fields with types, "
+        "defaults and the values each allows (choices, bounds); then the CLI commands plugins add."
     )
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -67,8 +67,9 @@ def show(registries: Any, as_json: bool = False) -> int:
         for plugin in data[kind]:
             print(f"  {plugin['name']}  [{plugin['provider']}]  {plugin['description']}")
             for f in plugin["config"]:
+                allowed = f", {f['allowed']}" if f["allowed"] else ""
                 help_text = f"  # {f['help']}" if f["help"] else ""
-                print(f"      {f['name']}: {f['type']} = {f['default']!r}{help_text}")
+                print(f"      {f['name']}: {f['type']} = {f['default']!r}{allowed}{help_text}")
     print("commands (added by plugins):")
     if not data["commands"]:
         print("  (none)")

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from musicfw.core.errors import ConfigError
+from musicfw.core.params import bounded
 
 
 @dataclass
 class LSTMConfig:
-    hidden_size: int = field(default=512, metadata={"help": "LSTM units per layer (Performance RNN: 512)"})
-    num_layers: int = field(default=3, metadata={"help": "stacked LSTM layers (Performance RNN: 3)"})
-    embed_dim: int = field(default=256, metadata={"help": "size of the input embedding / projection"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between LSTM layers and before the head"})
-    input_dropout: float = field(default=0.0, metadata={"help": "dropout on the input embedding"})
+    hidden_size: int = bounded(512, ge=1, help="LSTM units per layer (Performance RNN: 512)")
+    num_layers: int = bounded(3, ge=1, help="stacked LSTM layers (Performance RNN: 3)")
+    embed_dim: int = bounded(256, ge=1, help="size of the input embedding / projection")
+    dropout: float = bounded(0.0, ge=0, lt=1, help="dropout between LSTM layers and before the head")
+    input_dropout: float = bounded(0.0, ge=0, lt=1, help="dropout on the input embedding")
     head: str = field(
         default="bernoulli",
         metadata={
@@ -32,9 +33,9 @@ class LSTMConfig:
             "multi-hot tokenizer and sample key by key through the sampler",
         },
     )
-    nade_hidden: int = field(default=150, metadata={"help": "NADE hidden units (head: nade)"})
-    ar_hidden: int = field(default=256, metadata={"help": "MADE hidden units per layer (head: autoregressive)"})
-    ar_layers: int = field(default=1, metadata={"help": "MADE hidden layers (head: autoregressive)"})
+    nade_hidden: int = bounded(150, ge=1, help="NADE hidden units (head: nade)")
+    ar_hidden: int = bounded(256, ge=1, help="MADE hidden units per layer (head: autoregressive)")
+    ar_layers: int = bounded(1, ge=1, help="MADE hidden layers (head: autoregressive)")
 
 
 class LSTM:
@@ -47,16 +48,6 @@ class LSTM:
     def from_config(cls, config: LSTMConfig, tokenizer: Any = None, **context: Any) -> Any:
         if tokenizer is None:
             raise ConfigError("the lstm model needs a tokenizer (its vocabulary).")
-        for key in ("hidden_size", "num_layers", "embed_dim", "nade_hidden", "ar_hidden", "ar_layers"):
-            if getattr(config, key) < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {getattr(config, key)}.")
-        for key in ("dropout", "input_dropout"):
-            if not 0.0 <= getattr(config, key) < 1.0:
-                raise ConfigError(f"model.{key} must be in [0, 1), got {getattr(config, key)}.")
-        if config.head not in ("bernoulli", "nade", "autoregressive"):
-            raise ConfigError(
-                f"model.head must be one of bernoulli, nade, autoregressive; got {config.head!r}."
-            )
         if config.head != "bernoulli" and tokenizer.kind != "multihot":
             raise ConfigError(
                 f"model.head: {config.head} predicts the keys of a piano-roll frame jointly; it needs a "

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from musicfw.core.errors import ConfigError
+from musicfw.core.params import bounded
 
 
 @dataclass
 class MarkovConfig:
-    order: int = field(default=2, metadata={"help": "context length n >= 1 (tokens or frames)"})
+    order: int = bounded(2, ge=1, help="context length n (tokens or frames)")
     smoothing: str = field(
         default="witten_bell",
         metadata={
@@ -25,10 +26,9 @@ class MarkovConfig:
             "add_k: add k to every count of the order-n table",
         },
     )
-    k: float = field(default=0.01, metadata={"help": "add-k pseudo-count (> 0)"})
-    min_frame_count: int = field(
-        default=2,
-        metadata={"help": "piano-roll frames seen fewer times in training share the unknown-frame state"},
+    k: float = bounded(0.01, gt=0, help="add-k pseudo-count (> 0 so that every probability is finite)")
+    min_frame_count: int = bounded(
+        2, ge=1, help="piano-roll frames seen fewer times in training share the unknown-frame state"
     )
 
 
@@ -42,12 +42,6 @@ class Markov:
     def from_config(cls, config: MarkovConfig, tokenizer: Any = None, **context: Any) -> Any:
         if tokenizer is None:
             raise ConfigError("the markov model needs a tokenizer (its vocabulary).")
-        if config.order < 1:
-            raise ConfigError(f"model.order must be >= 1, got {config.order}.")
-        if not config.k > 0:
-            raise ConfigError(f"model.k must be > 0 so that every probability is finite, got {config.k}.")
-        if config.min_frame_count < 1:
-            raise ConfigError(f"model.min_frame_count must be >= 1, got {config.min_frame_count}.")
         from .model import MarkovModel
 
         return MarkovModel(

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List
 
+from musicfw.core.params import bounded
+
 DECODERS = ("flat", "hierarchical")
 SCHEDULES = ("constant", "inverse_sigmoid", "exponential")
 ENCODER_INPUTS = ("onehot", "drum_roll")
@@ -23,15 +25,11 @@ ENCODER_INPUTS = ("onehot", "drum_roll")
 class MusicVAEConfig:
     """Hyperparameters, named as in Magenta's HParams (``lstm_models.get_default_hparams``)."""
 
-    z_size: int = field(default=256, metadata={"help": "size of the latent vector z"})
-    enc_rnn_size: List[int] = field(
-        default_factory=lambda: [512],
-        metadata={"help": "bidirectional encoder: units per layer per direction"},
+    z_size: int = bounded(256, ge=1, help="size of the latent vector z")
+    enc_rnn_size: List[int] = bounded(
+        [512], ge=1, min_items=1, help="bidirectional encoder: units per layer per direction"
     )
-    dec_rnn_size: List[int] = field(
-        default_factory=lambda: [256, 256],
-        metadata={"help": "decoder (and conductor) LSTM: units per layer"},
-    )
+    dec_rnn_size: List[int] = bounded([256, 256], ge=1, min_items=1, help="decoder (and conductor) LSTM: units per layer")
     decoder: str = field(
         default="flat",
         metadata={
@@ -40,22 +38,15 @@ class MusicVAEConfig:
             "choices": DECODERS,
         },
     )
-    steps_per_bar: int = field(
-        default=16,
-        metadata={"help": "hierarchical decoder: steps per conductor step (one bar of 16ths)"},
+    steps_per_bar: int = bounded(16, ge=1, help="hierarchical decoder: steps per conductor step (one bar of 16ths)")
+    max_seq_len: int = bounded(
+        32, ge=1,
+        help="segment length (32 = 2 bars): sample()/decode() length; longer "
+        "sequences are scored as consecutive segments",
     )
-    max_seq_len: int = field(
-        default=32,
-        metadata={"help": "segment length (32 = 2 bars): sample()/decode() length; longer "
-                  "sequences are scored as consecutive segments"},
-    )
-    free_bits: float = field(
-        default=0.0, metadata={"help": "KL cost = max(KL - free_bits * ln 2, 0) (KL summed over z)"}
-    )
-    max_beta: float = field(default=0.2, metadata={"help": "maximum KL weight"})
-    beta_rate: float = field(
-        default=0.99999, metadata={"help": "beta = (1 - beta_rate ** step) * max_beta"}
-    )
+    free_bits: float = bounded(0.0, ge=0, help="KL cost = max(KL - free_bits * ln 2, 0) (KL summed over z)")
+    max_beta: float = bounded(0.2, ge=0, help="maximum KL weight")
+    beta_rate: float = bounded(0.99999, ge=0, le=1, help="beta = (1 - beta_rate ** step) * max_beta")
     sampling_schedule: str = field(
         default="inverse_sigmoid",
         metadata={
@@ -65,11 +56,11 @@ class MusicVAEConfig:
             "choices": SCHEDULES,
         },
     )
-    sampling_rate: float = field(
-        default=1000.0, metadata={"help": "k of the inverse sigmoid (>= 1), or see sampling_schedule"}
+    sampling_rate: float = bounded(
+        1000.0, ge=0, help="k of the inverse sigmoid (>= 1), or see sampling_schedule"
     )
-    dropout_keep_prob: float = field(
-        default=1.0, metadata={"help": "input keep probability of every LSTM layer (training only)"}
+    dropout_keep_prob: float = bounded(
+        1.0, gt=0, le=1, help="input keep probability of every LSTM layer (training only)"
     )
     encoder_input: str = field(
         default="onehot",

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from musicfw.core.params import bounded, choice
+
 
 class MusicVAEReconstruction:
     """MusicVAE held-out reconstruction accuracy (teacher-forced, sampled, greedy), ELBO and KL."""
@@ -22,15 +24,9 @@ class MusicVAEReconstruction:
 
     @dataclass
     class Config:
-        split: str = field(
-            default="test", metadata={"choices": ("test", "valid"), "help": "held-out split whose windows are scored"}
-        )
-        max_windows: int = field(
-            default=500, metadata={"help": "score a random subset of this many windows (0: all)"}
-        )
-        temperature: float = field(
-            default=1.0, metadata={"help": "softmax temperature of the sampled reconstruction"}
-        )
+        split: str = choice("test", ("test", "valid"), "held-out split whose windows are scored")
+        max_windows: int = bounded(500, ge=0, help="score a random subset of this many windows (0: all)")
+        temperature: float = bounded(1.0, gt=0, help="softmax temperature of the sampled reconstruction")
         seed: int = field(default=0, metadata={"help": "seed of z ~ q(z|x) and of the sampled decoding"})
 
     def __init__(self, config: Any = None):
@@ -38,8 +34,6 @@ class MusicVAEReconstruction:
 
     @classmethod
     def from_config(cls, config: Any, **context: Any) -> "MusicVAEReconstruction":
-        if config.max_windows < 0 or config.temperature <= 0:
-            raise ValueError("musicvae_reconstruction: max_windows must be >= 0 and temperature > 0")
         return cls(config)
 
     def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any]:

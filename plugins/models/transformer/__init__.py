@@ -14,29 +14,27 @@ Sizes: the defaults are a small CPU model; Music Transformer's size for a GPU is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from musicfw.core.errors import ConfigError
+from musicfw.core.params import bounded, choice
 
 POSITIONS = ("relative", "rope", "absolute")
 
 
 @dataclass
 class TransformerConfig:
-    d_model: int = field(default=256, metadata={"help": "width of the residual stream (Music Transformer: 512)"})
-    num_layers: int = field(default=4, metadata={"help": "decoder layers (Music Transformer: 6)"})
-    num_heads: int = field(default=4, metadata={"help": "attention heads; must divide d_model (Music Transformer: 8)"})
-    d_ff: int = field(default=1024, metadata={"help": "hidden units of each feed-forward layer (usually 4 x d_model)"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout on the input and on each residual branch (attention and feed-forward outputs), in [0, 1)"})
-    max_context: int = field(
-        default=1024,
-        metadata={"help": "tokens the model conditions on; >= train.seq_len, best equal to it (longer distances are never trained); evaluation and generation slide past it"},
+    d_model: int = bounded(256, ge=1, help="width of the residual stream (Music Transformer: 512)")
+    num_layers: int = bounded(4, ge=1, help="decoder layers (Music Transformer: 6)")
+    num_heads: int = bounded(4, ge=1, help="attention heads; must divide d_model (Music Transformer: 8)")
+    d_ff: int = bounded(1024, ge=1, help="hidden units of each feed-forward layer (usually 4 x d_model)")
+    dropout: float = bounded(0.1, ge=0, lt=1, help="dropout on the input and on each residual branch (attention and feed-forward outputs)")
+    max_context: int = bounded(
+        1024, ge=1,
+        help="tokens the model conditions on; >= train.seq_len, best equal to it (longer distances are never trained); evaluation and generation slide past it",
     )
-    position: str = field(
-        default="relative",
-        metadata={"choices": POSITIONS, "help": "relative (Music Transformer), rope or absolute"},
-    )
+    position: str = choice("relative", POSITIONS, "relative (Music Transformer), rope or absolute")
 
 
 class Transformer:
@@ -49,23 +47,17 @@ class Transformer:
     def from_config(cls, config: TransformerConfig, tokenizer: Any = None, **context: Any) -> Any:
         if tokenizer is None:
             raise ConfigError("the transformer model needs a tokenizer (its vocabulary).")
-        for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_context"):
-            if getattr(config, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(config, key)}")
+        # what one field's bounds cannot say: fields that must fit together
         if config.d_model % config.num_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_heads ({config.num_heads}) must divide model.d_model ({config.d_model}); "
-                f"e.g. num_heads: {_divisor_hint(config.d_model, config.num_heads)}"
+                f"e.g. num_heads: {_divisor_hint(config.d_model, config.num_heads)}."
             )
         if config.position == "rope" and (config.d_model // config.num_heads) % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"model.position: rope needs an even head size, but d_model / num_heads = "
-                f"{config.d_model // config.num_heads}"
+                f"{config.d_model // config.num_heads}."
             )
-        if not 0.0 <= config.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {config.dropout}")
-        if config.position not in POSITIONS:
-            raise ValueError(f"model.position must be one of {', '.join(POSITIONS)}, got {config.position!r}")
         from .model import TransformerModel
 
         return TransformerModel(
