@@ -42,6 +42,8 @@ from musicfw.core.params import choice
 log = logging.getLogger("musicfw.data")
 
 SPLITS = ("train", "valid", "test")
+#: the values of ``split_by``: the dataset's own groups, or tunes (docs/data.md)
+SPLIT_UNITS = ("piece", "tune")
 CACHE_ENV = "MUSICFW_CACHE_DIR"
 
 
@@ -171,7 +173,7 @@ class SplitConfig:
     )
     split_by: str = choice(
         "piece",
-        ("piece", "tune"),
+        SPLIT_UNITS,
         "split unit: piece (a piece, or the file it came from, stays in one split) or tune (pieces "
         "sharing a long melody run stay in one split; docs/data.md)",
     )
@@ -262,6 +264,8 @@ class MusicDataset(abc.ABC):
         cfg = self.config
         if hasattr(cfg, "train_fraction"):
             check_fractions(cfg.train_fraction, cfg.valid_fraction)
+        if getattr(cfg, "split_by", "piece") not in SPLIT_UNITS:
+            raise ConfigError(f"data.split_by={cfg.split_by!r} is not one of: {', '.join(SPLIT_UNITS)}.")
         self._collected: tuple[list[Piece], list[tuple[str, str]]] | None = None
 
     @classmethod

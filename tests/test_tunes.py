@@ -12,7 +12,7 @@ import pytest
 import musicfw
 from conftest import run_cli
 from musicfw.core.dataset import MusicDataset, Piece, SplitConfig
-from musicfw.core.errors import UserError
+from musicfw.core.errors import ConfigError, UserError
 from musicfw.music import tunes
 
 
@@ -214,6 +214,8 @@ class Tunes(MusicDataset):
 def test_split_by_tune_keeps_copies_together_and_the_kernel_asks_for_the_grouping():
     with pytest.raises(UserError, match="load_data"):
         Tunes(SplitConfig(split_by="tune")).load(seed=0)
+    with pytest.raises(ConfigError, match="split_by='song' is not one of: piece, tune"):
+        Tunes(SplitConfig(split_by="song"))
     for seed in range(4):
         data = musicfw.load_data(Tunes(SplitConfig(split_by="tune")), seed=seed, progress=False)
         split = {p.id: p.split for p in data.pieces()}

@@ -126,8 +126,7 @@ def melody_from_notes(
     n = len(grid)
     last = np.searchsorted(grid, stop_key, side="left")  # the onsets a note sounds over: [first, last)
     top = _range_max(n, first, last, pitch).astype(np.int64)  # highest sounding pitch at each onset
-    struck = np.full(n, -1, dtype=np.int64)
-    np.maximum.at(struck, first, pitch)  # highest pitch struck at each onset
+    struck = np.maximum.reduceat(pitch[order], np.flatnonzero(new)) if n else np.zeros(0, np.int64)  # highest struck
     piece = grid >> np.int64(40)
     change = np.ones(n, dtype=bool)
     change[1:] = (top[1:] != top[:-1]) | (struck[1:] == top[1:]) | (piece[1:] != piece[:-1])
@@ -250,10 +249,9 @@ def ngram_hashes(steps: np.ndarray, n: int) -> np.ndarray:
     return _window_hashes(np.asarray(steps, dtype=np.uint16), int(n))
 
 
-def corpus_hashes(melodies: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(hashes, owner)``: every distinct ``n``-step run of every melody (uint64) and the
-    index of the melody it belongs to, computed over all melodies at once, sorted by
-    ``(hash, owner)``.  A run is counted once per melody."""
+def window_hashes(melodies: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(hashes, owner)``: the hash of every ``n``-step run of every melody (uint64), in
+    order, and the index of the melody it belongs to, computed over all melodies at once."""
     lengths = np.fromiter((len(m) for m in melodies), dtype=np.int64, count=len(melodies))
     if len(melodies) == 0 or lengths.max(initial=0) < n:
         return np.zeros(0, dtype=_U64), np.zeros(0, dtype=np.int64)
@@ -262,12 +260,15 @@ def corpus_hashes(melodies: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, n
     hashes = _window_hashes(values, int(n))
     # a window belongs to one melody when its first and last step do
     inside = owner_of[: len(hashes)] == owner_of[n - 1 :]
-    hashes, owner = hashes[inside], owner_of[: len(inside)][inside]
-    order = np.argsort(hashes, kind="stable")  # owners stay ascending within one hash
-    hashes, owner = hashes[order], owner[order]
-    keep = np.ones(len(hashes), dtype=bool)
-    keep[1:] = (hashes[1:] != hashes[:-1]) | (owner[1:] != owner[:-1])
-    return hashes[keep], owner[keep]
+    return hashes[inside], owner_of[: len(inside)][inside]
+
+
+def corpus_hashes(melodies: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_hashes` sorted by hash (one sort of all runs of all melodies: the pieces
+    holding one run stand together)."""
+    hashes, owner = window_hashes(melodies, n)
+    order = np.argsort(hashes)
+    return hashes[order], owner[order]
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,20 +352,30 @@ class MelodyIndex:
         """Every distinct ``n``-step run of the reference set, sorted."""
         n = int(n)
         if n not in self._sets:
-            hashes, _ = corpus_hashes(self.melodies, n)  # sorted
+            hashes = np.sort(window_hashes(self.melodies, n)[0])
             distinct = np.ones(len(hashes), dtype=bool)
             distinct[1:] = hashes[1:] != hashes[:-1]
             self._sets[n] = hashes[distinct]
         return self._sets[n]
 
-    def found(self, steps: np.ndarray, n: int) -> np.ndarray:
-        """For each ``n``-step run of ``steps`` (in order): is it in the reference set?"""
-        query = ngram_hashes(steps, n)
+    def _contains(self, query: np.ndarray, n: int) -> np.ndarray:
         ref = self.hashes(n)
         if len(query) == 0 or len(ref) == 0:
             return np.zeros(len(query), dtype=bool)
         at = np.minimum(np.searchsorted(ref, query), len(ref) - 1)
         return ref[at] == query
+
+    def found(self, steps: np.ndarray, n: int) -> np.ndarray:
+        """For each ``n``-step run of ``steps`` (in order): is it in the reference set?"""
+        return self._contains(ngram_hashes(steps, n), n)
+
+    def sharing(self, melodies: Sequence[np.ndarray], n: int) -> np.ndarray:
+        """For each melody: does it share a run of at least ``n`` steps with the reference set?
+        (All melodies hashed at once.)"""
+        hashes, owner = window_hashes(melodies, n)
+        out = np.zeros(len(melodies), dtype=bool)
+        out[owner[self._contains(hashes, n)]] = True
+        return out
 
     def shares_run(self, steps: np.ndarray, n: int) -> bool:
         """Does ``steps`` share a run of at least ``n`` steps with the reference set?"""
@@ -386,12 +397,8 @@ class MelodyIndex:
     def overlap(self, melodies: Iterable[np.ndarray], n: int) -> tuple[int, int]:
         """``(found, total)``: of all ``n``-step runs (occurrences) of ``melodies``, how many
         are in the reference set."""
-        found = total = 0
-        for steps in melodies:
-            hit = self.found(steps, n)
-            found += int(hit.sum())
-            total += len(hit)
-        return found, total
+        hashes, _ = window_hashes(list(melodies), n)
+        return int(self._contains(hashes, n).sum()), len(hashes)
 
 
 def leakage(
@@ -403,7 +410,7 @@ def leakage(
     """How much of the ``test`` melodies the ``train`` melodies hold: the pieces sharing an
     ``n``-step run, and the share of test n-grams (occurrences) found in the training split."""
     index = MelodyIndex(train)
-    sharing = sum(index.shares_run(m, n) for m in test)
+    sharing = int(index.sharing(test, n).sum())
     overlap = {}
     for size in sizes:
         found, total = index.overlap(test, size)
