@@ -31,8 +31,8 @@ def _load(name: str, cache: Path, shipped: bool, seed: int, workers: int):
     import musicfw
 
     t0 = time.perf_counter()
-    data = musicfw.build_dataset(name, cache_dir=str(cache), shipped=shipped, num_workers=workers).load(
-        seed=seed, progress=False
+    data = musicfw.load_data(
+        musicfw.build_dataset(name, cache_dir=str(cache), shipped=shipped, num_workers=workers), seed=seed, progress=False
     )
     return data, time.perf_counter() - t0
 

@@ -77,7 +77,7 @@ def source_scores(corpora: tuple[str, ...] = ("bach_chorales", "folk_melodies"))
             seen.add(digest)
             out.append((path.stem, symusic.Score(str(path))))
     for corpus in corpora:  # shipped converted: seconds to load
-        data = musicfw.build_dataset(corpus).load(seed=0, progress=False)
+        data = musicfw.load_data(corpus, seed=0, progress=False)
         out.extend((p.id.replace("/", "_").replace("#", "_"), p.score) for p in data.pieces())
     return out
 

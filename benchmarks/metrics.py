@@ -31,7 +31,7 @@ def load_chorales(limit: int | None):
     import musicfw
 
     t0 = time.perf_counter()
-    data = musicfw.build_dataset("bach_chorales").load(seed=0, progress=True)
+    data = musicfw.load_data("bach_chorales", seed=0, progress=True)
     pieces = data.pieces()
     if limit:
         pieces = pieces[:limit]

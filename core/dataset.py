@@ -13,6 +13,11 @@ reason.  :meth:`MusicDataset.load` then assigns the train/valid/test split:
 * **Grouped**: all pieces of one group land in the same split (tunes of one ABC file), and the
   fractions still hold in pieces to within one group's size (a hash threshold per group would
   let one big file swing a split: the Essen collection has 32 files for 8,514 tunes).
+* **By tune** (``split_by: tune``): the split unit is a *tune*, the pieces that share a long
+  melody run (the same chorale melody harmonised twice, variants of one folk tune), so a test
+  piece is not a near-copy of a training piece.  The kernel only declares the option; the
+  grouping is the music library's (:mod:`musicfw.music.tunes`) and the engine passes it to
+  :meth:`MusicDataset.load` as ``tunes`` (:func:`musicfw.engine.splits.load_data`).
 * **Fixed**: datasets with published splits (``fixed_splits = True``) keep them.
 
 This module is imported when plugins register: it must stay cheap (numpy and the standard
@@ -29,13 +34,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Optional
+from typing import Any, Callable, ClassVar, Iterable, Optional, Sequence
 
-from musicfw.core.errors import ConfigError, DataError
+from musicfw.core.errors import ConfigError, DataError, UserError
+from musicfw.core.params import choice
 
 log = logging.getLogger("musicfw.data")
 
 SPLITS = ("train", "valid", "test")
+#: the values of ``split_by``: the dataset's own groups, or tunes (docs/data.md)
+SPLIT_UNITS = ("piece", "tune")
 CACHE_ENV = "MUSICFW_CACHE_DIR"
 
 
@@ -165,6 +173,12 @@ class SplitConfig:
     split_seed: Optional[int] = field(
         default=None, metadata={"help": "seed of the split hash; default: the experiment's seed"}
     )
+    split_by: str = choice(
+        "piece",
+        SPLIT_UNITS,
+        "split unit: piece (a piece, or the file it came from, stays in one split) or tune (pieces "
+        "sharing a long melody run stay in one split; docs/data.md)",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -193,6 +207,9 @@ class LoadedData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     fixed_splits: bool = False
     seed: int = 0
+    #: how the split was made and what it leaks (split unit, tune groups, test pieces sharing a
+    #: melody run with the training split, n-gram overlap), filled in by the engine
+    split_report: dict[str, Any] = field(default_factory=dict)
 
     def pieces(self, split: str | None = None) -> list[Piece]:
         if split is None:
@@ -217,6 +234,7 @@ class LoadedData:
             "duration": format_duration(seconds),
             "splits": self.split_sizes(),
             "skipped": [f"{path}: {reason}" for path, reason in self.skipped],
+            **({"split": dict(self.split_report)} if self.split_report else {}),
         }
 
     def fingerprint(self) -> str:
@@ -253,6 +271,8 @@ class MusicDataset(abc.ABC):
         cfg = self.config
         if hasattr(cfg, "train_fraction"):
             check_fractions(cfg.train_fraction, cfg.valid_fraction)
+        if getattr(cfg, "split_by", "piece") not in SPLIT_UNITS:
+            raise ConfigError(f"data.split_by={cfg.split_by!r} is not one of: {', '.join(SPLIT_UNITS)}.")
         self._collected: tuple[list[Piece], list[tuple[str, str]]] | None = None
 
     @classmethod
@@ -264,8 +284,16 @@ class MusicDataset(abc.ABC):
         """Read the pieces: ``(pieces, [(path, reason), ...])``.  Bad input is skipped with a
         reason, never raised; a source with nothing usable raises :class:`DataError`."""
 
-    def load(self, seed: int = 0, progress: bool = True) -> LoadedData:
-        """The pieces with their splits (collected once per instance, split per seed)."""
+    def load(
+        self,
+        seed: int = 0,
+        progress: bool = True,
+        tunes: Callable[[Sequence[Piece]], Sequence[str]] | None = None,
+    ) -> LoadedData:
+        """The pieces with their splits (collected once per instance, split per seed).
+
+        ``tunes`` gives each piece's tune, the split unit under ``split_by: tune``; the engine
+        passes it (load through :func:`musicfw.engine.splits.load_data`, ``musicfw.load_data``)."""
         if self._collected is None:
             pieces, skipped = self.collect(progress=progress)
             for path, reason in skipped:
@@ -275,9 +303,28 @@ class MusicDataset(abc.ABC):
             self._collected = (pieces, skipped)
         pieces, skipped = self._collected
         if not self.fixed_splits:
-            table = self.split_table([p.group for p in pieces], seed)
-            pieces = [dataclasses.replace(p, split=table[p.group]) for p in pieces]
+            units = self.split_units(pieces, tunes)
+            table = self.split_table(units, seed)
+            pieces = [dataclasses.replace(p, split=table[u]) for p, u in zip(pieces, units)]
         return LoadedData(self.name, pieces, list(skipped), self.fixed_splits, int(seed))
+
+    def split_units(
+        self, pieces: Sequence[Any], tunes: Callable[[Sequence[Any]], Sequence[str]] | None = None
+    ) -> list[str]:
+        """The split unit of each piece: its group (``split_by: piece``), or its tune
+        (``split_by: tune``, found by ``tunes``: pieces sharing a long melody run)."""
+        if getattr(self.config, "split_by", "piece") != "tune":
+            return [p.group for p in pieces]
+        if tunes is None:
+            raise UserError(
+                f"Dataset {self.name!r} is split by tune (data.split_by=tune): its tunes are found by "
+                "musicfw's engine. Load it with musicfw.load_data(dataset, seed=...) (or `musicfw data "
+                "prepare`), or set split_by='piece'."
+            )
+        units = [str(u) for u in tunes(pieces)]
+        if len(units) != len(pieces):
+            raise ValueError(f"tunes gave {len(units)} units for {len(pieces)} pieces")
+        return units
 
     def split_table(self, groups: list[str], seed: int) -> dict[str, str]:
         """group -> split for the pieces' groups (one entry per piece), as :meth:`load` does."""

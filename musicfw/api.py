@@ -82,6 +82,17 @@ def build_dataset(name: str, **params: Any) -> Any:
     return build("datasets", name, **params)
 
 
+def load_data(dataset: Any, seed: int = 0, progress: bool = True) -> Any:
+    """A dataset's pieces with their splits, as ``musicfw run`` makes them (by tune where the
+    dataset says ``split_by: tune``), and the split's leakage report in ``split_report``.
+    ``dataset``: a dataset plugin (``build_dataset``) or its name."""
+    from musicfw.engine.splits import load_data as _load
+
+    if isinstance(dataset, str):
+        dataset = build_dataset(dataset)
+    return _load(dataset, seed=seed, progress=progress)
+
+
 def build_metric(name: str, **params: Any) -> Any:
     return build("metrics", name, **params)
 

@@ -22,7 +22,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_bach_subset_converts_once_then_loads_from_the_cache(cache, monkeypatch):
     ds = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), num_workers=2, shipped=False)
-    data = ds.load(seed=0, progress=False)
+    data = musicfw.load_data(ds, seed=0, progress=False)
     assert len(data.pieces()) == 4 and not data.skipped
     for piece in data.pieces():
         assert piece.id.startswith("bach/bwv") and piece.group == piece.id
@@ -37,12 +37,14 @@ def test_bach_subset_converts_once_then_loads_from_the_cache(cache, monkeypatch)
         raise AssertionError("the cache should have been used")
 
     monkeypatch.setattr(m21convert, "convert", no_conversion)
-    again = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), shipped=False).load(seed=0, progress=False)
+    again = musicfw.load_data(
+        musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), shipped=False), seed=0, progress=False
+    )
     assert [p.id for p in again.pieces()] == [p.id for p in data.pieces()]
     assert [p.score.note_num() for p in again.pieces()] == [p.score.note_num() for p in data.pieces()]
     # every part, not only the voices, when asked
     everything = musicfw.build_dataset("bach_chorales", max_count=4, cache_dir=str(cache), voices="all", shipped=False)
-    parts = [len(p.score.tracks) for p in everything.load(progress=False).pieces()]
+    parts = [len(p.score.tracks) for p in musicfw.load_data(everything, progress=False).pieces()]
     assert all(n >= 4 for n in parts)
 
 
@@ -66,10 +68,11 @@ def test_max_count_picks_a_stable_growing_subset():
 
 
 def test_folk_subset_keeps_tunes_of_one_file_together(cache):
-    ds = musicfw.build_dataset(
-        "folk_melodies", collections=["airdsAirs"], max_count=14, cache_dir=str(cache), num_workers=1
+    ds = musicfw.build_dataset(  # split_by=piece: by source file (the default, tune, is tested below)
+        "folk_melodies", collections=["airdsAirs"], max_count=14, cache_dir=str(cache), num_workers=1,
+        split_by="piece",
     )
-    data = ds.load(seed=0, progress=False)
+    data = musicfw.load_data(ds, seed=0, progress=False)
     assert len(data.pieces()) + len(data.skipped) == 14
     by_group: dict[str, set] = {}
     for piece in data.pieces():
@@ -121,7 +124,7 @@ def test_a_damaged_conversion_cache_is_named_not_blamed_on_the_sources(cache):
     from musicfw.core.errors import DataError
 
     ds = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), num_workers=1, shipped=False)
-    assert len(ds.load(seed=0, progress=False).pieces()) == 2
+    assert len(musicfw.load_data(ds, seed=0, progress=False).pieces()) == 2
     store = corpora.CorpusStore(cache, "bach")
     (shard,) = store.dir.glob("shard-*.bin")
     assert store.shard_digests()[shard.name]  # recorded when written
@@ -130,13 +133,13 @@ def test_a_damaged_conversion_cache_is_named_not_blamed_on_the_sources(cache):
     shard.write_bytes(bytes(data))
     again = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), shipped=False)
     with pytest.raises(DataError, match="damaged") as err:
-        again.load(seed=0, progress=False)
+        musicfw.load_data(again, seed=0, progress=False)
     assert shard.name in str(err.value) and "Delete the folder" in str(err.value)
     shard.write_bytes(bytes(data[:100]))  # truncated
     with pytest.raises(DataError, match="sha256"):
-        again.load(seed=0, progress=False)
+        musicfw.load_data(again, seed=0, progress=False)
     # the recovery the message names works
     import shutil
 
     shutil.rmtree(store.dir)
-    assert len(again.load(seed=0, progress=False).pieces()) == 2
+    assert len(musicfw.load_data(again, seed=0, progress=False).pieces()) == 2

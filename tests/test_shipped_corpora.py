@@ -53,10 +53,10 @@ def test_shipped_pieces_equal_a_fresh_music21_conversion(name, params, tmp_path,
     for collection in COLLECTIONS if name == "folk_melodies" else ("bach",):
         _same_music21(collection)
     fresh = musicfw.build_dataset(name, cache_dir=str(tmp_path / "fresh"), num_workers=1, shipped=False, **params)
-    fresh_data = fresh.load(seed=3, progress=False)
+    fresh_data = musicfw.load_data(fresh, seed=3, progress=False)
     monkeypatch.setattr(m21convert, "convert", _no_conversion)
     ship = musicfw.build_dataset(name, cache_dir=str(tmp_path / "empty"), **params)
-    ship_data = ship.load(seed=3, progress=False)
+    ship_data = musicfw.load_data(ship, seed=3, progress=False)
     assert not (tmp_path / "empty").exists()  # nothing converted, nothing cached
     assert [p.id for p in ship_data.pieces()] == [p.id for p in fresh_data.pieces()]
     assert [p.split for p in ship_data.pieces()] == [p.split for p in fresh_data.pieces()]
@@ -83,7 +83,7 @@ def test_a_changed_source_is_converted_locally(tmp_path, monkeypatch):
 
     monkeypatch.setattr(m21convert, "convert", spy)
     ds = musicfw.build_dataset("folk_melodies", collections=["airdsAirs"], cache_dir=str(tmp_path), num_workers=1)
-    data = ds.load(progress=False)
+    data = musicfw.load_data(ds, progress=False)
     assert converted == [changed.id]
     assert {p.id for p in data.pieces()} | {i for i, _ in data.skipped} == {u.id for u in units}
 

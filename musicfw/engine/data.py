@@ -3,7 +3,9 @@
 :func:`build_datamodule` is what the experiment runner calls.  The :class:`MusicDataModule`
 
 * loads the dataset plugin's pieces and their deterministic split (see
-  :mod:`musicfw.core.dataset`), and writes ``skipped.txt`` into the run folder;
+  :mod:`musicfw.core.dataset`; by tune where the dataset says ``split_by: tune``, with the
+  split's leakage measured: :mod:`musicfw.engine.splits`), and writes ``skipped.txt`` into the
+  run folder;
 * tokenizes every piece once into a **token cache** on disk (numpy, memory-mapped), keyed by
   a fingerprint of the pieces' identities and contents, of the tokenizer (class, config,
   vocabulary), of the distribution and version of the packages that provide the tokenizer
@@ -426,7 +428,9 @@ class MusicDataModule(pl.LightningDataModule):
                 shard_files=self.shard_files, progress=self.progress,
             )
         else:
-            self.data = self.dataset.load(seed=self.seed, progress=self.progress)
+            from musicfw.engine.splits import load_data
+
+            self.data = load_data(self.dataset, seed=self.seed, progress=self.progress)
             key = token_cache_key(self.data, self.tokenizer, self.dataset)
             name = f"{self.dataset.name}-{self.tokenizer.name}"
             self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
@@ -493,6 +497,8 @@ class MusicDataModule(pl.LightningDataModule):
             "token_format": self.store.format,
             "skipped": [f"{p}: {r}" for p, r in self.skipped],
             "not_represented": self.store.coverage,
+            # split unit and leakage (musicfw/engine/splits.py), over every piece read
+            "split": dict(self.data.split_report),
         }
 
     # -- loaders -----------------------------------------------------------------------------

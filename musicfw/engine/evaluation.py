@@ -28,6 +28,9 @@ kl_reference, oa_reference}}, "summary": {mean_oa_generated, mean_kl_generated, 
 ``kde``: ``{feature: {"x": [...], "intra_generated": [...], "intra_reference": [...],
 "inter": [...]}}`` the densities, for plots
 ``notes``: what could not be measured, and why
+``split``: how the data was split and what the split leaks (``split_by``, ``tunes``,
+``leakage``: test pieces sharing a melody run with the training split, n-gram overlap;
+musicfw/engine/splits.py), ``{}`` without a data module
 
 Undefined numbers (NaN, an empty set's mean, an infinite perplexity) are ``null``.
 """
@@ -336,6 +339,7 @@ def _skeleton(metrics: Sequence[Any]) -> dict[str, Any]:
         "comparison": {"features": {}, "summary": {}},
         "kde": {},
         "notes": [],
+        "split": {},
     }
 
 
@@ -390,6 +394,9 @@ def evaluate_run(
     result = _skeleton(metrics)
     result["training"] = dict(fit_metrics or {})
     notes: list[str] = result["notes"]
+    loaded = getattr(datamodule, "data", None)
+    if loaded is not None:  # the split the held-out numbers are measured on, and its leakage
+        result["split"] = dict(loaded.split_report)
 
     for metric in likelihood_metrics(metrics):
         if model is None or datamodule is None:

@@ -121,6 +121,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             raise
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
+        if summary.get("split"):  # split unit and leakage (musicfw/engine/splits.py); metrics.json has it too
+            from musicfw.engine.splits import format_split_report
+
+            progress.say(f"      {format_split_report(summary['split'])}")
         lost = summary.get("not_represented") or {}
         if lost.get("dropped"):
             reasons = ", ".join(f"{why}: {n:,}" for why, n in sorted(lost["reasons"].items(), key=lambda kv: -kv[1]))

@@ -62,7 +62,7 @@ from musicfw.music.midiload import read_midi_source
 
 log = logging.getLogger("musicfw.data")
 
-SHARD_FORMAT_VERSION = 1
+SHARD_FORMAT_VERSION = 2  # 2: each piece's melody steps (tune splits, leakage) in its record
 MANIFEST = "manifest.json"
 FORMATS = ("auto", "cache", "shards")
 #: ``format: auto`` picks shards from this many source files on (the cache is as fast below;
@@ -208,6 +208,7 @@ def build_shard(folder: str, sid: str, chunk: list[dict[str, Any]]) -> dict[str,
 
     from musicfw.engine.encoding import encode_piece
     from musicfw.core.dataset import score_seconds
+    from musicfw.music.tunes import encode_steps, melody_steps
 
     dataset, tokenizer = _WORKER["dataset"], _WORKER["tokenizer"]
     kind, vocab_size = tokenizer.kind, int(tokenizer.vocab_size)
@@ -226,6 +227,8 @@ def build_shard(folder: str, sid: str, chunk: list[dict[str, Any]]) -> dict[str,
                 "id": piece.id, "group": piece.group, "source": piece.source, "file": entry["name"],
                 "title": piece.title, "notes": int(piece.n_notes),
                 "seconds": round(float(score_seconds(piece.score)), 3),
+                # the melody line, for splits by tune and the leakage report without reading again
+                "melody": encode_steps(melody_steps(piece.score)),
             }
             if arr is None:
                 record["failed"] = reason
@@ -549,13 +552,21 @@ class StoredPiece:
     """A piece of a shard folder: its identity, split and sizes from the manifest; its score
     read again from its file only when asked for (evaluation, token rates)."""
 
-    __slots__ = ("id", "group", "split", "source", "title", "n_notes", "seconds", "_reader", "_file")
+    __slots__ = ("id", "group", "split", "source", "title", "n_notes", "seconds", "_melody", "_reader", "_file")
 
     def __init__(self, record: dict[str, Any], reader: Callable[[str, str], Any]):
         self.id, self.group, self.source = record["id"], record["group"], record["source"]
         self.title, self.n_notes, self.seconds = record["title"], int(record["notes"]), float(record["seconds"])
         self.split: str | None = None
+        self._melody: str = record["melody"]
         self._reader, self._file = reader, record["file"]
+
+    @property
+    def melody(self) -> np.ndarray:
+        """The melody steps its worker stored (:func:`musicfw.music.tunes.melody_steps`)."""
+        from musicfw.music.tunes import decode_steps
+
+        return decode_steps(self._melody)
 
     @property
     def score(self) -> Any:
@@ -633,14 +644,20 @@ def open_shards(
     store.records = []  # the pieces hold what is needed of them
     if not pieces:
         raise DataError(f"Dataset {dataset.name!r} holds no usable piece.")
-    if not dataset.fixed_splits:
-        table = dataset.split_table([p.group for p in pieces], seed)
-        for p in pieces:
-            p.split = table[p.group]
+    from musicfw.engine.splits import Melodies, split_report
+
+    melodies = Melodies()
+    if not dataset.fixed_splits:  # by group or by tune (data.split_by), as MusicDataset.load does
+        units = dataset.split_units(pieces, melodies.tune_keys)
+        table = dataset.split_table(units, seed)
+        for p, unit in zip(pieces, units):
+            p.split = table[unit]
     if not store.ids:
         detail = "; ".join(f"{i}: {r}" for i, r in store.failed[:3])
         raise DataError(f"The tokenizer could not encode any of the {len(pieces)} pieces: {detail}.")
-    return LoadedData(dataset.name, pieces, list(store.skipped), dataset.fixed_splits, int(seed)), store
+    data = LoadedData(dataset.name, pieces, list(store.skipped), dataset.fixed_splits, int(seed))
+    data.split_report = split_report(dataset, pieces, melodies)
+    return data, store
 
 
 def repair(folder: str | os.PathLike, registries: Any = None, workers: int = 0, progress: bool = True) -> list[str]:

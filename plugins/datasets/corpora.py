@@ -6,7 +6,12 @@
 * ``folk_melodies``: the monophonic tune collections: Essen folk songs (``essenFolksong``,
   8,514 tunes in 32 ABC files), O'Neill's Music of Ireland 1850 (``oneills1850``, 2,009 tunes
   in 39 files), Ryan's Mammoth Collection (``ryansMammoth``, 1,059 files of one tune) and
-  Aird's Airs (``airdsAirs``, 1,180 tunes in 6 files).  Tunes of one file stay in one split.
+  Aird's Airs (``airdsAirs``, 1,180 tunes in 6 files).
+
+Both are split by tune by default (``split_by: tune``): pieces that share a 16-step melody run
+(one chorale melody harmonised twice, variants of one folk tune) stay in one split, so no test
+piece is a near-copy of a training piece.  ``split_by: piece`` splits by source file instead
+(tunes of one file in one split).
 
 musicfw ships these corpora already converted (:mod:`.shipped`: one archive per collection in
 ``data/``), so a first load reads MIDI instead of running music21: a piece is taken from the
@@ -260,6 +265,14 @@ class CorpusStore:
 
 @dataclass
 class CorpusConfig(SplitConfig):
+    # many pieces here are one tune (a chorale melody harmonised again, a folk tune's variants):
+    # by default they share a split (docs/data.md, "Tune-grouped splits")
+    split_by: str = choice(
+        "tune",
+        ("piece", "tune"),
+        "split unit: tune (pieces sharing a 16-step melody run stay in one split) or piece (a "
+        "piece, or the file it came from)",
+    )
     max_count: Optional[int] = bounded(None, ge=1, help="use at most this many pieces (a fixed, representative subset)")
     cache_dir: Optional[str] = field(
         default=None,

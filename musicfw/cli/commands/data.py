@@ -135,6 +135,10 @@ def format_summary(summary: dict, seed: int) -> str:
                 f"notes the tokenizer cannot represent: {lost.get('dropped', 0):,} of {lost['notes']:,}"
                 + (f" ({reasons})" if reasons else "")
             )
+    if summary.get("split"):
+        from musicfw.engine.splits import format_split_report
+
+        lines.append(format_split_report(summary["split"]))
     skipped = summary["skipped"]
     lines.append(f"skipped: {len(skipped)}" + (" files" if skipped else ""))
     lines.extend(f"  {item}" for item in skipped)
@@ -170,7 +174,9 @@ def _prepare(args: argparse.Namespace, registries: Any) -> int:
             shard_files=int(section.get("shard_files", 500) or 500),
         ).summary()
     else:
-        summary = dataset.load(seed=args.seed, progress=not args.quiet).summary()
+        from musicfw.engine.splits import load_data
+
+        summary = load_data(dataset, seed=args.seed, progress=not args.quiet).summary()
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     if args.json:
         json.dump(summary, sys.stdout, indent=1)
