@@ -214,7 +214,7 @@ class Tunes(MusicDataset):
 def test_split_by_tune_keeps_copies_together_and_the_kernel_asks_for_the_grouping():
     with pytest.raises(UserError, match="load_data"):
         Tunes(SplitConfig(split_by="tune")).load(seed=0)
-    with pytest.raises(ConfigError, match="split_by='song' is not one of: piece, tune"):
+    with pytest.raises(ConfigError, match="data.split_by: 'song' is not allowed. Allowed values: piece, tune"):
         Tunes(SplitConfig(split_by="song"))
     for seed in range(4):
         data = musicfw.load_data(Tunes(SplitConfig(split_by="tune")), seed=seed, progress=False)
