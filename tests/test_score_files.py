@@ -274,3 +274,37 @@ def test_a_slow_a_greedy_and_a_crashing_conversion_are_skipped_and_do_not_stall_
     again = _load(folder, tmp_path / "c")  # what hit a bound was not cached: tried again
     assert calls == ["dies.krn", "hog.krn", "slow.krn"]
     assert sorted(p.id for p in again.pieces()) == ["dies.krn", "fine.krn", "hog.krn", "slow.krn"]
+
+
+def test_a_converted_score_cache_entry_that_fails_its_checks_is_converted_again(score_dir, tmp_path, monkeypatch):
+    """Issue 30, class 9: the cached MIDI of a converted score carries its sha256, and its name
+    must be the one it was written as (no path read from the cache is followed)."""
+    import json
+
+    cache = tmp_path / "cache"
+    first = _load(score_dir, cache)
+    folder = scorefiles.ScoreCache(cache).dir
+    metas = sorted(folder.glob("*/*.json"))
+    (mid,) = [m for m in folder.glob("*/*.mid") if m.name.startswith(_key(score_dir / "tiny.krn"))]
+    mid.write_bytes(mid.read_bytes()[:-3] + b"\x00\x00\x00")  # altered on disk
+    meta = next(m for m in metas if m.name.startswith(_key(score_dir / "tune.musicxml")))
+    entry = json.loads(meta.read_text())
+    outside = tmp_path / "outside.mid"
+    shutil.copy(TEST_MIDI / "one_track" / "POP909_008.mid", outside)
+    entry["pieces"][0]["midi"] = str(outside)
+    meta.write_text(json.dumps(entry))
+    calls = []
+    real = scorefiles._convert_all
+
+    def counting(cache_, todo, workers, progress):
+        calls.extend(sorted(Path(job[1]).name for job in todo))
+        return real(cache_, todo, workers, progress)
+
+    monkeypatch.setattr(scorefiles, "_convert_all", counting)
+    again = _load(score_dir, cache)
+    assert calls == ["tiny.krn", "tune.musicxml"]
+    assert [(p.id, _notes(p.score)) for p in again.pieces()] == [(p.id, _notes(p.score)) for p in first.pieces()]
+
+
+def _key(path: Path) -> str:
+    return scorefiles.ScoreCache.key(path, path.read_bytes())

@@ -244,6 +244,7 @@ class ScoreCache:
                 tmp.write_bytes(piece["midi"])
                 os.replace(tmp, folder / name)
                 entry["midi"] = name
+                entry["sha256"] = hashlib.sha256(piece["midi"]).hexdigest()
             entries.append(entry)
         tmp = folder / f".{key}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps({"pieces": entries}))
@@ -258,15 +259,25 @@ class ScoreCache:
             entries = json.loads(self._meta(key).read_text())["pieces"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if not isinstance(entries, list):
+            return None
         out = []
-        for entry in entries:
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                return None
             tune, title = str(entry.get("tune", "")), str(entry.get("title", ""))
             if "midi" not in entry:
                 out.append((tune, None, title, str(entry.get("reason") or "conversion failed")))
                 continue
+            # only the file this entry was written as, and only with its recorded checksum: a
+            # name with a path in it, an altered file or an entry of an older cache is converted again
+            if entry["midi"] != f"{key}-{i}.mid" or not isinstance(entry.get("sha256"), str):
+                return None
             try:
                 data = (self.dir / key[:2] / entry["midi"]).read_bytes()
             except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 return None
             score, reason = parse_midi(data, min_notes=min_notes)
             out.append((tune, score, title, reason))
@@ -288,6 +299,8 @@ def read_scores(
     out: dict[Path, list[tuple[str, Any, str, str | None]]] = {}
     keys: dict[Path, str] = {}
     todo: list[tuple[str, str]] = []
+    cached: dict[str, list[tuple[str, Any, str, str | None]]] = {}
+    pending: set[str] = set()
     for path in paths:
         try:
             size = path.stat().st_size
@@ -302,8 +315,14 @@ def read_scores(
             out[path] = [("", None, "", "empty file")]
             continue
         key = keys[path] = cache.key(path, data)
-        if not cache.has(key) and key not in {k for k, _ in todo}:
+        if key in cached or key in pending:
+            continue
+        got = cache.load(key, min_notes=min_notes) if cache.has(key) else None
+        if got is None:  # not converted yet, or its cache entry fails its checks: converted (again)
             todo.append((key, str(path)))
+            pending.add(key)
+        else:
+            cached[key] = got
     transient: dict[str, list[tuple[str, Any, str, str | None]]] = {}
     if todo:
         transient = _convert_all(cache, todo, workers, progress)
@@ -311,7 +330,7 @@ def read_scores(
         if key in transient:  # timed out or out of memory: reported, not cached
             out[path] = transient[key]
             continue
-        loaded = cache.load(key, min_notes=min_notes)
+        loaded = cached[key] if key in cached else cache.load(key, min_notes=min_notes)
         out[path] = loaded if loaded is not None else [("", None, "", "conversion cache unreadable")]
     return out
 
