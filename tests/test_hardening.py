@@ -880,3 +880,45 @@ def test_generated_samples_go_to_the_sink_as_they_finish_and_long_batches_report
     assert batches[0] < batches[-1]  # the first batch was handed over before the last was drawn
     assert steps and all(s[3] == 40 and 0 < s[2] < 40 for s in steps)
     assert {s[0] for s in steps} >= {0, 2, 4}  # within every batch
+
+
+# --------------------------------------------------------------------------------------
+# Issue 30, class 9: scripts/test.sh makes a half-made .venv again instead of failing
+# --------------------------------------------------------------------------------------
+
+
+def test_the_test_script_remakes_a_venv_whose_creation_was_interrupted(tmp_path):
+    """A .venv with a python but no pip (creation killed half-way) is made again; the stand-in
+    python records what the script asks of it (no network, no real install)."""
+    import shutil
+    import stat
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "test.sh", repo / "scripts" / "test.sh")
+    log = tmp_path / "calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def script(path: Path, body: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/usr/bin/env bash\n" + body)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+    good_python = f'echo "venv-python $*" >> {log}\nexit 0\n'
+    # the "python" that makes venvs: writes a .venv whose python has pip
+    script(bin_dir / "maker", f'echo "maker $*" >> {log}\nmkdir -p .venv/bin\n'
+                              f"cat > .venv/bin/python <<'X'\n#!/usr/bin/env bash\n{good_python}X\n"
+                              "chmod +x .venv/bin/python\n")
+    for tool in ("chromium", "fluidsynth", "apt-get"):  # the system-package step has nothing to do
+        script(bin_dir / tool, "exit 0\n")
+    script(repo / ".venv" / "bin" / "python",  # half-made: no pip
+           'if [ "$1 $2" = "-m pip" ]; then echo "No module named pip" >&2; exit 1; fi\nexit 0\n')
+    env = dict(os.environ, PYTHON=str(bin_dir / "maker"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "test.sh"), "-q"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "No module named pip" not in proc.stderr and ".venv is incomplete" in proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "maker -m venv .venv"  # made again
+    assert any("pip install" in c and "torch" in c for c in calls) and calls[-1] == "venv-python -m pytest -q"
