@@ -23,7 +23,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -95,14 +95,13 @@ def manifest_basis(folder: Path, manifest: Any) -> None:
                             "'size' and 'mtime_ns'.")
 
 
-def check_manifest(folder: Path, manifest: Any) -> None:
-    """The whole manifest, its list of shards cross-checked with the shards its files make."""
-    from musicfw.engine.shards import SHARD_FORMAT_VERSION, plan_shards, shard_id
-
+def check_manifest(folder: Path, manifest: Any, fmt: str, plan: Callable[[list, int], list[tuple[str, list]]]) -> None:
+    """The whole manifest (format ``fmt``), its list of shards cross-checked with the shards its
+    files make (``plan(files, shard_files)``: ``[(shard id, its files)]``)."""
     manifest_basis(folder, manifest)
     where = folder / "manifest.json"
-    if manifest.get("format") != f"shards-{SHARD_FORMAT_VERSION}":
-        raise DataError(f"{where}: 'format' is {manifest.get('format')!r}, not 'shards-{SHARD_FORMAT_VERSION}'.")
+    if manifest.get("format") != fmt:
+        raise DataError(f"{where}: 'format' is {manifest.get('format')!r}, not {fmt!r}.")
     if manifest.get("kind") not in KINDS:
         raise DataError(f"{where}: 'kind' is {manifest.get('kind')!r}; allowed: {', '.join(KINDS)}.")
     if not _int(manifest.get("vocab_size"), 1, MAX_VOCAB):
@@ -120,8 +119,8 @@ def check_manifest(folder: Path, manifest: Any) -> None:
             raise DataError(f"{where}: shards[{i}] must have an 'id' (20 hex digits), 'file' "
                             "shard-<id>.arrow (no other path is allowed), integer 'bytes', 'rows' and "
                             f"'files' and a 'sha256'; it is {s!r:.200}.")
-    plan = plan_shards(manifest["files"], manifest["shard_files"])
-    want = [shard_id(chunk) for chunk in plan]
+    planned = plan(manifest["files"], manifest["shard_files"])
+    want = [sid for sid, _ in planned]
     have = [s["id"] for s in shards]
     if want != have:
         missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
@@ -132,7 +131,7 @@ def check_manifest(folder: Path, manifest: Any) -> None:
             + (f"; listed but not made by its files: {', '.join(f'shard-{m}.arrow' for m in extra[:3])}" if extra else "")
             + (f"; in another order" if not (missing or extra) else "") + ")."
         )
-    for chunk, s in zip(plan, shards):
+    for (_, chunk), s in zip(planned, shards):
         if s["files"] != len(chunk):
             raise DataError(f"{where}: {s['file']} records {s['files']} files; its files make {len(chunk)}.")
 

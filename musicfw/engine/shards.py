@@ -148,6 +148,11 @@ def shard_id(chunk: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
+def planned_shards(entries: Sequence[dict[str, Any]], shard_files: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``[(shard id, its files)]`` as :func:`prepare_shards` makes them."""
+    return [(shard_id(chunk), chunk) for chunk in plan_shards(entries, shard_files)]
+
+
 def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
     """The shard folder's identity: dataset (name, semantic config, resolved folder),
     tokenizer (class, config, vocabulary), limits, format.  The files themselves are checked
@@ -457,7 +462,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"them with: {repair_command(folder)}"
         ) from None
     try:
-        check_manifest(folder, manifest)
+        check_manifest(folder, manifest, f"shards-{SHARD_FORMAT_VERSION}", planned_shards)
     except DataError as exc:
         raise DataError(f"{exc} Rebuild the shards with: {repair_command(folder)}") from None
     return manifest
@@ -696,7 +701,7 @@ def repair(folder: str | os.PathLike, registries: Any = None, workers: int = 0, 
             "the shards anew."
         ) from None
     try:
-        check_manifest(folder, manifest)
+        check_manifest(folder, manifest, f"shards-{SHARD_FORMAT_VERSION}", planned_shards)
     except DataError as exc:
         manifest_problem: str | None = str(exc)
         bad: list[tuple[str, str]] = []
