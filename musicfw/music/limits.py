@@ -63,7 +63,7 @@ CEILINGS: dict[str, float] = {
     "max_tracks": 65_536,
     "max_time_signatures": 100_000,
     "max_quarters": 2_000_000.0,
-    "max_seconds": 1_440_000.0,
+    "max_seconds": 10_000_000.0,
     "max_tokens": 10_000_000,
     "max_prompt_tokens": 1_000_000,
 }
