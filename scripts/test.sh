@@ -20,7 +20,12 @@ if ! command -v chromium >/dev/null 2>&1 || [ ! -e /usr/share/sounds/sf2/TimGM6m
 fi
 
 PYTHON=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# A .venv whose creation was interrupted has a python but no pip: make it again, whole.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  [ -e .venv ] && echo "note: .venv is incomplete (no working pip); making it again" >&2
+  rm -rf .venv
+  "$PYTHON" -m venv .venv
+fi
 # CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -39,3 +39,14 @@ def shared_midi() -> Path:
 def corpus_cache(tmp_path_factory) -> Path:
     """One converted-corpus cache for the whole test session (conversion is the slow part)."""
     return tmp_path_factory.mktemp("corpus-cache")
+
+
+@pytest.fixture(autouse=True)
+def _process_limits_restored():
+    """The process-wide limits (a run's own, set when its folder's config is loaded; a
+    command's) do not leak from one test into the next."""
+    from musicfw.music import limits
+
+    saved = limits._active, limits._run, limits._command
+    yield
+    limits._active, limits._run, limits._command = saved

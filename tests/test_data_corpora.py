@@ -143,3 +143,30 @@ def test_a_damaged_conversion_cache_is_named_not_blamed_on_the_sources(cache):
 
     shutil.rmtree(store.dir)
     assert len(musicfw.load_data(again, seed=0, progress=False).pieces()) == 2
+
+
+def test_a_hostile_conversion_manifest_reads_nothing_outside_and_unchecked_pieces_are_converted_again(cache, tmp_path):
+    """Issue 30, class 9: a manifest entry naming a path outside the store, a shard without a
+    recorded sha256 (an old cache) or a bad slice is not read: that piece is converted anew."""
+    import json
+
+    ds = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), num_workers=1, shipped=False)
+    good = {p.id: p.score.note_num() for p in musicfw.load_data(ds, seed=0, progress=False).pieces()}
+    store = corpora.CorpusStore(cache, "bach")
+    head = json.loads(store.manifest_path.read_text())
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"secret bytes that are not the store's")
+    first, second = sorted(good)
+    hostile = dict(head)
+    hostile["entries"] = dict(head["entries"])
+    hostile["entries"][first] = dict(head["entries"][first], shard=str(outside), offset=0, length=10)
+    hostile["entries"][second] = dict(head["entries"][second], offset=-5)
+    store.manifest_path.write_text(json.dumps(hostile))
+    assert first not in store.manifest() and second not in store.manifest()
+    assert store.load([first, second]) == {}
+    unchecked = dict(head, shards={})  # written before checksums were recorded
+    store.manifest_path.write_text(json.dumps(unchecked))
+    assert store.manifest() == {}
+    again = musicfw.build_dataset("bach_chorales", max_count=2, cache_dir=str(cache), num_workers=1, shipped=False)
+    assert {p.id: p.score.note_num() for p in musicfw.load_data(again, seed=0, progress=False).pieces()} == good
+    assert set(corpora.CorpusStore(cache, "bach").manifest()) >= set(good)  # converted again, checksummed

@@ -15,7 +15,7 @@ def run_dir(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("runs"), {"n": 2, "max_tokens": 24, "render_audio": False})
 
 
-def make_run(root, generate_section):
+def make_run(root, generate_section, limits=None):
     import torch
 
     import musicfw
@@ -31,6 +31,7 @@ def make_run(root, generate_section):
             "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
             "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}],
             "generate": generate_section,
+            **({"limits": limits} if limits else {}),
         }
     )
     run = RunFolder.create(root, config.name)
@@ -163,3 +164,37 @@ def test_a_time_limit_sizes_the_token_budget_and_the_stop_reasons_are_said(tmp_p
     record = json.loads((tmp_path / "o2" / "generation.json").read_text())
     assert record["settings"]["max_tokens"] == 1 and record["stop_reasons"] == ["max_tokens", "max_tokens"]
     assert "2 of 2 ran out of tokens (max_tokens=1) before max_seconds=3" in proc.stdout
+
+
+def test_a_runs_own_limits_hold_for_later_commands_on_it(tmp_path):
+    """Issue 30, class 6: the run's ``limits:`` persist in its folder and ``generate --run``
+    enforces them (here max_prompt_tokens against a prompt of hundreds of tokens)."""
+    from conftest import TEST_MIDI
+
+    run = make_run(tmp_path, {"n": 1, "max_tokens": 8, "render_audio": False}, limits={"max_prompt_tokens": 5})
+    assert "max_prompt_tokens: 5" in (run / "config.yaml").read_text()
+    prompt = sorted((TEST_MIDI / "one_track").glob("*.mid"))[0]
+    proc = run_cli("generate", "--run", str(run), "--prompt", str(prompt), "--seed", "1")
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "limits.max_prompt_tokens=5" in said, said
+    plain = make_run(tmp_path / "plain", {"n": 1, "max_tokens": 8, "render_audio": False})
+    ok = run_cli("generate", "--run", str(plain), "--prompt", str(prompt), "--seed", "1", "--no-audio")
+    assert ok.returncode == 0, ok.stderr  # the same prompt under the default limits
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-tokens", "1000000000000"], "above limits.max_tokens=1,000,000"),
+        (["--n", "1000000000", "--batch-size", "1000000000"], "above 1,000,000 samples per call"),
+        (["--n", "8", "--batch-size", "1000000000"], "generate.batch_size=1,000,000,000 is above 65,536"),
+    ],
+)
+def test_huge_generation_flags_are_clear_errors_before_any_folder_is_made(run_dir, args, message):
+    before = sorted(p.name for p in (run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
+    proc = run_cli("generate", "--run", str(run_dir), "--seed", "1", *args)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in said, proc.stderr
+    after = sorted(p.name for p in (run_dir / "samples").glob("*")) if (run_dir / "samples").exists() else []
+    assert after == before

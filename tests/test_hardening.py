@@ -745,3 +745,180 @@ def test_property_data_prepare_with_a_token_cache_never_raises(data, tokenizer, 
         assert summary["pieces"] >= 1
     else:
         assert err.strip(), "exit 2 without a reason"
+
+
+# --------------------------------------------------------------------------------------
+# Issue 30, class 6: every limit has a hard ceiling, and `inf` means the same in every path
+# --------------------------------------------------------------------------------------
+
+_LIMIT_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["inf", "INF", "infinity", "-inf", "nan", "1e15", "1e9", "1e3", "0", "-5", "7", "abc"]),
+)
+
+
+def _through_every_path(key: str, value) -> list:
+    """The value of ``key`` (or "error") set through the env, a limits: mapping, configure and
+    the command-line options."""
+    import argparse
+
+    from musicfw.cli.commands._output import add_limit_arguments, apply_limit_arguments
+
+    text = value if isinstance(value, str) else repr(value)
+    attempts = [
+        lambda: Limits.from_env({L.ENV: f"{key}={text}"}),
+        lambda: Limits.from_mapping({key: value}),
+        lambda: L.configure({key: value}),
+    ]
+    option = "--" + key.replace("_", "-")
+    parser = argparse.ArgumentParser()
+    add_limit_arguments(parser)
+    if option in parser._option_string_actions and key != "max_prompt_tokens":
+        attempts.append(lambda: apply_limit_arguments(parser.parse_args([f"{option}={text}"])))
+    out = []
+    for attempt in attempts:
+        try:
+            out.append(getattr(attempt(), key))
+        except ConfigError:
+            out.append("error")
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(sorted(L.CEILINGS)), value=_LIMIT_VALUES)
+def test_every_limit_has_a_hard_ceiling_and_inf_means_it_in_every_path(monkeypatch, key, value):
+    monkeypatch.delenv(L.ENV, raising=False)  # the same for every input
+    with L.using():
+        got = _through_every_path(key, value)
+    outcomes = set(got)
+    if isinstance(value, str) or isinstance(value, float):  # a string and its float read the same way
+        assert len(outcomes) == 1, (key, value, got)
+    for result in got:
+        if result != "error":
+            assert 0 < result <= L.CEILINGS[key], (key, value, got)
+    as_number = None
+    try:
+        as_number = float(value)
+    except (TypeError, ValueError):
+        pass
+    if as_number is not None and as_number == float("inf"):
+        assert got[0] == L.CEILINGS[key], (key, value, got)  # inf is the ceiling
+    elif as_number is not None and as_number > L.CEILINGS[key]:
+        assert outcomes == {"error"}, (key, value, got)  # above the ceiling: refused everywhere
+
+
+def test_a_limit_above_its_ceiling_in_the_environment_is_one_clear_error(tmp_path):
+    path = write(tmp_path, "m.mid", melody_bytes())
+    proc = musicfw_cli("tokenize", str(path), "--tokenizer", "pianoroll",
+                       env={L.ENV: "max_tokens=1e15,max_quarters=1e15"})
+    assert_clean(proc, "tokenize", codes=(2,))
+    said = " ".join(proc.stderr.split())
+    assert "above its hard ceiling 2,000,000" in said and "max_quarters" in said
+    both = musicfw_cli("tokenize", str(path), "--tokenizer", "pianoroll", "--max-quarters", "inf",
+                       env={L.ENV: "max_quarters=inf"})
+    assert_clean(both, "tokenize", codes=(0,))
+
+
+# --------------------------------------------------------------------------------------
+# Issue 30, class 7: generation sizes checked against the limits and the memory before use
+# --------------------------------------------------------------------------------------
+
+
+def test_generation_sizes_are_checked_before_anything_is_allocated():
+    from musicfw.engine.generation import MAX_BATCH, MAX_SAMPLES, check_generation_size
+
+    ok = dict(kind="categorical", vocab_size=300, available=8 * GIB)
+    check_generation_size(8, 8, 512, **ok)
+    with pytest.raises(ConfigError, match="limits.max_tokens"):
+        check_generation_size(1, 1, 10**12, **ok)
+    with pytest.raises(ConfigError, match=f"{MAX_SAMPLES:,}"):
+        check_generation_size(10**9, 8, 512, **ok)
+    with pytest.raises(ConfigError, match=f"{MAX_BATCH:,}"):
+        check_generation_size(8, 10**9, 512, **ok)
+    with pytest.raises(ConfigError, match="batch_size of at most 1,024"):  # 1 GiB / 2 / (64k tokens x 8 B)
+        check_generation_size(4096, 4096, 65_536, kind="categorical", vocab_size=300, available=GIB)
+    with pytest.raises(ConfigError, match="token buffers"):  # piano-roll frames are 128 wide
+        check_generation_size(64, 64, 1_000_000, kind="multihot", vocab_size=128, available=8 * GIB)
+    for bad in (0, -1, 2.5, True, "8"):
+        with pytest.raises(ConfigError, match="whole number"):
+            check_generation_size(bad, 8, 512, **ok)
+
+
+def _tiny_lstm():
+    import torch
+
+    from musicfw.core.build import build, build_from_section
+
+    tokenizer = build("tokenizer", "remi")
+    torch.manual_seed(0)
+    model = build_from_section("models", {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+                               tokenizer=tokenizer)
+    return model, tokenizer
+
+
+def test_generated_samples_go_to_the_sink_as_they_finish_and_long_batches_report_progress(monkeypatch):
+    from musicfw.engine import generation
+    from musicfw.engine.generation import build_sampler_chain, generate
+
+    model, tokenizer = _tiny_lstm()
+    sampler = build_sampler_chain({"name": "temperature", "temperature": 1.0})
+    kept = generate(model, tokenizer, sampler, n=5, batch_size=2, max_tokens=40, seed=4, constraints=False)
+    seen, steps, batches = [], [], []
+    monkeypatch.setattr(generation, "STEP_PROGRESS_SECONDS", 0.0)
+
+    def sink(score, tokens, reason):
+        seen.append((tokens.tolist(), reason, score.note_num()))
+        batches.append(len(steps))
+
+    streamed = generate(model, tokenizer, sampler, n=5, batch_size=2, max_tokens=40, seed=4, constraints=False,
+                        sink=sink, step_progress=lambda done, n, step, top: steps.append((done, n, step, top)))
+    assert streamed.tokens == [] and streamed.scores == []  # nothing kept in memory
+    assert [t for t, _, _ in seen] == [s.tolist() for s in kept.tokens]  # the same samples, in order
+    assert [r for _, r, _ in seen] == kept.stop_reasons
+    assert streamed.stats["notes"] == kept.stats["notes"] == sum(n for _, _, n in seen)
+    assert streamed.stats["samples"] == 5
+    assert batches[0] < batches[-1]  # the first batch was handed over before the last was drawn
+    assert steps and all(s[3] == 40 and 0 < s[2] < 40 for s in steps)
+    assert {s[0] for s in steps} >= {0, 2, 4}  # within every batch
+
+
+# --------------------------------------------------------------------------------------
+# Issue 30, class 9: scripts/test.sh makes a half-made .venv again instead of failing
+# --------------------------------------------------------------------------------------
+
+
+def test_the_test_script_remakes_a_venv_whose_creation_was_interrupted(tmp_path):
+    """A .venv with a python but no pip (creation killed half-way) is made again; the stand-in
+    python records what the script asks of it (no network, no real install)."""
+    import shutil
+    import stat
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "test.sh", repo / "scripts" / "test.sh")
+    log = tmp_path / "calls.log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def script(path: Path, body: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/usr/bin/env bash\n" + body)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+    good_python = f'echo "venv-python $*" >> {log}\nexit 0\n'
+    # the "python" that makes venvs: writes a .venv whose python has pip
+    script(bin_dir / "maker", f'echo "maker $*" >> {log}\nmkdir -p .venv/bin\n'
+                              f"cat > .venv/bin/python <<'X'\n#!/usr/bin/env bash\n{good_python}X\n"
+                              "chmod +x .venv/bin/python\n")
+    for tool in ("chromium", "fluidsynth", "apt-get"):  # the system-package step has nothing to do
+        script(bin_dir / tool, "exit 0\n")
+    script(repo / ".venv" / "bin" / "python",  # half-made: no pip
+           'if [ "$1 $2" = "-m pip" ]; then echo "No module named pip" >&2; exit 1; fi\nexit 0\n')
+    env = dict(os.environ, PYTHON=str(bin_dir / "maker"), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "test.sh"), "-q"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "No module named pip" not in proc.stderr and ".venv is incomplete" in proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "maker -m venv .venv"  # made again
+    assert any("pip install" in c and "torch" in c for c in calls) and calls[-1] == "venv-python -m pytest -q"

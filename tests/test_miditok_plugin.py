@@ -201,3 +201,126 @@ def test_trains_generates_and_decodes_through_musicfw_run(variant, bpe_file, tmp
         gen = run_cli("generate", "--model", str(out), "--n", "1", "--out", str(tmp_path / "g"), "--no-audio")
         assert gen.returncode == 0, gen.stderr[-3000:]
         assert (tmp_path / "g" / "sample_000.mid").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# hostile pieces and tokenizer files (issue 30, class 4): musicfw's limits hold in MidiTok too
+# --------------------------------------------------------------------------------------------
+
+
+def _score(notes, tpq=96, tracks=1):
+    score = symusic.Score(tpq)
+    for k in range(tracks):
+        track = symusic.Track(f"t{k}", 0, False)
+        for time, pitch in notes:
+            track.notes.append(symusic.Note(time, 24, pitch, 80))
+        score.tracks.append(track)
+    return score
+
+
+def test_miditok_encoding_is_bounded_by_musicfws_limits():
+    import time
+
+    from musicfw.music import limits
+
+    tok = musicfw.build_tokenizer("miditok", tokenizer="REMI")
+    t0 = time.monotonic()
+    with pytest.raises(limits.PieceTooLarge, match="max_quarters"):  # two notes 2^28 ticks apart
+        tok.encode(_score([(0, 60), (2**28, 62)]))
+    many = symusic.Score(96)  # 250,000 notes > max_notes, built through numpy
+    track = symusic.Track("many", 0, False)
+    t = np.arange(250_000, dtype=np.int32) % 4000
+    track.notes = symusic.Note.from_numpy(t, np.full_like(t, 24), np.full(len(t), 60, np.int8), np.full(len(t), 80, np.int8))
+    many.tracks.append(track)
+    with pytest.raises(limits.PieceTooLarge, match="max_notes"):
+        tok.encode(many)
+    assert time.monotonic() - t0 < 10
+    piece = symusic.Score(ONE_TRACK[0])
+    with limits.using(max_tokens=50), pytest.raises(limits.PieceTooLarge, match="max_tokens=50"):
+        tok.encode(piece)
+    with limits.using(max_tracks=2), pytest.raises(limits.PieceTooLarge, match="max_tracks"):
+        tok.encode(symusic.Score(MULTITRACK))
+    with limits.using(max_quarters=8, on_exceed="cut"):  # cut like musicfw's own tokenizers
+        cut = tok.encode(_score([(k * 96, 60 + k % 12) for k in range(64)]))
+    assert 0 < tok.decode(cut).note_num() <= 8
+
+
+HOSTILE_PARAMS = [
+    ({"special_tokens": [f"S{i}_None" for i in range(5_000)]}, "5,000 special tokens"),
+    ({"beat_res": {"0_4": -8}}, "steps per beat"),
+    ({"beat_res": {"0_4": 10**7}}, "larger than 1,000,000"),
+    ({"beat_res": {"0_1000": 1_000}}, "time steps in all"),
+    ({"beat_res": {"-4_4": 8}}, "0 <= START < END"),
+    ({"beat_res": {"0_100000": 1}}, "0 <= START < END"),
+    ({"num_velocities": 10**6}, "num_velocities"),
+    ({"pitch_range": [0, 100000]}, "pitch_range"),
+]
+
+
+def _saved_with(tmp_path, params):
+    plain = tmp_path / "plain.json"
+    miditok.REMI().save(plain)
+    saved = json.loads(plain.read_text())
+    saved["config"].update(params)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(saved))
+    return path
+
+
+@pytest.mark.parametrize("params, message", HOSTILE_PARAMS)
+def test_tokenizer_parameters_are_bounded_before_miditok_allocates(tmp_path, params, message):
+    import re
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", params=params)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # the same bound in a tokenizer file
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file=str(_saved_with(tmp_path, params)))
+    assert time.monotonic() - t0 < 20
+
+
+def test_a_tokenizer_file_with_millions_of_special_tokens_is_refused_at_once(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    path = _saved_with(tmp_path, {"special_tokens": [f"S{i}_None" for i in range(2_000_000)]})
+    with pytest.raises(ConfigError, match="larger than 16,777,216 bytes"):  # ~30 MB: refused unread
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file=str(path))
+    path = _saved_with(tmp_path, {"special_tokens": [f"S{i}_None" for i in range(200_000)]})
+    with pytest.raises(ConfigError, match=r"special_tokens: 200,000 items \(at most 10,000\)"):
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file=str(path))
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_tokenizer_file_nested_deeply_or_too_large_is_a_config_error(tmp_path):
+    from musicfw.plugins.tokenizers import miditok_wrap
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ConfigError, match="nested too deeply|no `config`"):
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file=str(deep))
+    big = tmp_path / "big.json"
+    big.write_text("{" + " " * (miditok_wrap.MAX_CONFIG_BYTES + 1) + "}")
+    with pytest.raises(ConfigError, match="larger than"):
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", config_file=str(big))
+    state = miditok_wrap._pack("{" + " " * (miditok_wrap.MAX_CONFIG_BYTES + 1) + "}")  # gzip: ~17 KB
+    with pytest.raises(ConfigError, match="larger than"):
+        musicfw.build_tokenizer("miditok", tokenizer="REMI", state=state)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(start=st.integers(-5, 2000), width=st.integers(-2, 2000), res=st.integers(-3, 5000),
+       velocities=st.integers(-3, 300))
+def test_any_beat_resolution_builds_a_bounded_vocabulary_or_is_a_config_error(start, width, res, velocities):
+    params = {"beat_res": {f"{start}_{start + width}": res}, "num_velocities": velocities}
+    try:
+        tok = musicfw.build_tokenizer("miditok", tokenizer="TSD", params=params)
+    except ConfigError:
+        return
+    assert tok.vocab_size < 200_000

@@ -118,13 +118,13 @@ def test_conversion_happens_once_per_file_content(score_dir, tmp_path, monkeypat
     cache = tmp_path / "cache"
     first = _load(score_dir, cache)
     calls = []
-    real = scorefiles.convert_file
+    real = scorefiles._convert_all
 
-    def counting(job):
-        calls.append(Path(job[1]).name)
-        return real(job)
+    def counting(cache_, todo, workers, progress):  # conversions run in worker processes: count here
+        calls.extend(Path(job[1]).name for job in todo)
+        return real(cache_, todo, workers, progress)
 
-    monkeypatch.setattr(scorefiles, "convert_file", counting)
+    monkeypatch.setattr(scorefiles, "_convert_all", counting)
     again = _load(score_dir, cache)
     assert calls == []  # every file, the broken ones too, came from the cache
     assert [(p.id, _notes(p.score)) for p in again.pieces()] == [(p.id, _notes(p.score)) for p in first.pieces()]
@@ -171,3 +171,140 @@ def test_data_prepare_lists_a_reason_for_every_skip(score_dir, tmp_path):
         ("empty.xml", "empty file"),
     ):
         assert f"{score_dir / name}: {reason}" in out
+
+
+# --------------------------------------------------------------------------------------------
+# hostile score files (issue 30, class 3): bounded unpacking, time and memory per conversion
+# --------------------------------------------------------------------------------------------
+
+
+def _skips(data) -> dict[str, str]:
+    return {Path(path).name: reason for path, reason in data.skipped}
+
+
+def test_an_mxl_that_unpacks_past_the_limit_is_refused_before_unpacking(tmp_path):
+    import zipfile
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "tune.abc").write_text(HALF_BROKEN_ABC.split("\n\nX:2")[0] + "\n")
+    with zipfile.ZipFile(folder / "bomb.mxl", "w", zipfile.ZIP_DEFLATED) as zf:  # ~80 KB on disk
+        zf.writestr("score.xml", b"\0" * (scorefiles.MAX_FILE_BYTES + 2**20))
+    assert (folder / "bomb.mxl").stat().st_size < 2**20
+    data = _load(folder, tmp_path / "c")
+    reason = _skips(data)["bomb.mxl"]
+    assert "unpacks to" in reason and f"{scorefiles.MAX_FILE_BYTES:,}" in reason
+    assert [p.id for p in data.pieces()] == ["tune.abc"]
+
+
+@pytest.mark.parametrize("length", ["2147483647", "4097", "99999999999999999999"])
+def test_an_abc_note_too_long_for_abc2midi_is_refused_not_cut(tmp_path, length):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "long.abc").write_text(f"X:1\nT:Long\nL:1/8\nK:C\nC{length} D|\n\nX:2\nT:Fine\nL:1/8\nK:C\nCDEF|\n")
+    data = _load(folder, tmp_path / "c")
+    reason = _skips(data)["long.abc#1"]
+    assert f"{length[:12]}" in reason and "unit lengths" in reason
+    assert [p.id for p in data.pieces()] == ["long.abc#2"]
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 10**12), note=st.sampled_from(["C", "^f'", "_B,,", "z", "x", "Z", "=c"]),
+       decoration=st.sampled_from(["", '"C"', "!trill!", "[K:G]", "%C99999 comment"]))
+def test_the_abc_length_check_refuses_exactly_the_notes_past_the_bound(n, note, decoration):
+    line = f"{decoration}{note}{n} D2|" if not decoration.startswith("%") else f"{note}{n} D2| {decoration}"
+    problem = scorefiles.abc_length_problem(f"X:1\nL:1/8\nK:C\n{line}\n")
+    assert (problem is not None) == (n > scorefiles.MAX_ABC_LENGTH), (line, problem)
+
+
+def _misbehave(path: str):
+    """Stands in for music21 in the worker (inherited through fork): one file hangs, one
+    allocates without end, one kills its process."""
+    import os
+    import time
+
+    name = Path(path).name
+    if name == "slow.krn":
+        time.sleep(600)
+    if name == "hog.krn":
+        blocks = []
+        while True:
+            blocks.append(bytearray(2**28))
+    if name == "dies.krn":
+        os._exit(9)
+    return REAL_CONVERT(path)
+
+
+REAL_CONVERT = scorefiles._convert_music21
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the stand-in reaches workers through fork")
+def test_a_slow_a_greedy_and_a_crashing_conversion_are_skipped_and_do_not_stall_the_rest(tmp_path, monkeypatch):
+    import time
+
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for name in ("slow.krn", "hog.krn", "dies.krn", "fine.krn"):
+        (folder / name).write_text(f"!! {name}\n**kern\n*M4/4\n4c\n4d\n4e\n4f\n=\n*-\n")
+    monkeypatch.setattr(scorefiles, "_convert_music21", _misbehave)
+    monkeypatch.setattr(scorefiles, "CONVERSION_SECONDS", 5.0)
+    monkeypatch.setattr(scorefiles, "CONVERSION_BYTES", 2**30)
+    t0 = time.monotonic()
+    data = _load(folder, tmp_path / "c")
+    assert time.monotonic() - t0 < 60
+    reasons = _skips(data)
+    assert "took longer than 5 s" in reasons["slow.krn"]
+    assert "1 GiB of memory" in reasons["hog.krn"]
+    assert "died" in reasons["dies.krn"]
+    assert [p.id for p in data.pieces()] == ["fine.krn"]
+    calls = []
+    real = scorefiles._convert_all
+
+    def counting(cache_, todo, workers, progress):
+        calls.extend(sorted(Path(job[1]).name for job in todo))
+        return real(cache_, todo, workers, progress)
+
+    monkeypatch.setattr(scorefiles, "_convert_all", counting)
+    monkeypatch.setattr(scorefiles, "_convert_music21", REAL_CONVERT)
+    again = _load(folder, tmp_path / "c")  # what hit a bound was not cached: tried again
+    assert calls == ["dies.krn", "hog.krn", "slow.krn"]
+    assert sorted(p.id for p in again.pieces()) == ["dies.krn", "fine.krn", "hog.krn", "slow.krn"]
+
+
+def test_a_converted_score_cache_entry_that_fails_its_checks_is_converted_again(score_dir, tmp_path, monkeypatch):
+    """Issue 30, class 9: the cached MIDI of a converted score carries its sha256, and its name
+    must be the one it was written as (no path read from the cache is followed)."""
+    import json
+
+    cache = tmp_path / "cache"
+    first = _load(score_dir, cache)
+    folder = scorefiles.ScoreCache(cache).dir
+    metas = sorted(folder.glob("*/*.json"))
+    (mid,) = [m for m in folder.glob("*/*.mid") if m.name.startswith(_key(score_dir / "tiny.krn"))]
+    mid.write_bytes(mid.read_bytes()[:-3] + b"\x00\x00\x00")  # altered on disk
+    meta = next(m for m in metas if m.name.startswith(_key(score_dir / "tune.musicxml")))
+    entry = json.loads(meta.read_text())
+    outside = tmp_path / "outside.mid"
+    shutil.copy(TEST_MIDI / "one_track" / "POP909_008.mid", outside)
+    entry["pieces"][0]["midi"] = str(outside)
+    meta.write_text(json.dumps(entry))
+    calls = []
+    real = scorefiles._convert_all
+
+    def counting(cache_, todo, workers, progress):
+        calls.extend(sorted(Path(job[1]).name for job in todo))
+        return real(cache_, todo, workers, progress)
+
+    monkeypatch.setattr(scorefiles, "_convert_all", counting)
+    again = _load(score_dir, cache)
+    assert calls == ["tiny.krn", "tune.musicxml"]
+    assert [(p.id, _notes(p.score)) for p in again.pieces()] == [(p.id, _notes(p.score)) for p in first.pieces()]
+
+
+def _key(path: Path) -> str:
+    return scorefiles.ScoreCache.key(path, path.read_bytes())

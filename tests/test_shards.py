@@ -384,3 +384,175 @@ def test_the_default_read_source_reads_one_midi_piece_through_the_one_loader(tmp
     assert pieces[0].score.note_num() > 0 and not skipped
     pieces, skipped = read_midi_source(ds, str(bad), "broken.mid")
     assert pieces == [] and skipped[0][0] == str(bad) and skipped[0][1]
+
+
+# --------------------------------------------------------------------------------------------
+# hostile shard folders (issue 30, class 5): every path confined, every record cross-checked
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared shard folder of 12 pieces (copied per test) and its corpus."""
+    base = tmp_path_factory.mktemp("prepared")
+    corpus = write_corpus(base / "corpus", 12)
+    datamodule(corpus, base / "c", "shards").prepare()
+    folder = shard_folder(base / "c")
+    return corpus, folder, {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _copy(prepared, tmp_path) -> tuple[Path, Path]:
+    corpus, folder, files = prepared
+    target = tmp_path / "cache" / "shards" / folder.name
+    target.mkdir(parents=True)
+    for name, data in files.items():
+        (target / name).write_bytes(data)
+    return corpus, target
+
+
+def _tokens(folder: Path) -> dict[str, list]:
+    store = shards.ShardStore(folder)
+    return {i: store.get(k).tolist() for k, i in enumerate(store.ids)}
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / shards.MANIFEST).read_text())
+
+
+def _put(path: Path, data) -> None:
+    path.write_text(json.dumps(data))
+
+
+def _hostile(name: str, folder: Path, outside: Path) -> None:
+    m = _manifest(folder)
+    arrows = [s["file"] for s in m["shards"]]
+    if name in ("absolute", "dotdot"):
+        (outside / "victim.arrow").write_bytes(b"not yours")
+        (outside / "victim.json").write_text("{}")
+        path = str(outside / "victim.arrow") if name == "absolute" else f"../../../{outside.name}/victim.arrow"
+        m["shards"][0]["file"] = path
+        _put(folder / shards.MANIFEST, m)
+    elif name == "dropped":
+        del m["shards"][1]
+        _put(folder / shards.MANIFEST, m)
+    elif name == "length":
+        meta_path = (folder / arrows[0]).with_suffix(".json")
+        meta = json.loads(meta_path.read_text())
+        next(r for r in meta["pieces"] if "row" in r)["length"] = 10**9
+        _put(meta_path, meta)
+    elif name == "swapped":
+        a, b = folder / arrows[0], folder / arrows[1]
+        da, db = a.read_bytes(), b.read_bytes()
+        a.write_bytes(db)
+        b.write_bytes(da)
+        for k in ("sha256", "bytes"):
+            m["shards"][0][k], m["shards"][1][k] = m["shards"][1][k], m["shards"][0][k]
+        _put(folder / shards.MANIFEST, m)
+    elif name == "json-missing":
+        (folder / arrows[2]).with_suffix(".json").unlink()
+    elif name == "json-garbled":
+        (folder / arrows[2]).with_suffix(".json").write_text('{"id": [[[')
+    elif name == "no-kind":
+        del m["kind"]
+        _put(folder / shards.MANIFEST, m)
+    elif name == "shards-5":
+        m["shards"] = 5
+        _put(folder / shards.MANIFEST, m)
+    else:  # pragma: no cover
+        raise AssertionError(name)
+
+
+HOSTILE = {  # case: (file the error names, words of what is wrong)
+    "absolute": ("manifest.json", "no other path is allowed"),
+    "dotdot": ("manifest.json", "no other path is allowed"),
+    "dropped": ("manifest.json", "does not match its list of files"),
+    "length": ("shard-", "1,000,000,000"),
+    "swapped": ("shard-", "the manifest records"),
+    "json-missing": (".json", "missing"),
+    "json-garbled": (".json", "unreadable"),
+    "no-kind": ("manifest.json", "'kind'"),
+    "shards-5": ("manifest.json", "'shards' must be a list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_a_hostile_shard_folder_is_a_clear_error_and_repair_rebuilds_it_inside_its_folder(prepared, tmp_path, case):
+    corpus, folder = _copy(prepared, tmp_path)
+    want = _tokens(folder)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _hostile(case, folder, outside)
+    before_outside = {p.name: p.read_bytes() for p in outside.iterdir()}
+    where, what = HOSTILE[case]
+    with pytest.raises(DataError) as err:
+        shards.ShardStore(folder)
+    message = str(err.value)
+    assert where in message and what in message and "musicfw data repair" in message, message
+    with pytest.raises(DataError):  # the way a run meets it: the same clear error
+        datamodule(corpus, tmp_path / "cache", "shards").prepare()
+    rebuilt = shards.repair(folder, workers=1, progress=False)
+    assert rebuilt, case
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before_outside  # nothing touched outside
+    assert _tokens(folder) == want
+    assert shards.repair(folder, workers=1, progress=False) == []
+
+
+def test_a_manifest_that_cannot_say_how_it_was_made_is_refused_by_repair(prepared, tmp_path):
+    corpus, folder = _copy(prepared, tmp_path)
+    m = _manifest(folder)
+    m["dataset"] = "x"
+    _put(folder / shards.MANIFEST, m)
+    with pytest.raises(DataError, match="Delete the folder"):
+        shards.repair(folder, workers=1, progress=False)
+    with pytest.raises(DataError, match="'dataset' must be an object"):
+        shards.ShardStore(folder)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True), st.text(max_size=8),
+    st.just("../../etc/passwd"), st.just("/tmp/x.arrow"), st.lists(st.integers(), max_size=3), st.just({}),
+)
+
+
+def _paths(data, prefix=()):
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield prefix + (k,)
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data[:4]):
+            yield prefix + (i,)
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(which=st.integers(0, 10**6), spot=st.integers(0, 10**6), value=_JSON_VALUES, drop=st.booleans())
+def test_any_mutation_of_a_manifest_or_shard_json_gives_the_same_tokens_or_a_data_error(prepared, tmp_path_factory,
+                                                                                       which, spot, value, drop):
+    corpus, folder, files = prepared
+    target = tmp_path_factory.mktemp("mut")
+    for name, data in files.items():
+        (target / name).write_bytes(data)
+    want = _tokens(target)
+    names = sorted(n for n in files if n.endswith(".json"))
+    name = names[which % len(names)]
+    data = json.loads(files[name])
+    paths = [p for p in _paths(data) if not (p and p[0] == "files" and len(p) > 2)]
+    path = paths[spot % len(paths)]
+    parent = data
+    for key in path[:-1]:
+        parent = parent[key]
+    if drop:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    (target / name).write_text(json.dumps(data))
+    try:
+        got = _tokens(target)
+    except DataError:
+        return
+    assert got == want  # a harmless change (a title, a skipped reason): the same tokens

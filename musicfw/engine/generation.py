@@ -24,6 +24,7 @@ tokens at the start of each bar of the continuation, the model generating the re
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,66 @@ def clock_for(tokenizer: Any, batch_size: int) -> Any:
 
     clock = tokenizer.clock(batch_size)
     return clock if clock is not None else DecodeClock(batch_size, tokenizer)
+
+
+# --------------------------------------------------------------------------------------
+# how much one call may ask for
+# --------------------------------------------------------------------------------------
+
+#: samples per call at most (each is decoded and handed to ``sink`` as its batch finishes)
+MAX_SAMPLES = 1_000_000
+#: sequences decoded together at most
+MAX_BATCH = 65_536
+#: a line about the tokens of a long batch at most this often (seconds)
+STEP_PROGRESS_SECONDS = 5.0
+
+
+def _available_bytes() -> int:
+    """The memory free now (Linux: physical pages available), else 4 GiB."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
+        return 4 * 2**30
+
+
+def check_generation_size(
+    n: int, batch_size: int, max_tokens: int, *, kind: str, vocab_size: int, needs_history: bool = False,
+    prompt_tokens: int = 0, available: int | None = None,
+) -> None:
+    """Refuse, before anything is allocated, a generation beyond the ceilings: ``max_tokens``
+    above ``limits.max_tokens`` (a generated piece is bounded like an encoded one), ``n``
+    above :data:`MAX_SAMPLES`, ``batch_size`` above :data:`MAX_BATCH`, or a batch whose
+    token buffers need more than half the memory available now."""
+    from musicfw.music.limits import ENV, current
+
+    limits = current()
+    for key, value in (("n", n), ("batch_size", batch_size), ("max_tokens", max_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"generate.{key} must be a whole number >= 1, got {value!r}.")
+    if max_tokens > limits.max_tokens:
+        raise ConfigError(
+            f"generate.max_tokens={max_tokens:,} is above limits.max_tokens={limits.max_tokens:,} (a "
+            f"generated piece is bounded like an encoded one); lower it, or raise limits.max_tokens "
+            f"({ENV}=max_tokens=N) up to its ceiling."
+        )
+    if n > MAX_SAMPLES:
+        raise ConfigError(f"generate.n={n:,} is above {MAX_SAMPLES:,} samples per call; call generate again.")
+    if batch_size > MAX_BATCH:
+        raise ConfigError(f"generate.batch_size={batch_size:,} is above {MAX_BATCH:,}.")
+    B = min(batch_size, n)
+    width = int(vocab_size) if kind == "multihot" else 1
+    per = max_tokens * width * (1 if kind == "multihot" else 8)
+    if needs_history:
+        per += (prompt_tokens + max_tokens) * width * 8
+    budget = (available if available is not None else _available_bytes()) // 2
+    if B * per > budget:
+        fits = max(budget // max(per, 1), 0)
+        raise ConfigError(
+            f"generate: a batch of {B:,} samples of {max_tokens:,} tokens needs {B * per / 2**20:,.0f} MiB "
+            f"of token buffers, more than half the memory available now ({budget / 2**20:,.0f} MiB); "
+            + (f"use a batch_size of at most {fits:,}" if fits >= 1 else "lower max_tokens")
+            + " (--batch-size / --max-tokens, or generate.batch_size / generate.max_tokens)."
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -187,6 +248,8 @@ def generate(
     progress: Any = None,
     cpu_threads: int | None = 1,
     chords: Any = None,
+    sink: Any = None,
+    step_progress: Any = None,
 ) -> GenerationResult:
     """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
 
@@ -206,14 +269,18 @@ def generate(
     names) placed into every sequence by constrained decoding, from the first bar of the
     continuation on (it repeats when the piece is longer); needs ``constraints`` and a
     tokenizer with ``chord_grammar`` (REMI with ``use_chords``).
+    ``sink``: optional callable ``sink(score, tokens, reason)`` given each sample as its batch
+    finishes; the result then keeps no tokens or scores (memory flat in ``n``), only the
+    statistics.  ``step_progress``: optional callable ``step_progress(samples_done, n, step,
+    max_tokens)`` at most every few seconds within a batch (a long generation says it is alive).
+    ``n``, ``batch_size`` and ``max_tokens`` are checked by :func:`check_generation_size`
+    before anything is allocated.
     """
     import torch
 
     kind = tokenizer.kind
-    if n < 1 or batch_size < 1 or max_tokens < 1:
-        raise ConfigError(
-            f"generate needs n >= 1, batch_size >= 1 and max_tokens >= 1 (got {n}, {batch_size}, {max_tokens})."
-        )
+    check_generation_size(n, batch_size, max_tokens, kind=kind, vocab_size=int(tokenizer.vocab_size),
+                          needs_history=bool(getattr(sampler, "needs_history", False)))
     if max_bars is not None and max_bars <= 0:
         raise ConfigError(f"generate.max_bars must be > 0, got {max_bars}.")
     if max_seconds is not None and max_seconds <= 0:
@@ -242,6 +309,10 @@ def generate(
             f"The prompt is {len(prompt_tokens)} {tokenizer.name} tokens, longer than the model's "
             f"max_context ({model.max_context}); use a shorter prompt or a model with a longer context."
         )
+    if prompt_tokens is not None:
+        check_generation_size(n, batch_size, max_tokens, kind=kind, vocab_size=int(tokenizer.vocab_size),
+                              needs_history=bool(getattr(sampler, "needs_history", False)),
+                              prompt_tokens=len(prompt_tokens))
 
     if device is not None:
         model.to(device)
@@ -255,48 +326,64 @@ def generate(
     if cpu_threads is not None and torch.device(device).type == "cpu":
         torch.set_num_threads(max(int(cpu_threads), 1))
     tokens: list[np.ndarray] = []
+    scores: list[Any] = []
     reasons: list[str] = []
-    n_new = 0
+    lengths: list[int] = []
+    n_new = notes = invalid = 0
+    counted = True
     constrained = False
     t0 = time.perf_counter()
+    decode_seconds = 0.0
     try:
         with torch.no_grad():
             done_n = 0
             while done_n < n:
                 B = min(batch_size, n - done_n)
+                tick = None
+                if step_progress is not None:
+                    tick = _StepTicker(step_progress, done_n, n, max_tokens)
                 seqs, why, used_grammar = _generate_batch(
                     model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
-                    prompt_tokens, constraints, end_token, generator, device, chords,
+                    prompt_tokens, constraints, end_token, generator, device, chords, tick,
                 )
                 constrained = constrained or used_grammar
+                t_dec = time.perf_counter()
                 for s, r in zip(seqs, why):
                     n_new += len(s) - (0 if prompt_tokens is None else len(prompt_tokens))
-                    tokens.append(s)
                     reasons.append(r)
+                    lengths.append(len(s))
+                    score = tokenizer.decode(s)
+                    notes += int(sum(len(t.notes) for t in score.tracks))
+                    bad = tokenizer.count_invalid(s)
+                    counted = counted and bad is not None
+                    invalid += int(bad or 0)
+                    if sink is not None:
+                        sink(score, s, r)
+                    else:
+                        tokens.append(s)
+                        scores.append(score)
+                decode_seconds += time.perf_counter() - t_dec
                 done_n += B
                 if progress is not None:
                     progress(done_n, n)
     finally:
         torch.set_num_threads(threads_before)
         model.train(was_training)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - decode_seconds
 
-    scores = [tokenizer.decode(s) for s in tokens]
     stats: dict[str, Any] = {
-        "samples": len(tokens),
+        "samples": len(lengths),
         "tokens_generated": int(n_new),
         "prompt_tokens": 0 if prompt_tokens is None else int(len(prompt_tokens)),
-        "mean_length": float(np.mean([len(s) for s in tokens])),
+        "mean_length": float(np.mean(lengths)),
         "seconds": float(elapsed),
         "tokens_per_second": float(n_new / elapsed) if elapsed > 0 else float("inf"),
         "constrained": bool(constrained),
         "stop_reasons": {r: reasons.count(r) for r in sorted(set(reasons))},
-        "notes": int(sum(sum(len(t.notes) for t in sc.tracks) for sc in scores)),
+        "notes": int(notes),
     }
-    counts = [tokenizer.count_invalid(s) for s in tokens]
-    if all(c is not None for c in counts):
-        invalid = int(sum(counts))
-        total = int(sum(len(s) for s in tokens))
+    if counted:
+        total = int(sum(lengths))
         stats["invalid_tokens"] = invalid
         stats["invalid_rate"] = invalid / total if total else 0.0
     return GenerationResult(
@@ -306,6 +393,21 @@ def generate(
         stop_reasons=reasons,
         prompt_length=0 if prompt_tokens is None else int(len(prompt_tokens)),
     )
+
+
+class _StepTicker:
+    """Calls ``step_progress(samples_done, n, step, max_tokens)`` at most every
+    :data:`STEP_PROGRESS_SECONDS` within a batch."""
+
+    def __init__(self, callback: Any, done: int, n: int, max_tokens: int):
+        self.callback, self.done, self.n, self.max_tokens = callback, done, n, max_tokens
+        self.last = time.perf_counter()
+
+    def __call__(self, step: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= STEP_PROGRESS_SECONDS:
+            self.last = now
+            self.callback(self.done, self.n, step, self.max_tokens)
 
 
 def _generate_batch(
@@ -323,6 +425,7 @@ def _generate_batch(
     generator: Any,
     device: Any,
     chords: Any = None,
+    tick: Any = None,
 ) -> tuple[list[np.ndarray], list[str], bool]:
     import torch
 
@@ -409,6 +512,8 @@ def _generate_batch(
                 done |= late
         if done.all() or t == max_tokens - 1:
             break
+        if tick is not None:
+            tick(t + 1)
         logits, state = model.step(_as_input(x, kind), state)
 
     prefix = prompt_tokens if prompt_tokens is not None else None
@@ -452,27 +557,47 @@ def write_samples(
     already in the folder.  ``result`` may also be a list of Scores.  ``progress``: optional
     callable ``progress(done, total)`` after each sample.
     """
-    from musicfw.music.render import AudioRenderer, piano_roll_png
-
     scores = result.scores if isinstance(result, GenerationResult) else list(result)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = _first_free_index(out, stem)
-    width = max(3, len(str(start + len(scores) - 1)))
-    renderer = AudioRenderer(soundfont) if render_audio else None
-    written: list[Path] = []
+    writer = SampleWriter(out_dir, render_audio=render_audio, soundfont=soundfont, stem=stem,
+                          piano_roll=piano_roll, expected=len(scores))
     for i, score in enumerate(scores):
-        base = out / f"{stem}_{start + i:0{width}d}"
-        mid = base.with_suffix(".mid")
-        score.dump_midi(str(mid))
-        written.append(mid)
-        if piano_roll:
-            written.append(piano_roll_png(score, base.with_suffix(".png"), title=mid.name))
-        if renderer is not None:
-            wav = renderer.render(score, base.with_suffix(".wav"))
-            if wav is not None:
-                written.append(wav)
+        writer(score)
         if progress is not None:
             progress(i + 1, len(scores))
-    return written
+    return writer.written
 
+
+class SampleWriter:
+    """Writes samples one at a time as :func:`write_samples` does (the ``sink`` of
+    :func:`generate`: each sample is on disk as soon as its batch finishes, none is kept in
+    memory).  ``expected``: how many will come (sizes the zero padding of the numbers)."""
+
+    def __init__(self, out_dir: str | Path, *, render_audio: bool = True, soundfont: str | Path | None = None,
+                 stem: str = "sample", piano_roll: bool = True, expected: int = 1, progress: Any = None):
+        from musicfw.music.render import AudioRenderer
+
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stem, self.piano_roll, self.progress, self.expected = stem, piano_roll, progress, int(expected)
+        self.start = _first_free_index(self.out, stem)
+        self.width = max(3, len(str(self.start + max(self.expected, 1) - 1)))
+        self.renderer = AudioRenderer(soundfont) if render_audio else None
+        self.written: list[Path] = []
+        self.count = 0
+
+    def __call__(self, score: Any, tokens: Any = None, reason: str | None = None) -> None:
+        from musicfw.music.render import piano_roll_png
+
+        base = self.out / f"{self.stem}_{self.start + self.count:0{self.width}d}"
+        mid = base.with_suffix(".mid")
+        score.dump_midi(str(mid))
+        self.written.append(mid)
+        if self.piano_roll:
+            self.written.append(piano_roll_png(score, base.with_suffix(".png"), title=mid.name))
+        if self.renderer is not None:
+            wav = self.renderer.render(score, base.with_suffix(".wav"))
+            if wav is not None:
+                self.written.append(wav)
+        self.count += 1
+        if self.progress is not None:
+            self.progress(self.count, self.expected)

@@ -93,3 +93,19 @@ class Counter:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def step_line(label: str, stream: Any = None) -> Any:
+    """A ``step_progress(samples_done, n, step, max_tokens)`` callback for
+    :func:`musicfw.engine.generation.generate`: one line per call (generate calls it at most
+    every few seconds within a long batch)."""
+    t0 = time.perf_counter()
+
+    def line(done: int, n: int, step: int, max_tokens: int) -> None:
+        print(
+            f"      {label}: samples {done}/{n} done, this batch at token {step:,}/{max_tokens:,}  "
+            f"{time.perf_counter() - t0:.0f} s",
+            file=stream if stream is not None else sys.stderr, flush=True,
+        )
+
+    return line

@@ -101,8 +101,17 @@ class RunFolder:
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), registries: Any = None) -> DictConfig:
-    """The validated config saved in a run folder (with optional overrides)."""
+    """The validated config saved in a run folder (with optional overrides).  The run's own
+    ``limits:`` then hold for this process (:func:`musicfw.music.limits.configure_run`): every
+    command acting on a run enforces the limits it was made with."""
+    from omegaconf import OmegaConf
+
     from musicfw.engine.config import load_config
+    from musicfw.music.limits import configure_run
 
     run = RunFolder.open(run_dir)
-    return load_config(run.config_path, overrides=list(overrides), registries=registries, saved=True)
+    config = load_config(run.config_path, overrides=list(overrides), registries=registries, saved=True)
+    limits = config.get("limits")
+    configure_run(OmegaConf.to_container(limits) if limits is not None else None,
+                  where=f"limits (in {run.config_path})")
+    return config

@@ -148,6 +148,11 @@ def shard_id(chunk: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
+def planned_shards(entries: Sequence[dict[str, Any]], shard_files: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``[(shard id, its files)]`` as :func:`prepare_shards` makes them."""
+    return [(shard_id(chunk), chunk) for chunk in plan_shards(entries, shard_files)]
+
+
 def shard_key(dataset: Any, tokenizer: Any, root_of_sources: str) -> str:
     """The shard folder's identity: dataset (name, semantic config, resolved folder, plugin
     package and version), tokenizer (class, config, vocabulary, plugin package and version),
@@ -301,18 +306,20 @@ class _Progress:
             self.bar.close()
 
 
-def _kept_shard(folder: Path, sid: str, files: int) -> dict[str, Any] | None:
-    """The JSON of a finished shard whose Arrow file is intact, else None (then it is redone)."""
+def _kept_shard(folder: Path, sid: str, chunk: Sequence[dict[str, Any]], kind: str, vocab_size: int) -> dict[str, Any] | None:
+    """The JSON summary of a finished shard that passes every check of
+    :func:`~musicfw.engine.shardcheck.check_shard` against its own JSON and ``chunk``'s files,
+    else None (then it is redone)."""
+    from musicfw.engine.shardcheck import MAX_SHARD_JSON_BYTES, ShardProblem, check_shard, read_json
+
     meta_path = folder / f"shard-{sid}.json"
     try:
-        meta = json.loads(meta_path.read_text())
-        arrow = folder / meta["file"]
-        if meta.get("files") != files or arrow.stat().st_size != meta["bytes"]:
+        meta = read_json(meta_path, MAX_SHARD_JSON_BYTES, meta_path.name)
+        entry = _summary(meta)
+        if entry["id"] != sid or entry["file"] != f"shard-{sid}.arrow" or entry["files"] != len(chunk):
             return None
-        if sha256_file(arrow) != meta["sha256"]:
-            return None
-        return _summary(meta)
-    except (OSError, ValueError, KeyError, TypeError):
+        return _summary(check_shard(folder, entry, [e["name"] for e in chunk], kind, vocab_size))
+    except (OSError, ValueError, KeyError, TypeError, ShardProblem):
         return None
 
 
@@ -331,9 +338,11 @@ def prepare_shards(
     shard_files: int = 500,
     progress: bool = True,
     build: Callable[[str, str, list[dict[str, Any]]], dict[str, Any]] = build_shard,
+    rebuilt: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Make ``folder`` hold one shard per chunk of ``entries`` (keeping the finished ones) and
-    its ``manifest.json``; returns the manifest."""
+    """Make ``folder`` hold one shard per chunk of ``entries`` (keeping the finished ones that
+    pass every check) and its ``manifest.json``; returns the manifest.  The names of the
+    shards made anew are appended to ``rebuilt``."""
     from musicfw.music.limits import current as current_limits
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -342,11 +351,13 @@ def prepare_shards(
     metas: dict[str, dict[str, Any]] = {}
     todo = []
     for sid, chunk in zip(sids, plan):
-        meta = _kept_shard(folder, sid, len(chunk))
+        meta = _kept_shard(folder, sid, chunk, tokenizer.kind, int(tokenizer.vocab_size))
         if meta is not None:
             metas[sid] = meta
         else:
             todo.append((sid, chunk))
+            if rebuilt is not None:
+                rebuilt.append(f"shard-{sid}.arrow")
     workers = _cpu_count() if int(workers) <= 0 else int(workers)
     workers = max(1, min(workers, len(todo) or 1))
     if todo:
@@ -424,21 +435,40 @@ def repair_command(folder: Path) -> str:
     return f"musicfw data repair '{folder}'"
 
 
-def verify_shards(folder: Path, manifest: dict[str, Any]) -> list[tuple[str, str]]:
-    """``[(shard file, what is wrong)]`` for every shard that is missing, truncated or altered."""
-    bad = []
-    for shard in manifest["shards"]:
-        path = folder / shard["file"]
+def verify_shards(folder: Path, manifest: dict[str, Any]) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """``([(shard file, what is wrong)], [each good shard's JSON])`` for a manifest that passed
+    :func:`~musicfw.engine.shardcheck.check_manifest`: every shard missing, truncated, altered,
+    or whose JSON or Arrow file disagrees with the manifest, its files or each other is named."""
+    from musicfw.engine.shardcheck import ShardProblem, check_shard
+
+    bad, metas = [], []
+    plan = plan_shards(manifest["files"], manifest["shard_files"])
+    for shard, chunk in zip(manifest["shards"], plan):
         try:
-            size = path.stat().st_size
-        except OSError:
-            bad.append((shard["file"], "missing"))
-            continue
-        if size != shard["bytes"]:
-            bad.append((shard["file"], f"truncated or altered: {size:,} bytes, {shard['bytes']:,} recorded"))
-        elif sha256_file(path) != shard["sha256"]:
-            bad.append((shard["file"], "altered: its sha256 does not match the manifest"))
-    return bad
+            metas.append(check_shard(folder, shard, [e["name"] for e in chunk], manifest["kind"],
+                                     int(manifest["vocab_size"])))
+        except ShardProblem as exc:
+            bad.append((shard["file"], str(exc)))
+    return bad, metas
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The checked manifest of a shard folder (:func:`~musicfw.engine.shardcheck.check_manifest`),
+    else a :class:`DataError` naming what is wrong and the command that rebuilds it."""
+    from musicfw.engine.shardcheck import MAX_MANIFEST_BYTES, check_manifest, read_json
+
+    try:
+        manifest = read_json(folder / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
+    except (OSError, ValueError) as exc:
+        raise DataError(
+            f"The token shards in {folder} have no readable {MANIFEST} ({exc}); rebuild "
+            f"them with: {repair_command(folder)}"
+        ) from None
+    try:
+        check_manifest(folder, manifest, f"shards-{SHARD_FORMAT_VERSION}", planned_shards)
+    except DataError as exc:
+        raise DataError(f"{exc} Rebuild the shards with: {repair_command(folder)}") from None
+    return manifest
 
 
 def corpus_changes(manifest: dict[str, Any], entries: list[dict[str, Any]]) -> str | None:
@@ -467,23 +497,16 @@ class ShardStore:
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
         self.path = Path(path)
-        try:
-            manifest = json.loads((self.path / MANIFEST).read_text())
-        except (OSError, ValueError) as exc:
+        manifest = read_manifest(self.path)
+        bad, metas = verify_shards(self.path, manifest) if verify else ([], None)
+        if bad:
+            what = "; ".join(f"{name}: {why}" for name, why in bad[:5])
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
             raise DataError(
-                f"The token shards in {self.path} have no readable {MANIFEST} ({exc}); rebuild "
-                f"them with: {repair_command(self.path)}"
-            ) from None
-        if verify:
-            bad = verify_shards(self.path, manifest)
-            if bad:
-                what = "; ".join(f"{name}: {why}" for name, why in bad[:5])
-                more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-                raise DataError(
-                    f"Damaged token shard{'s' if len(bad) > 1 else ''} in {self.path}: {what}{more}. "
-                    f"Rebuild {'them' if len(bad) > 1 else 'it'} (only the damaged shards are redone) "
-                    f"with: {repair_command(self.path)}"
-                )
+                f"Damaged token shard{'s' if len(bad) > 1 else ''} in {self.path}: {what}{more}. "
+                f"Rebuild {'them' if len(bad) > 1 else 'it'} (only the damaged shards are redone) "
+                f"with: {repair_command(self.path)}"
+            )
         #: the manifest without its per-file list (only needed to notice a changed folder)
         self.manifest = {k: v for k, v in manifest.items() if k != "files"}
         self.kind: str = manifest["kind"]
@@ -492,7 +515,10 @@ class ShardStore:
         records, self.failed, self.skipped = [], [], []
         self.coverage: dict[str, Any] = {"notes": 0, "dropped": 0, "reasons": {}}
         for s, name in enumerate(self.files):
-            meta = json.loads((self.path / name).with_suffix(".json").read_text())
+            if metas is not None:
+                meta = metas[s]
+            else:
+                meta = json.loads((self.path / name).with_suffix(".json").read_text())
             for rec in meta["pieces"]:
                 rec["shard"] = s
                 records.append(rec)
@@ -502,6 +528,15 @@ class ShardStore:
             self.coverage["dropped"] += int(cov.get("dropped", 0))
             for why, count in (cov.get("reasons") or {}).items():
                 self.coverage["reasons"][why] = self.coverage["reasons"].get(why, 0) + int(count)
+        seen: dict[str, str] = {}
+        for rec in records:
+            if rec["id"] in seen:
+                raise DataError(
+                    f"The token shards in {self.path} hold the piece {rec['id']!r} twice "
+                    f"({seen[rec['id']]} and {self.files[rec['shard']]}). Rebuild them with: "
+                    f"{repair_command(self.path)}"
+                )
+            seen[rec["id"]] = self.files[rec["shard"]]
         records.sort(key=lambda r: r["id"])
         #: every piece read (tokenized or not): what the splits are computed over
         self.records = records
@@ -619,10 +654,13 @@ def open_shards(
     manifest_path = folder / MANIFEST
     store = None
     if manifest_path.exists():
+        from musicfw.engine.shardcheck import MAX_MANIFEST_BYTES, manifest_basis, read_json
+
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            manifest = None
+            manifest = read_json(manifest_path, MAX_MANIFEST_BYTES, MANIFEST)
+            manifest_basis(folder, manifest)
+        except (OSError, ValueError, DataError):
+            manifest = {"files": [dict(e) for e in entries]}  # ShardStore names what is wrong
         if manifest is not None:
             change = corpus_changes(manifest, entries)
             del manifest
@@ -667,23 +705,40 @@ def repair(folder: str | os.PathLike, registries: Any = None, workers: int = 0, 
     from musicfw.core.build import build
     from musicfw.music.limits import using
 
+    from musicfw.engine.shardcheck import MAX_MANIFEST_BYTES, check_manifest, manifest_basis, read_json
+
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{folder} is not a token shard folder: cannot read its {MANIFEST} ({exc}).") from None
-    bad = verify_shards(folder, manifest)
-    for name, _ in bad:
+        manifest = read_json(folder / MANIFEST, MAX_MANIFEST_BYTES, MANIFEST)
+        manifest_basis(folder, manifest)
+    except (OSError, ValueError, DataError) as exc:
+        raise DataError(
+            f"Cannot repair {folder}: its {MANIFEST} does not say how the shards were made ({exc}). "
+            "Delete the folder and run the experiment (or musicfw data prepare) again: it prepares "
+            "the shards anew."
+        ) from None
+    try:
+        check_manifest(folder, manifest, f"shards-{SHARD_FORMAT_VERSION}", planned_shards)
+    except DataError as exc:
+        manifest_problem: str | None = str(exc)
+        bad: list[tuple[str, str]] = []
+    else:
+        manifest_problem = None
+        bad = verify_shards(folder, manifest)[0]
+        if not bad:
+            return []
+    for name, _ in bad:  # names checked by check_manifest: shard-<hex>.arrow inside the folder
         (folder / name).unlink(missing_ok=True)
         (folder / name).with_suffix(".json").unlink(missing_ok=True)
-    if not bad:
-        return []
     ident = manifest["dataset"]
     spec = manifest["tokenizer"]
     dataset = build("datasets", ident["name"], registries=registries, key="data", **ident["config"])
     tokenizer = build("tokenizer", spec["name"], registries=registries, key="tokenizer", **spec["config"])
     with using(manifest.get("limits")):
-        entries = stat_sources([(f["path"], f["name"]) for f in manifest["files"]])
+        sources = dataset.sources()  # the dataset's own files: no path of the manifest is followed
+        if sources is None:
+            raise DataError(f"Cannot repair {folder}: the dataset {dataset.name!r} is not read file by file.")
+        entries = stat_sources(sources)
         change = corpus_changes(manifest, entries)
         if change is not None:
             raise DataError(
@@ -691,9 +746,12 @@ def repair(folder: str | os.PathLike, registries: Any = None, workers: int = 0, 
                 "run the experiment (or musicfw data prepare) again instead: it prepares the changed "
                 "shards anew."
             )
+        rebuilt: list[str] = []
         prepare_shards(
             folder, dataset, tokenizer, entries, workers=workers, progress=progress,
-            shard_files=int(manifest["shard_files"]),
+            shard_files=int(manifest["shard_files"]), rebuilt=rebuilt,
         )
-    return [name for name, _ in bad]
-
+    if manifest_problem is not None:
+        log.warning("rewrote %s (%s)", folder / MANIFEST, manifest_problem)
+        rebuilt.append(MANIFEST)
+    return rebuilt

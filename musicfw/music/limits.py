@@ -17,8 +17,12 @@ The limits are generous defaults that a user raises when a real corpus needs it:
   ``key=value``: ``MUSICFW_LIMITS=max_notes=500000,max_quarters=50000``);
 * on ``musicfw tokenize`` and ``musicfw evaluate``, the options ``--max-notes``,
   ``--max-quarters``, ``--max-seconds``, ``--max-tokens``, ... and ``--cut``;
-* from Python, :func:`configure` / :func:`using` (an experiment's ``limits:`` section is
-  meant to go through :meth:`Limits.from_mapping` and :func:`configure`).
+* from Python, :func:`configure` / :func:`using`;
+* an experiment's ``limits:`` section: for the run, and again for every later command acting on
+  its folder (:func:`configure_run`, called when the folder's config is loaded), so that e.g.
+  ``generate --run RUN --prompt`` honours the run's ``max_prompt_tokens``.
+
+Every limit has a hard ceiling (:data:`CEILINGS`); ``inf`` means the ceiling everywhere.
 
 With ``on_exceed: cut`` a piece that is too long or has too many notes is cut to its
 longest beginning that fits (:func:`cut_to_limits`) instead of being skipped.
@@ -48,6 +52,22 @@ log = logging.getLogger("musicfw.limits")
 
 ENV = "MUSICFW_LIMITS"
 ON_EXCEED = ("skip", "cut")
+
+#: The hard ceiling of each limit: no environment variable, ``limits:`` section, option or
+#: call raises a limit above it (an allocation sized by the limit stays within a few GiB: at
+#: 10M tokens a 128-pitch piano roll is 1.3 GB).  ``inf`` (in any of those places) means the
+#: ceiling.  docs/reliability.md lists what each one bounds.
+CEILINGS: dict[str, float] = {
+    "max_file_bytes": 2**31,
+    "max_notes": 20_000_000,
+    "max_tracks": 65_536,
+    "max_time_signatures": 100_000,
+    "max_quarters": 2_000_000.0,
+    "max_seconds": 10_000_000.0,
+    "max_tokens": 10_000_000,
+    "max_prompt_tokens": 1_000_000,
+}
+_INF_WORDS = ("inf", "+inf", "infinity", "+infinity")
 
 
 class PieceRejected(DataError):
@@ -108,6 +128,14 @@ class Limits:
                 raise ConfigError(f"limits.{f.name} must be a number, got {value!r}.")
             if not (value > 0) or (isinstance(value, float) and math.isnan(value)):
                 raise ConfigError(f"limits.{f.name} must be > 0, got {value!r}.")
+            ceiling = CEILINGS[f.name]
+            if value == math.inf:  # "as much as allowed", the same in every path
+                object.__setattr__(self, f.name, type(f.default)(ceiling))
+            elif value > ceiling:
+                raise ConfigError(
+                    f"limits.{f.name}={value:,} is above its hard ceiling {ceiling:,.0f} (what musicfw can "
+                    f"bound in memory; 'inf' means the ceiling); see docs/reliability.md."
+                )
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None, base: "Limits | None" = None, where: str = "limits") -> "Limits":
@@ -123,12 +151,14 @@ class Limits:
                 raise ConfigError(
                     f"Unknown key {key!r} in {where}; the limits are: {', '.join(known)}."
                 )
-            if key != "on_exceed" and isinstance(value, str):
+            if key != "on_exceed" and isinstance(value, str) and value.strip().lower() in _INF_WORDS:
+                value = math.inf
+            elif key != "on_exceed" and isinstance(value, str):
                 try:
                     value = float(value) if any(c in value for c in ".eE") else int(value.replace("_", ""))
                 except ValueError:
                     raise ConfigError(f"{where}.{key} must be a number, got {value!r}.") from None
-            if key in ("max_file_bytes", "max_notes", "max_tracks", "max_time_signatures", "max_tokens", "max_prompt_tokens") and isinstance(value, float):
+            if key in ("max_file_bytes", "max_notes", "max_tracks", "max_time_signatures", "max_tokens", "max_prompt_tokens") and isinstance(value, float) and value != math.inf:
                 if not value.is_integer():
                     raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}.")
                 value = int(value)
@@ -167,40 +197,64 @@ class Limits:
 
 
 _active: Limits | None = None
+#: the ``limits:`` of the run folder a command acts on (:func:`configure_run`), applied on top of
+#: ``MUSICFW_LIMITS`` and under the command's own options
+_run: tuple[dict[str, Any], str] = ({}, "limits")
+#: the last mapping given to :func:`configure` (a command's options)
+_command: tuple[dict[str, Any], str] = ({}, "limits")
+
+
+def _base() -> Limits:
+    values, where = _run
+    return Limits.from_mapping(values, base=Limits.from_env(), where=where)
 
 
 def current() -> Limits:
     """The limits in force: the last :func:`configure`/:func:`using`, else the defaults with
-    ``MUSICFW_LIMITS`` applied."""
+    ``MUSICFW_LIMITS`` applied (and the run's, :func:`configure_run`)."""
     global _active
     if _active is None:
-        _active = Limits.from_env()
+        _active = _base()
     return _active
 
 
 def configure(values: Limits | Mapping[str, Any] | None = None, where: str = "limits", **overrides: Any) -> Limits:
     """Set the process-wide limits: a :class:`Limits`, or keys applied on top of the
-    environment's (``configure({"max_notes": 10**6})``, ``configure(max_notes=10**6)``)."""
-    global _active
+    environment's and the run's (``configure({"max_notes": 10**6})``, ``configure(max_notes=10**6)``)."""
+    global _active, _command
     if isinstance(values, Limits):
         new = dataclasses.replace(values, **overrides) if overrides else values
     else:
         merged = dict(values or {})
         merged.update(overrides)
-        new = Limits.from_mapping(merged, base=Limits.from_env(), where=where)
+        new = Limits.from_mapping(merged, base=_base(), where=where)
+        _command = (merged, where)
     _active = new
     return new
+
+
+def configure_run(values: Mapping[str, Any] | None, where: str = "limits") -> Limits:
+    """Make a run's own ``limits:`` section (saved in its config.yaml) hold for a command acting
+    on that run (``generate --run``, ``evaluate --run``, ``export``, resuming): on top of
+    ``MUSICFW_LIMITS``, under the command's options (:func:`configure` with a mapping)."""
+    global _active, _run
+    run = (dict(values or {}), where)
+    Limits.from_mapping(run[0], base=Limits.from_env(), where=where)  # a bad value: a ConfigError now
+    _run = run
+    values_, where_ = _command
+    _active = Limits.from_mapping(values_, base=_base(), where=where_)
+    return _active
 
 
 @contextlib.contextmanager
 def using(values: Limits | Mapping[str, Any] | None = None, **overrides: Any) -> Iterator[Limits]:
     """``with using(max_notes=10): ...``: the limits for a block, restored afterwards."""
-    global _active
-    previous = _active
+    global _active, _run, _command
+    previous = _active, _run, _command
     try:
         yield configure(values, **overrides)
     finally:
-        _active = previous
+        _active, _run, _command = previous
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ under ``<cache>/corpora/music21-<version>-conv<N>/<collection>/`` with a JSON ma
 (failures are recorded with their reason too, so they are not retried).  Asking for more
 tunes later converts only the missing ones; a later load reads the shards back with symusic.
 The manifest records each shard's sha256; a shard that was changed or cut on disk is a
-``DataError`` naming it and the folder to delete, never a smaller dataset blamed on the sources.
+``DataError`` naming it and the folder to delete, never a smaller dataset blamed on the sources;
+a slice of a shard with no recorded sha256 (an old cache) or whose name is not a plain
+``shard-<hex>.bin`` of the folder is not read: that piece is converted again.
 The cache folder is the ``cache_dir`` field, else ``$MUSICFW_CACHE_DIR``, else the user's
 cache folder.
 """
@@ -95,6 +97,9 @@ def select(units: list[Unit], max_count: int | None) -> list[Unit]:
 # --------------------------------------------------------------------------------------
 
 
+_SHARD_NAME = re.compile(r"shard-[0-9a-f]{12}\.bin")
+
+
 class CorpusStore:
     """Converted pieces of one collection: ``shard-*.bin`` (MIDI bytes) + ``manifest.json``."""
 
@@ -111,7 +116,25 @@ class CorpusStore:
         return head if isinstance(head, dict) and isinstance(head.get("entries"), dict) else {}
 
     def manifest(self) -> dict[str, dict[str, Any]]:
-        return self._head().get("entries", {})
+        """The usable entries: a failure, or a slice of a shard whose name is a plain
+        ``shard-<hex>.bin`` in this folder and whose sha256 is recorded.  Any other entry (a
+        shard written before checksums were recorded, a name with a path in it, a negative or
+        non-integer slice) is left out, so :meth:`ensure` converts that piece again."""
+        head = self._head()
+        digests = head.get("shards", {})
+        digests = digests if isinstance(digests, dict) else {}
+        out = {}
+        for unit_id, entry in head.get("entries", {}).items():
+            if not isinstance(entry, dict):
+                continue
+            if "error" in entry:
+                out[unit_id] = entry
+                continue
+            shard, offset, length = entry.get("shard"), entry.get("offset"), entry.get("length")
+            if (isinstance(shard, str) and _SHARD_NAME.fullmatch(shard) and isinstance(digests.get(shard), str)
+                    and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in (offset, length))):
+                out[unit_id] = entry
+        return out
 
     def shard_digests(self) -> dict[str, str]:
         """shard file name -> the sha256 recorded when it was written."""
@@ -217,7 +240,7 @@ class CorpusStore:
         from musicfw.music.midiload import parse_score
 
         head = self._head()
-        manifest = head.get("entries", {})
+        manifest = self.manifest()  # only checksummed slices of shards inside this folder
         digests = head.get("shards", {}) or {}
         shards: dict[str, bytes] = {}
         out: dict[str, tuple[Any, str, str | None]] = {}
@@ -235,15 +258,11 @@ class CorpusStore:
                     data = (self.dir / shard).read_bytes()
                 except OSError as exc:
                     raise self._damaged(shard, f"it cannot be read ({exc.strerror or exc})") from None
-                expected = digests.get(shard)
-                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                if hashlib.sha256(data).hexdigest() != digests[shard]:
                     raise self._damaged(shard, "its sha256 differs from the one recorded when it was written")
-                if expected is None:
-                    # written before checksums were recorded: at least the slices must fit
-                    if any(e.get("shard") == shard and e.get("offset", 0) + e.get("length", 0) > len(data)
-                           for e in manifest.values()):
-                        raise self._damaged(shard, "it is shorter than its manifest says")
                 shards[shard] = data
+            if entry["offset"] + entry["length"] > len(shards[shard]):
+                raise self._damaged(shard, "it is shorter than its manifest says")
             blob = shards[shard][entry["offset"] : entry["offset"] + entry["length"]]
             score, reason = parse_score(blob)
             out[unit_id] = (score, title, reason)

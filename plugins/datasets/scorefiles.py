@@ -16,6 +16,15 @@ The cache lives under ``<cache>/scores/conv<N>-music21-<v>-symusic-<v>/``: per s
 is the sha256 of the file's suffix and bytes, so an edited file is converted again and a
 renamed or moved one is not.  Conversions run in worker processes (``num_workers``) the first
 time; a file that cannot be converted is cached with its reason, so it is reported, not retried.
+
+Score files come from strangers, so each conversion is bounded: it runs in a worker process
+(always, also with one worker) whose address space is capped at :data:`CONVERSION_BYTES` above
+what it starts with and which is killed after :data:`CONVERSION_SECONDS`
+(``MUSICFW_CONVERSION_SECONDS``); that file is then skipped with the reason (not cached: a later
+run tries it again) and the others go on.  An ``.mxl`` (a zip) is refused when what it unpacks
+to (the sizes its zip directory declares, which bound what :mod:`zipfile` will inflate) exceeds
+:data:`MAX_FILE_BYTES`; an ABC note or rest longer than :data:`MAX_ABC_LENGTH` times the unit
+length is refused (abc2midi would silently cut it).
 """
 
 from __future__ import annotations
@@ -39,6 +48,15 @@ MUSIC21_SUFFIXES = (".musicxml", ".xml", ".mxl", ".krn")
 SCORE_SUFFIXES = ABC_SUFFIXES + MUSIC21_SUFFIXES
 #: files larger than this are skipped (a score of a few hundred pages of MusicXML is ~20 MB)
 MAX_FILE_BYTES = 64 * 1024 * 1024
+
+#: what an ``.mxl`` may unpack to, and how many members it may have
+MAX_MXL_MEMBERS = 1_000
+#: a conversion's wall-clock time (seconds) and extra address space (bytes) in its worker
+CONVERSION_SECONDS = float(os.environ.get("MUSICFW_CONVERSION_SECONDS", "") or 120.0)
+CONVERSION_BYTES = 3 * 2**30
+#: an ABC note or rest may last at most this many unit lengths (``L:``); abc2midi overflows
+#: on longer ones and silently cuts them (``C2147483647`` became 127 ticks)
+MAX_ABC_LENGTH = 4096
 
 _TUNE_START = re.compile(r"(?m)^X:[ \t]*(\S*)")
 _FIELD = re.compile(r"^[A-Za-z]:")
@@ -85,6 +103,45 @@ def _abc_message(text: str) -> str:
     return "; ".join((errors or lines)[:2])[:240]
 
 
+_ABC_SKIP = re.compile(r'"[^"]*"|![^!\n]*!|\+[^+\n]*\+|%.*$|\[[A-Za-z]:[^\]]*\]', re.M)
+_ABC_NOTE_LENGTH = re.compile(r"[_^=]*[A-Ga-gzxZX][,']*(\d+)")
+
+
+def abc_length_problem(tune: str) -> str | None:
+    """Why abc2midi cannot be trusted with this tune (a note or rest of more than
+    :data:`MAX_ABC_LENGTH` unit lengths), or None."""
+    for line in tune.splitlines():
+        if _FIELD.match(line) or line.lstrip().startswith("%"):
+            continue
+        body = _ABC_SKIP.sub(" ", line)
+        for m in _ABC_NOTE_LENGTH.finditer(body):
+            digits = m.group(1)
+            if len(digits) > 9 or int(digits) > MAX_ABC_LENGTH:
+                shown = digits if len(digits) <= 12 else digits[:12] + "..."
+                return (f"a note or rest of {shown} unit lengths ({m.group(0)[:24]!r}): more than the "
+                        f"{MAX_ABC_LENGTH:,} abc2midi can represent (it would cut it silently)")
+    return None
+
+
+def mxl_problem(path: str) -> str | None:
+    """Why an ``.mxl`` must not be unpacked (too many members, or more than
+    :data:`MAX_FILE_BYTES` once unpacked), or None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return f"not a readable .mxl (zip) file: {exc}"
+    if len(infos) > MAX_MXL_MEMBERS:
+        return f"{len(infos):,} files inside: more than the {MAX_MXL_MEMBERS:,} an .mxl may hold"
+    total = sum(max(int(i.file_size), 0) for i in infos)
+    if total > MAX_FILE_BYTES:
+        return (f"unpacks to {total:,} bytes: more than the {MAX_FILE_BYTES:,} a score file may have "
+                "(checked before unpacking)")
+    return None
+
+
 def _convert_abc(path: str) -> list[dict[str, Any]]:
     import symusic
 
@@ -96,6 +153,11 @@ def _convert_abc(path: str) -> list[dict[str, Any]]:
         tag = number if seen[number] == 1 else f"{number}-{seen[number]}"
         title = next((ln[2:].strip() for ln in tune.splitlines() if ln.startswith("T:")), "")
         entry: dict[str, Any] = {"tune": tag, "title": title}
+        problem = abc_length_problem(tune)
+        if problem is not None:
+            entry["reason"] = problem
+            pieces.append(entry)
+            continue
         try:
             with _captured_output() as messages:
                 score = symusic.Score.from_abc(tune)
@@ -130,7 +192,13 @@ def convert_file(job: tuple[str, str]) -> tuple[str, list[dict[str, Any]]]:
     try:
         if Path(path).suffix.lower() in ABC_SUFFIXES:
             return key, _convert_abc(path)
+        if Path(path).suffix.lower() == ".mxl":
+            problem = mxl_problem(path)
+            if problem is not None:
+                return key, [{"tune": "", "title": "", "reason": problem}]
         return key, _convert_music21(path)
+    except MemoryError:
+        return key, [{"tune": "", "title": "", "reason": _memory_reason()}]
     except Exception as exc:  # anything else: the file is skipped with the reason
         return key, [{"tune": "", "title": "", "reason": f"conversion failed: {type(exc).__name__}: {exc}"[:300]}]
 
@@ -175,6 +243,7 @@ class ScoreCache:
                 name = f"{key}-{i}.mid"
                 atomic_write(folder / name, piece["midi"])
                 entry["midi"] = name
+                entry["sha256"] = hashlib.sha256(piece["midi"]).hexdigest()
             entries.append(entry)
         atomic_write(self._meta(key), json.dumps({"pieces": entries}))  # last: a crash leaves no half entry behind
 
@@ -187,15 +256,25 @@ class ScoreCache:
             entries = json.loads(self._meta(key).read_text())["pieces"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        if not isinstance(entries, list):
+            return None
         out = []
-        for entry in entries:
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                return None
             tune, title = str(entry.get("tune", "")), str(entry.get("title", ""))
             if "midi" not in entry:
                 out.append((tune, None, title, str(entry.get("reason") or "conversion failed")))
                 continue
+            # only the file this entry was written as, and only with its recorded checksum: a
+            # name with a path in it, an altered file or an entry of an older cache is converted again
+            if entry["midi"] != f"{key}-{i}.mid" or not isinstance(entry.get("sha256"), str):
+                return None
             try:
                 data = (self.dir / key[:2] / entry["midi"]).read_bytes()
             except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 return None
             score, reason = parse_score(data, min_notes=min_notes)
             out.append((tune, score, title, reason))
@@ -217,6 +296,8 @@ def read_scores(
     out: dict[Path, list[tuple[str, Any, str, str | None]]] = {}
     keys: dict[Path, str] = {}
     todo: list[tuple[str, str]] = []
+    cached: dict[str, list[tuple[str, Any, str, str | None]]] = {}
+    pending: set[str] = set()
     for path in paths:
         try:
             size = path.stat().st_size
@@ -231,17 +312,31 @@ def read_scores(
             out[path] = [("", None, "", "empty file")]
             continue
         key = keys[path] = cache.key(path, data)
-        if not cache.has(key) and key not in {k for k, _ in todo}:
+        if key in cached or key in pending:
+            continue
+        got = cache.load(key, min_notes=min_notes) if cache.has(key) else None
+        if got is None:  # not converted yet, or its cache entry fails its checks: converted (again)
             todo.append((key, str(path)))
+            pending.add(key)
+        else:
+            cached[key] = got
+    transient: dict[str, list[tuple[str, Any, str, str | None]]] = {}
     if todo:
-        _convert_all(cache, todo, workers, progress)
+        transient = _convert_all(cache, todo, workers, progress)
     for path, key in keys.items():
-        loaded = cache.load(key, min_notes=min_notes)
+        if key in transient:  # timed out or out of memory: reported, not cached
+            out[path] = transient[key]
+            continue
+        loaded = cached[key] if key in cached else cache.load(key, min_notes=min_notes)
         out[path] = loaded if loaded is not None else [("", None, "", "conversion cache unreadable")]
     return out
 
 
-def _convert_all(cache: ScoreCache, todo: list[tuple[str, str]], workers: int, progress: bool) -> None:
+def _convert_all(
+    cache: ScoreCache, todo: list[tuple[str, str]], workers: int, progress: bool
+) -> dict[str, list[tuple[str, Any, str, str | None]]]:
+    """Convert ``todo`` in bounded worker processes, caching each result; returns the files that
+    hit a bound (time, memory, a dead worker), with their reason, which are not cached."""
     from tqdm import tqdm
 
     workers = int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
@@ -254,21 +349,146 @@ def _convert_all(cache: ScoreCache, todo: list[tuple[str, str]], workers: int, p
         disable=not progress,
         dynamic_ncols=True,
     )
-    pool = None
+    bounded: dict[str, list[tuple[str, Any, str, str | None]]] = {}
     try:
-        if workers == 1:
-            results: Any = map(convert_file, todo)
-        else:
-            import multiprocessing as mp
-
-            methods = mp.get_all_start_methods()
-            pool = mp.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
-            results = pool.imap_unordered(convert_file, todo)
-        for key, pieces in results:
-            cache.store(key, pieces)
+        for key, pieces, cacheable in BoundedConversions(workers).run(todo):
+            if cacheable:
+                cache.store(key, pieces)
+            else:
+                bounded[key] = [("", None, "", str(pieces[0]["reason"]))]
             bar.update(1)
     finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
         bar.close()
+    return bounded
+
+
+def _vm_bytes() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        pass
+    return 0
+
+
+def _worker(conn: Any, extra_bytes: int) -> None:
+    """A conversion worker: its address space capped at ``extra_bytes`` above its start; one
+    job at a time from ``conn``; ``None`` ends it."""
+    try:
+        import resource
+
+        vm = _vm_bytes()
+        if vm:
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            limit = vm + int(extra_bytes)
+            if hard == resource.RLIM_INFINITY or limit < hard:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - no rlimits here
+        pass
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        try:
+            result = convert_file(job)
+        except MemoryError:
+            result = (job[0], [{"tune": "", "title": "", "reason": _memory_reason()}])
+        except BaseException as exc:  # noqa: BLE001 - the worker must answer for every job
+            result = (job[0], [{"tune": "", "title": "", "reason": f"conversion failed: {type(exc).__name__}: {exc}"[:300]}])
+        conn.send(result)
+
+
+def _memory_reason() -> str:
+    return (f"the conversion needed more than the {CONVERSION_BYTES / 2**30:.0f} GiB of memory allowed "
+            "to one file; skipped")
+
+
+class BoundedConversions:
+    """``workers`` conversion processes, each job bounded in time (:data:`CONVERSION_SECONDS`:
+    the process is killed and replaced) and memory (:data:`CONVERSION_BYTES`)."""
+
+    def __init__(self, workers: int, seconds: float | None = None, extra_bytes: int | None = None):
+        import multiprocessing as mp
+
+        self.workers = max(int(workers), 1)
+        self.seconds = float(seconds if seconds is not None else CONVERSION_SECONDS)
+        self.extra_bytes = int(extra_bytes if extra_bytes is not None else CONVERSION_BYTES)
+        methods = mp.get_all_start_methods()
+        self.ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+
+    def _start(self) -> tuple[Any, Any]:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker, args=(child, self.extra_bytes), daemon=True)
+        proc.start()
+        child.close()
+        return proc, parent
+
+    @staticmethod
+    def _stop(worker: tuple[Any, Any], kill: bool = False) -> None:
+        proc, conn = worker
+        if kill:
+            proc.kill()
+        else:
+            try:
+                conn.send(None)
+            except OSError:
+                proc.kill()
+        proc.join(5)
+        if proc.is_alive():  # pragma: no cover
+            proc.kill()
+            proc.join()
+        conn.close()
+
+    def run(self, jobs: list[tuple[str, str]]) -> Iterator[tuple[str, list[dict[str, Any]], bool]]:
+        """``(key, pieces, cacheable)`` per job, in the order they finish."""
+        import time
+        from collections import deque
+        from multiprocessing.connection import wait
+
+        queue = deque(jobs)
+        idle: list[tuple[Any, Any]] = []
+        busy: dict[Any, tuple[tuple[Any, Any], tuple[str, str], float]] = {}
+        try:
+            while queue or busy:
+                while queue and len(busy) < self.workers:
+                    worker = idle.pop() if idle else self._start()
+                    job = queue.popleft()
+                    worker[1].send(job)
+                    busy[worker[1]] = (worker, job, time.monotonic() + self.seconds)
+                timeout = max(min(d for _, _, d in busy.values()) - time.monotonic(), 0.0)
+                for conn in wait(list(busy), timeout=timeout):
+                    worker, job, _ = busy.pop(conn)
+                    try:
+                        key, pieces = conn.recv()
+                    except (EOFError, OSError):
+                        code = worker[0].exitcode if worker[0].join(1) is None else None
+                        self._stop(worker, kill=True)
+                        yield job[0], [{"tune": "", "title": "", "reason": (
+                            f"the conversion process died (exit code {code}), most likely out of the "
+                            f"{self.extra_bytes / 2**30:.0f} GiB of memory allowed to one file; skipped")}], False
+                        continue
+                    idle.append(worker)
+                    yield key, pieces, not _bounded(pieces)
+                now = time.monotonic()
+                for conn, (worker, job, deadline) in list(busy.items()):
+                    if now >= deadline:
+                        del busy[conn]
+                        self._stop(worker, kill=True)
+                        yield job[0], [{"tune": "", "title": "", "reason": (
+                            f"the conversion took longer than {self.seconds:,.0f} s (the time allowed to one "
+                            "file, MUSICFW_CONVERSION_SECONDS); skipped")}], False
+        finally:
+            for worker, _, _ in busy.values():
+                self._stop(worker, kill=True)
+            for worker in idle:
+                self._stop(worker)
+
+
+def _bounded(pieces: list[dict[str, Any]]) -> bool:
+    """A result that says it hit the memory bound (not cached: a later run may allow more)."""
+    return any(p.get("reason") == _memory_reason() or "MemoryError" in str(p.get("reason", "")) for p in pieces)

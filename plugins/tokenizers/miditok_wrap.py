@@ -45,8 +45,102 @@ from musicfw.core.tokenizer import Tokenizer
 
 #: MidiTok tokenizers with several vocabularies (one id per vocabulary per step)
 MULTI_VOCAB = ("CPWord", "Octuple", "MuMIDI")
-#: a MidiTok tokenizer.json larger than this is refused before parsing
-MAX_CONFIG_BYTES = 256 * 1024 * 1024
+#: a MidiTok tokenizer.json larger than this is refused before parsing (a trained 30,000-id
+#: BPE vocabulary is a few MB; parsing 16 MiB of nested ``[]`` stays under ~0.5 GB)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: bounds on a MidiTok configuration (``params`` or a tokenizer.json's ``config``), checked
+#: before MidiTok allocates anything from it (its vocabulary grows with each of them)
+MAX_SPECIAL_TOKENS = 1_000
+MAX_BEATS = 1_024  #: the end of a beat_res range, in beats
+MAX_STEPS_PER_BEAT = 1_024  #: a beat_res resolution
+MAX_BEAT_STEPS = 100_000  #: sum over the ranges of beats x resolution (Position/Duration tokens)
+MAX_LIST_ITEMS = 10_000
+MAX_STRING_CHARS = 200_000
+MAX_INT = 1_000_000
+BOUNDED_COUNTS = {  # setting: (low, high)
+    "num_velocities": (1, 128), "num_tempos": (1, 10_000), "control_change_n_bins": (1, 1_024),
+    "max_pitch_interval": (0, 128), "max_bar_embedding": (1, 10_000), "ac_polyphony_max": (0, 1_024),
+    "ac_note_density_track_max": (0, 1_024), "ac_note_density_bar_max": (0, 1_024),
+    "ac_repetition_track_num_bins": (1, 1_024), "ac_repetition_track_num_consec_bars": (1, 1_024),
+}
+
+
+def check_params(params: Any, where: str) -> None:
+    """Refuse a MidiTok configuration beyond the bounds above (a :class:`ConfigError` naming
+    ``where`` and the key), before MidiTok sees it."""
+
+    def walk(value: Any, path: str, depth: int) -> None:
+        if depth > 8:
+            raise ConfigError(f"{where}.{path}: nested more than 8 levels deep.")
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int):
+            if abs(value) > MAX_INT and not path.startswith("pitch_bend_range"):
+                raise ConfigError(f"{where}.{path}={value:,}: larger than {MAX_INT:,}.")
+        elif isinstance(value, float):
+            if value != value or abs(value) > MAX_INT:
+                raise ConfigError(f"{where}.{path}={value!r}: not a number within +-{MAX_INT:,}.")
+        elif isinstance(value, str):
+            if len(value) > MAX_STRING_CHARS:
+                raise ConfigError(f"{where}.{path}: a text of {len(value):,} characters (at most {MAX_STRING_CHARS:,}).")
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_LIST_ITEMS:
+                raise ConfigError(f"{where}.{path}: {len(value):,} items (at most {MAX_LIST_ITEMS:,}).")
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]", depth + 1)
+        elif isinstance(value, dict):
+            if len(value) > MAX_LIST_ITEMS:
+                raise ConfigError(f"{where}.{path}: {len(value):,} entries (at most {MAX_LIST_ITEMS:,}).")
+            for k, item in value.items():
+                walk(item, f"{path}.{k}" if path else str(k), depth + 1)
+
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where} must be a mapping of MidiTok settings, not {type(params).__name__}.")
+    walk(params, "", 0)
+    flat = dict(params)
+    flat.update(params.get("additional_params") or {} if isinstance(params.get("additional_params"), dict) else {})
+    special = flat.get("special_tokens")
+    if isinstance(special, (list, tuple)) and len(special) > MAX_SPECIAL_TOKENS:
+        raise ConfigError(f"{where}.special_tokens: {len(special):,} special tokens (at most {MAX_SPECIAL_TOKENS:,}).")
+    for key in ("beat_res", "beat_res_rest"):
+        value = flat.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}.{key} must map beat ranges \"START_END\" to steps per beat, got {value!r:.80}.")
+        steps = 0
+        for k, v in value.items():
+            try:
+                a, b = (int(x) for x in k.split("_")) if isinstance(k, str) else (int(k[0]), int(k[1]))
+            except (TypeError, ValueError, IndexError):
+                raise ConfigError(
+                    f"{where}.{key}: keys are beat ranges written as quoted strings 'START_END' (e.g. \"0_4\"; "
+                    f"YAML reads an unquoted 0_4 as the number 4), got {k!r}."
+                ) from None
+            if not (0 <= a < b <= MAX_BEATS):
+                raise ConfigError(f"{where}.{key}: the range {k!r} must have 0 <= START < END <= {MAX_BEATS:,}.")
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_STEPS_PER_BEAT:
+                raise ConfigError(
+                    f"{where}.{key}.{k}={v!r}: steps per beat must be a whole number from 1 to {MAX_STEPS_PER_BEAT:,}."
+                )
+            steps += (b - a) * v
+        if steps > MAX_BEAT_STEPS:
+            raise ConfigError(f"{where}.{key}: {steps:,} time steps in all (beats x steps per beat; at most {MAX_BEAT_STEPS:,}).")
+    for key, (lo, hi) in BOUNDED_COUNTS.items():
+        value = flat.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"{where}.{key}={value!r}: must be a whole number from {lo:,} to {hi:,}.")
+    for key in ("pitch_range", "drums_pitch_range"):
+        value = flat.get(key)
+        if value is not None and not (
+            isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 127 for x in value)
+        ):
+            raise ConfigError(f"{where}.{key}={value!r}: must be [LOW, HIGH] with MIDI pitches 0..127.")
 
 
 @dataclass
@@ -100,6 +194,7 @@ def _tokenizer_config(miditok: Any, params: dict[str, Any]) -> Any:
     """``miditok.TokenizerConfig(**params)`` with JSON-friendly spellings accepted."""
     import inspect
 
+    check_params(params, "tokenizer.params")
     params = dict(params)
     for key in ("beat_res", "beat_res_rest"):
         value = params.get(key)
@@ -180,10 +275,13 @@ class MidiTok(Tokenizer):
                 raise ConfigError("tokenizer: give either params or config_file, not both.")
             try:
                 saved = json.loads(text)
+            except RecursionError:
+                raise ConfigError("tokenizer.config_file: not a MidiTok tokenizer.json (nested too deeply).") from None
             except ValueError as exc:
                 raise ConfigError(f"tokenizer.config_file: not a MidiTok tokenizer.json ({exc}).") from None
             if not isinstance(saved, dict) or "config" not in saved:
                 raise ConfigError("tokenizer.config_file: not a MidiTok tokenizer.json (it has no `config`).")
+            check_params(saved["config"], "tokenizer.config_file: config")
             saved_cls = saved.get("tokenization")
             if saved_cls and saved_cls != cfg.tokenizer:
                 raise ConfigError(
@@ -267,7 +365,15 @@ class MidiTok(Tokenizer):
         return out
 
     def encode(self, score: Any) -> np.ndarray:
+        """MidiTok's ids, within musicfw's limits (:mod:`musicfw.music.limits`): the piece is
+        checked (notes, tracks, length, time signatures; cut with ``on_exceed: cut``) before
+        MidiTok sees it, a piece with more notes than ``max_tokens`` is refused before
+        encoding (each note is at least one token) and the ids after it."""
+        from musicfw.music.limits import check_piece, check_tokens
+
         tok = self._tok
+        score = check_piece(score)
+        check_tokens(int(score.note_num()), "tokens (at least one per note)", self.name)
         if score.note_num() == 0:
             return np.zeros(0, dtype=np.int64)
         if not tok.one_token_stream:
@@ -279,6 +385,7 @@ class MidiTok(Tokenizer):
             if not seq:
                 return np.zeros(0, dtype=np.int64)
             seq = seq[0]
+        check_tokens(len(seq.ids), "tokens", self.name)
         return np.asarray(seq.ids, dtype=np.int64)
 
     def decode(self, tokens: np.ndarray) -> Any:

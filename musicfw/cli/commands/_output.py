@@ -12,15 +12,17 @@ from typing import Any
 def add_limit_arguments(p: argparse.ArgumentParser) -> None:
     """``--max-notes``, ``--max-tracks``, ``--max-time-signatures``, ``--max-quarters``, ``--max-seconds``, ``--max-tokens``, ``--cut``:
     raise the limits of :mod:`musicfw.music.limits` for this command (on top of
-    ``MUSICFW_LIMITS``)."""
+    ``MUSICFW_LIMITS``).  The values are parsed as ``MUSICFW_LIMITS``'s and a ``limits:``
+    section's are (:meth:`~musicfw.music.limits.Limits.from_mapping`: ``inf`` is the ceiling
+    everywhere, a value above a ceiling is refused everywhere)."""
     g = p.add_argument_group("limits (defaults in docs/reliability.md; also MUSICFW_LIMITS=key=value,...)")
-    g.add_argument("--max-notes", type=int, metavar="N", help="notes in one piece")
-    g.add_argument("--max-tracks", type=int, metavar="N", help="tracks in one piece")
-    g.add_argument("--max-time-signatures", type=int, metavar="N", help="time-signature changes in one piece")
-    g.add_argument("--max-quarters", type=float, metavar="Q", help="length of a piece in quarter notes")
-    g.add_argument("--max-seconds", type=float, metavar="S", help="length of a piece in seconds")
-    g.add_argument("--max-tokens", type=int, metavar="N", help="tokens (or frames) of one encoded piece")
-    g.add_argument("--max-file-bytes", type=int, metavar="N", help="size of one MIDI file")
+    g.add_argument("--max-notes", metavar="N", help="notes in one piece")
+    g.add_argument("--max-tracks", metavar="N", help="tracks in one piece")
+    g.add_argument("--max-time-signatures", metavar="N", help="time-signature changes in one piece")
+    g.add_argument("--max-quarters", metavar="Q", help="length of a piece in quarter notes")
+    g.add_argument("--max-seconds", metavar="S", help="length of a piece in seconds")
+    g.add_argument("--max-tokens", metavar="N", help="tokens (or frames) of one encoded piece")
+    g.add_argument("--max-file-bytes", metavar="N", help="size of one MIDI file")
     g.add_argument(
         "--cut",
         action="store_true",

@@ -193,7 +193,8 @@ def _repair(args: argparse.Namespace, registries: Any) -> int:
     t0 = time.perf_counter()
     rebuilt = repair(args.folder, registries=registries, workers=args.workers, progress=not args.quiet)
     if rebuilt:
-        print(f"rebuilt {len(rebuilt)} shard(s) in {time.perf_counter() - t0:.1f} s: {', '.join(rebuilt)}")
+        n = sum(1 for name in rebuilt if name.endswith(".arrow"))
+        print(f"rebuilt {n} shard(s) in {time.perf_counter() - t0:.1f} s: {', '.join(rebuilt)}")
     else:
         print(f"every shard in {args.folder} matches its manifest; nothing to rebuild")
     return 0

@@ -169,7 +169,7 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
 
         raise DataError(f"Prompt file not found: {args.prompt}")
 
-    from musicfw.engine.generation import build_sampler_chain, chords_setting, generate, write_samples
+    from musicfw.engine.generation import build_sampler_chain, chords_setting, generate
 
     try:
         if args.sampler:
@@ -216,16 +216,24 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
         given, settings["max_bars"], settings["max_seconds"],
         load_rates(run.path) if args.model is None else load_rates(Path(args.model)),
     )
+    from musicfw.engine.generation import SampleWriter, check_generation_size
+
+    check_generation_size(  # before the output folder exists (the prompt is checked again in generate)
+        settings["n"], settings["batch_size"], settings["max_tokens"], kind=tokenizer.kind,
+        vocab_size=int(tokenizer.vocab_size), needs_history=bool(getattr(sampler, "needs_history", False)),
+    )
     out = Path(args.out) if args.out else next_output_dir(samples_dir)
-    from musicfw.engine.progress import Counter
+    from musicfw.engine.progress import Counter, step_line
 
     audio = not args.no_audio and bool(gen.render_audio)
+    # each sample is written as its batch finishes (memory flat in --n); a line every few
+    # seconds within a long batch
     with Counter("generate", settings["n"]) as generating:
-        result = generate(model, tokenizer, sampler, device=args.device, progress=generating, **settings)
-    with Counter("render (MIDI, PNG" + (", WAV)" if audio else ")"), len(result)) as writing:
-        paths = write_samples(
-            result, out, render_audio=audio, soundfont=args.soundfont or gen.soundfont, progress=writing
-        )
+        writer = SampleWriter(out, render_audio=audio, soundfont=args.soundfont or gen.soundfont,
+                              expected=settings["n"])
+        result = generate(model, tokenizer, sampler, device=args.device, progress=generating, sink=writer,
+                          step_progress=step_line("generate"), **settings)
+    paths = writer.written
     record = {
         "run": source,
         "checkpoint": args.checkpoint,
@@ -243,7 +251,7 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     for p in paths:
         kinds[p.suffix] = kinds.get(p.suffix, 0) + 1
     files = ", ".join(f"{v} {k[1:]}" for k, v in sorted(kinds.items()))
-    print(f"wrote {len(result)} samples to {out} ({files})")
+    print(f"wrote {writer.count} samples to {out} ({files})")
     line = (
         f"{stats['tokens_generated']} tokens in {stats['seconds']:.2f} s "
         f"({stats['tokens_per_second']:,.0f} tokens/s), {stats['notes']} notes"
