@@ -153,13 +153,6 @@ class KVCache:
             self.inputs = F.pad(self.inputs, (0, 0, 0, pad))
         self.cap = new
 
-    def slot_positions(self) -> torch.Tensor:
-        """Absolute position held by each filled slot (ring order), for slots 0 .. n-1."""
-        dev = self.k[0].device
-        last = self.pos - 1  # the newest position already written
-        slots = torch.arange(self.n, device=dev)
-        return last - torch.remainder(last - slots, self.C)
-
 
 # --------------------------------------------------------------------------------------
 # the decoder block
@@ -221,26 +214,34 @@ class Block(nn.Module):
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         return self._out(x, att), ((k, v) if collect else None)
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int, slot: int, rope: tuple | None,
-             dist: torch.Tensor | None) -> torch.Tensor:
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, slot: int, rope: tuple | None) -> torch.Tensor:
         """One new position ``x`` [B, 1, D]: its K, V go to ``slot``; attends to the filled
-        slots (all inside the window).  ``dist``: each slot's distance to the query
-        (relative)."""
+        slots (all inside the window)."""
         q, k, v = self._qkv(x)
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         cache.k[layer][:, :, slot] = k[:, :, 0]
         cache.v[layer][:, :, slot] = v[:, :, 0]
+        # the filled slots, a view (no copy): each (batch, head) block is contiguous
         K, V = cache.k[layer][:, :, : cache.n], cache.v[layer][:, :, : cache.n]
-        if self.position == "relative":
-            assert dist is not None
-            # distances 0 .. n-1 only (the window holds n consecutive positions)
-            qe = q_times_table(q, self.rel[:, : cache.n])  # [B, H, 1, n]
-            bias = qe[..., dist] / math.sqrt(self.head_dim)  # slot order
-            att = F.scaled_dot_product_attention(q, K, V, attn_mask=bias)
-        else:
-            att = F.scaled_dot_product_attention(q, K, V)
+        att = F.scaled_dot_product_attention(q, K, V, attn_mask=self.step_bias(q, cache))
         return self._out(x, att)
+
+    def step_bias(self, q: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
+        """The relative logits of one query against the cache's filled slots, in slot order,
+        scaled like QK^T ([B, H, 1, n]; None for rope/absolute).
+
+        Slot s holds distance ``(r - s) mod C`` (r: the slot just written).  Before the ring
+        wraps that is ``n - 1 - s``: the products with distances 0 .. n-1, reversed (a flip,
+        a plain copy); after it, the reversed row rotated by r + 1.  (A gather
+        ``qe[..., dist]`` moves the same values but took 2.5x as long at batch 64, profiled.)"""
+        if self.position != "relative":
+            return None
+        n = cache.n
+        bias = q_times_table(q, self.rel[:, :n]).flip(-1)  # [B, H, 1, n], slot order before a wrap
+        if cache.pos > self.max_context:  # the ring has wrapped: slot r holds distance 0
+            bias = bias.roll((cache.pos - 1) % self.max_context + 1, -1)
+        return bias.div_(math.sqrt(self.head_dim))
 
 
 # --------------------------------------------------------------------------------------
@@ -379,7 +380,7 @@ class TransformerModel(TokenInputs, Model, nn.Module):
             slot = state.n
             state.inputs[:, slot] = e
             h = e + self.pos_embed.weight[slot]
-            rope, dist = None, None
+            rope = None
         else:
             if state.n == state.cap and state.cap < C:
                 state.grow()
@@ -389,12 +390,9 @@ class TransformerModel(TokenInputs, Model, nn.Module):
                 rope = self.rotary.tables(torch.tensor([state.pos], device=device), e.dtype)
         state.n = min(state.n + 1, C)
         state.pos += 1
-        dist = None
-        if self.position == "relative":
-            dist = (state.pos - 1) - state.slot_positions()
         h = self.drop(h if self.position == "absolute" else e).unsqueeze(1)
         for i, block in enumerate(self.blocks):
-            h = block.step(h, state, i, slot, rope, dist)
+            h = block.step(h, state, i, slot, rope)
         return self.head(self.ln_f(h[:, 0])), state
 
     def _slide_absolute(self, state: KVCache) -> None:
