@@ -165,6 +165,27 @@ def q_times_table_of(block, q, n):
     return q_times_table(q, block.rel.detach()[:, :n])
 
 
+@pytest.mark.parametrize("position", POSITIONS)
+def test_the_cache_holds_the_forward_passs_keys_transposed_and_its_values(position):
+    """The KV cache layout (keys transposed, [B, H, Dh, slots], for the fast q K^T read;
+    values [B, H, slots, Dh]): after T steps its filled slots hold exactly the keys and values
+    that the full forward pass computes for those T positions."""
+    T = 6
+    model = tiny(position)
+    tokens = torch.randint(0, 13, (2, T), generator=torch.Generator().manual_seed(4))
+    state = model.init_state(2)
+    x = None
+    with torch.no_grad():
+        for t in range(T):
+            _, state = model.step(x, state)
+            x = tokens[:, t]
+        _, kvs = model._run(model._inputs(tokens), collect=True)
+    for layer, (k, v) in enumerate(kvs):
+        assert state.k[layer].shape[:3] == (2, 2, 8) and state.v[layer].shape[-1] == 8
+        torch.testing.assert_close(state.k[layer][..., :T], k.transpose(-1, -2), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state.v[layer][:, :, :T], v, rtol=1e-12, atol=1e-12)
+
+
 def test_training_windows_longer_than_the_context_are_refused():
     model = tiny("relative", max_context=8).train()
     tokens = torch.zeros(1, 9, dtype=torch.long)
