@@ -233,11 +233,15 @@ class Block(nn.Module):
         # attention written out: one query, so the products are matrix-vector reads of the
         # cache, which the transposed keys make fast (scaled_dot_product_attention's CPU
         # kernel read the same cache at about half the speed)
-        scores = torch.matmul(q, KT).mul_(1.0 / math.sqrt(self.head_dim))  # [B, H, 1, n]
+        B, H, _, Dh = q.shape
+        n, scale = cache.n, 1.0 / math.sqrt(self.head_dim)
+        q3, KT3 = q.reshape(B * H, 1, Dh), KT.flatten(0, 1)
         bias = self.step_bias(q, cache)
-        if bias is not None:
-            scores.add_(bias)
-        att = torch.matmul(torch.softmax(scores, dim=-1), V)  # [B, H, 1, Dh]
+        if bias is None:
+            scores = torch.bmm(q3, KT3).mul_(scale)
+        else:  # one call: scale * q K^T + bias
+            scores = torch.baddbmm(bias.reshape(B * H, 1, n), q3, KT3, alpha=scale)
+        att = torch.bmm(torch.softmax(scores, dim=-1), V.flatten(0, 1)).view(B, H, 1, Dh)
         return self._out(x, att)
 
     def step_bias(self, q: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
