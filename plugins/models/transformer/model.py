@@ -226,7 +226,8 @@ class Block(nn.Module):
         q, k, v = self._qkv(x)
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
-        cache.k[layer][..., slot] = k[:, :, 0]
+        # a column of the transposed keys: one scattered write per step (the price of the fast read)
+        cache.k[layer][..., slot : slot + 1].copy_(k.transpose(-1, -2))
         cache.v[layer][:, :, slot] = v[:, :, 0]
         # the filled slots, views (no copy): K^T [B, H, Dh, n], V [B, H, n, Dh]
         KT, V = cache.k[layer][..., : cache.n], cache.v[layer][:, :, : cache.n]
