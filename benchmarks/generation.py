@@ -171,7 +171,6 @@ def read_bandwidth(mb: int = 512, repeat: int = 5) -> float:
     lo, hi = a[:half], a[half:]
     a.sum()
     best = min(min(_timed(a.sum), _timed(lambda: torch.dot(lo, hi))) for _ in range(repeat))
-    del a, lo, hi
     return mb * 2**20 / best
 
 
