@@ -1,5 +1,6 @@
-"""Corpus preparation at scale: musicfw's token shards against MidiTok's tokenizer, on the same
-generated files, with the same number of processes, side by side in one run.
+"""Corpus preparation at scale: musicfw's token shards against MidiTok's tokenizer and against
+the parse floor (``symusic.Score(path)`` alone), on the same generated files, with the same
+number of processes, side by side in one run.
 
 1. A corpus of ``max(--sizes)`` MIDI files is generated into a temporary folder (never
    committed) from the shipped MIDI: tests/data/midi (one_track, multitrack), examples/midi and
@@ -25,6 +26,11 @@ generated files, with the same number of processes, side by side in one run.
      calls ``tokenizer.encode(path)`` and returns the token count.  The ids are not written
      anywhere, so MidiTok does less work than musicfw here.  musicfw's clock includes starting
      its worker processes.
+   * ``parse only`` -- the floor: the same files, the same ``--workers`` processes (a
+     ``multiprocessing.Pool``, as MidiTok's), each calling ``symusic.Score(path)`` and nothing
+     else (no tokens, no checks, nothing written).  Listed before the clock starts.  Every
+     contender's time is also printed as a multiple of this one: what is left above the
+     floor is the tokenizer, the checks and the writing, not the reading.
    * ``musicfw cache`` (``--with-cache``): the one-array token cache (``data.format: cache``),
      one process holding every piece in memory: what ``format: auto`` picks below 2,000 files.
 
@@ -33,6 +39,7 @@ generated files, with the same number of processes, side by side in one run.
    workers): batches/s and real (unpadded) tokens/s.
 
     OMP_NUM_THREADS=1 python benchmarks/data.py [--sizes 5000 20000] [--workers 2] [--with-cache]
+    python benchmarks/data.py --profile 1500   # cProfile of musicfw's preparation, one process
 
 MidiTok is a benchmark/test dependency (``pip install musicfw[bench]``).  Wall-clock times on
 a shared machine are noisy: compare the ratios of one run, not numbers across runs.
@@ -203,6 +210,32 @@ def _miditok(corpus: Path, n: int, workers: int) -> dict:
             "rss_before_mib": before}
 
 
+def _parse_one(path: str) -> None:
+    import symusic
+
+    symusic.Score(path)
+
+
+def _parse(corpus: Path, n: int, workers: int) -> dict:
+    """The floor: ``symusic.Score(path)`` over the same files in the same number of processes."""
+    import multiprocessing as mp
+
+    import symusic  # noqa: F401  (imported before the clock starts; the workers inherit it)
+
+    files = [str(p) for p in first_files(corpus, n)]
+    before = _rss_now()
+    c0, t0 = _cpu(), time.perf_counter()
+    if workers <= 1:
+        for f in files:
+            _parse_one(f)
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_parse_one, files, chunksize=64):
+                pass
+    seconds, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"seconds": seconds, "cpu_seconds": cpu, "files": n, "pieces": n, "tokens": 0, "rss_before_mib": before}
+
+
 def _stream(corpus: Path, n: int, cache: Path, batches: int) -> dict:
     import torch
 
@@ -229,6 +262,38 @@ def _stream(corpus: Path, n: int, cache: Path, batches: int) -> dict:
     return {"seconds": seconds, "open_seconds": opened, "batches": done, "tokens": real}
 
 
+def profile(corpus: Path, n: int, top: int = 25) -> None:
+    """musicfw's preparation of the first ``n`` files in this one process under cProfile (the
+    parse-only time of the same files first, for scale)."""
+    import cProfile
+    import pstats
+
+    import symusic
+
+    from musicfw.core.build import build
+    from musicfw.engine.data import MusicDataModule
+
+    files = [str(p) for p in first_files(corpus, n)]
+    t0 = time.perf_counter()
+    for f in files:
+        symusic.Score(f)
+    parse = time.perf_counter() - t0
+    dataset = build("datasets", "midi_folder", path=str(corpus), max_files=n, format="shards", num_workers=1)
+    tokenizer = build("tokenizer", "remi")
+    with tempfile.TemporaryDirectory(prefix="musicfw-bench-profile-") as cache:
+        prof = cProfile.Profile()
+        t0 = time.perf_counter()
+        prof.enable()
+        MusicDataModule(dataset, tokenizer, cache_dir=cache, progress=False, data_format="shards", workers=1,
+                        batch_size=32, seq_len=256).prepare()
+        prof.disable()
+        seconds = time.perf_counter() - t0
+    print(f"{n:,} files, one process: parse only {parse:.2f} s, musicfw shards {seconds:.2f} s under cProfile")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
 def child(args: argparse.Namespace) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     corpus, cache = Path(args.corpus), Path(args.cache)
@@ -238,6 +303,8 @@ def child(args: argparse.Namespace) -> None:
         out = _musicfw(corpus, args.n, 1, cache, "cache")
     elif args.child == "miditok":
         out = _miditok(corpus, args.n, args.workers)
+    elif args.child == "parse":
+        out = _parse(corpus, args.n, args.workers)
     else:
         out = _stream(corpus, args.n, cache, args.batches)
     out.update(_peak())
@@ -265,6 +332,7 @@ def main() -> None:
                    help="shipped corpora cut into the generated files besides the MIDI files (default both)")
     p.add_argument("--batches", type=int, default=300, help="training batches streamed")
     p.add_argument("--keep", metavar="DIR", help="generate into (or reuse) DIR instead of a temp folder")
+    p.add_argument("--profile", type=int, metavar="N", help="only profile musicfw's preparation of N files in one process")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--cache", help=argparse.SUPPRESS)
@@ -279,12 +347,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="musicfw-bench-data-") as tmp:
         corpus = Path(args.keep) if args.keep else Path(tmp) / "corpus"
-        biggest = max(args.sizes)
+        biggest = max(args.sizes) if not args.profile else args.profile
         if not (corpus.is_dir() and len(first_files(corpus, biggest)) >= biggest):
             generate(corpus, biggest, args.quarters, tuple(args.corpora))
+        if args.profile:
+            profile(corpus, args.profile)
+            return
         rows = []
         for n in sorted(args.sizes):
             row = {"n": n}
+            row["parse"] = measure("parse", corpus, n, args.workers, Path(tmp) / "unused")
             row["musicfw"] = measure("musicfw-shards", corpus, n, args.workers, Path(tmp) / f"cache-{n}")
             row["miditok"] = measure("miditok", corpus, n, args.workers, Path(tmp) / "unused")
             if args.with_cache:
@@ -292,12 +364,15 @@ def main() -> None:
             rows.append(row)
         stream = measure("stream", corpus, biggest, 1, Path(tmp) / f"cache-{biggest}", args.batches)
 
-    print(f"\nmusicfw {musicfw_version()}, MidiTok {metadata.version('miditok')}, "
-          f"{args.workers} processes each, os.cpu_count()={os.cpu_count()}; OMP_NUM_THREADS=1\n")
+    load = os.getloadavg()
+    print(f"\nmusicfw {musicfw_version()}, MidiTok {metadata.version('miditok')}, symusic {metadata.version('symusic')}, "
+          f"{args.workers} processes each, os.cpu_count()={os.cpu_count()}; OMP_NUM_THREADS=1; "
+          f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min)\n")
     print("| files | contender | processes | wall s | files/s (wall) | CPU s | files per CPU-second | tokens | RSS after imports (MiB) | peak RSS, main (MiB) | peak RSS, largest worker (MiB) |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        for key, label, procs in (("musicfw", "musicfw shards (remi)", args.workers),
+        for key, label, procs in (("parse", "parse only: symusic.Score(path) (the floor)", args.workers),
+                                  ("musicfw", "musicfw shards (remi)", args.workers),
                                   ("miditok", "MidiTok REMI, Pool", args.workers),
                                   ("cache", "musicfw cache (remi)", 1)):
             if key not in row:
@@ -307,9 +382,15 @@ def main() -> None:
                   f"{r['cpu_seconds']:.1f} | {r['files'] / r['cpu_seconds']:,.0f} | {r['tokens']:,} | {r['rss_before_mib']:,.0f} | {r['rss_mib']:,.0f} | {r['worker_rss_mib']:,.0f} |")
     print()
     for row in rows:
-        m, t = row["musicfw"], row["miditok"]
+        m, t, f = row["musicfw"], row["miditok"], row["parse"]
         print(f"{row['n']:,} files: musicfw / MidiTok files/s = {(t['seconds'] / m['seconds']):.2f}x wall, "
               f"{(t['cpu_seconds'] / m['cpu_seconds']):.2f}x per CPU-second")
+        for key, label in (("musicfw", "musicfw shards"), ("miditok", "MidiTok REMI"), ("cache", "musicfw cache")):
+            if key in row:
+                r = row[key]
+                print(f"{row['n']:,} files: {label} / parse floor = {r['seconds'] / f['seconds']:.1f}x wall, "
+                      f"{r['cpu_seconds'] / f['cpu_seconds']:.1f}x CPU seconds "
+                      f"(floor: {1e3 * f['cpu_seconds'] / f['files']:.3f} ms of CPU per file)")
     print(f"\nstreaming from the {biggest:,}-file shards (opened and verified in {stream['open_seconds']:.1f} s): "
           f"{stream['batches'] / stream['seconds']:,.1f} batches/s of 32 x 256, "
           f"{stream['tokens'] / stream['seconds']:,.0f} real tokens/s, peak RSS {stream['rss_mib']:,.0f} MiB")

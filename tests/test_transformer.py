@@ -132,6 +132,60 @@ def test_relative_attention_uses_the_distance():
             torch.testing.assert_close(bias[0, :, i, j], (q[0, :, i] * table[:, i - j]).sum(-1))
 
 
+@pytest.mark.parametrize("steps", [5, 8, 9, 19])  # before, at and past the ring's wrap (C = 8)
+def test_step_bias_puts_each_slots_distance_in_place(steps):
+    """The KV cache's relative bias (a flip, rolled once the ring wraps) equals the gather of
+    each slot's own distance, ``q . E[(r - s) mod C]`` for slot s (r: the newest slot), bit
+    for bit, so generated tokens do not change with the layout."""
+    import math
+
+    C = 8
+    model = tiny("relative", max_context=C)
+    state = model.init_state(3)
+    x = None
+    with torch.no_grad():
+        for t in range(steps):
+            _, state = model.step(x, state)
+            x = torch.full((3,), t % 13)
+    block = model.blocks[0]
+    q = torch.randn(3, 2, 1, 8, dtype=torch.double)
+    n, r = state.n, (state.pos - 1) % C
+    dist = torch.remainder(r - torch.arange(n), C)
+    expected = torch.stack([(q[:, :, 0] * block.rel.detach()[:, d]).sum(-1) for d in dist.tolist()], -1)
+    got = block.step_bias(q, state)
+    assert got.shape == (3, 2, 1, n)
+    torch.testing.assert_close(got[:, :, 0], expected / math.sqrt(8), rtol=1e-12, atol=1e-12)
+    gathered = q_times_table_of(block, q, n)[..., dist] / math.sqrt(8)
+    assert torch.equal(got, gathered)  # the old gather: the same values, bit for bit
+
+
+def q_times_table_of(block, q, n):
+    from musicfw.plugins.models.transformer.model import q_times_table
+
+    return q_times_table(q, block.rel.detach()[:, :n])
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_the_cache_holds_the_forward_passs_keys_transposed_and_its_values(position):
+    """The KV cache layout (keys transposed, [B, H, Dh, slots], for the fast q K^T read;
+    values [B, H, slots, Dh]): after T steps its filled slots hold exactly the keys and values
+    that the full forward pass computes for those T positions."""
+    T = 6
+    model = tiny(position)
+    tokens = torch.randint(0, 13, (2, T), generator=torch.Generator().manual_seed(4))
+    state = model.init_state(2)
+    x = None
+    with torch.no_grad():
+        for t in range(T):
+            _, state = model.step(x, state)
+            x = tokens[:, t]
+        _, kvs = model._run(model._inputs(tokens), collect=True)
+    for layer, (k, v) in enumerate(kvs):
+        assert state.k[layer].shape[:3] == (2, 2, 8) and state.v[layer].shape[-1] == 8
+        torch.testing.assert_close(state.k[layer][..., :T], k.transpose(-1, -2), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(state.v[layer][:, :, :T], v, rtol=1e-12, atol=1e-12)
+
+
 def test_training_windows_longer_than_the_context_are_refused():
     model = tiny("relative", max_context=8).train()
     tokens = torch.zeros(1, 9, dtype=torch.long)

@@ -352,13 +352,18 @@ def check_piece(score: Any, limits: Limits | None = None, allow_cut: bool = True
     """The piece if it is within ``limits`` (default: :func:`current`), cut to fit when
     ``limits.on_exceed == "cut"`` (and ``allow_cut``; too many tracks cannot be cut), else
     :class:`PieceTooLarge`;
-    :class:`MalformedPiece` for unusable timing.  Costs O(tracks + tempo changes)."""
+    :class:`MalformedPiece` for unusable timing.  Costs O(tracks + tempo changes); the piece
+    it passed last is remembered (:func:`_passed`), so checking it again (the loader, then the
+    tokenizer's encode and coverage) costs a few counts."""
     limits = limits or current()
     score = _ticks(score)
+    if _passed(score, limits):
+        return score
     check_timing(score)
     size = measure(score)
     problem = _first_problem(score, size, limits)
     if problem is None:
+        _remember(score, limits)
         return score
     if allow_cut and limits.on_exceed == "cut":
         cut = cut_to_limits(score, limits)
@@ -367,8 +372,29 @@ def check_piece(score: Any, limits: Limits | None = None, allow_cut: bool = True
                 "a piece was cut to fit the limits (%s): %d of its %d notes kept",
                 str(problem).removeprefix("too large: ").split(" (raise", 1)[0], cut.note_num(), size.notes,
             )
+            _remember(cut, limits)
             return cut
     raise problem
+
+
+# the last piece check_piece passed, with the limits and the counts it passed with (the object
+# itself is held, so its id cannot be reused; a count that changed means it was edited since)
+_LAST_PASSED: tuple[Any, Limits, tuple] | None = None
+
+
+def _counts(score: Any) -> tuple:
+    return (int(score.note_num()), int(score.ticks_per_quarter), len(score.tracks), len(score.tempos),
+            len(score.time_signatures), int(score.end()))
+
+
+def _remember(score: Any, limits: Limits) -> None:
+    global _LAST_PASSED
+    _LAST_PASSED = (score, limits, _counts(score))
+
+
+def _passed(score: Any, limits: Limits) -> bool:
+    last = _LAST_PASSED
+    return last is not None and last[0] is score and last[1] == limits and last[2] == _counts(score)
 
 
 def _first_problem(score: Any, size: PieceSize, limits: Limits) -> PieceTooLarge | None:

@@ -60,6 +60,13 @@ BAR, POSITION, PITCH, VELOCITY, DURATION, TEMPO, TIMESIG, CHORD, PROGRAM = range
 TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program")
 
 
+def _spread(value, shape: tuple) -> np.ndarray:
+    """``value`` as int64 of ``shape`` (a scalar repeated): ``np.broadcast_to`` did the same
+    but its Python overhead was a tenth of encode's time on short files (cProfile,
+    benchmarks/data.py --profile)."""
+    arr = np.asarray(value, dtype=np.int64)
+    return arr if arr.shape == shape else np.full(shape, arr, dtype=np.int64)
+
 
 @dataclass
 class REMIConfig:
@@ -319,8 +326,8 @@ class REMI(Tokenizer):
         def add(time, cls, rank, sub, tok):
             time = np.asarray(time, dtype=np.int64)
             parts_time.append(time)
-            parts_key2.append(np.broadcast_to((cls * (1 << 22) + np.asarray(rank, dtype=np.int64)) * 4 + sub, time.shape))
-            parts_tok.append(np.broadcast_to(np.asarray(tok, dtype=np.int64), time.shape))
+            parts_key2.append(_spread((cls * (1 << 22) + np.asarray(rank, dtype=np.int64)) * 4 + sub, time.shape))
+            parts_tok.append(_spread(tok, time.shape))
 
         add(bar_starts, 0, 0, 0, np.zeros(nb, dtype=np.int64))
         if c.use_time_signatures:
