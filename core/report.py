@@ -5,7 +5,7 @@ Every plugin may implement ``musicfw_report_sections(report)`` (see
 by ``order`` (ties keep plugin registration order), puts each section's ``summary`` lines into
 the page's "In short" list (in the same order) and its ``html`` under a heading of its own.
 The built-in sections (config, curves, metrics, distributions, samples) come from the default
-plugin ``musicfw.plugins.report`` through the same hook, so a third party's section is in the
+report plugin (plugins/report/) through the same hook, so a third party's section is in the
 page exactly like a built-in one.
 """
 
