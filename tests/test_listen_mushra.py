@@ -415,6 +415,13 @@ def test_mushra_results_screening_and_consistency(mstudy):
     lis = json.loads((mstudy.parent / "runA" / "metrics.json").read_text())["listening"]
     assert lis["mushra"] == pytest.approx(expected["runA"]) and lis["excluded_raters"] == 2
     assert lis["mushra_vs"]["runB"]["mean_difference"] == pytest.approx(25.0)
+    # ... and its report: the MUSHRA mean, the hidden reference and the paired comparison
+    from musicfw.engine.report import render_report
+
+    page = render_report(mstudy.parent / "runA")
+    assert "2 excluded (1 by the attention check)" in page
+    assert f"<td>{lis['mushra']:.1f}</td>" in page and f"<td>{lis['hidden_reference_mushra']:.1f}</td>" in page
+    assert "<th>MUSHRA against</th>" in page and "<td>25.0</td>" in page
     # the printed table lists every exclusion with its reason
     text = run_cli("listen", "results", str(mstudy), "--no-write").stdout
     assert "excluded rater 3: MUSHRA post-screening" in text and "excluded rater 4: attention check" in text
