@@ -427,6 +427,39 @@ def test_resume_and_load_refuse_a_broken_or_malicious_checkpoint(tmp_path, kind)
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("kind", ["empty_state_dict", "state_dict_not_a_mapping", "wrong_shapes", "other_names", "weights_only"])
+def test_a_checkpoint_that_loads_safely_but_is_not_this_models_is_a_clear_error(tmp_path, kind):
+    """Issue 30, class 2: files that `weights_only` accepts but that are not this model's
+    checkpoint: refused with what differs, by loading and by resuming, before Lightning sees them."""
+    from musicfw.core.errors import RunFolderError
+
+    run = tmp_path / "run"
+    fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=1), run)
+    last = run / "checkpoints" / "last.ckpt"
+    Path(str(last) + ".sha256").unlink()
+    good = torch.load(last, weights_only=True)
+    if kind == "empty_state_dict":
+        bad, match = {**good, "state_dict": {}}, "does not fit this model.*missing"
+    elif kind == "state_dict_not_a_mapping":
+        bad, match = {**good, "state_dict": "abc"}, "no mapping of weight names to tensors"
+    elif kind == "wrong_shapes":
+        sd = {k: (torch.zeros(3, 3) if v.ndim == 2 else v) for k, v in good["state_dict"].items()}
+        bad, match = {**good, "state_dict": sd}, r"does not fit this model.*other shapes.*\(3, 3\)"
+    elif kind == "other_names":
+        sd = {k.replace("model.", "model.other_"): v for k, v in good["state_dict"].items()}
+        bad, match = {**good, "state_dict": sd}, "does not fit this model.*unexpected"
+    else:
+        bad, match = {"state_dict": good["state_dict"]}, "no training state to resume from.*pytorch-lightning_version"
+    torch.save(bad, last)
+    with pytest.raises(RunFolderError, match=match):
+        fit(small_lstm(), make_datamodule(), make_config("none", max_epochs=2), run, resume=True)
+    if kind == "weights_only":  # the weights fit: loading them for generation is fine
+        load_checkpoint(small_lstm(), last)
+    else:
+        with pytest.raises(RunFolderError, match=match):
+            load_checkpoint(small_lstm(), last)
+
+
 def test_a_changed_checkpoint_fails_its_checksum(tmp_path):
     from musicfw.core.errors import RunFolderError
 

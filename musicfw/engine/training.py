@@ -306,7 +306,7 @@ def _fit_lightning(
     ckpt_path = None
     if resume:
         if last.is_file():
-            _read_checkpoint(last)  # a clear error for a broken or unsafe file, before Lightning
+            check_resumable(model, last)  # a clear error for a broken, foreign or unsafe file, before Lightning
             ckpt_path = str(last)
         else:
             import warnings
@@ -512,13 +512,69 @@ def _read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(model: Any, path: str | Path) -> Any:
-    """Load the model weights of a musicfw/Lightning checkpoint into ``model`` (in place)."""
-    state = _read_checkpoint(path)
+#: what Lightning reads from a checkpoint to resume training (a weights-only file lacks them)
+RESUME_KEYS = ("pytorch-lightning_version", "epoch", "global_step", "optimizer_states", "loops")
+
+
+def checkpoint_weights(model: Any, state: dict, path: str | Path) -> dict:
+    """The ``model.`` weights of a read checkpoint, checked against ``model`` before anything is
+    loaded: a state_dict that is no mapping of names to tensors, or whose names or shapes
+    differ from the model's, is a :class:`RunFolderError` saying what differs (a checkpoint
+    that ``weights_only`` accepts may still be another model's, or no musicfw checkpoint)."""
+    import torch
+
+    raw = state.get("state_dict")
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise RunFolderError(
+            f"The checkpoint {path} has a state_dict that is no mapping of weight names to tensors "
+            f"({type(raw).__name__}); it is not a musicfw checkpoint."
+        )
     prefix = "model."
-    weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(weights)
+    weights = {k[len(prefix) :]: v for k, v in raw.items() if k.startswith(prefix)}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(
+        f"{k} {tuple(weights[k].shape) if isinstance(weights[k], torch.Tensor) else type(weights[k]).__name__}"
+        f" (the model has {tuple(expected[k].shape)})"
+        for k in set(expected) & set(weights)
+        if isinstance(expected[k], torch.Tensor)
+        and (not isinstance(weights[k], torch.Tensor) or tuple(weights[k].shape) != tuple(expected[k].shape))
+    )
+    if missing or unexpected or wrong:
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+        parts = [f"missing {some(missing)}"] if missing else []
+        parts += [f"unexpected {some(unexpected)}"] if unexpected else []
+        parts += [f"other shapes: {some(wrong)}"] if wrong else []
+        raise RunFolderError(
+            f"The checkpoint {path} does not fit this model ({'; '.join(parts)}): it was written for "
+            "another model or model section, or is not a musicfw checkpoint."
+        )
+    return weights
+
+
+def load_checkpoint(model: Any, path: str | Path) -> Any:
+    """Load the model weights of a musicfw/Lightning checkpoint into ``model`` (in place); a file
+    that is unreadable or does not fit the model is a :class:`RunFolderError`."""
+    state = _read_checkpoint(path)
+    model.load_state_dict(checkpoint_weights(model, state, path))
     return model
+
+
+def check_resumable(model: Any, path: str | Path) -> None:
+    """Before Lightning resumes from ``path``: the file is readable, its weights fit ``model``
+    and it holds the training state Lightning needs; else a :class:`RunFolderError`."""
+    state = _read_checkpoint(path)
+    checkpoint_weights(model, state, path)
+    lacking = [key for key in RESUME_KEYS if key not in state]
+    if lacking:
+        raise RunFolderError(
+            f"The checkpoint {path} holds no training state to resume from (no {', '.join(lacking)}): "
+            "it is a weights-only or foreign file. Delete it to resume from another checkpoint, or "
+            "start the run again without --resume."
+        )
 
 
 def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
@@ -552,7 +608,7 @@ def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
         raise ConfigError(f"init_from: {run_dir} has no checkpoint to start from (train it first).")
     try:
         load_checkpoint(model, path)
-    except RuntimeError as exc:  # load_state_dict: missing/unexpected keys, shape mismatch
+    except (RuntimeError, RunFolderError) as exc:  # unreadable, other names or shapes
         first = str(exc).strip().splitlines()
         raise ConfigError(
             f"init_from: the weights in {path} do not fit this model ({' '.join(first[:3])[:400]}); "
