@@ -20,6 +20,12 @@ clock (``Tokenizer.clock``, :mod:`musicfw.core.clock`).
 With ``chords`` (a progression such as ``"C G Am F"``, one chord per bar) the tokenizer's chord
 grammar (``Tokenizer.chord_grammar``) replaces its grammar: it also forces the given Chord
 tokens at the start of each bar of the continuation, the model generating the rest.
+
+For live use (``musicfw studio``): ``on_tokens(tokens, kept)`` is given each step's tokens
+(a ``[B]`` or ``[B, K]`` array) and which sequences kept them (a ``[B]`` bool array: a
+finished sequence keeps none) while any sequence is still going, and ``cancel`` (anything with ``is_set()``, e.g. a
+``threading.Event``) is checked before every step, the prompt's included: once it is set the
+loop stops and raises :class:`GenerationCancelled`, freeing its buffers at once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from musicfw.core.errors import ConfigError, DataError
+
+
+class GenerationCancelled(Exception):
+    """A generation stopped because its ``cancel`` flag was set (not an error of anyone's)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -250,6 +260,8 @@ def generate(
     chords: Any = None,
     sink: Any = None,
     step_progress: Any = None,
+    cancel: Any = None,
+    on_tokens: Any = None,
 ) -> GenerationResult:
     """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
 
@@ -274,7 +286,7 @@ def generate(
     statistics.  ``step_progress``: optional callable ``step_progress(samples_done, n, step,
     max_tokens)`` at most every few seconds within a batch (a long generation says it is alive).
     ``n``, ``batch_size`` and ``max_tokens`` are checked by :func:`check_generation_size`
-    before anything is allocated.
+    before anything is allocated.  ``cancel`` / ``on_tokens``: see the module docstring.
     """
     import torch
 
@@ -345,6 +357,7 @@ def generate(
                 seqs, why, used_grammar = _generate_batch(
                     model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
                     prompt_tokens, constraints, end_token, generator, device, chords, tick,
+                    cancel, on_tokens,
                 )
                 constrained = constrained or used_grammar
                 t_dec = time.perf_counter()
@@ -426,6 +439,8 @@ def _generate_batch(
     device: Any,
     chords: Any = None,
     tick: Any = None,
+    cancel: Any = None,
+    on_tokens: Any = None,
 ) -> tuple[list[np.ndarray], list[str], bool]:
     import torch
 
@@ -441,6 +456,8 @@ def _generate_batch(
     logits, state = model.step(None, state)
     if prompt_tokens is not None:
         for tok in prompt_tokens:
+            if cancel is not None and cancel.is_set():
+                raise GenerationCancelled("cancelled while reading the prompt")
             row = np.broadcast_to(tok, (B,) + np.shape(tok))
             if grammar is not None:
                 grammar.update(row)
@@ -470,6 +487,8 @@ def _generate_batch(
     why = np.array(["max_tokens"] * B, dtype=object)
     neg_inf = float("-inf")
     for t in range(max_tokens):
+        if cancel is not None and cancel.is_set():
+            raise GenerationCancelled(f"cancelled after {t} tokens")
         if grammar is not None:
             allowed = grammar.mask(max_tokens - t)
             empty = ~allowed.any(axis=1)
@@ -498,6 +517,8 @@ def _generate_batch(
         keep = ~done
         out[keep, t] = x_np[keep]
         length[keep] += 1
+        if on_tokens is not None and keep.any():
+            on_tokens(x_np, keep)
         if grammar is not None:
             grammar.update(x_np)
         if clock is not None:
