@@ -44,6 +44,7 @@ def test_wheel_contains_every_package_and_the_data(tmp_path):
     assert any(name.startswith("music21_") for name in shipped)  # the converted corpora
     assert sorted(n.rsplit("/", 1)[1] for n in data) == shipped
     assert "musicfw/plugins/listen/static/index.html" in files  # the listening-test page (package data)
+    assert "musicfw/plugins/studio/static/index.html" in files  # the studio page (package data)
 
 
 def test_the_minimum_lightning_accepts_weights_only_on_resume():

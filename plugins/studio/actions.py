@@ -220,8 +220,8 @@ class Continue(Action):
         prefix = tokenizer.decode(prompt_tokens)
         tpq = int(prefix.ticks_per_quarter)
         new: list[int] = []
-        state = {"last": 0.0, "sent": 0, "first_note": None}
-        t0 = time.perf_counter()
+        state = {"last": 0.0, "sent": 0, "first_note": None, "first_note_cpu": None}
+        t0, c0 = time.perf_counter(), time.thread_time()
         label = f"generated ({self.name})"
 
         def on_tokens(tokens: np.ndarray, kept: np.ndarray) -> None:
@@ -233,10 +233,12 @@ class Continue(Action):
             notes = new_notes(tokenizer.decode(np.concatenate([prompt_tokens, np.asarray(new, dtype=prompt_tokens.dtype)])), prefix)
             if len(notes) > state["sent"]:
                 if state["first_note"] is None:
-                    state["first_note"] = now - t0
+                    state["first_note"], state["first_note_cpu"] = now - t0, time.thread_time() - c0
                 state["sent"] = len(notes)
                 score, tracks = place(piece.score, notes, tpq, offset, label)
-                ctx.emit({"type": "notes", "tokens": len(new), "notes": [r for r in ctx.to_rows(score, tracks) if r[5]]})
+                ctx.emit({"type": "notes", "tokens": len(new), "seconds": round(now - t0, 4),
+                          "cpu_seconds": round(time.thread_time() - c0, 4),
+                          "notes": [r for r in ctx.to_rows(score, tracks) if r[5]]})
 
         # bars where the tokenizer counts them; else two seconds a bar
         bars = int(ctx.params["bars"])
@@ -250,10 +252,12 @@ class Continue(Action):
         notes = new_notes(tokenizer.decode(tokens), prefix)
         score, tracks = place(piece.score, notes, tpq, offset, label)
         if len(notes) != state["sent"]:  # the stream ends with every note the result holds
-            ctx.emit({"type": "notes", "tokens": len(new), "notes": [r for r in ctx.to_rows(score, tracks) if r[5]]})
+            ctx.emit({"type": "notes", "tokens": len(new), "seconds": round(time.perf_counter() - t0, 4),
+                      "cpu_seconds": round(time.thread_time() - c0, 4), "notes": [r for r in ctx.to_rows(score, tracks) if r[5]]})
         stats = {"tokens": int(result.stats["tokens_generated"]), "prompt_tokens": int(len(prompt_tokens)),
                  "seconds": round(time.perf_counter() - t0, 4), "notes": len(notes),
                  "first_note_seconds": None if state["first_note"] is None else round(state["first_note"], 4),
+                 "first_note_cpu_seconds": None if state["first_note_cpu"] is None else round(state["first_note_cpu"], 4),
                  "stop_reason": result.stop_reasons[0]}
         return ActionResult(score, tracks, f"{piece.label} + {self.name}", stats)
 
