@@ -210,7 +210,7 @@ def test_follow_chords_places_the_chords(client):
     sid = session(client)
     prompt = upload(client, sid).json()
     r = client.post("/api/generate", json={"session": sid, "model": "tiny", "action": "chords", "pieces": {"piece": prompt["id"]},
-                                           "params": {"chords": "Am F", "bars": 2}, "seed": 1})
+                                           "params": {"chords": "Am F", "bars": 2, "max_tokens": 200}, "seed": 1})
     assert r.status_code == 200, r.text
     assert r.json()["stats"]["notes"] > 0
     bad = client.post("/api/generate", json={"session": sid, "model": "tiny", "action": "chords", "pieces": {"piece": prompt["id"]},

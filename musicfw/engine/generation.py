@@ -23,9 +23,10 @@ tokens at the start of each bar of the continuation, the model generating the re
 
 For live use (``musicfw studio``): ``on_tokens(tokens, kept)`` is given each step's tokens
 (a ``[B]`` or ``[B, K]`` array) and which sequences kept them (a ``[B]`` bool array: a
-finished sequence keeps none) while any sequence is still going, and ``cancel`` (anything with ``is_set()``, e.g. a
-``threading.Event``) is checked before every step, the prompt's included: once it is set the
-loop stops and raises :class:`GenerationCancelled`, freeing its buffers at once.
+finished sequence keeps none) while any sequence is still going, and ``cancel`` (anything
+with ``is_set()``, e.g. a ``threading.Event``) is checked before every step, the prompt's
+included: once it is set the loop stops and raises :class:`GenerationCancelled`, freeing its
+buffers at once.
 """
 
 from __future__ import annotations
