@@ -17,7 +17,7 @@ from conftest import TEST_MIDI, run_cli
 TOKEN = "studio-test-token"
 
 
-def make_run(root, use_chords=True):
+def make_run(root, use_chords=True, tokenizer=None, model=None):
     import torch
 
     import musicfw
@@ -27,8 +27,8 @@ def make_run(root, use_chords=True):
     config = musicfw.load_config({
         "name": "studio", "seed": 3,
         "data": {"name": "midi_folder", "path": str(root)},
-        "tokenizer": {"name": "remi", "use_chords": use_chords},
-        "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+        "tokenizer": tokenizer or {"name": "remi", "use_chords": use_chords},
+        "model": model or {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
         "sampler": [{"name": "temperature", "temperature": 1.0}],
         "generate": {"n": 1, "max_tokens": 64, "render_audio": False},
     })
@@ -39,7 +39,8 @@ def make_run(root, use_chords=True):
     torch.manual_seed(0)
     model = build_from_section("models", config.model, tokenizer=tokenizer)
     run.checkpoints.mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "best.ckpt")
+    for name in ("best", "last"):
+        torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / f"{name}.ckpt")
     return run.path
 
 
@@ -356,3 +357,33 @@ def test_the_cli_needs_a_model_and_names_a_bad_one(tmp_path):
     assert proc.returncode == 2 and "no such folder" in proc.stderr
     proc = run_cli("studio", "--run", str(TEST_MIDI))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_musicvae_sample_interpolate_and_blend(tmp_path):
+    """A MusicVAE run offers sample, interpolate and blend (and not continue); each makes a piece
+    whose every note is marked generated."""
+    from starlette.testclient import TestClient
+
+    from musicfw.core.plugins import load_registries
+    from musicfw.plugins.studio.catalog import Catalog, run_entry
+    from musicfw.plugins.studio.server import create_app
+
+    run = make_run(tmp_path / "vae", tokenizer={"name": "melody", "min_pitch": 21, "max_pitch": 108},
+                   model={"name": "musicvae", "z_size": 4, "enc_rnn_size": [8], "dec_rnn_size": [8], "max_seq_len": 32})
+    app = create_app(Catalog(load_registries(), [run_entry(run, id="vae")]), TOKEN, sessions_root=tmp_path / "s")
+    c = TestClient(app, base_url="http://127.0.0.1", headers={"X-Studio-Token": TOKEN})
+    assert c.post("/api/models/vae/load").json()["actions"] == ["sample", "interpolate", "blend"]
+    sid = c.post("/api/sessions").json()["session"]
+    ids = [upload(c, sid, tune(bars=2 + i)).json()["id"] for i in range(4)]
+    base = {"session": sid, "model": "vae", "seed": 0}
+    sample = c.post("/api/generate", json={**base, "action": "sample", "params": {"temperature": 1.0}}).json()
+    inter = c.post("/api/generate", json={**base, "action": "interpolate", "params": {"steps": 3},
+                                           "pieces": {"piece": ids[0], "piece_b": ids[1]}}).json()
+    blend = c.post("/api/generate", json={**base, "action": "blend", "params": {"x": 0.25, "y": 1.0},
+                                           "pieces": dict(zip(("piece", "piece_b", "piece_c", "piece_d"), ids))}).json()
+    assert sample["stats"]["tokens"] == 32 and inter["stats"]["tokens"] == 3 * 32 and blend["stats"]["tokens"] == 32
+    for r in (sample, inter, blend):
+        assert all(n[5] == 1 for n in r["piece"]["notes"])
+    assert c.post("/api/generate", json={**base, "action": "continue", "pieces": {"piece": ids[0]}}).status_code == 422
+    missing = c.post("/api/generate", json={**base, "action": "blend", "pieces": {"piece": ids[0], "piece_b": ids[1]}})
+    assert missing.status_code == 422 and "piece_c" in missing.json()["error"]
