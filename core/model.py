@@ -103,6 +103,15 @@ class Model:
         """Count-based models (``trainable = False``) fit here from ``datamodule``."""
         raise TypeError(f"{type(self).__name__} is trainable; it is trained by gradient descent, not fit()")
 
+    def prefill(self, xs: Any, state: Any) -> tuple[Any, Any]:
+        """Feed ``xs`` (``[B, T]`` ids or ``[B, T, K]`` frames, T >= 1) after ``state``: the
+        output after the last one, and the state.  Default: :meth:`step` per token; a model
+        that can read a sequence at once (an LSTM layer) overrides it for speed."""
+        out = None
+        for t in range(xs.shape[1]):
+            out, state = self.step(xs[:, t], state)
+        return out, state
+
     def draw(self, output: Any, sampler: Any, generator: Any = None, history: Any = None) -> Any:
         """The next token from one step's ``output``: by default the sampler (chain) applied
         to the logits.  ``history`` is the batch's tokens so far (prompt included) when the

@@ -315,6 +315,35 @@ def test_generation_loop_checks_the_cancel_flag():
     assert len(out.tokens[0]) == 20
 
 
+def test_prefill_reads_the_prompt_at_once_to_the_same_draw():
+    """``generate(prefill=True)`` (the studio's): the LSTM's one-call prefill and the default
+    (a step per token, here a Transformer's) continue a prompt exactly as the step loop does."""
+    import torch
+
+    from musicfw.api import build_model, build_sampler, build_tokenizer
+    from musicfw.engine.generation import generate
+
+    tok = build_tokenizer("remi")
+    prompt = symusic.Score.from_midi(tune(bars=3))
+    for name, params in (("lstm", {"hidden_size": 16, "num_layers": 2, "embed_dim": 8}),
+                         ("transformer", {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32})):
+        torch.manual_seed(0)
+        model = build_model(name, tokenizer=tok, **params)
+        draws = [generate(model, tok, build_sampler("temperature"), n=1, batch_size=1, max_tokens=24, prompt=prompt,
+                          seed=4, prefill=p).tokens[0].tolist() for p in (False, True)]
+        assert draws[0] == draws[1], name
+    with torch.no_grad():
+        xs = torch.tensor(np.asarray(tok.encode(prompt)))[None]
+        lstm = build_model("lstm", tokenizer=tok, hidden_size=16, num_layers=2, embed_dim=8).eval()
+        s0 = lstm.init_state(1)
+        _, s0 = lstm.step(None, s0)
+        fast, _ = lstm.prefill(xs, s0)
+        slow = None
+        for t in range(xs.shape[1]):
+            slow, s0 = lstm.step(xs[:, t], s0)
+        assert torch.allclose(fast, slow, atol=1e-5)
+
+
 def test_the_action_registry_is_open(client, run_dir, tmp_path):
     """An action from elsewhere (as a later package's would be) shows for the models it supports."""
     from starlette.testclient import TestClient

@@ -263,6 +263,7 @@ def generate(
     step_progress: Any = None,
     cancel: Any = None,
     on_tokens: Any = None,
+    prefill: bool = False,
 ) -> GenerationResult:
     """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
 
@@ -288,6 +289,9 @@ def generate(
     max_tokens)`` at most every few seconds within a batch (a long generation says it is alive).
     ``n``, ``batch_size`` and ``max_tokens`` are checked by :func:`check_generation_size`
     before anything is allocated.  ``cancel`` / ``on_tokens``: see the module docstring.
+    ``prefill``: read the prompt with one ``Model.prefill`` call (an LSTM reads it in one
+    layer call, ~10x faster than a step per token) instead of a step per token; the same
+    state up to float rounding, so off by default (a seeded draw stays what it was).
     """
     import torch
 
@@ -358,7 +362,7 @@ def generate(
                 seqs, why, used_grammar = _generate_batch(
                     model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
                     prompt_tokens, constraints, end_token, generator, device, chords, tick,
-                    cancel, on_tokens,
+                    cancel, on_tokens, prefill,
                 )
                 constrained = constrained or used_grammar
                 t_dec = time.perf_counter()
@@ -442,6 +446,7 @@ def _generate_batch(
     tick: Any = None,
     cancel: Any = None,
     on_tokens: Any = None,
+    prefill: bool = False,
 ) -> tuple[list[np.ndarray], list[str], bool]:
     import torch
 
@@ -464,8 +469,12 @@ def _generate_batch(
                 grammar.update(row)
             if clock is not None:
                 clock.update(row)
-            x = _as_input(torch.tensor(np.array(row), device=device), kind)
-            logits, state = model.step(x, state)
+            if not prefill:
+                x = _as_input(torch.tensor(np.array(row), device=device), kind)
+                logits, state = model.step(x, state)
+        if prefill and len(prompt_tokens):
+            xs = np.broadcast_to(np.asarray(prompt_tokens), (B,) + np.shape(prompt_tokens))
+            logits, state = model.prefill(_as_input(torch.tensor(np.array(xs), device=device), kind), state)
         if clock is not None:
             clock.mark()
     if grammar is not None:

@@ -246,7 +246,7 @@ class Continue(Action):
         result = generate(
             model, tokenizer, ctx.sampler, n=1, batch_size=1, max_tokens=int(ctx.params["max_tokens"]),
             prompt=prompt, **limit, seed=ctx.seed, chords=self.chords(ctx),
-            cancel=ctx.cancel, on_tokens=on_tokens,
+            cancel=ctx.cancel, on_tokens=on_tokens, prefill=True,
         )
         tokens = result.tokens[0]
         notes = new_notes(tokenizer.decode(tokens), prefix)

@@ -113,6 +113,14 @@ class LSTMModel(TokenInputs, Model, nn.Module):
             return JointFrameOutput(self.output_dropout(out[:, 0])), state
         return self.head(self.output_dropout(out[:, 0])), state
 
+    def prefill(self, xs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, Any]:
+        """A prompt in one LSTM call (the input projections of all its tokens at once), not one
+        step per token: the same state up to float rounding."""
+        if self.head_kind != "bernoulli":
+            return super().prefill(xs, state)
+        out, state = self.lstm(self.input_dropout(self._embed(xs.to(state[0].device))), state)
+        return self.head(self.output_dropout(out[:, -1])), state
+
     def draw(self, output: Any, sampler: Any, generator: Any = None, history: Any = None) -> Any:
         """The next token.  Bernoulli/softmax head: the sampler on the logits.  Joint head: the
         frame key by key, lowest first, each conditional logit ``[B, 1]`` through the sampler
