@@ -138,7 +138,8 @@ def main() -> None:
         catalog.get(e.id)  # built before the first click, as `musicfw studio` does for its model
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(catalog, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     while not server.started:
         time.sleep(0.05)
     session = call(port, "POST", "/api/sessions")["session"]
@@ -161,6 +162,7 @@ def main() -> None:
               f"{statistics.median(fn):>18.1f} / {max(fn):>8.1f} {statistics.median(tk):>13.0f} {statistics.median(cpu):>12.1f} / {max(cpu):>7.1f}", flush=True)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     server.should_exit = True
+    thread.join(30)  # a clean stop (a daemon thread killed at exit aborts torch's threads)
 
 
 if __name__ == "__main__":
