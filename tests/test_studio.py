@@ -416,3 +416,30 @@ def test_musicvae_sample_interpolate_and_blend(tmp_path):
     assert c.post("/api/generate", json={**base, "action": "continue", "pieces": {"piece": ids[0]}}).status_code == 422
     missing = c.post("/api/generate", json={**base, "action": "blend", "pieces": {"piece": ids[0], "piece_b": ids[1]}})
     assert missing.status_code == 422 and "piece_c" in missing.json()["error"]
+
+
+def test_audio_is_rendered_with_the_soundfont_or_refused_without_one(client, tmp_path, monkeypatch):
+    from starlette.testclient import TestClient
+
+    import musicfw.music.render as render
+    from musicfw.core.plugins import load_registries
+    from musicfw.plugins.studio.catalog import Catalog
+    from musicfw.plugins.studio.server import create_app
+
+    sid = session(client)
+    p = upload(client, sid).json()["id"]
+    if render.find_soundfont() is None:
+        pytest.fail("the studio tests render audio with a General MIDI soundfont (apt-get install timgm6mb-soundfont)")
+    wav = client.get(f"/api/sessions/{sid}/pieces/{p}/audio")
+    assert wav.status_code == 200 and wav.content[:4] == b"RIFF" and len(wav.content) > 22050  # about 4 s of audio
+    assert client.get("/api/info").json()["audio"] is True
+    # without a soundfont: the page is told to play its own synthesiser, with the install command
+    monkeypatch.setattr(render, "SOUNDFONT_PATHS", ())
+    monkeypatch.delenv(render.SOUNDFONT_ENV, raising=False)
+    app = create_app(Catalog(load_registries(), []), TOKEN, sessions_root=tmp_path / "s")
+    c = TestClient(app, base_url="http://127.0.0.1", headers={"X-Studio-Token": TOKEN})
+    assert c.get("/api/info").json()["audio"] is False
+    sid2 = c.post("/api/sessions").json()["session"]
+    p2 = upload(c, sid2).json()["id"]
+    r = c.get(f"/api/sessions/{sid2}/pieces/{p2}/audio")
+    assert r.status_code == 503 and "apt-get install" in r.json()["error"]
