@@ -32,6 +32,7 @@ class Job:
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.state = "running"  # running | done | cancelled | error
         self.error: str | None = None
+        self.status = 200  # the HTTP status of the answer: 422 for a user's mistake, 500 for our bug
         self.result: dict[str, Any] | None = None
         self.thread: threading.Thread | None = None
         self.started = time.perf_counter()
@@ -83,11 +84,11 @@ class Jobs:
             job.state = "cancelled"
             job.events.put({"type": "cancelled", "job": job.id})
         except USER_ERRORS as exc:
-            job.state, job.error = "error", str(exc)
+            job.state, job.error, job.status = "error", str(exc), 422
             job.events.put({"type": "error", "error": str(exc), "status": 422})
         except Exception as exc:  # our bug: keep the traceback (server log) and tell the client
             traceback.print_exc()
-            job.state, job.error = "error", f"{type(exc).__name__}: {exc}"
+            job.state, job.error, job.status = "error", f"{type(exc).__name__}: {exc}", 500
             job.events.put({"type": "error", "error": job.error, "status": 500})
 
     def get(self, job_id: str) -> Job:

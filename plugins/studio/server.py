@@ -303,7 +303,7 @@ def create_app(catalog: Catalog, token: str, allow_hosts: Any = (), soundfont: A
                 return JSONResponse(job.result)
             if job.state == "cancelled":
                 return err(409, "cancelled")
-            return err(422 if job.error and not job.error.startswith(("RuntimeError", "Exception")) else 500, job.error or "failed")
+            return err(job.status, job.error or "failed")
 
         async def events() -> Any:
             finished = False
