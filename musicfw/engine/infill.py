@@ -671,8 +671,6 @@ def prepare_song(tokenizer: Any, song: Any, bars: Any) -> tuple[Any, str, np.nda
         tokens = np.asarray(tokenizer.encode(score), dtype=np.int64)
     except PieceRejected as exc:
         raise DataError(f"infill: the {tokenizer.name!r} tokenizer cannot represent {where}: {exc}") from None
-    if len(tokens) == 0:
-        raise DataError(f"infill: {where} encodes to no {tokenizer.name!r} tokens (no notes it can represent).")
     cov = tokenizer.coverage(score, tokens)
     if int(cov.get("dropped", 0)):
         reasons = "; ".join(f"{why}: {count}" for why, count in (cov.get("reasons") or {}).items())
@@ -680,6 +678,8 @@ def prepare_song(tokenizer: Any, song: Any, bars: Any) -> tuple[Any, str, np.nda
             f"infill: the {tokenizer.name!r} tokenizer cannot represent {cov['dropped']} of the {cov['notes']} notes "
             f"of {where} ({reasons}); the model would fill bars without hearing them."
         )
+    if len(tokens) == 0:
+        raise DataError(f"infill: {where} encodes to no {tokenizer.name!r} tokens (it has no notes).")
     n_bars = len(bar_bounds(tokens, tokenizer.is_bar)) - 1
     if hi > n_bars:
         raise UserError(f"infill: --bars {lo}-{hi} is outside {where}, which has {n_bars} bars (1-{n_bars}).")
