@@ -99,7 +99,10 @@ class TrainSection:
         default_factory=list,
         metadata={"help": "parameter-name prefixes not trained (fine-tuning), e.g. [encoder] or [embed, lstm]"},
     )
-    infill: InfillSection = field(default_factory=InfillSection)
+    infill: InfillSection = field(
+        default_factory=InfillSection,
+        metadata={"help": "bar infilling: {enabled, probability, min_bars, max_bars} (section train.infill below; docs/infill.md)"},
+    )
 
 
 @dataclass
