@@ -378,3 +378,9 @@ def test_run_trains_an_infilling_model_and_the_folder_loads_back(tmp_path):
     assert isinstance(tokenizer, InfillTokenizer) and model.vocab_size == tokenizer.vocab_size
     out = musicfw.infill(result.run_dir, _chorale_like(6), "3-4", n=1, seed=0)
     assert out.bars == (3, 4)
+    # an exported folder carries the markers: load_pretrained and infill --model use them
+    folder = musicfw.export_run(result.run_dir, tmp_path / "exported")
+    model2, tokenizer2 = musicfw.load_pretrained(folder)
+    assert isinstance(tokenizer2, InfillTokenizer) and model2.vocab_size == tokenizer.vocab_size
+    again = musicfw.infill(folder, _chorale_like(6), "3-4", n=1, seed=0)
+    assert np.array_equal(again.scores[0].tracks[0].notes.numpy()["pitch"], out.scores[0].tracks[0].notes.numpy()["pitch"])
