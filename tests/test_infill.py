@@ -200,6 +200,23 @@ def test_exactly_k_complete_bars_come_back(tok, model, k, budget):
         assert list(seq[new_bounds[2 + k] :]) == list(tokens[bounds[2 + k] :])
 
 
+def test_a_bounded_context_reads_the_bars_nearest_the_gap(tok):
+    import torch
+
+    torch.manual_seed(0)
+    tf = musicfw.build_model("transformer", tokenizer=tok, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                             max_context=128).eval()
+    tokens = tok.encode(_chorale_like(8))
+    assert len(tokens) > 128
+    bounds = bar_bounds(tokens, tok.is_bar)
+    res = fill_tokens(tf, tok, musicfw.build_sampler("greedy"), tokens, 3, 1, n=2, seed=0)
+    for filled, seq in zip(res.filled, res.sequences):
+        assert (filled == tok.ids.end).sum() == 1
+        nb = bar_bounds(seq, tok.is_bar)
+        assert list(seq[: bounds[3]]) == list(tokens[: bounds[3]])  # the whole song comes back
+        assert list(seq[nb[4] :]) == list(tokens[bounds[4] :])
+
+
 def test_budget_too_small_is_a_clear_error(tok, model):
     tokens = tok.encode(_chorale_like(8))
     with pytest.raises(UserError, match="need at least 6 more"):

@@ -465,17 +465,32 @@ def fill_tokens(
 ) -> FillResult:
     """Fill bars ``first .. first+k-1`` (0-based) of the plain sequence ``tokens`` ``n`` times
     (one batch).  ``max_tokens``: tokens the k bars may take in all (default: three times the
-    bars' own length plus 64, within the model's context).  UserError when the prompt and the
-    fewest tokens k bars need do not fit the model's context."""
+    bars' own length plus 64, within the model's context).  A model with a bounded context
+    reads the bars nearest the gap (the farthest dropped first, alternately left and right)
+    so that twice the gap's length fits after them; UserError when even the gap alone cannot
+    fit the fewest tokens k bars need."""
     import torch
 
     tokens = np.asarray(tokens, dtype=np.int64)
     bounds = bar_bounds(tokens, tokenizer.is_bar)
-    prompt = prompt_for(tokens, bounds, first, k, tokenizer.ids)
     original = int(bounds[first + k] - bounds[first])
     budget = int(max_tokens) if max_tokens is not None else 3 * original + 64
     ctx = model.max_context
+    lo, hi = 0, len(bounds) - 1  # the context bars the model reads: all of them, unless its context is bounded
+    prompt = prompt_for(tokens, bounds, first, k, tokenizer.ids)
     if ctx is not None:
+        # a bounded context: drop the bars farthest from the gap until the prompt leaves room for
+        # the gap's own length and markers (as training windows cut pieces at bar lines)
+        room = min(budget, 2 * original + 2 * k)
+        while len(prompt) + room > int(ctx) and (lo < first or hi > first + k):
+            left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
+            if lo < first and (left_len >= right_len or hi == first + k):
+                lo += 1
+            else:
+                hi -= 1
+            start = 0 if lo == 0 else int(bounds[lo])
+            window = tokens[start : int(bounds[hi])]
+            prompt = prompt_for(window, bounds[lo : hi + 1] - start, first - lo, k, tokenizer.ids)
         budget = min(budget, int(ctx) - len(prompt))
     if budget < 2 * k:
         raise UserError(
@@ -508,7 +523,8 @@ def fill_tokens(
     if not grammar.done.all():  # the masks make this impossible; a bug if it happens
         raise RuntimeError(f"infill: {int((~grammar.done).sum())} rows did not close their {k} bars")
     filled = [out[b, : length[b]].copy() for b in range(n)]
-    seqs = [reassemble(prompt, f, tokenizer.ids) for f in filled]
+    whole = prompt_for(tokens, bounds, first, k, tokenizer.ids)  # the song's own context on both sides
+    seqs = [reassemble(whole, f, tokenizer.ids) for f in filled]
     return FillResult(sequences=seqs, filled=filled)
 
 
