@@ -217,6 +217,14 @@ def test_a_bounded_context_reads_the_bars_nearest_the_gap(tok):
         assert list(seq[nb[4] :]) == list(tokens[bounds[4] :])
 
 
+def test_a_sampler_that_reads_the_history(tok, model):
+    from musicfw.core.sampler import SamplerChain
+
+    chain = SamplerChain([musicfw.build_sampler("repetition_penalty"), musicfw.build_sampler("temperature")])
+    res = fill_tokens(model, tok, chain, tok.encode(_chorale_like(6)), 2, 2, n=2, seed=0)
+    assert all((f == tok.ids.end).sum() == 2 for f in res.filled)
+
+
 def test_budget_too_small_is_a_clear_error(tok, model):
     tokens = tok.encode(_chorale_like(8))
     with pytest.raises(UserError, match="need at least 6 more"):

@@ -178,7 +178,10 @@ class InfillWindows:
         return self.transform(self.windows[spec], spec[1])
 
     def __getattr__(self, name: str) -> Any:  # augment_failures and the like
-        return getattr(self.__dict__["windows"], name)
+        windows = self.__dict__.get("windows")
+        if windows is None:  # while unpickling in a loader worker
+            raise AttributeError(name)
+        return getattr(windows, name)
 
 
 def infill_section(train: Any) -> Any | None:
@@ -386,7 +389,9 @@ class InfillGrammar:
         base = tokenizer.base.grammar(1)
         if base is not None:
             base.feed(np.asarray(left, dtype=np.int64))  # the state at the left edge (time signature, ...)
-        self.rows = [copy.deepcopy(base) for _ in range(self.B)] if base is not None else None
+        # one grammar per row (rows finish at different times); the tokenizer is shared, not copied
+        memo = lambda: {id(tokenizer.base): tokenizer.base}  # noqa: E731
+        self.rows = [copy.deepcopy(base, memo()) for _ in range(self.B)] if base is not None else None
         self.done_bars = np.zeros(self.B, dtype=np.int64)
         self.in_bar = np.zeros(self.B, dtype=bool)
         self.forced_end = np.zeros(self.B, dtype=np.int64)  # bars closed by the budget
@@ -508,10 +513,16 @@ def fill_tokens(
             logits, state = model.step(x, state)
         out = np.zeros((n, budget), dtype=np.int64)
         length = np.zeros(n, dtype=np.int64)
+        history = None  # the tokens so far, for samplers that read them (needs_history)
+        if sampler.needs_history:
+            history = torch.zeros((n, len(prompt) + budget), dtype=torch.long, device=device)
+            history[:, : len(prompt)] = torch.as_tensor(prompt, dtype=torch.long, device=device)
         for t in range(budget):
             allowed = grammar.mask(budget - t)
             logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
-            x = model.draw(logits, sampler, generator, None)
+            x = model.draw(logits, sampler, generator, None if history is None else history[:, : len(prompt) + t])
+            if history is not None:
+                history[:, len(prompt) + t] = x.long()
             x_np = x.detach().cpu().numpy().astype(np.int64)
             live = ~grammar.done
             out[live, t] = x_np[live]
