@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     from musicfw.engine.data import build_datamodule
     from musicfw.engine.evaluation import build_metrics, evaluate_sets
     from musicfw.engine.generation import build_sampler_chain
-    from musicfw.engine.infill import bar_bounds, bar_ticks, fill_tokens, span_nll
+    from musicfw.engine.infill import bar_bounds, bar_ticks, fill_tokens, gap_nll
     from musicfw.engine.rundir import load_run_config
     from musicfw.engine.training import load_model
 
@@ -91,28 +91,18 @@ def main(argv=None) -> int:
     pieces = dm.tokens(args.split)
     sampler = build_sampler_chain(config.sampler, registries=registries)
     k, L, R = args.bars, args.left_bars, args.right_bars
-    both = left = 0.0
-    n_tokens = used = 0
+    if args.max_pieces:
+        pieces = pieces[: args.max_pieces]
+    nll = gap_nll(model, tokenizer, pieces, k=k, left_bars=L, right_bars=R)
+    used, n_tokens, per_piece = nll["pieces"], nll["gap_tokens"], nll["per_piece"]
     filled, original, continued = [], [], []
-    per_piece = []
-    for i, tokens in enumerate(pieces):
-        if args.max_pieces and used >= args.max_pieces:
-            break
+    for row in per_piece:
+        i = row["piece"]
+        tokens = pieces[i]
         bounds = bar_bounds(tokens, tokenizer.is_bar)
-        n_bars = len(bounds) - 1
-        if n_bars < k + 2:
-            continue
-        first = max(1, n_bars // 2 - k // 2)
-        lo, hi = max(0, first - L), min(n_bars, first + k + R)
+        lo, hi = row["window"]
         window = np.asarray(tokens[bounds[lo] : bounds[hi]], dtype=np.int64)
-        f = first - lo
-        r = span_nll(model, tokenizer, window, f, k)
-        both += r["both"]
-        left += r["left"]
-        n_tokens += r["n"]
-        used += 1
-        per_piece.append({"piece": i, "bars": n_bars, "gap": [first + 1, first + k], "tokens": r["n"],
-                          "both": r["both"], "left": r["left"]})
+        f = row["gap"][0] - 1 - lo
         # fill the gap once (both sides), and continue from the left side only
         res = fill_tokens(model, tokenizer, sampler, window, f, k, n=1, seed=args.seed + i)
         wb = bar_bounds(window, tokenizer.is_bar)
@@ -123,15 +113,14 @@ def main(argv=None) -> int:
         d = bar_ticks(dec, len(wb) - 1)
         filled.append((f"fill{i}", _clip_bars(dec, int(d[f]), int(d[f + k]))))
         # plain continuation of the left context: the window up to the gap, then k bars
-        cont = window[: wb[f]]
-        gen = musicfw_continue(model, tokenizer, sampler, cont, k, seed=args.seed + i)
+        gen = musicfw_continue(model, tokenizer, sampler, window[: wb[f]], k, seed=args.seed + i)
         dc = tokenizer.decode(gen)
         c = bar_ticks(dc, f + k)
         continued.append((f"cont{i}", _clip_bars(dc, int(c[f]), int(c[f + k]))))
     metrics = build_metrics([{"name": "yang_lerch"}], registries=registries)
     yl_fill = evaluate_sets(filled, original, metrics)["comparison"]
     yl_cont = evaluate_sets(continued, original, metrics)["comparison"]
-    ratio = both / left if left else float("nan")
+    ratio = nll["ratio_both_over_left"]
     result = {
         "run": str(run_dir),
         "seed": args.seed,
@@ -141,8 +130,8 @@ def main(argv=None) -> int:
         "left_bars": L,
         "right_bars": R,
         "gap_tokens": n_tokens,
-        "nll_both_per_token": both / max(n_tokens, 1),
-        "nll_left_per_token": left / max(n_tokens, 1),
+        "nll_both_per_token": nll["nll_both_per_token"],
+        "nll_left_per_token": nll["nll_left_per_token"],
         "ratio_both_over_left": ratio,
         "target_ratio": 0.9,
         "target_met": bool(ratio <= 0.9),

@@ -399,6 +399,10 @@ def test_run_trains_an_infilling_model_and_the_folder_loads_back(tmp_path):
         "logger": {"name": "none"},
     })
     result = musicfw.run(cfg)
+    import json
+
+    training = json.loads((result.run_dir / "metrics.json").read_text())["training"]
+    assert training["infill_gap_tokens"] > 0 and training["infill_nll_ratio"] > 0  # the held-out gaps, both sides vs left
     model, tokenizer = load_model(result.run_dir)
     assert isinstance(tokenizer, InfillTokenizer) and model.vocab_size == tokenizer.vocab_size
     out = musicfw.infill(result.run_dir, _chorale_like(6), "3-4", n=1, seed=0)

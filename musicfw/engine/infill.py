@@ -788,3 +788,61 @@ def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: 
             out[key] = float(r["nll_sum"])
             out["n"] = int(r["n_targets"])
     return out
+
+
+def gap_nll(
+    model: Any, tokenizer: InfillTokenizer, pieces: Sequence[np.ndarray], k: int = 2, left_bars: int = 3,
+    right_bars: int = 2,
+) -> dict[str, Any]:
+    """The held-out measure of infilling (issue 26): for each piece with at least ``k + 2``
+    bars, the ``k`` bars in its middle are the gap, read with ``left_bars`` bars before and
+    ``right_bars`` after it; :func:`span_nll` scores the gap's tokens given both sides and given
+    the left side only.  Returns per-token NLLs, their ratio (both / left), the pieces and
+    tokens counted, and the per-piece sums (``per_piece``)."""
+    both = left = 0.0
+    n_tokens = used = 0
+    per_piece = []
+    for i, tokens in enumerate(pieces):
+        bounds = bar_bounds(tokens, tokenizer.is_bar)
+        n_bars = len(bounds) - 1
+        if n_bars < k + 2:
+            continue
+        first = max(1, n_bars // 2 - k // 2)
+        lo, hi = max(0, first - left_bars), min(n_bars, first + k + right_bars)
+        window = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
+        r = span_nll(model, tokenizer, window, first - lo, k)
+        both, left, n_tokens, used = both + r["both"], left + r["left"], n_tokens + r["n"], used + 1
+        per_piece.append({"piece": i, "bars": n_bars, "gap": [first + 1, first + k], "window": [lo, hi], **r})
+    return {
+        "pieces": used,
+        "gap_bars": k,
+        "left_bars": left_bars,
+        "right_bars": right_bars,
+        "gap_tokens": n_tokens,
+        "nll_both_per_token": both / max(n_tokens, 1),
+        "nll_left_per_token": left / max(n_tokens, 1),
+        "ratio_both_over_left": both / left if left else float("nan"),
+        "per_piece": per_piece,
+    }
+
+
+def run_metrics(model: Any, tokenizer: Any, datamodule: Any, train: Any, split: str = "test") -> dict[str, float]:
+    """What a run trained with ``train.infill`` adds to its training metrics (metrics.json ->
+    training): :func:`gap_nll` on ``split`` with gaps of ``clip(2, min_bars, max_bars)`` bars,
+    as flat ``infill_*`` numbers.  Empty for any other run."""
+    section = infill_section(train)
+    if section is None or not isinstance(tokenizer, InfillTokenizer):
+        return {}
+    k = int(min(max(2, int(section.min_bars)), int(section.max_bars)))
+    r = gap_nll(model, tokenizer, datamodule.tokens(split), k=k)
+    if not r["pieces"]:
+        return {}
+    return {
+        "infill_split": split,
+        "infill_gap_bars": k,
+        "infill_pieces": r["pieces"],
+        "infill_gap_tokens": r["gap_tokens"],
+        "infill_nll_both_sides": r["nll_both_per_token"],
+        "infill_nll_left_only": r["nll_left_per_token"],
+        "infill_nll_ratio": r["ratio_both_over_left"],
+    }
