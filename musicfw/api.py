@@ -111,3 +111,49 @@ def run(config: DictConfig | dict | str | Path, resume: str | Path | None = None
     if not isinstance(config, DictConfig):
         config = load_config(config)
     return run_experiment(config, resume=resume, registries=get_registries())
+
+
+def infill(
+    source: Any,
+    song: Any,
+    bars: Any,
+    *,
+    n: int = 1,
+    seed: int = 0,
+    sampler: Any = None,
+    out_dir: str | Path | None = None,
+    max_tokens: int | None = None,
+    checkpoint: str = "auto",
+) -> Any:
+    """Fill ``bars`` (``"5-8"``: 1-based, inclusive) of ``song`` (a MIDI path or a
+    ``symusic.Score``) ``n`` times with a model trained to infill (``train.infill.enabled``).
+
+    ``source``: a run folder, a folder made by ``musicfw export``, or a ``(model, tokenizer)``
+    pair.  ``sampler``: a sampler object or section (default: the run's sampler, else top_p).
+    With ``out_dir`` the songs are written there as ``<song>_infill_<bars>_NNN.mid``.  Returns
+    an :class:`musicfw.engine.infill.InfillOutput` (``scores``, ``paths``, ``bars``).  Notes
+    outside the bars are the song's own; every check comes before anything is written."""
+    from musicfw.engine.generation import build_sampler_chain
+    from musicfw.engine.infill import infill as _infill
+
+    registries = get_registries()
+    section = None
+    if isinstance(source, (tuple, list)):
+        model, tokenizer = source
+    else:
+        folder = Path(source)
+        if (folder / "config.yaml").is_file() and (folder / "tokenizer.json").is_file():
+            from musicfw.engine.rundir import load_run_config
+            from musicfw.engine.training import load_model
+
+            config = load_run_config(folder, registries=registries)
+            model, tokenizer = load_model(folder, which=checkpoint, registries=registries, config=config)
+        else:
+            from musicfw.engine.pretrained import generation_defaults, load_pretrained
+
+            config = generation_defaults(folder, registries)
+            model, tokenizer = load_pretrained(folder, registries=registries)
+        section = config.sampler
+    if sampler is None or isinstance(sampler, (dict, list, tuple, DictConfig)):
+        sampler = build_sampler_chain(sampler if sampler is not None else section, registries=registries)
+    return _infill(model, tokenizer, song, bars, sampler=sampler, n=n, seed=seed, max_tokens=max_tokens, out_dir=out_dir)

@@ -29,6 +29,7 @@ TINY = {
     "musicvae_drums_2bar.yaml": ["train.batch_size=4", *TINY_VAE],
     "chords_musicvae.yaml": ["data.max_count=30", "train.batch_size=4", *TINY_VAE],
     "beat_blender.yaml": ["train.batch_size=4", *TINY_VAE],
+    "infill_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_LSTM],
     "finetune.yaml": ["train.batch_size=2", "train.seq_len=64", *TINY_LSTM],  # from scratch here; init_from: test_example_workflows.py
 }
 COMMON = [

@@ -33,6 +33,7 @@ COMMANDS = (
     ("data", "Data"),
     ("tokenize", "Tokenize"),
     ("generate", "Generate"),
+    ("infill", "Infill"),
     ("evaluate", "Evaluate"),
     ("export", "Export"),
 )

@@ -64,8 +64,14 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
     if chords is not None:  # an unknown chord name or a tokenizer without chords: before training
         check_chords(tokenizer, chords, bool(config.generate.constraints))
 
+    from musicfw.engine.infill import InfillTokenizer, check_infill_config, infill_section
+
+    if infill_section(config.train) is not None:  # the three markers join the vocabulary (ids of the rest unchanged)
+        check_infill_config(config.train, tokenizer)
+        tokenizer = InfillTokenizer(tokenizer)
     seed_everything(int(config.seed))
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
+    check_infill_config(config.train, tokenizer, model)
     check_context(model, config, tokenizer)
     used = None
     if config.get("init_from"):

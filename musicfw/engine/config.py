@@ -31,6 +31,24 @@ from musicfw.core.params import Source, bounded, check_values, choice, schema_er
 
 
 @dataclass
+class InfillSection:
+    """Bar infilling (MMM-style, musicfw/engine/infill.py): some training windows become
+    infilling examples, so the model learns to fill bars between a left and a right context."""
+
+    enabled: bool = field(
+        default=False,
+        metadata={"help": "train to infill bars too: appends 3 marker tokens to the vocabulary "
+                  "(Infill_Fill, Infill_Sep, Infill_End; ids of the tokenizer's tokens unchanged); "
+                  "needs a tokenizer with bar tokens (remi)"},
+    )
+    probability: float = bounded(
+        0.5, ge=0, le=1, help="share of training windows turned into infilling examples (the rest: plain continuation)"
+    )
+    min_bars: int = bounded(1, ge=1, help="fewest bars masked in an infilling example")
+    max_bars: int = bounded(4, ge=1, help="most bars masked in an infilling example (>= min_bars)")
+
+
+@dataclass
 class TrainSection:
     """How neural models are trained (Lightning ``Trainer`` options and the optimizer)."""
 
@@ -80,6 +98,10 @@ class TrainSection:
     freeze: list = field(
         default_factory=list,
         metadata={"help": "parameter-name prefixes not trained (fine-tuning), e.g. [encoder] or [embed, lstm]"},
+    )
+    infill: InfillSection = field(
+        default_factory=InfillSection,
+        metadata={"help": "bar infilling: {enabled, probability, min_bars, max_bars} (section train.infill below; docs/infill.md)"},
     )
 
 

@@ -383,6 +383,7 @@ class MusicDataModule(pl.LightningDataModule):
         data_format: str = "cache",
         workers: int = 0,
         shard_files: int = 500,
+        infill: Any = None,
     ):
         super().__init__()
         if seq_len < 1 or batch_size < 1 or window_align < 1:
@@ -407,6 +408,8 @@ class MusicDataModule(pl.LightningDataModule):
         self._rows: dict[str, list[int]] = {}
         self._pieces: dict[str, list[Piece]] = {}
         self._train_sampler: WindowSampler | None = None
+        #: an :class:`musicfw.engine.infill.InfillTransform` (train.infill) applied to training windows, or None
+        self.infill = infill
 
     # -- preparation ---------------------------------------------------------------------
     @property
@@ -515,7 +518,12 @@ class MusicDataModule(pl.LightningDataModule):
             from musicfw.engine.shards import lazy_scores
 
             scores = lazy_scores(self._pieces["train"])
-        return TrainWindows(self.store, rows, scores, self.tokenizer, self.seq_len, self.window_align, self.augmenter)
+        windows = TrainWindows(self.store, rows, scores, self.tokenizer, self.seq_len, self.window_align, self.augmenter)
+        if self.infill is not None:  # some windows become infilling examples (musicfw/engine/infill.py)
+            from musicfw.engine.infill import InfillWindows
+
+            return InfillWindows(windows, self.infill)  # type: ignore[return-value]
+        return windows
 
     def windows_per_epoch(self) -> int:
         self.prepare()
@@ -582,8 +590,12 @@ def build_datamodule(
     from musicfw.core.build import build_from_section
     from musicfw.engine.config import train_section
 
+    from musicfw.engine.infill import infill_transform
+
     dataset = build_from_section("datasets", data, registries=registries, key="data")
     train = train_section(train)
+    # an infilling model (train.infill): the tokenizer's own tokens are cached, the markers added per window
+    tokenizer, infill = infill_transform(train, tokenizer)
     cache_dir = data.get("cache_dir") if hasattr(data, "get") else None
     # token storage of datasets that offer it (midi_folder: data.format, data.num_workers)
     get = data.get if hasattr(data, "get") else (lambda key, default=None: default)
@@ -602,5 +614,6 @@ def build_datamodule(
         data_format=str(get("format", "cache") or "cache"),
         workers=int(get("num_workers", 0) or 0),
         shard_files=int(get("shard_files", 500) or 500),
+        infill=infill,
     )
     return module.prepare()

@@ -513,7 +513,7 @@ def load_pretrained(path: str | Path, registries: Any = None) -> tuple[Any, Any]
     """``(model, tokenizer)`` from a folder written by :func:`export_run` (or ``musicfw
     export``): the model in eval mode, on the CPU."""
     from musicfw.core.build import build_from_section
-    from musicfw.core.tokenizer import load_tokenizer
+    from musicfw.engine.infill import load_run_tokenizer
 
     if registries is None:
         from musicfw.core.plugins import load_registries
@@ -537,7 +537,7 @@ def load_pretrained(path: str | Path, registries: Any = None) -> tuple[Any, Any]
     tok_doc = _read_json(tok_path, "the tokenizer")
     if not isinstance(tok_doc, dict) or "name" not in tok_doc or not isinstance(tok_doc.get("config"), dict):
         raise ConfigError(f"{tok_path} is not a musicfw tokenizer file (it needs `name` and `config`).")
-    tokenizer = load_tokenizer(tok_path, registries=registries)
+    tokenizer = load_run_tokenizer(tok_path, registries=registries)  # with the infill markers when trained so
     saved_vocab = tok_doc.get("vocab")
     vocab_path = root / VOCAB
     if vocab_path.is_file():

@@ -158,6 +158,10 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             result.metrics = dict(fit_metrics)
             return result
         load_into(model, run.path)  # the checkpoint the model prefers, into the same instance
+        from musicfw.engine.infill import run_metrics as infill_metrics
+
+        # train.infill: the held-out gaps' NLL given both sides vs the left side only (docs/infill.md)
+        fit_metrics = {**fit_metrics, **infill_metrics(model, tokenizer, datamodule, config.train)}
     assert life is not None
     life.stage_finished("train", {"training": dict(fit_metrics)})
 

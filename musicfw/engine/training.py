@@ -624,8 +624,8 @@ def load_model(
     has read it already), run_dir/tokenizer.json and a checkpoint (see :func:`load_into`).
     The model is built once, in eval mode, on the CPU."""
     from musicfw.core.build import build_from_section
+    from musicfw.engine.infill import load_run_tokenizer
     from musicfw.engine.rundir import load_run_config
-    from musicfw.core.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     if config is None:
@@ -633,7 +633,7 @@ def load_model(
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise RunFolderError(f"{run_dir} has no tokenizer.json; was the run's data stage reached?")
-    tokenizer = load_tokenizer(tok_path, registries=registries)
+    tokenizer = load_run_tokenizer(tok_path, registries=registries)  # with the infill markers when trained so
     model = build_from_section("models", config.model, registries=registries, tokenizer=tokenizer)
     load_into(model, run_dir, which)
     return model, tokenizer

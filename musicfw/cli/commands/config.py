@@ -63,6 +63,8 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _yaml(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a nested section's defaults
+        value = dataclasses.asdict(value)
     return "null" if value is None else json.dumps(value)
 
 
@@ -79,12 +81,23 @@ def describe_sections() -> list[dict[str, Any]]:
     for f in dataclasses.fields(Experiment):
         ftype = hints.get(f.name, f.type)
         if dataclasses.is_dataclass(ftype):
-            sections.append({"section": f.name, "doc": _doc(ftype), "fields": _fields(ftype)})
+            sections.extend(_sections(f.name, ftype))
             continue
         top["fields"].append(_field(Experiment, f, ftype))
         if f.name in engine_keys:
             sections.append({"section": f.name, "doc": _doc(engine_keys[f.name]), "fields": _fields(engine_keys[f.name])})
     return sections
+
+
+def _sections(name: str, cls: type) -> list[dict[str, Any]]:
+    """A section and, after it, each section nested in it (``train.infill``)."""
+    hints = typing.get_type_hints(cls)
+    nested = [f for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints.get(f.name, f.type))]
+    fields = [_field(cls, f, hints.get(f.name, f.type)) for f in dataclasses.fields(cls)]
+    out = [{"section": name, "doc": _doc(cls), "fields": fields}]
+    for f in nested:
+        out.extend(_sections(f"{name}.{f.name}", hints.get(f.name, f.type)))
+    return out
 
 
 def _doc(cls: type) -> str:

@@ -1,0 +1,415 @@
+"""Bar infilling (issue 26 part 1): the MMM transform, the vocabulary, constrained decoding of
+the filled bars, ``musicfw infill`` and its refusals, ``train.infill`` config errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+
+import musicfw
+from conftest import TEST_MIDI
+from musicfw.core.errors import ConfigError, DataError, UserError
+from musicfw.engine.infill import (
+    MARKERS,
+    InfillTokenizer,
+    InfillTransform,
+    bar_bounds,
+    bar_ticks,
+    fill_tokens,
+    layout,
+    prompt_for,
+    reassemble,
+)
+
+SONG = TEST_MIDI / "one_track" / "POP909_008.mid"
+
+
+def _chorale_like(n_bars: int = 8, seed: int = 0) -> symusic.Score:
+    """A small 4/4 piece: two notes per beat (a chord tone and a melody note)."""
+    rng = np.random.default_rng(seed)
+    score = symusic.Score(480)
+    track = symusic.Track("piano", 0, False)
+    for b in range(n_bars):
+        for beat in range(4):
+            t = (b * 4 + beat) * 480
+            track.notes.append(symusic.Note(t, 480, int(rng.integers(48, 60)), 80))
+            track.notes.append(symusic.Note(t, 240, int(rng.integers(60, 80)), 90))
+    score.tracks.append(track)
+    return score
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return InfillTokenizer(musicfw.build_tokenizer("remi"))
+
+
+# -- the transform ---------------------------------------------------------------------------
+
+
+def test_layout_moves_whole_bars_and_places_the_markers(tok):
+    tokens = tok.encode(_chorale_like(8))
+    bounds = bar_bounds(tokens, tok.is_bar)
+    assert len(bounds) - 1 == 8
+    ids = tok.ids
+    seq, head = layout(tokens, bounds, 3, 2, ids)
+    s, e = bounds[3], bounds[5]
+    assert list(seq[:s]) == list(tokens[:s])  # left context untouched
+    assert list(seq[s : s + 2]) == [ids.fill, ids.fill]
+    right = tokens[e:]
+    assert list(seq[s + 2 : s + 2 + len(right)]) == list(right)
+    assert seq[head - 1] == ids.sep
+    tail = seq[head:]
+    ends = np.flatnonzero(tail == ids.end)
+    assert len(ends) == 2 and ends[-1] == len(tail) - 1
+    bars = np.split(tail, ends + 1)[:2]
+    assert list(bars[0][:-1]) == list(tokens[bounds[3] : bounds[4]])
+    assert list(bars[1][:-1]) == list(tokens[bounds[4] : bounds[5]])
+    assert tok.is_bar[bars[0][0]] and tok.is_bar[bars[1][0]]
+    # the prompt is the layout up to the separator; putting the bars back gives the piece
+    assert list(prompt_for(tokens, bounds, 3, 2, ids)) == list(seq[:head])
+    assert list(reassemble(seq[:head], seq[head:], ids)) == list(tokens)
+
+
+def test_transform_treats_every_token_of_a_bar_alike(tok):
+    """Bars are cut at bar openers only: tokens of any type after a Bar (control tokens a
+    tokenizer option adds, chords, programs) travel with their bar."""
+    remi = musicfw.build_tokenizer("remi", use_chords=True, use_programs=True)
+    wrapped = InfillTokenizer(remi)
+    tokens = remi.encode(_chorale_like(6))
+    transform = InfillTransform(wrapped.is_bar, wrapped.ids, 10_000, 1.0, 2, 2)
+    out = transform(tokens, seed=7)
+    head = int(np.flatnonzero(out == wrapped.ids.sep)[0]) + 1
+    assert (out == wrapped.ids.fill).sum() == 2 and (out == wrapped.ids.end).sum() == 2
+    assert sorted(out[out < remi.vocab_size].tolist()) == sorted(tokens.tolist())  # nothing lost, nothing added
+    assert list(reassemble(out[:head], out[head:], wrapped.ids)) == list(tokens)
+
+
+def test_transform_probability_length_and_determinism(tok):
+    tokens = tok.encode(_chorale_like(12))
+    ids = tok.ids
+    seq_len = 200
+    window = tokens[:seq_len]
+    t = InfillTransform(tok.is_bar, ids, seq_len, 0.5, 1, 3)
+    kinds = []
+    for seed in range(40):
+        out = t(window, seed)
+        assert len(out) <= seq_len
+        assert np.array_equal(out, t(window, seed))  # the window's seed decides
+        n_fill = int((out == ids.fill).sum())
+        kinds.append(n_fill)
+        if n_fill:
+            assert 1 <= n_fill <= 3 and (out == ids.end).sum() == n_fill and (out == ids.sep).sum() == 1
+        else:
+            assert np.array_equal(out, window)
+    assert 0 < sum(k > 0 for k in kinds) < 40  # both kinds of examples
+    never = InfillTransform(tok.is_bar, ids, seq_len, 0.0, 1, 3)
+    assert all(np.array_equal(never(window, s), window) for s in range(10))
+
+
+def test_vocabulary_ids_unchanged_and_default_off():
+    remi = musicfw.build_tokenizer("remi")
+    wrapped = InfillTokenizer(remi)
+    assert wrapped.vocab[: remi.vocab_size] == remi.vocab
+    assert wrapped.vocab[remi.vocab_size :] == list(MARKERS)
+    score = _chorale_like(4)
+    assert np.array_equal(wrapped.encode(score), remi.encode(score))
+    cfg = musicfw.load_config({"data": {"name": "bach_chorales"}, "tokenizer": {"name": "remi"},
+                               "model": {"name": "lstm", "hidden_size": 8, "num_layers": 1, "embed_dim": 4}})
+    assert cfg.train.infill.enabled is False
+    from musicfw.engine.assemble import build_experiment
+
+    built = build_experiment(cfg, musicfw.get_registries())
+    assert not isinstance(built.tokenizer, InfillTokenizer) and built.model.vocab_size == remi.vocab_size
+    cfg.train.infill.enabled = True
+    built = build_experiment(cfg, musicfw.get_registries())
+    assert isinstance(built.tokenizer, InfillTokenizer) and built.model.vocab_size == remi.vocab_size + 3
+    # plain generation with an infilling model never writes a marker
+    g = built.tokenizer.grammar(2)
+    assert not g.mask(None)[:, remi.vocab_size :].any()
+
+
+# -- config errors ---------------------------------------------------------------------------
+
+
+def _cfg(**infill):
+    return {"data": {"name": "bach_chorales"}, "tokenizer": {"name": "remi"},
+            "model": {"name": "lstm", "hidden_size": 8, "num_layers": 1, "embed_dim": 4},
+            "train": {"infill": {"enabled": True, **infill}}}
+
+
+@pytest.mark.parametrize("infill, key", [({"probability": 1.5}, "train.infill.probability"),
+                                          ({"min_bars": 0}, "train.infill.min_bars"),
+                                          ({"max_bars": -1}, "train.infill.max_bars"),
+                                          ({"bars": 2}, "train.infill.bars")])
+def test_config_values_are_checked(infill, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        musicfw.load_config(_cfg(**infill))
+
+
+def test_config_errors_found_by_the_build():
+    from musicfw.engine.assemble import build_experiment
+
+    reg = musicfw.get_registries()
+    with pytest.raises(ConfigError, match=r"min_bars \(3\) must be <= train\.infill\.max_bars \(2\)"):
+        build_experiment(musicfw.load_config(_cfg(min_bars=3, max_bars=2)), reg)
+    melody = {**_cfg(), "tokenizer": {"name": "pianoroll"}, "sampler": {"name": "bernoulli"}}
+    with pytest.raises(ConfigError, match="does not mark bars with tokens"):
+        build_experiment(musicfw.load_config(melody), reg)
+    markov = {**_cfg(), "model": {"name": "markov"}}
+    with pytest.raises(ConfigError, match="fitted by counting"):
+        build_experiment(musicfw.load_config(markov), reg)
+
+
+# -- constrained decoding --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    import torch
+
+    torch.manual_seed(0)
+    return musicfw.build_model("lstm", tokenizer=tok, hidden_size=16, num_layers=1, embed_dim=8).eval()
+
+
+@pytest.mark.parametrize("k, budget", [(3, None), (3, 7), (2, 4), (1, 400)])
+def test_exactly_k_complete_bars_come_back(tok, model, k, budget):
+    """An untrained model (any token is likely) still writes exactly k bars, each opened by a
+    bar token and closed where the grammar allows, within the budget (forced ends)."""
+    sampler = musicfw.build_sampler("temperature", temperature=1.0)
+    tokens = tok.encode(_chorale_like(8))
+    bounds = bar_bounds(tokens, tok.is_bar)
+    res = fill_tokens(model, tok, sampler, tokens, 2, k, n=4, max_tokens=budget, seed=1)
+    for filled, seq in zip(res.filled, res.sequences):
+        if budget is not None:
+            assert len(filled) <= budget
+        ends = np.flatnonzero(filled == tok.ids.end)
+        assert len(ends) == k and ends[-1] == len(filled) - 1
+        for bar in np.split(filled, ends + 1)[:k]:
+            assert tok.is_bar[bar[0]] and not tok.is_bar[bar[1:-1]].any()
+        new_bounds = bar_bounds(seq, tok.is_bar)
+        # every filled bar complete: nothing of the left context and the filled bars is dropped
+        # (a time signature written in a filled bar may re-time the right context's tokens;
+        # the written song keeps the input's own notes there)
+        assert tok.count_invalid(seq[: new_bounds[2 + k]]) == 0
+        assert len(new_bounds) == len(bounds)  # as many bars as the piece had
+        assert list(seq[: bounds[2]]) == list(tokens[: bounds[2]])
+        assert list(seq[new_bounds[2 + k] :]) == list(tokens[bounds[2 + k] :])
+
+
+def test_a_bounded_context_reads_the_bars_nearest_the_gap(tok):
+    import torch
+
+    torch.manual_seed(0)
+    tf = musicfw.build_model("transformer", tokenizer=tok, d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                             max_context=128).eval()
+    tokens = tok.encode(_chorale_like(8))
+    assert len(tokens) > 128
+    bounds = bar_bounds(tokens, tok.is_bar)
+    res = fill_tokens(tf, tok, musicfw.build_sampler("greedy"), tokens, 3, 1, n=2, seed=0)
+    for filled, seq in zip(res.filled, res.sequences):
+        assert (filled == tok.ids.end).sum() == 1
+        nb = bar_bounds(seq, tok.is_bar)
+        assert list(seq[: bounds[3]]) == list(tokens[: bounds[3]])  # the whole song comes back
+        assert list(seq[nb[4] :]) == list(tokens[bounds[4] :])
+
+
+def test_a_sampler_that_reads_the_history(tok, model):
+    from musicfw.core.sampler import SamplerChain
+
+    chain = SamplerChain([musicfw.build_sampler("repetition_penalty"), musicfw.build_sampler("temperature")])
+    res = fill_tokens(model, tok, chain, tok.encode(_chorale_like(6)), 2, 2, n=2, seed=0)
+    assert all((f == tok.ids.end).sum() == 2 for f in res.filled)
+
+
+def test_budget_too_small_is_a_clear_error(tok, model):
+    tokens = tok.encode(_chorale_like(8))
+    with pytest.raises(UserError, match="need at least 6 more"):
+        fill_tokens(model, tok, musicfw.build_sampler("greedy"), tokens, 2, 3, max_tokens=5)
+
+
+# -- musicfw infill ----------------------------------------------------------------------------
+
+
+def _make_run(root: Path, infill: bool) -> Path:
+    import torch
+
+    from musicfw.api import build_from_section
+    from musicfw.engine.rundir import RunFolder
+
+    config = musicfw.load_config({
+        "name": "infill" if infill else "plain", "seed": 0,
+        "data": {"name": "midi_folder", "path": str(root)},
+        "tokenizer": {"name": "remi"},
+        "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+        "train": {"infill": {"enabled": infill}},
+    })
+    run = RunFolder.create(root, config.name)
+    run.save_config(config)
+    tokenizer = build_from_section("tokenizers", config.tokenizer)
+    if infill:
+        tokenizer = InfillTokenizer(tokenizer)
+    tokenizer.save(run.tokenizer_path)
+    torch.manual_seed(0)
+    model = build_from_section("models", config.model, tokenizer=tokenizer)
+    run.checkpoints.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "best.ckpt")
+    return run.path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {"infill": _make_run(root, True), "plain": _make_run(root, False)}
+
+
+def _notes_outside(score: symusic.Score, t0: int, t1: int) -> list[tuple]:
+    rows = []
+    for tr in score.tracks:
+        a = tr.notes.numpy()
+        m = (a["time"] < t0) | (a["time"] >= t1)
+        rows += [(tr.name, tr.program, *(int(a[k][j]) for k in ("time", "duration", "pitch", "velocity")))
+                 for j in np.flatnonzero(m)]
+    return sorted(rows)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_infill_command_keeps_every_note_outside_the_bars(runs, tmp_path, tok):
+    from musicfw.cli import main
+
+    song = tmp_path / "song.mid"
+    song.write_bytes(SONG.read_bytes())
+    before = _digest(song)
+    out = tmp_path / "out"
+    assert main(["infill", "--run", str(runs["infill"]), str(song), "--bars", "5-6", "--n", "2",
+                 "--seed", "3", "--out", str(out)]) == 0
+    assert _digest(song) == before
+    files = sorted(out.glob("*.mid"))
+    assert [f.name for f in files] == ["song_infill_5-6_000.mid", "song_infill_5-6_001.mid"]
+    original = symusic.Score(str(song))
+    grid = tok.decode(tok.encode(original))
+    ticks = bar_ticks(grid, 8) * original.ticks_per_quarter // grid.ticks_per_quarter
+    t0, t1 = int(ticks[4]), int(ticks[6])
+    inside_before = len(original.tracks[0].notes) - len(_notes_outside(original, t0, t1))
+    changed = 0
+    for f in files:
+        filled = symusic.Score(str(f))
+        assert _notes_outside(filled, t0, t1) == _notes_outside(original, t0, t1)
+        inside = sum(len(t.notes) for t in filled.tracks) - len(_notes_outside(filled, t0, t1))
+        changed += inside != inside_before
+    assert (out / "infill.json").is_file()
+    assert changed  # the bars were replaced by something else
+
+
+def test_api_fills_a_score(runs):
+    result = musicfw.infill(runs["infill"], _chorale_like(8), "4", n=2, seed=0)
+    assert result.bars == (4, 4) and result.n_bars == 8 and len(result.scores) == 2 and result.paths == []
+
+
+@pytest.mark.parametrize(
+    "which, bars, song, message",
+    [
+        ("infill", "7-200", "song", "outside .*which has 140 bars"),
+        ("infill", "8-5", "song", "empty range"),
+        ("infill", "0-2", "song", "empty range"),
+        ("infill", "x", "song", "give a bar or a range"),
+        ("infill", "2-3", "drums", "cannot represent 16 of the 16 notes .*drum track"),
+        ("infill", "2-3", "missing", "no such MIDI file"),
+        ("plain", "2-3", "song", "not trained to infill"),
+    ],
+)
+def test_bad_input_is_one_clear_error_before_any_output(runs, tmp_path, capsys, which, bars, song, message):
+    from musicfw.cli import main
+
+    path = tmp_path / "song.mid"
+    if song == "song":
+        path.write_bytes(SONG.read_bytes())
+    elif song == "drums":
+        s = symusic.Score(480)
+        drums = symusic.Track("drums", 0, True)
+        for i in range(16):
+            drums.notes.append(symusic.Note(i * 480, 240, 36, 100))
+        s.tracks.append(drums)
+        s.dump_midi(str(path))
+    before = _digest(path) if path.exists() else None
+    out = tmp_path / "out"
+    code = main(["infill", "--run", str(runs[which]), str(path), "--bars", bars, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(message, " ".join(err.split())), err
+    assert not out.exists()
+    assert not list((runs[which] / "samples").glob("infill-*")) if (runs[which] / "samples").exists() else True
+    if before is not None:
+        assert _digest(path) == before
+
+
+def test_api_refuses_a_model_not_trained_to_infill(runs):
+    with pytest.raises(UserError, match="not trained to infill"):
+        musicfw.infill(runs["plain"], _chorale_like(4), "2")
+
+
+# -- training through musicfw run --------------------------------------------------------------
+
+
+def test_training_windows_mix_infilling_and_continuation(tmp_path):
+    from musicfw.engine.assemble import build_experiment
+    from musicfw.engine.data import build_datamodule
+
+    cfg = musicfw.load_config({
+        "data": {"name": "midi_folder", "path": str(TEST_MIDI / "one_track")},
+        "tokenizer": {"name": "remi"},
+        "model": {"name": "lstm", "hidden_size": 8, "num_layers": 1, "embed_dim": 4},
+        "train": {"batch_size": 16, "seq_len": 256, "infill": {"enabled": True, "probability": 0.5, "max_bars": 2}},
+    })
+    built = build_experiment(cfg, musicfw.get_registries())
+    dm = build_datamodule(cfg.data, built.tokenizer, train=cfg.train, seed=0, progress=False)
+    batch = next(iter(dm.train_dataloader()))
+    ids = built.tokenizer.ids
+    rows = batch["tokens"]
+    with_fill = (rows == ids.fill).any(dim=1)
+    assert 0 < int(with_fill.sum()) < len(rows)
+    assert ((rows == ids.end).sum(dim=1) == (rows == ids.fill).sum(dim=1)).all()
+    # the plain pipeline's windows are unchanged: same draws with infilling off
+    cfg.train.infill.enabled = False
+    plain = build_datamodule(cfg.data, musicfw.build_tokenizer("remi"), train=cfg.train, seed=0, progress=False)
+    plain_rows = next(iter(plain.train_dataloader()))["tokens"]
+    assert bool((plain_rows[~with_fill] == rows[~with_fill]).all())
+
+
+def test_run_trains_an_infilling_model_and_the_folder_loads_back(tmp_path):
+    from musicfw.engine.training import load_model
+
+    cfg = musicfw.load_config({
+        "seed": 0, "output_dir": str(tmp_path),
+        "data": {"name": "midi_folder", "path": str(TEST_MIDI / "one_track")},
+        "tokenizer": {"name": "remi"},
+        "model": {"name": "transformer", "d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "max_context": 128},
+        "train": {"batch_size": 4, "seq_len": 128, "max_steps": 2, "max_epochs": 1, "infill": {"enabled": True}},
+        "generate": {"n": 1, "max_tokens": 16, "render_audio": False},
+        "evaluate": {"metrics": ["nll"]},
+        "logger": {"name": "none"},
+    })
+    result = musicfw.run(cfg)
+    import json
+
+    training = json.loads((result.run_dir / "metrics.json").read_text())["training"]
+    assert training["infill_gap_tokens"] > 0 and training["infill_nll_ratio"] > 0  # the held-out gaps, both sides vs left
+    model, tokenizer = load_model(result.run_dir)
+    assert isinstance(tokenizer, InfillTokenizer) and model.vocab_size == tokenizer.vocab_size
+    out = musicfw.infill(result.run_dir, _chorale_like(6), "3-4", n=1, seed=0)
+    assert out.bars == (3, 4)
+    # an exported folder carries the markers: load_pretrained and infill --model use them
+    folder = musicfw.export_run(result.run_dir, tmp_path / "exported")
+    model2, tokenizer2 = musicfw.load_pretrained(folder)
+    assert isinstance(tokenizer2, InfillTokenizer) and model2.vocab_size == tokenizer.vocab_size
+    again = musicfw.infill(folder, _chorale_like(6), "3-4", n=1, seed=0)
+    assert np.array_equal(again.scores[0].tracks[0].notes.numpy()["pitch"], out.scores[0].tracks[0].notes.numpy()["pitch"])
