@@ -150,6 +150,18 @@ class MusicLightningModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_time_s = float(checkpoint.get("musicfw", {}).get("train_time_s", 0.0))
+        from musicfw.engine.resume import loader_state_in
+
+        if not loader_state_in(checkpoint):  # musicfw/engine/resume.py: exact resume needs it
+            import warnings
+
+            warnings.warn(
+                f"resume: the checkpoint (step {checkpoint.get('global_step', '?')}) holds no data-loader "
+                "place or random state (it was written by a musicfw before exact resume, or with a data "
+                "loader that is not resumable): training continues from it, but with other batches and "
+                "random numbers than the uninterrupted run, so the results will differ from it slightly.",
+                stacklevel=2,
+            )
 
 def write_checksum(path: Path) -> Path:
     """``<checkpoint>.sha256`` next to a checkpoint: loading verifies it (a flipped bit is an

@@ -1,0 +1,216 @@
+"""Exact resume: the training loader's place in its epoch and the random state at that place,
+saved in every checkpoint, so a run killed anywhere (mid-epoch included) and resumed draws the
+same batches and the same random numbers as the run that was never stopped.
+
+What a run's randomness is made of, and where each part is kept:
+
+* **the data order and every sample's randomness** (which piece, which window, which
+  transposition / tempo / velocity augmentation): :class:`~musicfw.engine.data.WindowSampler`
+  draws them in the main process from ``(seed, epoch, n-th iteration of the epoch)`` alone; a
+  sample's augmentation and window start come from a per-sample seed in that draw.  So the order
+  of an epoch is known from two integers; the place in it is the number of batches handed out.
+* **everything else** (dropout, MusicVAE's reparameterisation noise and scheduled sampling, a
+  data loader's worker base seed, a model's own draws): the global generators of torch (CPU and
+  CUDA), numpy and Python's ``random``.  Their states are saved as they are at the checkpoint.
+
+:class:`ResumableLoader` is a ``DataLoader`` with ``state_dict()`` / ``load_state_dict()``
+(Lightning 2.6's ``_Stateful`` interface): Lightning stores its state in the checkpoint
+(``loops.fit_loop.state_dict.combined_loader``) and gives it back on resume, and it no longer
+warns that the loader "is not resumable".  :class:`~musicfw.engine.data.MusicDataModule` keeps a
+copy in the checkpoint too (its own ``state_dict``), because Lightning hands the loader state
+back only when it thinks an epoch was unfinished.
+
+On resume the loader waits for the first batch to be asked for; by then Lightning has told the
+sampler which epoch it wants (``set_epoch``).  The same epoch as the checkpoint's: the epoch is
+replayed from the batch after the last one trained, its skipped samples never loaded; the next
+epoch: it starts afresh.  The random state is put back at the point where the uninterrupted run
+was when the checkpoint was written: after this iterator's creation when resuming mid-epoch
+(the uninterrupted run made its iterator long before), before it at an epoch boundary (the
+uninterrupted run made a new iterator there too, drawing its worker base seed from torch).
+
+Nothing of this changes an uninterrupted run: the same draws, in the same order.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+#: the version of :meth:`ResumableLoader.state_dict`'s layout
+STATE_VERSION = 1
+
+
+# ------------------------------------------------------------------------------------------
+# the global random generators
+# ------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of torch's (CPU and, where in use, CUDA), numpy's and Python's global
+    generators, in types a ``weights_only`` load accepts (tensors, ints, tuples, strings)."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": str(np_state["bit_generator"]),
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Put back what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    saved = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": saved["bit_generator"],
+            "state": {"key": saved["key"].numpy().astype(np.uint32), "pos": int(saved["pos"])},
+            "has_gauss": int(saved["has_gauss"]),
+            "gauss": float(saved["gauss"]),
+        }
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            warnings.warn(
+                f"resume: the checkpoint holds the random state of {len(cuda)} GPU(s), this machine has "
+                f"{torch.cuda.device_count()}; GPU random numbers (dropout on the GPU) will differ from "
+                "the uninterrupted run.",
+                stacklevel=2,
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# the loader
+# ------------------------------------------------------------------------------------------
+
+
+class _Counting(Iterator):
+    """A loader iterator that counts the batches it handed out."""
+
+    def __init__(self, inner: Iterator):
+        self.inner, self.yielded = inner, 0
+
+    def __next__(self) -> Any:
+        batch = next(self.inner)
+        self.yielded += 1
+        return batch
+
+
+class _Resumed(_Counting):
+    """An iterator after a resume: its loader iterator is made on the first ``next`` (see the
+    module docstring), from the state the loader still holds then (Lightning may make and drop
+    an iterator before the one it uses).  It counts the skipped batches as handed out, so a
+    checkpoint written later holds the place in the whole epoch."""
+
+    def __init__(self, loader: "ResumableLoader"):
+        self.loader = loader
+        self.inner, self.yielded = None, 0  # type: ignore[assignment]
+
+    def __next__(self) -> Any:
+        if self.inner is None:
+            self.inner, self.yielded = self.loader._start_resumed()
+        return super().__next__()
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over a resumable sampler, whose place in the epoch and the random state
+    there go into Lightning's checkpoints (see the module docstring).
+
+    The sampler (``WindowSampler``, or its DDP share ``ShardedSampler``) offers ``order``, the
+    ``(epoch, iteration)`` its current order was drawn from, ``epoch`` (what Lightning's
+    ``set_epoch`` set) and ``replay(epoch, iteration, skip)``: the next iteration draws that
+    order again and starts at item ``skip``.  Batches are ``batch_size`` samples, the last one
+    possibly shorter."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._current: _Counting | None = None  # the iterator of this epoch
+        self._pending: dict[str, Any] | None = None  # a state to resume from on the next iteration
+
+    # -- Lightning's _Stateful interface ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        epoch, iteration = self.sampler.order
+        current = self._current
+        return {
+            "version": STATE_VERSION,
+            "epoch": int(epoch),
+            "iteration": int(iteration),
+            "batches": int(current.yielded) if current is not None else 0,
+            "batch_size": int(self.batch_size or 1),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state`` on the next iteration (idempotent: the data module and
+        Lightning may both hand the same state over)."""
+        if not state:
+            return
+        if int(state.get("version", 0)) != STATE_VERSION or int(state.get("batch_size", 0)) != int(self.batch_size or 1):
+            warnings.warn(
+                "resume: the checkpoint's data-loader state is of another layout or batch size "
+                f"({state.get('batch_size')} vs {self.batch_size}); training continues, but not with "
+                "the batches the uninterrupted run would have drawn.",
+                stacklevel=2,
+            )
+            return
+        self._pending = dict(state)
+
+    # -- iteration -------------------------------------------------------------------
+    def __iter__(self) -> Iterator:
+        it = _Counting(super().__iter__()) if self._pending is None else _Resumed(self)
+        self._current = it
+        return it
+
+    def _start_resumed(self) -> tuple[Iterator, int]:
+        """The loader iterator of the first batch after a resume, and the batches of the epoch
+        already handed out."""
+        state, self._pending = self._pending, None
+        if state is None:  # another iterator of this loader resumed already
+            return super().__iter__(), 0
+        sampler = self.sampler
+        if int(sampler.epoch) == int(state["epoch"]):  # the same epoch, from the batch after the last one trained
+            done = int(state["batches"])
+            sampler.replay(int(state["epoch"]), int(state["iteration"]), done * int(self.batch_size or 1))
+            inner = super().__iter__()
+            set_rng_state(state["rng"])
+            return inner, done
+        # the next epoch: the uninterrupted run made a new iterator here (a persistent worker
+        # pool only resets its iterator, drawing nothing)
+        reuses_workers = bool(self.persistent_workers and self.num_workers > 0)
+        if not reuses_workers:
+            set_rng_state(state["rng"])
+        inner = super().__iter__()
+        if reuses_workers:
+            set_rng_state(state["rng"])
+        return inner, 0
+
+
+def loader_state_in(checkpoint: dict[str, Any]) -> list[Any]:
+    """The data-loader states Lightning saved in ``checkpoint`` (empty for a checkpoint written
+    before exact resume, or by a loader that is not resumable)."""
+    loops = checkpoint.get("loops")
+    if not isinstance(loops, dict):
+        return []
+    fit_loop = loops.get("fit_loop")
+    state = fit_loop.get("state_dict") if isinstance(fit_loop, dict) else None
+    found = state.get("combined_loader") if isinstance(state, dict) else None
+    return list(found) if isinstance(found, list) else []

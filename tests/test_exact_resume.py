@@ -1,0 +1,140 @@
+"""Exact resume (musicfw/engine/resume.py): a run stopped mid-epoch at a step that is no multiple
+of the epoch length and resumed from its last checkpoint ends with the same weights (bit for bit)
+and the same metrics (every digit) as the run that was never stopped, with random windows,
+transposition / tempo / velocity augmentation and dropout on, and without Lightning's "not
+resumable" warning.  An older checkpoint (no loader state) still resumes, with a note."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import symusic
+import torch
+from omegaconf import OmegaConf
+
+from musicfw.engine.loggers import read_history
+
+torch.set_num_threads(1)
+
+EVERY = 3  # train.checkpoint_every_n_steps
+
+
+class Killed(Exception):
+    """Stands for the kill: raised inside a training step, nothing saved on the way out."""
+
+
+@pytest.fixture(scope="module")
+def midi(tmp_path_factory) -> Path:
+    """Ten short one-track pieces (a seeded random walk), enough for a few batches an epoch."""
+    root = tmp_path_factory.mktemp("midi")
+    rng = np.random.default_rng(7)
+    for i in range(10):
+        n = int(rng.integers(24, 60))
+        score = symusic.Score(480)
+        score.tempos.append(symusic.Tempo(0, 100.0))
+        score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+        track = symusic.Track("melody", 0, False)
+        pitch = 60 + np.cumsum(rng.integers(-3, 4, n)).clip(-12, 12)
+        track.notes = symusic.core.NoteTickList.from_numpy(
+            (np.arange(n) * 240).astype(np.int32),
+            np.full(n, 240, np.int32),
+            pitch.astype(np.int8),
+            rng.integers(50, 100, n).astype(np.int8),
+        )
+        score.tracks.append(track)
+        score.dump_midi(str(root / f"p{i}.mid"))
+    return root
+
+
+def _train_section(**kw):
+    base = {"batch_size": 4, "seq_len": 16, "lr": 3e-3, "max_epochs": 3, "checkpoint_every_n_steps": EVERY}
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def _run(midi: Path, run_dir: Path, *, kill_at: int | None = None, resume: bool = False, noise: int = 0):
+    """One training run as ``musicfw run`` makes it (seed, then the model, then the data)."""
+    from musicfw.api import get_registries
+    from musicfw.core.build import build_from_section
+    from musicfw.engine.assemble import seed_everything
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.training import fit
+
+    registries = get_registries()
+    tokenizer = build_from_section("tokenizers", OmegaConf.create({"name": "melody"}), registries=registries)
+    seed_everything(0)
+    model = build_from_section(
+        "models",
+        OmegaConf.create({"name": "lstm", "hidden_size": 24, "num_layers": 2, "embed_dim": 8, "dropout": 0.3,
+                          "input_dropout": 0.2}),
+        registries=registries, tokenizer=tokenizer,
+    )
+    data = OmegaConf.create({"name": "midi_folder", "path": str(midi), "cache_dir": str(run_dir.parent / "cache")})
+    augment = OmegaConf.create({"transpose": [-3, 3], "time_stretch": [0.9, 1.0, 1.1], "velocity_jitter": 5})
+    dm = build_datamodule(data, tokenizer, train=_train_section(), augment=augment, seed=0, registries=registries,
+                          progress=False)
+    if noise:  # a resumed process's generators are wherever its own start left them
+        torch.manual_seed(noise)
+        np.random.seed(noise)
+    if kill_at is not None:
+        def die(step: int) -> None:
+            if step == kill_at:
+                raise Killed(step)
+
+        model.on_train_step = die
+    metrics = fit(model, dm, _train_section(), run_dir, logger=OmegaConf.create({"name": "none"}), resume=resume,
+                  registries=registries)
+    return metrics, model, dm
+
+
+def _not_resumable(caught) -> list[str]:
+    return [str(w.message) for w in caught if "not resumable" in str(w.message) or "no data-loader" in str(w.message)]
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_digits(midi, tmp_path):
+    whole, model, dm = _run(midi, tmp_path / "whole")
+    per_epoch = len(dm.train_dataloader())
+    assert per_epoch >= 3 and whole["global_step"] == 3 * per_epoch
+    # the first checkpoint past the first epoch that is no epoch end; the kill comes one step later
+    saved = next(s for s in range(EVERY, 3 * per_epoch, EVERY) if s > per_epoch and s % per_epoch)
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        _run(midi, run, kill_at=saved + 1)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == saved and ckpt["epoch"] == saved // per_epoch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed, again, _ = _run(midi, run, resume=True, noise=12345)
+    assert not _not_resumable(caught), _not_resumable(caught)
+
+    for key in ("val_nll", "test_nll", "global_step", "epochs"):
+        assert resumed[key] == whole[key], key  # every digit
+    a, b = model.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+    # the training losses after the resume point are the uninterrupted run's, step by step
+    def losses(folder):
+        return {r["step"]: r["train/loss"] for r in read_history(folder) if "train/loss" in r and r["step"] > saved}
+
+    assert losses(tmp_path / "whole") and losses(run) == losses(tmp_path / "whole")
+
+
+def test_an_older_checkpoint_resumes_with_a_note(midi, tmp_path):
+    run = tmp_path / "old"
+    with pytest.raises(Killed):
+        _run(midi, run, kill_at=EVERY + 1)
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    # as a checkpoint from before exact resume: no loader state, no data module state
+    ckpt["loops"]["fit_loop"]["state_dict"].pop("combined_loader")
+    ckpt.pop("MusicDataModule")
+    torch.save(ckpt, last)
+    from musicfw.engine.lightning import write_checksum
+
+    write_checksum(last)
+    with pytest.warns(UserWarning, match=r"holds no data-loader place or random state.*differ"):
+        metrics, _, _ = _run(midi, run, resume=True)
+    assert metrics["global_step"] > EVERY
