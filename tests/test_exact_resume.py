@@ -55,7 +55,7 @@ def _train_section(**kw):
     return OmegaConf.create(base)
 
 
-def _run(midi: Path, run_dir: Path, *, kill_at: int | None = None, resume: bool = False, noise: int = 0):
+def _run(midi: Path, run_dir: Path, *, kill_at: int | None = None, resume: bool = False, noise: int = 0, **train):
     """One training run as ``musicfw run`` makes it (seed, then the model, then the data)."""
     from musicfw.api import get_registries
     from musicfw.core.build import build_from_section
@@ -74,7 +74,7 @@ def _run(midi: Path, run_dir: Path, *, kill_at: int | None = None, resume: bool 
     )
     data = OmegaConf.create({"name": "midi_folder", "path": str(midi), "cache_dir": str(run_dir.parent / "cache")})
     augment = OmegaConf.create({"transpose": [-3, 3], "time_stretch": [0.9, 1.0, 1.1], "velocity_jitter": 5})
-    dm = build_datamodule(data, tokenizer, train=_train_section(), augment=augment, seed=0, registries=registries,
+    dm = build_datamodule(data, tokenizer, train=_train_section(**train), augment=augment, seed=0, registries=registries,
                           progress=False)
     if noise:  # a resumed process's generators are wherever its own start left them
         torch.manual_seed(noise)
@@ -85,7 +85,7 @@ def _run(midi: Path, run_dir: Path, *, kill_at: int | None = None, resume: bool 
                 raise Killed(step)
 
         model.on_train_step = die
-    metrics = fit(model, dm, _train_section(), run_dir, logger=OmegaConf.create({"name": "none"}), resume=resume,
+    metrics = fit(model, dm, _train_section(**train), run_dir, logger=OmegaConf.create({"name": "none"}), resume=resume,
                   registries=registries)
     return metrics, model, dm
 
@@ -94,32 +94,57 @@ def _not_resumable(caught) -> list[str]:
     return [str(w.message) for w in caught if "not resumable" in str(w.message) or "no data-loader" in str(w.message)]
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_digits(midi, tmp_path):
-    whole, model, dm = _run(midi, tmp_path / "whole")
-    per_epoch = len(dm.train_dataloader())
-    assert per_epoch >= 3 and whole["global_step"] == 3 * per_epoch
-    # the first checkpoint past the first epoch that is no epoch end; the kill comes one step later
-    saved = next(s for s in range(EVERY, 3 * per_epoch, EVERY) if s > per_epoch and s % per_epoch)
-    run = tmp_path / "killed"
+def _losses(folder: Path, after: int) -> dict[int, float]:
+    return {r["step"]: r["train/loss"] for r in read_history(folder) if "train/loss" in r and r["step"] > after}
+
+
+def _uninterrupted(midi: Path, folder: Path, **train):
+    """The run that was never stopped: its metrics, final weights, folder and batches per epoch."""
+    metrics, model, dm = _run(midi, folder, **train)
+    return metrics, model.state_dict(), folder, len(dm.train_dataloader())
+
+
+@pytest.fixture(scope="module")
+def whole(midi, tmp_path_factory):
+    return _uninterrupted(midi, tmp_path_factory.mktemp("whole"))
+
+
+def _kill_and_resume(midi, whole, run: Path, where: str, **train):
+    metrics, weights, folder, per_epoch = whole
+    assert per_epoch >= 3 and metrics["global_step"] == 3 * per_epoch
+    if where == "mid-epoch":  # the first checkpoint past the first epoch that is no epoch end
+        saved = next(s for s in range(EVERY, 3 * per_epoch, EVERY) if s > per_epoch and s % per_epoch)
+    else:  # written after the validation that ends the second epoch (no step checkpoint there)
+        saved = 2 * per_epoch
+        assert saved % EVERY, "pick another EVERY: a step checkpoint would be the last one here"
     with pytest.raises(Killed):
-        _run(midi, run, kill_at=saved + 1)
+        _run(midi, run, kill_at=saved + 1, **train)  # the kill comes one step after the checkpoint
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == saved and ckpt["epoch"] == saved // per_epoch
+    assert ckpt["global_step"] == saved
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resumed, again, _ = _run(midi, run, resume=True, noise=12345)
+        resumed, again, _ = _run(midi, run, resume=True, noise=12345, **train)
     assert not _not_resumable(caught), _not_resumable(caught)
-
     for key in ("val_nll", "test_nll", "global_step", "epochs"):
-        assert resumed[key] == whole[key], key  # every digit
-    a, b = model.state_dict(), again.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+        assert resumed[key] == metrics[key], key  # every digit
+    mine = again.state_dict()
+    assert all(torch.equal(weights[k], mine[k]) for k in weights)  # bit for bit
     # the training losses after the resume point are the uninterrupted run's, step by step
-    def losses(folder):
-        return {r["step"]: r["train/loss"] for r in read_history(folder) if "train/loss" in r and r["step"] > saved}
+    assert _losses(folder, saved) and _losses(run, saved) == _losses(folder, saved)
 
-    assert losses(tmp_path / "whole") and losses(run) == losses(tmp_path / "whole")
+
+@pytest.mark.parametrize("where", ["mid-epoch", "epoch end"])
+def test_a_killed_run_resumes_to_the_same_digits(midi, whole, tmp_path, where):
+    _kill_and_resume(midi, whole, tmp_path / "killed", where)
+
+
+def test_exact_resume_with_loader_workers(midi, tmp_path):
+    """Two worker processes (a persistent pool, whose iterator is made once, and evaluation
+    pools that draw nothing from torch's generator), killed and resumed mid-epoch after a
+    validation."""
+    whole = _uninterrupted(midi, tmp_path / "whole", num_workers=2)
+    _kill_and_resume(midi, whole, tmp_path / "killed", "mid-epoch", num_workers=2)
 
 
 def test_an_older_checkpoint_resumes_with_a_note(midi, tmp_path):
