@@ -46,7 +46,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from musicfw.core.dataset import (
     SPLITS,
@@ -60,6 +60,7 @@ from musicfw.core.dataset import (
 from musicfw.music.augment import Augmenter
 from musicfw.core.errors import DataError
 from musicfw.engine.integrity import sha256_file
+from musicfw.engine.resume import ReplayableSampler, ResumableLoader
 from musicfw.core.version import musicfw_version
 from musicfw.engine.encoding import MULTIHOT, dataset_fingerprint, encode_piece, tokenizer_fingerprint
 from musicfw.music.limits import current as current_limits
@@ -227,41 +228,25 @@ def _window_start(length: int, seq_len: int, align: int, rng: np.random.Generato
     return align * int(rng.integers((length - seq_len) // align + 1))
 
 
-class WindowSampler(Sampler):
+class WindowSampler(ReplayableSampler):
     """Yields ``(train piece index, sample seed)``: a fresh draw every epoch, made in the main
-    process so that results do not depend on the number of loader workers.
+    process so that results do not depend on the number of loader workers; resumable
+    (:mod:`musicfw.engine.resume`)."""
 
-    An order is a function of ``(seed, epoch, n-th iteration of the epoch)`` alone: ``order``
-    says which one the last iteration drew, ``replay`` draws it again from a given item on
-    (exact resume, :mod:`musicfw.engine.resume`)."""
+    salt = 0x6D66
 
     def __init__(self, weights: np.ndarray, n: int, seed: int):
+        super().__init__(seed)
         self.p = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
-        self.n, self.seed = int(n), int(seed)
-        self.epoch, self._iters = 0, 0
-        self.order: tuple[int, int] = (0, 0)
-        self._replay: tuple[int, int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._iters = int(epoch), 0
-
-    def replay(self, epoch: int, iteration: int, skip: int) -> None:
-        """The next iteration draws the order of ``(epoch, iteration)`` and starts at item ``skip``."""
-        self._replay = (int(epoch), int(iteration), max(int(skip), 0))
+        self.n = int(n)
 
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        skip = 0
-        if self._replay is not None:
-            (self.epoch, self._iters, skip), self._replay = self._replay, None
-        self.order = (self.epoch, self._iters)
-        rng = np.random.default_rng([self.seed, self.epoch, self._iters, 0x6D66])
-        self._iters += 1
+    def draw(self, rng: np.random.Generator) -> list[tuple[int, int]]:
         pieces = rng.choice(len(self.p), size=self.n, p=self.p)
         seeds = rng.integers(0, 2**62, size=self.n)
-        return iter(zip(pieces[skip:].tolist(), seeds[skip:].tolist()))
+        return list(zip(pieces.tolist(), seeds.tolist()))
 
 
 class TrainWindows(Dataset):
@@ -421,8 +406,6 @@ class MusicDataModule(pl.LightningDataModule):
         self._rows: dict[str, list[int]] = {}
         self._pieces: dict[str, list[Piece]] = {}
         self._train_sampler: WindowSampler | None = None
-        self._train_loader: Any = None  # the ResumableLoader handed to Lightning
-        self._loader_state: dict[str, Any] | None = None  # from a checkpoint, for the next loader
 
     # -- preparation ---------------------------------------------------------------------
     @property
@@ -546,9 +529,9 @@ class MusicDataModule(pl.LightningDataModule):
         if self._train_sampler is None:
             self._train_sampler = WindowSampler(weights, int(weights.sum()), self.seed)
         from musicfw.engine.distributed import shard_sampler
-        from musicfw.engine.resume import ResumableLoader
 
-        loader = ResumableLoader(
+        # its place in the epoch and the random state go into the checkpoints (exact resume)
+        return ResumableLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=shard_sampler(self._train_sampler),  # this process's share under DDP
@@ -556,27 +539,6 @@ class MusicDataModule(pl.LightningDataModule):
             drop_last=False,
             **self._loader_kwargs(),
         )
-        if self._loader_state is not None:
-            loader.load_state_dict(self._loader_state)
-            self._loader_state = None
-        self._train_loader = loader
-        return loader
-
-    # -- exact resume: the training loader's place and random state in the checkpoint -------
-    def state_dict(self) -> dict[str, Any]:
-        """Saved by Lightning in every checkpoint (besides the loader state it keeps itself,
-        which it gives back only when it thinks an epoch was unfinished)."""
-        if self._train_loader is None:
-            return {}
-        return {"train_loader": self._train_loader.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        loader_state = state_dict.get("train_loader")
-        if loader_state:
-            if self._train_loader is not None:
-                self._train_loader.load_state_dict(loader_state)
-            else:
-                self._loader_state = dict(loader_state)
 
     def eval_dataloader(self, split: str, score_first: bool | None = None) -> DataLoader:
         """Whole pieces of ``split``, padded and masked, in batches grouped by length."""

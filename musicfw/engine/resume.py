@@ -14,19 +14,24 @@ What a run's randomness is made of, and where each part is kept:
   CUDA), numpy and Python's ``random``.  Their states are saved as they are at the checkpoint.
 
 :class:`ResumableLoader` is a ``DataLoader`` with ``state_dict()`` / ``load_state_dict()``
-(Lightning 2.6's ``_Stateful`` interface): Lightning stores its state in the checkpoint
-(``loops.fit_loop.state_dict.combined_loader``) and gives it back on resume, and it no longer
-warns that the loader "is not resumable".  :class:`~musicfw.engine.data.MusicDataModule` keeps a
-copy in the checkpoint too (its own ``state_dict``), because Lightning hands the loader state
-back only when it thinks an epoch was unfinished.
+(Lightning 2.6's ``_Stateful`` interface): Lightning stores its state in every checkpoint
+(``loops.fit_loop.state_dict.combined_loader``), and no longer warns that the loader "is not
+resumable".  Lightning would hand the state back only if it restored its loops before making the
+loader's first iterator; musicfw's ``configure_optimizers`` asks for
+``estimated_stepping_batches``, which makes that iterator earlier.  So
+:class:`~musicfw.engine.lightning.MusicLightningModule` reads the states from the checkpoint
+(``on_load_checkpoint``) and gives them to the loaders itself when training starts
+(:func:`resume_loaders`), before the first batch.
 
-On resume the loader waits for the first batch to be asked for; by then Lightning has told the
-sampler which epoch it wants (``set_epoch``).  The same epoch as the checkpoint's: the epoch is
-replayed from the batch after the last one trained, its skipped samples never loaded; the next
-epoch: it starts afresh.  The random state is put back at the point where the uninterrupted run
-was when the checkpoint was written: after this iterator's creation when resuming mid-epoch
-(the uninterrupted run made its iterator long before), before it at an epoch boundary (the
-uninterrupted run made a new iterator there too, drawing its worker base seed from torch).
+On resume the loader waits for the first batch to be asked for (an iterator made before, not yet
+used, is made again then); by then Lightning has told the sampler which epoch it wants
+(``set_epoch``).  The same epoch as the checkpoint's: the epoch is replayed from the batch after
+the last one trained, its skipped samples never loaded; the next epoch: it starts afresh.  The
+random state is put back at the point where the uninterrupted run was when the checkpoint was
+written: after this iterator's creation when resuming mid-epoch (the uninterrupted run made its
+iterator long before), before it at an epoch boundary (the uninterrupted run made a new iterator
+there too, drawing its worker base seed from torch; a persistent worker pool only resets its
+iterator, drawing nothing).
 
 Nothing of this changes an uninterrupted run: the same draws, in the same order.
 """
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 #: the version of :meth:`ResumableLoader.state_dict`'s layout
 STATE_VERSION = 1
@@ -99,51 +104,95 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# samplers whose order is known from two integers
+# ------------------------------------------------------------------------------------------
+
+
+class ReplayableSampler(Sampler):
+    """A sampler whose order is a function of ``(seed, epoch, n-th iteration of the epoch)``
+    alone, drawn in the main process: ``order`` says which one the last iteration drew,
+    ``replay`` draws it again from a given item on.  Subclasses say what to draw
+    (:meth:`draw`); ``salt`` tells their streams apart."""
+
+    salt = 0
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+        self.epoch, self._iters = 0, 0
+        self.order: tuple[int, int] = (0, 0)
+        self._replay: tuple[int, int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._iters = int(epoch), 0
+
+    def replay(self, epoch: int, iteration: int, skip: int) -> None:
+        """The next iteration draws the order of ``(epoch, iteration)`` and starts at item ``skip``."""
+        self._replay = (int(epoch), int(iteration), max(int(skip), 0))
+
+    def draw(self, rng: np.random.Generator) -> list[Any]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        skip = 0
+        if self._replay is not None:
+            (self.epoch, self._iters, skip), self._replay = self._replay, None
+        self.order = (self.epoch, self._iters)
+        rng = np.random.default_rng([self.seed, self.epoch, self._iters, self.salt])
+        self._iters += 1
+        return iter(self.draw(rng)[skip:])
+
+
+class ShuffledSampler(ReplayableSampler):
+    """``0 .. n-1`` in a fresh order every epoch: ``shuffle=True`` for a :class:`ResumableLoader`
+    over your own data (``ResumableLoader(rows, batch_size=8, sampler=ShuffledSampler(len(rows)))``)."""
+
+    salt = 0x5348
+
+    def __init__(self, n: int, seed: int = 0):
+        super().__init__(seed)
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        return rng.permutation(self.n).tolist()
+
+
+# ------------------------------------------------------------------------------------------
 # the loader
 # ------------------------------------------------------------------------------------------
 
 
-class _Counting(Iterator):
-    """A loader iterator that counts the batches it handed out."""
+class _EpochIterator(Iterator):
+    """A loader iterator that counts the batches it handed out.  Without a loader iterator
+    inside (after a resume) it asks the loader for one on the first ``next``; the batches skipped
+    then count as handed out, so a checkpoint written later holds the place in the whole epoch."""
 
-    def __init__(self, inner: Iterator):
-        self.inner, self.yielded = inner, 0
-
-    def __next__(self) -> Any:
-        batch = next(self.inner)
-        self.yielded += 1
-        return batch
-
-
-class _Resumed(_Counting):
-    """An iterator after a resume: its loader iterator is made on the first ``next`` (see the
-    module docstring), from the state the loader still holds then (Lightning may make and drop
-    an iterator before the one it uses).  It counts the skipped batches as handed out, so a
-    checkpoint written later holds the place in the whole epoch."""
-
-    def __init__(self, loader: "ResumableLoader"):
-        self.loader = loader
-        self.inner, self.yielded = None, 0  # type: ignore[assignment]
+    def __init__(self, loader: "ResumableLoader", inner: Iterator | None):
+        self.loader, self.inner, self.yielded = loader, inner, 0
 
     def __next__(self) -> Any:
         if self.inner is None:
             self.inner, self.yielded = self.loader._start_resumed()
-        return super().__next__()
+        batch = next(self.inner)
+        self.yielded += 1
+        return batch
 
 
 class ResumableLoader(DataLoader):
     """A ``DataLoader`` over a resumable sampler, whose place in the epoch and the random state
     there go into Lightning's checkpoints (see the module docstring).
 
-    The sampler (``WindowSampler``, or its DDP share ``ShardedSampler``) offers ``order``, the
-    ``(epoch, iteration)`` its current order was drawn from, ``epoch`` (what Lightning's
-    ``set_epoch`` set) and ``replay(epoch, iteration, skip)``: the next iteration draws that
-    order again and starts at item ``skip``.  Batches are ``batch_size`` samples, the last one
-    possibly shorter."""
+    The sampler (a :class:`ReplayableSampler`: ``WindowSampler``, :class:`ShuffledSampler`; or
+    its DDP share ``ShardedSampler``) offers ``order``, the ``(epoch, iteration)`` its current
+    order was drawn from, ``epoch`` (what Lightning's ``set_epoch`` set) and
+    ``replay(epoch, iteration, skip)``: the next iteration draws that order again and starts at
+    item ``skip``.  Batches are ``batch_size`` samples, the last one possibly shorter."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._current: _Counting | None = None  # the iterator of this epoch
+        self._current: _EpochIterator | None = None  # the iterator of this epoch
         self._pending: dict[str, Any] | None = None  # a state to resume from on the next iteration
 
     # -- Lightning's _Stateful interface ---------------------------------------------
@@ -160,8 +209,8 @@ class ResumableLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from ``state`` on the next iteration (idempotent: the data module and
-        Lightning may both hand the same state over)."""
+        """Resume from ``state`` at the next batch asked for: an iterator already made and not
+        used yet is made again then (idempotent: the same state may come twice)."""
         if not state:
             return
         if int(state.get("version", 0)) != STATE_VERSION or int(state.get("batch_size", 0)) != int(self.batch_size or 1):
@@ -173,10 +222,12 @@ class ResumableLoader(DataLoader):
             )
             return
         self._pending = dict(state)
+        if self._current is not None and self._current.yielded == 0:
+            self._current.inner = None
 
     # -- iteration -------------------------------------------------------------------
     def __iter__(self) -> Iterator:
-        it = _Counting(super().__iter__()) if self._pending is None else _Resumed(self)
+        it = _EpochIterator(self, super().__iter__() if self._pending is None else None)
         self._current = it
         return it
 
@@ -214,3 +265,21 @@ def loader_state_in(checkpoint: dict[str, Any]) -> list[Any]:
     state = fit_loop.get("state_dict") if isinstance(fit_loop, dict) else None
     found = state.get("combined_loader") if isinstance(state, dict) else None
     return list(found) if isinstance(found, list) else []
+
+
+def resume_loaders(trainer: Any, states: list[Any]) -> None:
+    """Give the training loaders of ``trainer`` the states :func:`loader_state_in` found, in
+    Lightning's own order (its stateful loaders, flattened), when training starts."""
+    from lightning_fabric.utilities.types import _Stateful
+
+    combined = trainer.fit_loop._combined_loader  # what Lightning saves the states from
+    loaders = [dl for dl in (combined.flattened if combined is not None else []) if isinstance(dl, _Stateful)]
+    if len(loaders) != len(states):
+        warnings.warn(
+            f"resume: the checkpoint holds the state of {len(states)} training data loader(s), this run has "
+            f"{len(loaders)}; training continues, but not with the batches the uninterrupted run would have drawn.",
+            stacklevel=2,
+        )
+        return
+    for loader, state in zip(loaders, states):
+        loader.load_state_dict(state)
