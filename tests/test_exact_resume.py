@@ -162,3 +162,33 @@ def test_an_older_checkpoint_resumes_with_a_note(midi, tmp_path):
     with pytest.warns(UserWarning, match=r"holds no data-loader place or random state.*differ"):
         metrics, _, _ = _run(midi, run, resume=True)
     assert metrics["global_step"] > EVERY
+
+
+def test_a_sampler_replays_its_order_from_any_item_also_per_rank(monkeypatch):
+    """What the loader asks of a sampler on resume: the same order from item ``skip`` on, also
+    for a DDP rank's share; an uninterrupted draw is unchanged."""
+    from musicfw.engine import distributed
+    from musicfw.engine.data import WindowSampler
+    from musicfw.engine.resume import ShuffledSampler
+
+    weights = [3.0, 1.0, 2.0, 5.0]
+    for make in (lambda: WindowSampler(weights, 17, seed=5), lambda: ShuffledSampler(17, seed=5)):
+        sampler = make()
+        sampler.set_epoch(3)
+        first, second = list(sampler), list(sampler)  # a second iteration in an epoch draws anew
+        assert first != second and sampler.order == (3, 1)
+        again = make()
+        again.set_epoch(7)  # what Lightning set; the replay wins
+        again.replay(3, 1, 6)
+        assert list(again) == second[6:] and again.order == (3, 1)
+        assert list(again) != second  # the replay is one-shot
+    # the draw itself is the one before exact resume (README digits): a pinned value
+    assert list(WindowSampler(weights, 3, seed=0))[0][0] == int(
+        np.random.default_rng([0, 0, 0, 0x6D66]).choice(4, size=3, p=np.asarray(weights) / 11.0)[0]
+    )
+    for rank in range(2):
+        monkeypatch.setattr(distributed, "_world", lambda rank=rank: (rank, 2))
+        share = distributed.shard_sampler(WindowSampler(weights, 17, seed=5))
+        full = list(share)
+        share.replay(0, 0, 4)
+        assert list(share) == full[4:] and share.order == (0, 0)
