@@ -5,7 +5,8 @@ digit, and whether the resumed run printed Lightning's "not resumable" warning.
 
     python benchmarks/resume.py [--steps 60] [--every 20] [--kill-at 30]
 
-Before exact resume (issue 30) the two ended 2.0421 (resumed) vs 2.0390 (uninterrupted).
+Measured at this commit (seed 0): 1.7005655232797479 both, no warning.  Before exact resume,
+issue 30 had measured 2.0421 (resumed) vs 2.0390 (uninterrupted) on its own configuration.
 """
 
 from __future__ import annotations
