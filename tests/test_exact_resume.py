@@ -192,3 +192,36 @@ def test_a_sampler_replays_its_order_from_any_item_also_per_rank(monkeypatch):
         full = list(share)
         share.replay(0, 0, 4)
         assert list(share) == full[4:] and share.order == (0, 0)
+
+
+def test_a_malformed_loader_state_in_a_checkpoint_is_a_clear_error(midi, tmp_path):
+    """A stranger's checkpoint (weights_only accepts it) with a broken loader state: a
+    RunFolderError naming the file and the entry, before Lightning resumes; nothing trained."""
+    import shutil
+
+    from musicfw.core.errors import RunFolderError
+    from musicfw.engine.lightning import write_checksum
+
+    good = tmp_path / "good"
+    with pytest.raises(Killed):
+        _run(midi, good, kill_at=EVERY + 1)
+    cases = {
+        "rng is str": lambda s: s.update(rng="abc"),
+        "batches is 'x'": lambda s: s.update(batches="x"),
+        "epoch is -1": lambda s: s.update(epoch=-1),
+        "rng.torch": lambda s: s["rng"].update(torch=torch.zeros(7, dtype=torch.uint8)),
+        "rng.numpy.key": lambda s: s["rng"]["numpy"].update(key=torch.full((624,), 2**40)),
+        "rng.python's words": lambda s: s["rng"].update(python=(3, (1, 2), None)),
+    }
+    for match, spoil in cases.items():
+        run = tmp_path / "bad"
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(good, run)
+        last = run / "checkpoints" / "last.ckpt"
+        ckpt = torch.load(last, weights_only=True)
+        spoil(ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0])
+        torch.save(ckpt, last)
+        write_checksum(last)
+        with pytest.raises(RunFolderError, match=rf"{last}.*malformed data-loader state.*combined_loader\[0\]: {match}"):
+            _run(midi, run, resume=True)
+        assert torch.load(last, weights_only=True)["global_step"] == EVERY  # untouched

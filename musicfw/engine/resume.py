@@ -267,6 +267,69 @@ def loader_state_in(checkpoint: dict[str, Any]) -> list[Any]:
     return list(found) if isinstance(found, list) else []
 
 
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _tensor(value: Any, dtype: torch.dtype, numel: int | None = None) -> bool:
+    return isinstance(value, torch.Tensor) and value.dtype == dtype and (numel is None or value.numel() == numel)
+
+
+def _rng_problem(rng: Any) -> str | None:
+    if not isinstance(rng, dict):
+        return f"rng is {type(rng).__name__}, not a mapping"
+    if not _tensor(rng.get("torch"), torch.uint8, torch.get_rng_state().numel()):
+        return "rng.torch is not torch's CPU generator state (a uint8 tensor of its size)"
+    np_state = rng.get("numpy")
+    if not isinstance(np_state, dict) or np_state.get("bit_generator") != "MT19937":
+        return "rng.numpy is not numpy's MT19937 state"
+    key = np_state.get("key")
+    if not _tensor(key, torch.int64, 624) or int(key.min()) < 0 or int(key.max()) >= 2**32:
+        return "rng.numpy.key is not 624 32-bit words"
+    if not _int_in(np_state.get("pos"), 0, 624) or not _int_in(np_state.get("has_gauss"), 0, 1):
+        return "rng.numpy.pos or has_gauss is out of range"
+    if not isinstance(np_state.get("gauss"), float):
+        return "rng.numpy.gauss is no float"
+    py = rng.get("python")
+    if not isinstance(py, (tuple, list)) or len(py) != 3 or not _int_in(py[0], 0, 1000):
+        return "rng.python is not Python's random state (version, words, gauss)"
+    words = py[1]
+    if not isinstance(words, (tuple, list)) or len(words) != 625 or not all(_int_in(w, 0, 2**32 - 1) for w in words):
+        return "rng.python's words are not 625 32-bit integers"
+    if py[2] is not None and not isinstance(py[2], float):
+        return "rng.python's gauss is no float"
+    cuda = rng.get("cuda", [])
+    if not isinstance(cuda, (list, tuple)) or len(cuda) > 4096 or not all(_tensor(c, torch.uint8) for c in cuda):
+        return "rng.cuda is not a list of GPU generator states"
+    return None
+
+
+def loader_state_problem(state: Any) -> str | None:
+    """What is wrong with one loader state read from a checkpoint (None: nothing)."""
+    if not isinstance(state, dict):
+        return f"{type(state).__name__}, not a mapping"
+    for key in ("version", "epoch", "iteration", "batches", "batch_size"):
+        if not _int_in(state.get(key), 0, 2**62):
+            return f"{key} is {state.get(key)!r}, not an integer in 0..2**62"
+    return _rng_problem(state.get("rng"))
+
+
+def check_loader_states(checkpoint: dict[str, Any], path: Any) -> None:
+    """Before a resume: every data-loader state in ``checkpoint`` has the layout
+    :meth:`ResumableLoader.state_dict` writes (types, sizes and ranges); else a
+    :class:`~musicfw.core.errors.RunFolderError` naming the file and the entry."""
+    from musicfw.core.errors import RunFolderError
+
+    for i, state in enumerate(loader_state_in(checkpoint)):
+        problem = loader_state_problem(state)
+        if problem is not None:
+            raise RunFolderError(
+                f"The checkpoint {path} has a malformed data-loader state (loops.fit_loop.state_dict."
+                f"combined_loader[{i}]: {problem}): it was not written by musicfw's training, or was changed. "
+                "Delete it to resume from another checkpoint, or start the run again without --resume."
+            )
+
+
 def resume_loaders(trainer: Any, states: list[Any]) -> None:
     """Give the training loaders of ``trainer`` the states :func:`loader_state_in` found, in
     Lightning's own order (its stateful loaders, flattened), when training starts."""
