@@ -243,10 +243,10 @@ class WindowSampler(ReplayableSampler):
     def __len__(self) -> int:
         return self.n
 
-    def draw(self, rng: np.random.Generator) -> list[tuple[int, int]]:
+    def draw(self, rng: np.random.Generator) -> Iterator[tuple[int, int]]:
         pieces = rng.choice(len(self.p), size=self.n, p=self.p)
         seeds = rng.integers(0, 2**62, size=self.n)
-        return list(zip(pieces.tolist(), seeds.tolist()))
+        return zip(pieces.tolist(), seeds.tolist())
 
 
 class TrainWindows(Dataset):

@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -129,7 +130,8 @@ class ReplayableSampler(Sampler):
         """The next iteration draws the order of ``(epoch, iteration)`` and starts at item ``skip``."""
         self._replay = (int(epoch), int(iteration), max(int(skip), 0))
 
-    def draw(self, rng: np.random.Generator) -> list[Any]:
+    def draw(self, rng: np.random.Generator) -> Iterable[Any]:
+        """One order, drawn from ``rng`` alone."""
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[Any]:
@@ -139,7 +141,7 @@ class ReplayableSampler(Sampler):
         self.order = (self.epoch, self._iters)
         rng = np.random.default_rng([self.seed, self.epoch, self._iters, self.salt])
         self._iters += 1
-        return iter(self.draw(rng)[skip:])
+        return itertools.islice(self.draw(rng), skip, None)
 
 
 class ShuffledSampler(ReplayableSampler):
