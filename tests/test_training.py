@@ -49,7 +49,9 @@ def make_data(n: int = 48, T: int = 24, seed: int = 0) -> dict[str, torch.Tensor
     return out
 
 
-def make_datamodule(data=None, batch_size: int = 8):
+def make_datamodule(data=None, batch_size: int = 8, resumable: bool = False):
+    """``resumable``: the training batches from musicfw's resumable loader (exact resume,
+    musicfw/engine/resume.py) instead of torch's shuffling DataLoader."""
     import pytorch_lightning as pl
 
     data = data if data is not None else make_data()
@@ -59,6 +61,10 @@ def make_datamodule(data=None, batch_size: int = 8):
 
         def _loader(self, split, shuffle=False):
             rows = [{"tokens": x, "mask": torch.ones(len(x), dtype=torch.bool)} for x in data[split]]
+            if shuffle and resumable:
+                from musicfw.engine.resume import ResumableLoader, ShuffledSampler
+
+                return ResumableLoader(rows, batch_size=batch_size, sampler=ShuffledSampler(len(rows), seed=0))
             gen = torch.Generator().manual_seed(0)
             return torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=shuffle, generator=gen)
 
@@ -173,26 +179,31 @@ def die_at(step):
     if step == 10:  # mid-epoch 1 (6 batches per epoch); last.ckpt was written at step 8
         os.kill(os.getpid(), signal.SIGKILL)
 model.on_train_step = die_at
-fit(model, make_datamodule(), make_config("csv", max_epochs=4), {run!r})
+fit(model, make_datamodule(resumable=True), make_config("csv", max_epochs=4), {run!r})
 """
 
 
-def test_resume_continues_from_the_last_checkpoint_after_a_kill(tmp_path):
-    script = KILLED_RUN.format(tests=str(REPO / "tests"), run=str(tmp_path))
+def test_resume_continues_from_the_last_checkpoint_after_a_kill(tmp_path, recwarn):
+    run = tmp_path / "killed"
+    script = KILLED_RUN.format(tests=str(REPO / "tests"), run=str(run))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]  # killed, nothing saved on the way out
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 8 and ckpt["epoch"] == 1
 
     seen: list[int] = []
     model = small_lstm(seed=5)  # different init: resuming must restore the weights
     model.on_train_step = seen.append
-    metrics = fit(model, make_datamodule(), make_config("csv", max_epochs=4), tmp_path, resume=True)
+    metrics = fit(model, make_datamodule(resumable=True), make_config("csv", max_epochs=4), run, resume=True)
     assert seen[0] == 8  # continued where the checkpoint left off, mid-epoch
     assert metrics["global_step"] == 24 and metrics["epochs"] == 4
     assert metrics["val_nll"] < 1.6
-    steps = [r["step"] for r in read_history(tmp_path) if "train/loss" in r]
+    steps = [r["step"] for r in read_history(run) if "train/loss" in r]
     assert steps == sorted(steps)
+    # exact: the run that was never killed ends with the same digits, and nothing warned
+    whole = fit(small_lstm(), make_datamodule(resumable=True), make_config("none", max_epochs=4), tmp_path / "whole")
+    assert (metrics["val_nll"], metrics["test_nll"]) == (whole["val_nll"], whole["test_nll"])
+    assert not [str(w.message) for w in recwarn if "resumable" in str(w.message) or "data-loader" in str(w.message)]
 
 
 def _csv_steps(run):
@@ -204,10 +215,10 @@ def _csv_steps(run):
 
 def test_resume_keeps_the_csv_rows_written_before(tmp_path):
     """Lightning's CSV writer deletes metrics.csv when it starts; a resumed run appends."""
-    fit(small_lstm(), make_datamodule(), make_config("csv", max_epochs=2), tmp_path)
+    fit(small_lstm(), make_datamodule(resumable=True), make_config("csv", max_epochs=2), tmp_path)
     before = _csv_steps(tmp_path)
     assert before and before[-1] <= 12
-    fit(small_lstm(), make_datamodule(), make_config("csv", max_epochs=4), tmp_path, resume=True)
+    fit(small_lstm(), make_datamodule(resumable=True), make_config("csv", max_epochs=4), tmp_path, resume=True)
     after = _csv_steps(tmp_path)
     assert after[: len(before)] == before and after[-1] > 12
 

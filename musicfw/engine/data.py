@@ -46,7 +46,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from musicfw.core.dataset import (
     SPLITS,
@@ -60,6 +60,7 @@ from musicfw.core.dataset import (
 from musicfw.music.augment import Augmenter
 from musicfw.core.errors import DataError
 from musicfw.engine.integrity import sha256_file
+from musicfw.engine.resume import ReplayableSampler, ResumableLoader
 from musicfw.core.version import musicfw_version
 from musicfw.engine.encoding import MULTIHOT, dataset_fingerprint, encode_piece, tokenizer_fingerprint
 from musicfw.music.limits import current as current_limits
@@ -227,27 +228,25 @@ def _window_start(length: int, seq_len: int, align: int, rng: np.random.Generato
     return align * int(rng.integers((length - seq_len) // align + 1))
 
 
-class WindowSampler(Sampler):
+class WindowSampler(ReplayableSampler):
     """Yields ``(train piece index, sample seed)``: a fresh draw every epoch, made in the main
-    process so that results do not depend on the number of loader workers."""
+    process so that results do not depend on the number of loader workers; resumable
+    (:mod:`musicfw.engine.resume`)."""
+
+    salt = 0x6D66
 
     def __init__(self, weights: np.ndarray, n: int, seed: int):
+        super().__init__(seed)
         self.p = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
-        self.n, self.seed = int(n), int(seed)
-        self.epoch, self._iters = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._iters = int(epoch), 0
+        self.n = int(n)
 
     def __len__(self) -> int:
         return self.n
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch, self._iters, 0x6D66])
-        self._iters += 1
+    def draw(self, rng: np.random.Generator) -> Iterator[tuple[int, int]]:
         pieces = rng.choice(len(self.p), size=self.n, p=self.p)
         seeds = rng.integers(0, 2**62, size=self.n)
-        return iter(zip(pieces.tolist(), seeds.tolist()))
+        return zip(pieces.tolist(), seeds.tolist())
 
 
 class TrainWindows(Dataset):
@@ -539,7 +538,8 @@ class MusicDataModule(pl.LightningDataModule):
             self._train_sampler = WindowSampler(weights, int(weights.sum()), self.seed)
         from musicfw.engine.distributed import shard_sampler
 
-        return DataLoader(
+        # its place in the epoch and the random state go into the checkpoints (exact resume)
+        return ResumableLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=shard_sampler(self._train_sampler),  # this process's share under DDP
@@ -559,7 +559,14 @@ class MusicDataModule(pl.LightningDataModule):
 
         # under DDP each process gets its own batches, none repeated (the NLL sums are exact)
         dataset, sampler = eval_share(batches)
-        return DataLoader(dataset, batch_size=None, shuffle=False, sampler=sampler, **self._loader_kwargs())
+        # A worker pool draws its base seed from torch's global generator when it starts; an
+        # evaluation pool starts once per process, so a resumed run's would draw where the
+        # uninterrupted run's did not (exact resume, musicfw/engine/resume.py).  Evaluation uses
+        # no worker randomness: its own generator.  (Without workers nothing changes.)
+        generator = torch.Generator() if self.num_workers > 0 else None
+        return DataLoader(
+            dataset, batch_size=None, shuffle=False, sampler=sampler, generator=generator, **self._loader_kwargs()
+        )
 
     def train_pieces_dataloader(self) -> DataLoader:
         """The whole training pieces, unaugmented, every position scored (count-based models

@@ -152,12 +152,24 @@ def _sampler_classes() -> tuple[type, type]:
             self.num_samples = math.ceil(len(sampler) / self.num_replicas)
             self.total_size = self.num_samples * self.num_replicas
             self.shuffle, self.drop_last = False, False
+            self._skip = 0
+
+        @property
+        def order(self) -> tuple[int, int]:
+            return self.sampler.order
+
+        def replay(self, epoch: int, iteration: int, skip: int) -> None:
+            """Exact resume (musicfw/engine/resume.py): the wrapped sampler's order of
+            ``(epoch, iteration)``, this rank's share from its item ``skip`` on."""
+            self.sampler.replay(epoch, iteration, 0)
+            self._skip = max(int(skip), 0)
 
         def __iter__(self) -> Iterator[Any]:
             items = list(self.sampler)
             if items and len(items) < self.total_size:
                 items += (items * math.ceil(self.total_size / len(items)))[: self.total_size - len(items)]
-            return iter(items[self.rank : self.total_size : self.num_replicas])
+            skip, self._skip = self._skip, 0
+            return iter(items[self.rank : self.total_size : self.num_replicas][skip:])
 
         def __len__(self) -> int:
             return self.num_samples

@@ -45,6 +45,7 @@ class MusicLightningModule(pl.LightningModule):
         self._sums: dict[str, list] = {}
         self.train_time_s = 0.0  # accumulated over resumed runs
         self._t0: float | None = None
+        self._loader_states: list = []  # from the checkpoint resumed from (exact resume)
 
     # -- training --------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -141,6 +142,11 @@ class MusicLightningModule(pl.LightningModule):
     # -- wall-clock training time survives resumes -----------------------------------
     def on_train_start(self) -> None:
         self._t0 = time.perf_counter()
+        if self._loader_states:
+            from musicfw.engine.resume import resume_loaders
+
+            resume_loaders(self.trainer, self._loader_states)
+            self._loader_states = []
 
     def _elapsed(self) -> float:
         return self.train_time_s + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
@@ -150,6 +156,20 @@ class MusicLightningModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.train_time_s = float(checkpoint.get("musicfw", {}).get("train_time_s", 0.0))
+        from musicfw.engine.resume import loader_state_in
+
+        # exact resume (musicfw/engine/resume.py): the loaders get their states when training starts
+        self._loader_states = loader_state_in(checkpoint)
+        if not self._loader_states:
+            import warnings
+
+            warnings.warn(
+                f"resume: the checkpoint (step {checkpoint.get('global_step', '?')}) holds no data-loader "
+                "place or random state (it was written by a musicfw before exact resume, or with a data "
+                "loader that is not resumable): training continues from it, but with other batches and "
+                "random numbers than the uninterrupted run, so the results will differ from it slightly.",
+                stacklevel=2,
+            )
 
 def write_checksum(path: Path) -> Path:
     """``<checkpoint>.sha256`` next to a checkpoint: loading verifies it (a flipped bit is an

@@ -575,6 +575,9 @@ def check_resumable(model: Any, path: str | Path) -> None:
             "it is a weights-only or foreign file. Delete it to resume from another checkpoint, or "
             "start the run again without --resume."
         )
+    from musicfw.engine.resume import check_loader_states
+
+    check_loader_states(state, path)  # exact resume's loader place and random state
 
 
 def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
