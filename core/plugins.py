@@ -39,6 +39,7 @@ DEFAULT_PLUGINS = (
     "musicfw.plugins.datasets",
     "musicfw.plugins.metrics",
     "musicfw.plugins.listen",
+    "musicfw.plugins.harmonize",
     "musicfw.plugins.loggers",
     "musicfw.plugins.report",
     "musicfw.plugins.export",
