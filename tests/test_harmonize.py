@@ -326,3 +326,38 @@ def test_cli_bad_input_is_exit_2_before_any_output(model_and_tok, tmp_path, monk
     assert "not trained to harmonise" in " ".join(capsys.readouterr().err.split())
     assert not (run / "samples").exists() and not (other / "samples").exists()
     assert hashlib.sha256(song.read_bytes()).hexdigest() == digest
+
+
+# -- limits and coverage ---------------------------------------------------------------------------
+
+def test_hostile_scores_are_refused_and_coverage_adds_up(shared_midi):
+    from musicfw.music.limits import MalformedPiece, PieceTooLarge
+    from musicfw.music.midiload import load_score
+
+    tok = Tracks()
+    gaps = _score([_track("Soprano", [(0, 1, 60), (2**30, 1, 62)])], tpq=1)
+    with pytest.raises(PieceTooLarge):
+        tok.encode(gaps)
+    bad = _score([_track("Soprano", [(0, 1, 60)])])
+    bad.ticks_per_quarter = 0
+    with pytest.raises(MalformedPiece):
+        tok.encode(bad)
+    # every note is represented, or dropped with a reason (voice dropout included)
+    files = sorted((shared_midi / "multitrack").glob("*.mid"))[:2] + sorted((shared_midi / "one_track").glob("*.mid"))[:1]
+    scores = [load_score(p)[0] for p in files] + [_chorale()]
+    for drop in (0.0, 1.0):
+        t = Tracks(Tracks.Config(drop_voices=drop))
+        for score in scores:
+            cov = t.coverage(score)
+            assert cov["notes"] == score.note_num() == cov["represented"] + cov["dropped"]
+            assert cov["dropped"] == sum(cov["reasons"].values())
+            assert t.count_notes(t.encode(score)) == cov["represented"]
+    assert Tracks(Tracks.Config(drop_voices=1.0)).coverage(_chorale())["dropped"] > 0
+
+
+def test_python_api(model_and_tok):
+    model, tok = model_and_tok
+    (out,) = musicfw.harmonize(model, _soprano_only(), tokenizer=tok, n=1, seed=0)
+    assert [t.name for t in out.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
+    with pytest.raises(ConfigError, match="needs its tokenizer"):
+        musicfw.harmonize(model, _soprano_only())

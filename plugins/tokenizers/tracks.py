@@ -452,13 +452,18 @@ class Tracks(Tokenizer):
 
     def coverage(self, score: Any, tokens: np.ndarray | None = None) -> dict[str, Any]:
         """Notes the layout cannot represent: drum tracks, tracks that are no voice, pitches out
-        of range; altered: durations clipped to ``max_duration_quarters``."""
+        of range, voices ``drop_voices`` leaves out of this piece; altered: durations clipped to
+        ``max_duration_quarters``."""
         from ._common import Coverage
 
         c = self.config
         cov = Coverage(score)
         s = cov.score
         tpq = int(s.ticks_per_quarter)
+        kept = set(self.voices)
+        if c.order == "shuffled":
+            parts = self.parts(s)
+            kept = set(self._draw(parts, 0)[0]) if parts else kept
         for t, v in zip(s.tracks, self.track_voices(s)):
             n = len(t.notes)
             if not n:
@@ -468,6 +473,9 @@ class Tracks(Tokenizer):
                 continue
             if v is None:
                 cov.lose(n, f"track not a voice (tracks named {', '.join(self.voices)}; tokenizer.voices)")
+                continue
+            if v not in kept:
+                cov.lose(n, "voice left out of this piece's encoding (drop_voices, a training augmentation)")
                 continue
             a = t.notes.numpy()
             out = (a["pitch"] < c.min_pitch) | (a["pitch"] > c.max_pitch)
