@@ -76,8 +76,8 @@ def _notes(track: Track) -> dict:
 
 def test_layout_round_trips_every_voice_in_fixed_and_shuffled_order():
     score = _chorale()
-    for order in ("fixed", "shuffled"):
-        tok = Tracks(Tracks.Config(order=order, drop_voices=0.0, segment_bars=2))
+    for order, positions in (("fixed", "needed"), ("shuffled", "needed"), ("fixed", "every")):
+        tok = Tracks(Tracks.Config(order=order, drop_voices=0.0, segment_bars=2, positions=positions))
         ids = tok.encode(score)
         parts = tok.parts(score)
         decoded, lens, invalid = tok.decode_voices(ids)
@@ -152,9 +152,11 @@ def _soprano_only() -> Score:
     return out
 
 
-@pytest.mark.parametrize("given,write", [(None, ["alto", "tenor", "bass"]), ("alto,tenor,bass", ["soprano"])])
-def test_given_voices_come_back_unchanged_and_written_voices_are_complete(given, write):
-    tok = Tracks(Tracks.Config(min_pitch=28, max_pitch=88))
+@pytest.mark.parametrize("given,write,positions", [(None, ["alto", "tenor", "bass"], "needed"),
+                                                   ("alto,tenor,bass", ["soprano"], "needed"),
+                                                   (None, ["alto", "tenor", "bass"], "every")])
+def test_given_voices_come_back_unchanged_and_written_voices_are_complete(given, write, positions):
+    tok = Tracks(Tracks.Config(min_pitch=28, max_pitch=88, positions=positions, segment_bars=1 if positions == "every" else 2))
     model = _tiny_model(tok)
     full = _chorale()
     if given is None:
@@ -199,6 +201,34 @@ def test_writing_one_voice_under_one(tmp_path):
     (out,) = harmonize(model, tok, str(path), voices="bass", n=1, seed=0)
     assert [t.name for t in out.tracks][-1] == "Bass" and len(out.tracks) == 2
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_writing_grammar_states():
+    from musicfw.plugins.harmonize.harmonize import _Writer
+
+    for positions in ("needed", "every"):
+        tok = Tracks(Tracks.Config(positions=positions))
+        ids = {n: i for i, n in enumerate(tok.vocab)}
+        w = _Writer(tok, [16, 12])
+        allowed = lambda: {tok.vocab[i] for i in np.flatnonzero(w.mask())}  # noqa: E731
+        assert allowed() == {"Bar"}
+        w.update(ids["Bar"])
+        first = allowed()
+        assert ("Pitch_60" in first) == (positions == "needed")  # a note at the cursor needs no Pos
+        assert ("Pos_0" in first) == (positions == "every") and "Pos_15" in first and "Pos_16" not in first
+        assert "TrackEnd" not in first and "Bar" in first
+        w.update(ids["Pos_14"])
+        assert allowed() == {f"Pitch_{p}" for p in range(21, 109)}
+        w.update(ids["Pitch_60"])
+        assert allowed() == {f"Dur_{d}" for d in range(1, 15)}  # no note past the segment's 28 positions
+        w.update(ids["Dur_4"])  # the note runs 2 positions into bar 2
+        after = allowed()
+        assert "Pos_15" not in after and "Bar" in after and "TrackEnd" not in after
+        w.update(ids["Bar"])
+        second = allowed()
+        assert "Pos_1" not in second and ("Pos_2" in second) == (positions == "every")
+        assert "Pos_3" in second and "Pos_11" in second and "Pos_12" not in second
+        assert "TrackEnd" in second and "Bar" not in second
 
 
 # -- parallel fifths and octaves -------------------------------------------------------------------

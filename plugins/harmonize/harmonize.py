@@ -214,9 +214,11 @@ class _Writer:
             return m
         length = self.lens[self.bar]
         here = self.cursor - self.bar_start
+        every = t.config.positions == "every"
         if here < length:
-            m[f[PITCH]: f[PITCH] + t.config.max_pitch - t.config.min_pitch + 1] = True
-            lo = max(here + 1, 0)
+            if not every:  # a note at the cursor needs no Pos (encode writes none)
+                m[f[PITCH]: f[PITCH] + t.config.max_pitch - t.config.min_pitch + 1] = True
+            lo = max(here if every else here + 1, 0)
             if lo < length:
                 m[f[POS] + lo: f[POS] + length] = True
         if self.bar + 1 < len(self.lens):

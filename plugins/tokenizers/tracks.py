@@ -67,6 +67,12 @@ class TracksConfig:
         "voice order inside a segment: shuffled (drawn from a hash of the piece, so any voices can be "
         "written given the others) or fixed (the voices order: only later voices given earlier ones)",
     )
+    positions: str = choice(
+        "needed", ("needed", "every"),
+        "Pos tokens: needed (only before a note that does not start where the voice's previous note "
+        "ended) or every (before every note: each note says where it is in its bar, which lines the "
+        "voices up for the model at about one more token per note)",
+    )
     drop_voices: float = bounded(0.3, ge=0.0, le=1.0, help="shuffled: share of pieces encoded with a random subset of their voices")
     velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded notes")
 
@@ -289,7 +295,7 @@ class Tracks(Tokenizer):
             in_bar = on - bar_starts[bar]
             # a note whose position the bar cannot name (beyond a bar longer than max_bar_quarters:
             # bar_grid never makes one) would be unrepresentable; positions are always < bar_len
-            need = (on != cursor) | (in_bar >= self.n_positions)
+            need = (on != cursor) | (in_bar >= self.n_positions) | (self.config.positions == "every")
             tkey = on * 4 + 1
             add(seg[need], rank[need], tkey[need], idx[need], 0, self.first[POS] + np.minimum(in_bar[need], self.n_positions - 1))
             add(seg, rank, tkey, idx, 1, self.first[PITCH] + pi - self.config.min_pitch)
