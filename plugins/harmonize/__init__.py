@@ -112,7 +112,8 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
     record = {"source": source, "input": str(args.file), "given": given, "written": write, "n": args.n,
               "seed": seed, "sampler": repr(sampler), "files": files}
     (out_dir / "harmonize.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {len(files)} harmonisations ({', '.join(write)} under {', '.join(given)}) to {out_dir}")
+    print(f"wrote {len(files)} harmonisation{'s' if len(files) != 1 else ''} ({', '.join(write)} under "
+          f"{', '.join(given)}) to {out_dir}")
     return 0
 
 
