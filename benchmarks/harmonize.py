@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="experiment override (training)")
     ap.add_argument("--output-dir", default=str(ROOT / "runs"), help="where a new run goes")
     ap.add_argument("--seed", type=int, default=0, help="harmonisation seed (piece i draws with seed + i)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="harmonise with temperature T then top-p 0.95 (default: the run's sampler)")
     ap.add_argument("--max-pieces", type=int, default=None, help="use the first N test chorales only")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -178,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     record["nll"] = nll_conditions(model, tok, test)
     record["nll_cpu_s"] = cpu_seconds() - c0
 
-    sampler = build_sampler_chain(config.sampler, registries=reg)
+    section = config.sampler if args.temperature is None else [
+        {"name": "temperature", "temperature": args.temperature}, {"name": "top_p", "p": 0.95}]
+    sampler = build_sampler_chain(section, registries=reg)
+    record["sampler"] = repr(sampler)
     real = [four_voices(p.score, tok) for p in test]
     generated, mismatched = [], []
     c0, t0 = cpu_seconds(), time.perf_counter()
