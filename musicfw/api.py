@@ -157,3 +157,53 @@ def infill(
     if sampler is None or isinstance(sampler, (dict, list, tuple, DictConfig)):
         sampler = build_sampler_chain(sampler if sampler is not None else section, registries=registries)
     return _infill(model, tokenizer, song, bars, sampler=sampler, n=n, seed=seed, max_tokens=max_tokens, out_dir=out_dir)
+
+
+def harmonize(
+    source: Any,
+    piece: Any,
+    *,
+    tokenizer: Any = None,
+    voices: Any = None,
+    given: Any = None,
+    n: int = 4,
+    seed: int = 0,
+    sampler: Any = None,
+    checkpoint: str = "auto",
+    batch_size: int = 8,
+) -> list:
+    """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times
+    with a model trained on the ``tracks`` tokenizer; returns the Scores (the input with the
+    written voices added; its own tracks unchanged).  ``source``: a run folder, a folder made
+    by ``musicfw export``, or a model (then pass its ``tokenizer``).  ``voices`` / ``given``:
+    as ``musicfw harmonize --voices / --given`` (default: soprano given, the rest written).
+    ``sampler``: a Sampler or chain (default: the run's or folder's sampler section; a model
+    passed in: temperature 1).  See docs/harmonize.md."""
+    from musicfw.plugins.harmonize.harmonize import harmonize as _harmonize
+
+    registries = get_registries()
+    if isinstance(source, (str, Path)):
+        from musicfw.engine.generation import build_sampler_chain
+
+        folder = Path(source)
+        if (folder / "config.yaml").is_file():
+            from musicfw.engine.rundir import load_run_config
+            from musicfw.engine.training import load_model
+            from musicfw.plugins.harmonize import check_harmonizer_config
+
+            config = load_run_config(folder, registries=registries)
+            check_harmonizer_config(config, str(folder))
+            model, tokenizer = load_model(folder, which=checkpoint, registries=registries, config=config)
+        else:
+            from musicfw.engine.pretrained import generation_defaults, load_pretrained
+
+            config = generation_defaults(folder, registries)
+            model, tokenizer = load_pretrained(folder, registries=registries)
+        if sampler is None:
+            sampler = build_sampler_chain(config.sampler, registries=registries)
+    else:
+        model = source
+        if tokenizer is None:
+            raise ConfigError("harmonize: a model passed in needs its tokenizer (tokenizer=...).")
+    return _harmonize(model, tokenizer, piece, voices=voices, given=given, n=n, seed=seed, sampler=sampler,
+                      batch_size=batch_size, source=str(source) if isinstance(source, (str, Path)) else "the model")

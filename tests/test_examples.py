@@ -23,6 +23,7 @@ TINY = {
     "jsb_nade.yaml": ["train.seq_len=32", *TINY_LSTM, "model.nade_hidden=8"],
     "chords_remi.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_LSTM],
     "transformer_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
+    "harmonize_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
     "transformer_performance.yaml": ["data.max_files=3", "train.seq_len=64", "train.batch_size=2", *TINY_TRANSFORMER],
     "musicvae_melody_2bar.yaml": ["data.max_count=40", "train.batch_size=4", *TINY_VAE],
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],

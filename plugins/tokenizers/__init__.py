@@ -1,4 +1,5 @@
-"""Built-in tokenizers: remi, midi_like, pianoroll, melody, melody_chords, drums, and miditok (any MidiTok
+"""Built-in tokenizers: remi, midi_like, pianoroll, melody, melody_chords, drums, tracks (voices as
+MMM-style tracks, for harmonisation), and miditok (any MidiTok
 tokenizer; MidiTok is optional and imported only when that tokenizer is built).
 
 Registered through the ``musicfw_register_tokenizers`` hook; the modules are numpy-only and
@@ -17,6 +18,7 @@ def musicfw_register_tokenizers(registry):
     from .miditok_wrap import MidiTok
     from .pianoroll import PianoRoll
     from .remi import REMI
+    from .tracks import Tracks
 
-    for cls in (REMI, MIDILike, PianoRoll, Melody, MelodyChords, Drums, MidiTok):
+    for cls in (REMI, MIDILike, PianoRoll, Melody, MelodyChords, Drums, MidiTok, Tracks):
         registry.add(cls)

@@ -1,0 +1,235 @@
+"""Harmonisation of the Bach chorales, measured like Coconet's task (Huang et al. 2017).
+
+Trains (or reads, ``--run``) the model of examples/harmonize_chorales.yaml -- a Transformer on
+the ``tracks`` tokenizer, voices in a shuffled order -- and measures on the *test* split (the
+dataset's default split, by tune, the run's seed):
+
+* **held-out NLL of the alto, tenor and bass** (every token of their tracks, Track tokens
+  excluded: what harmonisation samples), summed over the test chorales and given per token and
+  per note, in three conditions, the same model and the same target tokens:
+
+  - ``given soprano``: each segment reads S, then A, T, B;
+  - ``soprano absent``: the chorale encoded without its soprano (A, T, B in each segment): the
+    unconditional NLL of the three lower voices (the model was trained with
+    ``drop_voices``, so three-voice pieces are in its training distribution);
+  - ``soprano after``: each segment reads A, T, B, then S (later segments see the earlier
+    segments' sopranos, so this is in between);
+
+* each test chorale's soprano **harmonised** once (``harmonize``, the run's sampler, seed
+  ``--seed + i``), and of those four-voice results against the real test chorales and against
+  a **mismatched** baseline (the real alto, tenor and bass of the next test chorale under this
+  soprano, cut to its length): the **chord-tone ratio** (``chord_tone_ratio`` of
+  musicfw/music/chords.py over REMI's recognised chords, 2-quarter segments, pooled over notes)
+  and the **parallel fifths and octaves** between any two voices per 100 voice-pair transitions
+  (musicfw/music/voiceleading.py).
+
+Usage::
+
+    python benchmarks/harmonize.py                      # trains examples/harmonize_chorales.yaml
+    python benchmarks/harmonize.py --run runs/harmonize_chorales-<stamp>
+    python benchmarks/harmonize.py --set train.max_steps=50 --max-pieces 5   # a smoke run
+
+Prints a table; ``--json PATH`` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ATB = ["alto", "tenor", "bass"]
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def train(overrides: list[str], output_dir: Path) -> tuple[Path, dict]:
+    import musicfw
+
+    config = musicfw.load_config(ROOT / "examples" / "harmonize_chorales.yaml",
+                                 [f"output_dir={output_dir}", "generate.n=1", *overrides])
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    result = musicfw.run(config)
+    return Path(result.run_dir), {"train_wall_s": time.perf_counter() - t0, "train_cpu_s": cpu_seconds() - c0}
+
+
+def nll_conditions(model, tok, pieces) -> dict:
+    import torch
+
+    from musicfw.engine.training import evaluate_nll
+
+    out = {}
+    conds = {
+        "given soprano": lambda parts: (parts, ["soprano", *ATB]),
+        "soprano absent": lambda parts: ({v: parts[v] for v in ATB}, ATB),
+        "soprano after": lambda parts: (parts, [*ATB, "soprano"]),
+    }
+    targets = None
+    for name, make in conds.items():
+        batches, n_targets, n_notes = [], 0, 0
+        for p in pieces:
+            parts = tok.parts(p.score)
+            last = max(int(x["onset"][-1]) for x in parts.values())
+            starts, lens = tok.grid(p.score, last)
+            use, order = make(parts)
+            ids = tok.encode_parts(use, starts, lens, order)
+            mask = tok.track_mask(ids, ATB)
+            n_targets += int(mask.sum())
+            n_notes += sum(len(parts[v]["onset"]) for v in ATB)
+            batches.append({"tokens": torch.as_tensor(ids)[None], "mask": torch.as_tensor(mask)[None]})
+        r = evaluate_nll(model, batches)
+        if targets is None:
+            targets = n_targets
+        assert n_targets == targets, "the conditions must score the same tokens"
+        out[name] = {"nll_per_token": r["nll_per_token"], "nll_per_note": r["nll_sum"] / n_notes,
+                     "tokens": n_targets, "notes": n_notes}
+    return out
+
+
+def four_voices(score, tok):
+    """The score's tracks that are voices (by name), as a Score of those tracks only."""
+    s = score.copy()
+    keep = [i for i, t in enumerate(s.tracks) if tok.voice_of_name(t.name) is not None]
+    for i in sorted(set(range(len(s.tracks))) - set(keep), reverse=True):
+        del s.tracks[i]
+    return s
+
+
+def style_numbers(scores) -> dict:
+    from musicfw.music.chords import recognise_score
+    from musicfw.music.voiceleading import score_parallels
+    from musicfw.plugins.metrics.chords import ratios_of
+
+    tracks = [recognise_score(s) for s in scores]
+    ctr = ratios_of(scores, tracks)
+    par = {"fifths": 0, "octaves": 0, "transitions": 0}
+    for s in scores:
+        for k, v in score_parallels(s).items():
+            par[k] += v
+    per = 100.0 / max(par["transitions"], 1)
+    return {
+        "chord_tone_ratio": ctr["chord_tone_ratio"],
+        "chord_tone_ratio_duration": ctr["chord_tone_ratio_duration"],
+        "parallel_fifths_per_100": par["fifths"] * per,
+        "parallel_octaves_per_100": par["octaves"] * per,
+        "parallel_fifths": par["fifths"],
+        "parallel_octaves": par["octaves"],
+        "transitions": par["transitions"],
+        "pieces": len(scores),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default=None, help="a trained run folder (default: train one now)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="experiment override (training)")
+    ap.add_argument("--output-dir", default=str(ROOT / "runs"), help="where a new run goes")
+    ap.add_argument("--seed", type=int, default=0, help="harmonisation seed (piece i draws with seed + i)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="harmonise with temperature T then top-p 0.95 (default: the run's sampler)")
+    ap.add_argument("--max-pieces", type=int, default=None, help="use the first N test chorales only")
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import musicfw
+    from musicfw.engine.generation import build_sampler_chain
+    from musicfw.engine.rundir import load_run_config
+    from musicfw.engine.training import load_model
+    from musicfw.plugins.harmonize.harmonize import harmonize
+
+    torch.set_num_threads(1)
+    record: dict = {"command": "python benchmarks/harmonize.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    if args.run:
+        run_dir = Path(args.run)
+    else:
+        run_dir, timing = train(args.set, Path(args.output_dir))
+        record.update(timing)
+    record["run"] = str(run_dir)
+    reg = musicfw.get_registries()
+    config = load_run_config(run_dir, registries=reg)
+    model, tok = load_model(run_dir, registries=reg, config=config)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file():
+        m = json.loads(metrics_path.read_text())
+        record["run_test_nll"] = m.get("test", {}).get("nll_per_token") if isinstance(m.get("test"), dict) else None
+    from musicfw.core.build import build_from_section
+
+    dataset = build_from_section("dataset", config.data, reg)
+    data = musicfw.load_data(dataset, seed=int(config.seed), progress=False)
+    test = data.pieces("test")
+    if args.max_pieces:
+        test = test[: args.max_pieces]
+    record["seed"] = int(config.seed)
+    record["harmonize_seed"] = args.seed
+    record["test_pieces"] = len(test)
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    record["nll"] = nll_conditions(model, tok, test)
+    record["nll_cpu_s"] = cpu_seconds() - c0
+
+    section = config.sampler if args.temperature is None else [
+        {"name": "temperature", "temperature": args.temperature}, {"name": "top_p", "p": 0.95}]
+    sampler = build_sampler_chain(section, registries=reg)
+    record["sampler"] = repr(sampler)
+    real = [four_voices(p.score, tok) for p in test]
+    generated, mismatched = [], []
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    for i, s in enumerate(real):
+        sop = s.copy()
+        for j in sorted(range(len(sop.tracks)), reverse=True):
+            if tok.voice_of_name(sop.tracks[j].name) != "soprano":
+                del sop.tracks[j]
+        (out,) = harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler)
+        generated.append(out)
+        other = real[(i + 1) % len(real)]
+        mix = sop.copy()
+        end = int(s.end())
+        for t in other.tracks:
+            if tok.voice_of_name(t.name) in ATB:
+                mix.tracks.append(t.copy())
+        mismatched.append(mix.clip(0, end, clip_end=True))
+    record["harmonize_cpu_s"] = cpu_seconds() - c0
+    record["harmonize_wall_s"] = time.perf_counter() - t0
+    record["style"] = {
+        "real test chorales": style_numbers(real),
+        "harmonised (given soprano)": style_numbers(generated),
+        "mismatched real voices": style_numbers(mismatched),
+    }
+
+    n = record["nll"]
+    g, u, a = n["given soprano"], n["soprano absent"], n["soprano after"]
+    print(f"run {run_dir}  (seed {record['seed']}, {len(test)} test chorales, split by tune)")
+    if "train_cpu_s" in record:
+        print(f"training: {record['train_cpu_s']:.0f} s CPU, {record['train_wall_s']:.0f} s wall")
+    print(f"\nheld-out NLL of alto+tenor+bass ({g['tokens']} tokens, {g['notes']} notes)")
+    print(f"  {'condition':<16} {'nats/token':>10} {'nats/note':>10} {'ratio':>7}")
+    for name, r in (("given soprano", g), ("soprano after", a), ("soprano absent", u)):
+        print(f"  {name:<16} {r['nll_per_token']:>10.4f} {r['nll_per_note']:>10.3f} {r['nll_per_token'] / u['nll_per_token']:>7.3f}")
+    print("\nstyle (pooled over the pieces; parallels per 100 voice-pair transitions)")
+    print(f"  {'':<28} {'chord-tone':>10} {'(by dur.)':>10} {'5ths/100':>9} {'8ves/100':>9} {'5ths':>6} {'8ves':>6}")
+    for name, r in record["style"].items():
+        print(f"  {name:<28} {r['chord_tone_ratio']:>10.3f} {r['chord_tone_ratio_duration']:>10.3f} "
+              f"{r['parallel_fifths_per_100']:>9.2f} {r['parallel_octaves_per_100']:>9.2f} "
+              f"{r['parallel_fifths']:>6d} {r['parallel_octaves']:>6d}")
+    print(f"\nharmonising {len(test)} sopranos: {record['harmonize_cpu_s']:.0f} s CPU; NLL: {record['nll_cpu_s']:.0f} s CPU")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1, default=float) + "\n")
+    ok = math.isfinite(g["nll_per_token"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
