@@ -253,3 +253,17 @@ def test_generate_cli_controls(control_run, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "unknown control 'polyphony'; this model was trained with density, pitch_range" in bad.stderr.replace("\n", " ")
     assert not (tmp_path / "bad").exists()
+
+
+def test_controls_combine_with_a_chord_progression():
+    tok = controlled(use_chords=True, controls=["density"], control_bins={"density": BINS["density"]})
+    model = ToyGRU(tok.vocab_size, seed=2)
+    sampler = build_sampler_chain({"name": "temperature", "temperature": 1.0})
+    res = generate(model, tok, sampler, n=2, max_tokens=200, seed=3, chords="C G", controls="density=high")
+    for seq in res.tokens:
+        names = tok.token_names(seq)
+        bars = [i for i, n in enumerate(names) if n == "Bar"]
+        assert bars and all(names[i + 1] == "Density_3" for i in bars if i + 1 < len(names))
+        chords = [n for n in names if n.startswith("Chord_")]
+        assert chords and chords == ["Chord_C:maj", "Chord_G:maj"] * (len(chords) // 2) + ["Chord_C:maj"] * (len(chords) % 2)
+        assert violations(tok.grammar(1), seq) == [] and tok.count_invalid(seq) == 0
