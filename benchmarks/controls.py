@@ -108,6 +108,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--bars", type=int, default=8, help="bars per piece")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="keep the run folders in DIR (default: a temporary folder)")
+    ap.add_argument("--uncontrolled-run", default=None, metavar="RUN_DIR",
+                    help="measure this already trained uncontrolled run (same steps and seed) instead of training one; "
+                    "its plain REMI tokens do not depend on --levels")
     args = ap.parse_args(argv)
 
     import torch
@@ -130,18 +134,23 @@ def main(argv: list[str]) -> int:
     measure = musicfw.build_tokenizer("remi", controls=list(ATTRIBUTES), control_levels=args.levels, control_bins=bins)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        out = args.keep or tmp
         for label, section in tokenizers.items():
             t = time.perf_counter()
-            run = musicfw.run(experiment(section, args.steps, args.seed, tmp))
-            fit_s = time.perf_counter() - t
-            model, tok = load_model(run.run_dir)
+            if label == "uncontrolled" and args.uncontrolled_run:
+                run_dir, fit_s = Path(args.uncontrolled_run), None
+            else:
+                run_dir = musicfw.run(experiment(section, args.steps, args.seed, out)).run_dir
+                fit_s = time.perf_counter() - t
+            model, tok = load_model(run_dir)
             sampler = build_sampler_chain(experiment(section, 1, 0, tmp)["sampler"])
-            results[label] = {"train_seconds": fit_s}
+            results[label] = {"train_seconds": fit_s, "run": str(run_dir)}
             for a in ATTRIBUTES:
                 req, got = adherence(model, tok, sampler, a, args.levels, args.samples, args.bars, args.seed,
                                      force=label == "controlled", bins_tok=measure)
                 results[label][a] = scores(req, got)
-            print(f"{label}: trained and measured in {time.perf_counter() - t:.0f} s", flush=True)
+                print(f"  {label} {a}: {results[label][a]}", flush=True)
+            print(f"{label}: trained and measured in {time.perf_counter() - t:.0f} s ({run_dir})", flush=True)
 
     print()
     print(f"control adherence, {args.levels} levels, {args.samples} pieces x {args.bars} bars per level "

@@ -102,7 +102,8 @@ def test_default_remi_is_unchanged_and_controls_only_add_ids_at_the_end():
 def test_bins_default_fit_and_bad_bins():
     assert default_bins("density", 8) == pytest.approx(np.geomspace(2, 48, 7).tolist())
     assert fit_bins(np.arange(100), 4) == pytest.approx([24.75, 49.5, 74.25])
-    assert fit_bins(np.array([3, 3, 3, 3, 5]), 3) == [3.0, 4.0]  # ties: kept increasing
+    assert fit_bins(np.array([3, 3, 3, 3, 5]), 3) == [3.0, 5.0]  # ties: the next value the data holds
+    assert fit_bins(np.array([4.0] * 8 + [4.5, 6.0]), 4) == [4.0, 4.5, 6.0]
     with pytest.raises(ConfigError, match="control_bins.density must be 3 increasing"):
         controlled(control_bins={"density": [3, 2, 1]})
     with pytest.raises(ConfigError, match="not in tokenizer.controls"):

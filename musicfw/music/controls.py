@@ -69,19 +69,22 @@ def fit_bins(values: np.ndarray, levels: int) -> list[float]:
     """Quantile boundaries: ``levels - 1`` numbers that cut ``values`` (one per bar of the
     training data) into ``levels`` groups of about equal size.  A boundary equal to the one
     before it (many bars with the same value) is moved just above it, so boundaries always
-    increase (some levels may then be rare)."""
+    increase (some levels may then be rare or empty)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         raise ValueError("fit_bins: no values to fit boundaries to")
     q = np.quantile(values, np.arange(1, int(levels)) / int(levels))
-    # a bar with the boundary's value goes to the upper level; integer-valued attributes
-    # (density, pitch range) are cut between whole numbers
+    distinct = np.unique(values)
+    # a bar with the boundary's value goes to the upper level; a boundary tied with the one
+    # before it moves to the next value the data holds (the next whole number of notes for
+    # density), or 1 above when there is none
     out: list[float] = []
     for b in q.tolist():
         b = float(b)
         if out and b <= out[-1]:
-            b = out[-1] + 1e-6 if not float(out[-1]).is_integer() else out[-1] + 1.0
+            above = distinct[distinct > out[-1]]
+            b = float(above[0]) if len(above) else out[-1] + 1.0
         out.append(b)
     return out
 
