@@ -106,6 +106,8 @@ def test_bins_default_fit_and_bad_bins():
     assert fit_bins(np.array([4.0] * 8 + [4.5, 6.0]), 4) == [4.0, 4.5, 6.0]
     with pytest.raises(ConfigError, match="control_bins.density must be 3 increasing"):
         controlled(control_bins={"density": [3, 2, 1]})
+    with pytest.raises(ConfigError, match="must be a list of 3 increasing numbers"):
+        controlled(control_bins={"density": list(range(100))})
     with pytest.raises(ConfigError, match="not in tokenizer.controls"):
         musicfw.build_tokenizer("remi", controls=["density"], control_bins={"polyphony": [1, 2, 3, 4, 5, 6, 7]})
     with pytest.raises(ConfigError, match="controls"):

@@ -209,7 +209,17 @@ class REMI(Tokenizer):
         self.control_bins: dict[str, list[float]] = {}
         for a in ctrl:
             if a in given:
-                b = [float(x) for x in list(given[a])]
+                raw = given[a]
+                if not hasattr(raw, "__len__") or len(raw) != levels - 1:  # sized before anything is read from it
+                    raise ConfigError(
+                        f"remi: tokenizer.control_bins.{a} must be a list of {levels - 1} increasing numbers "
+                        f"(control_levels - 1), got {type(raw).__name__} of "
+                        f"{len(raw) if hasattr(raw, '__len__') else 'no'} items."
+                    )
+                try:
+                    b = [float(x) for x in list(raw)]
+                except (TypeError, ValueError):
+                    raise ConfigError(f"remi: tokenizer.control_bins.{a} must hold numbers, got {list(raw)!r}.") from None
                 if len(b) != levels - 1 or not np.all(np.isfinite(b)) or np.any(np.diff(b) <= 0):
                     raise ConfigError(
                         f"remi: tokenizer.control_bins.{a} must be {levels - 1} increasing finite numbers "
