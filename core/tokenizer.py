@@ -17,6 +17,10 @@ Optional parts of the contract, with their defaults here:
   progression given by the user (``generate.chords``, ``musicfw generate --chords``) into the
   token stream (default None: the tokenizer cannot be conditioned on chords); it raises
   ConfigError for a chord name it does not know;
+* ``controls_grammar(controls, grammar)``: ``grammar`` extended to force attribute controls
+  (``generate.controls``, ``musicfw generate --controls density=4``) after every bar (default
+  None: the tokenizer has no controls); it raises ConfigError for an attribute or a level the
+  tokenizer was not built with;
 * ``clock(batch_size)``: a :class:`musicfw.core.clock.Clock` that counts the bars and seconds
   of generated sequences, for ``generate.max_bars`` / ``max_seconds`` (default None: core
   decodes the sequences to measure them);
@@ -93,6 +97,11 @@ class Tokenizer(ABC):
     def chord_grammar(self, progression: "str | list[str]", batch_size: int) -> Any:
         """A Grammar over ``batch_size`` sequences that also places ``progression``'s chords
         (chord-conditioned generation), or None when this tokenizer has no chord tokens."""
+        return None
+
+    def controls_grammar(self, controls: Any, grammar: Any) -> Any:
+        """``grammar`` extended to force the attribute ``controls`` ({attribute: level}, or a
+        list of them bar by bar), or None when this tokenizer has no control tokens."""
         return None
 
     def clock(self, batch_size: int) -> Any:

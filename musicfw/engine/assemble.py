@@ -39,6 +39,8 @@ class Built:
     model: Any
     #: the ``generate.chords`` setting as a progression string or list (None: unconditioned)
     chords: Any = None
+    #: the ``generate.controls`` setting as a mapping or a list of them (None: not forced)
+    controls: Any = None
     #: the checkpoint ``init_from`` loaded into the model (None without ``init_from``)
     init_from: Path | None = None
 
@@ -51,7 +53,13 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
     from omegaconf import OmegaConf
 
     from musicfw.core.build import build_from_section
-    from musicfw.engine.generation import build_sampler_chain, check_chords, chords_setting
+    from musicfw.engine.generation import (
+        build_sampler_chain,
+        check_chords,
+        check_controls,
+        chords_setting,
+        controls_setting,
+    )
 
     if config.get("limits") is not None:
         from musicfw.music.limits import Limits, configure
@@ -63,6 +71,9 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
     chords = chords_setting(config.generate.chords)
     if chords is not None:  # an unknown chord name or a tokenizer without chords: before training
         check_chords(tokenizer, chords, bool(config.generate.constraints))
+    controls = controls_setting(config.generate.get("controls"))
+    if controls is not None:  # controls the tokenizer has no tokens for, levels out of range: before training
+        check_controls(tokenizer, controls, bool(config.generate.constraints))
 
     from musicfw.engine.infill import InfillTokenizer, check_infill_config, infill_section
 
@@ -92,7 +103,8 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
         value = config.generate.get(key)
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"Invalid config: generate.{key}: no such file {value!r}.")
-    return Built(tokenizer=tokenizer, sampler=sampler, model=model, chords=chords, init_from=used)
+    return Built(tokenizer=tokenizer, sampler=sampler, model=model, chords=chords, controls=controls,
+                 init_from=used)
 
 
 def seed_everything(seed: int) -> None:

@@ -126,6 +126,13 @@ class GenerateSection:
                   "repeats when the piece is longer; needs tokenizer remi with use_chords: true "
                   "(docs/tokenizers.md)"},
     )
+    controls: Any = field(
+        default=None,
+        metadata={"help": "attribute controls forced after every bar: \"density=4,pitch_range=high\" or "
+                  "{density: 4, pitch_range: high} (levels 0..control_levels-1 or low/mid/high), or a list, "
+                  "one per bar, repeated; unset attributes are sampled; needs tokenizer remi with controls "
+                  "(docs/tokenizers.md)"},
+    )
     constraints: bool = field(
         default=True, metadata={"help": "mask tokens the tokenizer's grammar forbids (remi, midi_like), so nothing is dropped"}
     )

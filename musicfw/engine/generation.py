@@ -27,6 +27,9 @@ finished sequence keeps none) while any sequence is still going, and ``cancel`` 
 with ``is_set()``, e.g. a ``threading.Event``) is checked before every step, the prompt's
 included: once it is set the loop stops and raises :class:`GenerationCancelled`, freeing its
 buffers at once.
+With ``controls`` (``"density=4,pitch_range=high"``, a mapping, or one per bar) the grammar is
+extended by ``Tokenizer.controls_grammar``: after every Bar of the continuation the requested
+attribute-control tokens are forced (REMI with ``controls``); attributes not given are sampled.
 """
 
 from __future__ import annotations
@@ -227,6 +230,40 @@ def check_chords(tokenizer: Any, chords: Any, constraints: bool) -> None:
         )
 
 
+def controls_setting(value: Any, where: str = "generate.controls") -> Any:
+    """``generate.controls`` / ``--controls`` as plain Python (None, one ``{attribute: level}``
+    mapping, or a list of them bar by bar); ConfigError for text that is not
+    ``attribute=level,...``."""
+    if value is None:
+        return None
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    from musicfw.music.controls import parse_controls
+
+    if isinstance(value, (ListConfig, DictConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    try:
+        return parse_controls(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_controls(tokenizer: Any, controls: Any, constraints: bool) -> None:
+    """Controls can be forced: ConfigError otherwise (before anything runs), naming the
+    attributes and levels the tokenizer allows."""
+    if not constraints:
+        raise ConfigError(
+            "generate.controls forces the control tokens by constrained decoding; it cannot be combined "
+            "with generate.constraints: false (--constraints off)."
+        )
+    grammar = tokenizer.grammar(1) if tokenizer.kind == "categorical" else None
+    if grammar is None or tokenizer.controls_grammar(controls, grammar) is None:
+        raise ConfigError(
+            f"generate.controls / --controls: the {tokenizer.name!r} tokenizer has no control tokens, so its "
+            "models cannot be given controls; use tokenizer remi with controls: [density, pitch_range, ...]."
+        )
+
+
 def _model_device(model: Any) -> Any:
     import torch
 
@@ -264,6 +301,7 @@ def generate(
     cancel: Any = None,
     on_tokens: Any = None,
     prefill: bool = False,
+    controls: Any = None,
 ) -> GenerationResult:
     """Sample ``n`` sequences from ``model`` in batches of ``batch_size``.
 
@@ -283,6 +321,10 @@ def generate(
     names) placed into every sequence by constrained decoding, from the first bar of the
     continuation on (it repeats when the piece is longer); needs ``constraints`` and a
     tokenizer with ``chord_grammar`` (REMI with ``use_chords``).
+    ``controls``: attribute controls forced after every bar of the continuation
+    (``"density=4,pitch_range=high"``, ``{"density": 4}``, or a list of them bar by bar,
+    repeated when the piece is longer; levels by number or low/mid/high); needs
+    ``constraints`` and a tokenizer with ``controls_grammar`` (REMI with ``controls``).
     ``sink``: optional callable ``sink(score, tokens, reason)`` given each sample as its batch
     finishes; the result then keeps no tokens or scores (memory flat in ``n``), only the
     statistics.  ``step_progress``: optional callable ``step_progress(samples_done, n, step,
@@ -320,6 +362,9 @@ def generate(
         )
     if chords is not None:
         check_chords(tokenizer, chords, constraints)
+    if controls is not None:
+        controls = controls_setting(controls)
+        check_controls(tokenizer, controls, constraints)
     prompt_tokens = _load_prompt(prompt, tokenizer) if prompt is not None else None
     if prompt_tokens is not None and model.max_context is not None and len(prompt_tokens) > model.max_context:
         raise ConfigError(
@@ -362,7 +407,7 @@ def generate(
                 seqs, why, used_grammar = _generate_batch(
                     model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
                     prompt_tokens, constraints, end_token, generator, device, chords, tick,
-                    cancel, on_tokens, prefill,
+                    cancel, on_tokens, prefill, controls,
                 )
                 constrained = constrained or used_grammar
                 t_dec = time.perf_counter()
@@ -447,6 +492,7 @@ def _generate_batch(
     cancel: Any = None,
     on_tokens: Any = None,
     prefill: bool = False,
+    controls: Any = None,
 ) -> tuple[list[np.ndarray], list[str], bool]:
     import torch
 
@@ -456,6 +502,8 @@ def _generate_batch(
         grammar = tokenizer.chord_grammar(chords, B)
     else:
         grammar = grammar_for(tokenizer, B) if constraints and kind == "categorical" else None
+    if controls is not None and grammar is not None:
+        grammar = tokenizer.controls_grammar(controls, grammar)
     clock = clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
 
     state = model.init_state(B, device=device)

@@ -190,6 +190,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             constraints=gen.constraints,
             seed=int(config.seed),
             chords=built.chords,
+            controls=built.controls,
             progress=generating,
         )
         generating.close()
@@ -304,14 +305,14 @@ def _record_generation(
     import json
 
     from musicfw.engine.budget import stop_summary
-    from musicfw.engine.generation import chords_setting
+    from musicfw.engine.generation import chords_setting, controls_setting
 
     progress.say(f"      max_tokens {max_tokens} ({budget_how}); "
                  + stop_summary(generated.stop_reasons, gen.max_bars, gen.max_seconds, max_tokens))
     record = {
         "settings": {"n": int(gen.n), "max_tokens": max_tokens, "max_tokens_from": budget_how,
                      "max_bars": gen.max_bars, "max_seconds": gen.max_seconds, "seed": seed,
-                     "chords": chords_setting(gen.chords)},
+                     "chords": chords_setting(gen.chords), "controls": controls_setting(gen.get("controls"))},
         "stop_reasons": list(generated.stop_reasons),
         "stats": generated.stats,
     }

@@ -12,6 +12,8 @@ Vocabulary, in id order (sizes with the default config in brackets)::
     TimeSig_<n>/<d>  supported time signatures (use_time_signatures)                   [60]
     Chord_<root>:<quality>, Chord_N.C.    rule-based chord per segment (use_chords)   [61]
     Program_<p>      0..127, Program_Drums (use_programs)                              [129]
+    Density_<l>, Polyphony_<l>, PitchRange_<l>, MeanDuration_<l>
+                     l = 0..control_levels-1: attribute controls after each Bar (controls)  [0]
 
 A note is the triplet Pitch, Velocity, Duration at the current Bar + Position.  The
 exact quantization and the decoding rules are in docs/tokenizers.md, and so are the chord
@@ -20,17 +22,26 @@ chord-conditioned generation (:meth:`REMI.chord_grammar`: a given progression's 
 placed by constrained decoding).  Decode writes each Chord token as a ``Chord_<name>`` marker.
 The chord vocabulary and the recogniser are the music library's (:mod:`musicfw.music.chords`);
 so are the bar grid and the rounding to positions (:mod:`musicfw.music.grid`).
+
+Attribute controls (``controls: [density, polyphony, pitch_range, duration]``, off by default):
+each bar's measured attributes (:mod:`musicfw.music.controls`), one token per attribute in the
+order given, right after the bar's ``Bar`` token (before its TimeSig), so a bar's controls
+travel with it.  At generation they are forced (:meth:`REMI.controls_grammar`) or left to the
+model.  Their ids come after every other id, so a vocabulary without controls is unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict, List
 
 import numpy as np
 
 from musicfw.core.params import bounded, choice
 from musicfw.core.tokenizer import Tokenizer
+from musicfw.music.controls import ATTRIBUTES as CONTROL_ATTRIBUTES
+from musicfw.music.controls import TOKEN_TYPES as CONTROL_TYPES
+from musicfw.music.controls import bar_attributes, default_bins, quantise
 from musicfw.music.chords import (
     CHORD_MARKER_PREFIX,
     CHORD_QUALITIES,
@@ -57,7 +68,11 @@ from ._common import (
 )
 
 BAR, POSITION, PITCH, VELOCITY, DURATION, TEMPO, TIMESIG, CHORD, PROGRAM = range(9)
-TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program")
+#: the control token types come after these, one code per attribute (CONTROL + index in ATTRIBUTES)
+CONTROL = 9
+TYPE_NAMES = ("Bar", "Position", "Pitch", "Velocity", "Duration", "Tempo", "TimeSig", "Chord", "Program") + tuple(
+    CONTROL_TYPES[a] for a in CONTROL_ATTRIBUTES
+)
 
 
 def _spread(value, shape: tuple) -> np.ndarray:
@@ -92,6 +107,17 @@ class REMIConfig:
     use_programs: bool = field(
         default=False,
         metadata={"help": "Program tokens (multitrack, drums included); otherwise pitched tracks are merged and drums dropped"},
+    )
+    controls: List[str] = field(
+        default_factory=list,
+        metadata={"choices": CONTROL_ATTRIBUTES, "help": "attribute controls written after each Bar, in this order: "
+                  "density, polyphony, pitch_range, duration (docs/tokenizers.md); empty: none"},
+    )
+    control_levels: int = bounded(8, ge=2, le=32, help="levels per control (tokens <Type>_0 .. _<levels-1>)")
+    control_bins: Dict[str, List[float]] = field(
+        default_factory=dict,
+        metadata={"help": "per control, control_levels-1 increasing boundaries (e.g. quantiles of the training "
+                  "bars: musicfw.music.controls.fit_bins); a control not given uses the fixed default bins"},
     )
 
 
@@ -157,6 +183,65 @@ class REMI(Tokenizer):
         # local index of each id inside its type (for tempo/time-signature lookup)
         self._local = np.arange(len(types)) - np.array([self._first[t] for t in types])
         self.tpq = 480 if 480 % res == 0 else res * 120
+        self._init_controls(names, types, values)
+
+    def _init_controls(self, names: list, types: list, values: list) -> None:
+        """Control tokens (``controls``): appended after every other id."""
+        from musicfw.core.errors import ConfigError
+
+        c = self.config
+        ctrl = [str(a) for a in c.controls]
+        if len(set(ctrl)) != len(ctrl):
+            raise ConfigError(f"remi: tokenizer.controls lists an attribute twice: {ctrl}.")
+        for a in ctrl:
+            if a not in CONTROL_ATTRIBUTES:
+                raise ConfigError(f"remi: tokenizer.controls: unknown attribute {a!r}; allowed: {', '.join(CONTROL_ATTRIBUTES)}.")
+        levels = int(c.control_levels)
+        given = dict(c.control_bins or {})
+        for a in given:
+            if a not in ctrl:
+                raise ConfigError(
+                    f"remi: tokenizer.control_bins has boundaries for {a!r}, which is not in tokenizer.controls ({ctrl})."
+                )
+        #: the attributes with control tokens, in stream order
+        self.controls: tuple[str, ...] = tuple(ctrl)
+        #: per attribute, its levels-1 boundaries
+        self.control_bins: dict[str, list[float]] = {}
+        for a in ctrl:
+            if a in given:
+                raw = given[a]
+                if not hasattr(raw, "__len__") or len(raw) != levels - 1:  # sized before anything is read from it
+                    raise ConfigError(
+                        f"remi: tokenizer.control_bins.{a} must be a list of {levels - 1} increasing numbers "
+                        f"(control_levels - 1), got {type(raw).__name__} of "
+                        f"{len(raw) if hasattr(raw, '__len__') else 'no'} items."
+                    )
+                try:
+                    b = [float(x) for x in list(raw)]
+                except (TypeError, ValueError):
+                    raise ConfigError(f"remi: tokenizer.control_bins.{a} must hold numbers, got {list(raw)!r}.") from None
+                if len(b) != levels - 1 or not np.all(np.isfinite(b)) or np.any(np.diff(b) <= 0):
+                    raise ConfigError(
+                        f"remi: tokenizer.control_bins.{a} must be {levels - 1} increasing finite numbers "
+                        f"(control_levels - 1), got {b[:40]}."
+                    )
+            else:
+                b = default_bins(a, levels)
+            self.control_bins[a] = b
+        #: per attribute (stream order), the ids of its levels 0..L-1
+        self.control_ids = np.zeros((len(ctrl), levels), dtype=np.int64)
+        start = len(names)
+        for i, a in enumerate(ctrl):
+            for lv in range(levels):
+                self.control_ids[i, lv] = len(names)
+                names.append(f"{CONTROL_TYPES[a]}_{lv}"); types.append(CONTROL + CONTROL_ATTRIBUTES.index(a))  # noqa: E702
+                values.append(lv)
+        if len(names) > start:
+            self.type_codes = np.array(types, dtype=np.int64)
+            self.token_types = np.array(TYPE_NAMES)[self.type_codes]
+            self.token_values = np.array(values, dtype=np.int64)
+            self._first = {code: int(np.flatnonzero(self.type_codes == code)[0]) for code in set(types)}
+            self._local = np.arange(len(types)) - np.array([self._first[t] for t in types])
 
     # -- vocabulary -------------------------------------------------------------------------
     @property
@@ -205,7 +290,12 @@ class REMI(Tokenizer):
 
         self._require_chords("chord-conditioned generation (generate.chords / --chords)")
         bars = parse_progression(progression, "the chord progression (generate.chords / --chords)")
-        return REMIChordGrammar(self, batch_size, [[self._first[CHORD] + c for c in bar] for bar in bars])
+        grammar = REMIChordGrammar(self, batch_size, [[self._first[CHORD] + c for c in bar] for bar in bars])
+        if self.controls:
+            from .remi_controls import ControlGrammar
+
+            grammar = ControlGrammar(grammar, self)
+        return grammar
 
     def recognise_chords(self, score: Any, every_segment: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The rule-based chord recogniser that writes REMI's Chord tokens, on its own:
@@ -226,6 +316,83 @@ class REMI(Tokenizer):
         tpq = int(score.ticks_per_quarter)
         ticks = (pos * tpq) // self.config.beat_resolution
         return ticks.astype(np.int64), chord.astype(np.int64)
+
+    # -- attribute controls ---------------------------------------------------------------------
+    def bar_levels(self, onset: np.ndarray, duration: np.ndarray, pitch: np.ndarray, bar_starts: np.ndarray,
+                   bar_len: np.ndarray) -> np.ndarray:
+        """Level of each control (columns in ``controls`` order) of each bar (rows), from
+        notes in positions (:func:`musicfw.music.controls.bar_attributes`, drums left out)."""
+        att = bar_attributes(onset, duration, pitch, bar_starts, bar_len)
+        out = np.zeros((len(bar_starts), len(self.controls)), dtype=np.int64)
+        for i, a in enumerate(self.controls):
+            out[:, i] = quantise(att[a], self.control_bins[a])
+        return out
+
+    def measure_controls(self, tokens: np.ndarray) -> dict[str, Any]:
+        """What a token sequence's bars are like: ``{"values": {attribute: [n_bars]},
+        "levels": {attribute: [n_bars]}, "tokens": {attribute: [n_bars]}}`` -- each attribute's
+        value measured from the decoded notes, its level under this tokenizer's boundaries
+        (every attribute, whether or not it has control tokens; default bins for those without),
+        and the level its control token states (-1 where the bar has none)."""
+        d = self._decode_arrays(tokens)
+        starts = d["bar_starts"]
+        lengths = self._ts_len[d["bar_slot"]]
+        pitched = d["program"] != DRUM_PROGRAM
+        att = bar_attributes(d["onset"][pitched], d["duration"][pitched], d["pitch"][pitched], starts, lengths)
+        levels = int(self.config.control_levels)
+        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        codes = self.type_codes[ids]
+        bar_id = np.maximum(np.cumsum(codes == BAR) - 1, 0)
+        stated = {}
+        for a in CONTROL_ATTRIBUTES:
+            col = np.full(len(starts), -1, dtype=np.int64)
+            hit = codes == CONTROL + CONTROL_ATTRIBUTES.index(a)
+            col[bar_id[hit]] = self.token_values[ids[hit]]
+            stated[a] = col
+        return {
+            "values": att,
+            "levels": {a: quantise(att[a], self.control_bins.get(a) or default_bins(a, levels)) for a in CONTROL_ATTRIBUTES},
+            "tokens": stated,
+        }
+
+    def control_plan(self, controls: Any, where: str = "generate.controls") -> np.ndarray:
+        """A controls setting (see :func:`musicfw.music.controls.parse_controls`: one mapping
+        ``{attribute: level}`` for every bar, or a list of them, bar by bar) as levels
+        ``[bars, len(controls)]`` (-1: left to the model).  ConfigError naming the allowed
+        attributes and levels for anything this tokenizer cannot force."""
+        from musicfw.core.errors import ConfigError
+        from musicfw.music.controls import parse_controls, resolve_attribute, resolve_level
+
+        try:
+            parsed = parse_controls(controls)
+            if not self.controls:
+                raise ValueError(
+                    f"{where}: this model's tokenizer has no control tokens (tokenizer.controls is empty), so "
+                    "it cannot be given controls; train with e.g. tokenizer.controls: [density, pitch_range]"
+                )
+            bars = parsed if isinstance(parsed, list) else [parsed]
+            plan = np.full((len(bars), len(self.controls)), -1, dtype=np.int64)
+            for b, bar in enumerate(bars):
+                for k, v in bar.items():
+                    a = resolve_attribute(k, self.controls, where)
+                    plan[b, self.controls.index(a)] = resolve_level(v, int(self.config.control_levels), f"{where}: {a}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return plan
+
+    def controls_grammar(self, controls: Any, grammar: Any) -> Any:
+        """``grammar`` (this tokenizer's grammar or chord grammar, over B sequences) with the
+        requested controls forced: after every Bar of the continuation, the requested level's
+        token of each attribute given; attributes not given are sampled by the model.  A
+        per-bar list repeats when the piece is longer.  ConfigError (see :meth:`control_plan`)
+        for a tokenizer without controls, an unknown attribute or a level out of range."""
+        from .remi_controls import ControlGrammar
+
+        plan = self.control_plan(controls)
+        if not isinstance(grammar, ControlGrammar):
+            grammar = ControlGrammar(grammar, self)
+        grammar.force(plan)
+        return grammar
 
     # -- quantization -------------------------------------------------------------------------
     def _positions(self, ticks: np.ndarray, tpq: int) -> np.ndarray:
@@ -299,7 +466,12 @@ class REMI(Tokenizer):
         """REMI's grammar: every constrained sequence decodes with no dropped token."""
         from .structure import REMIGrammar
 
-        return REMIGrammar(self, batch_size)
+        grammar = REMIGrammar(self, batch_size)
+        if self.controls:
+            from .remi_controls import ControlGrammar
+
+            grammar = ControlGrammar(grammar, self)
+        return grammar
 
     def clock(self, batch_size: int) -> Any:
         """Bars are Bar tokens; seconds follow the positions through the Tempo tokens."""
@@ -330,12 +502,19 @@ class REMI(Tokenizer):
             parts_tok.append(_spread(tok, time.shape))
 
         add(bar_starts, 0, 0, 0, np.zeros(nb, dtype=np.int64))
+        if self.controls:  # right after each Bar, before its TimeSig
+            pitched = q["program"] != DRUM_PROGRAM
+            levels = self.bar_levels(q["onset"][pitched], q["duration"][pitched], q["pitch"][pitched],
+                                     bar_starts, bar_len)
+            for i in range(len(self.controls)):
+                add(bar_starts, 0, 1 + i, 0, self.control_ids[i, levels[:, i]])
         if c.use_time_signatures:
             ts_change = np.ones(nb, dtype=bool)
             ts_change[1:] = bar_slot[1:] != bar_slot[:-1]
             # the implicit 4/4 slot exists only when 4/4 is not a TimeSig token (never by default)
             ts_change &= bar_slot < len(self.time_signatures)
-            add(bar_starts[ts_change], 0, 0, 1, self._first[TIMESIG] + bar_slot[ts_change])
+            add(bar_starts[ts_change], 0, 1 + len(self.controls) if self.controls else 0, 1,
+                self._first[TIMESIG] + bar_slot[ts_change])
         event_pos = [q["onset"]]
         if c.use_tempos:
             tpos, tbin = self._tempo_events(score, last_pos)

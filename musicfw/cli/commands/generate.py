@@ -56,6 +56,14 @@ class Generate(Command):
             "first bar), placed by constrained decoding and repeated when the piece is longer; 'none': "
             "unconditioned even if the run's config has generate.chords (REMI trained with use_chords)",
         )
+        p.add_argument(
+            "--controls",
+            default=None,
+            metavar='"density=4,pitch=high"',
+            help="attribute controls forced after every bar (attribute=level, levels 0..control_levels-1 or "
+            "low/mid/high; \"density=1 | density=6\": bar by bar, repeated); unset attributes are sampled; "
+            "'none': not forced even if the run's config has generate.controls (REMI trained with controls)",
+        )
         p.add_argument("--max-tokens", type=int, default=None, help="new tokens per sample at most")
         p.add_argument("--max-bars", type=int, default=None, help="stop after this many new bars")
         p.add_argument("--max-seconds", type=float, default=None, help="stop after this many new seconds")
@@ -169,7 +177,13 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
 
         raise DataError(f"Prompt file not found: {args.prompt}")
 
-    from musicfw.engine.generation import build_sampler_chain, chords_setting, generate
+    from musicfw.engine.generation import (
+        build_sampler_chain,
+        check_controls,
+        chords_setting,
+        controls_setting,
+        generate,
+    )
 
     try:
         if args.sampler:
@@ -207,6 +221,15 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     }
     if args.chords is not None:
         settings["chords"] = None if args.chords.strip().lower() == "none" else args.chords
+    settings["controls"] = controls_setting(gen.get("controls"))
+    if args.controls is not None:
+        settings["controls"] = (None if args.controls.strip().lower() == "none"
+                                else controls_setting(args.controls, "--controls"))
+    if settings["controls"] is not None:  # before the output folder exists
+        try:
+            check_controls(tokenizer, settings["controls"], settings["constraints"])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from --controls)" if args.controls else str(exc)) from None
     if args.seed is None:
         print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
     from musicfw.engine.budget import load_rates, stop_summary, token_budget
