@@ -27,6 +27,7 @@ from .api import (
     load_config,
     load_data,
     make_config,
+    pretrained_models,
     refresh_plugins,
     run,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "make_config",
+    "pretrained_models",
     "refresh_plugins",
     "run",
     "hookimpl",

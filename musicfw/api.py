@@ -111,3 +111,11 @@ def run(config: DictConfig | dict | str | Path, resume: str | Path | None = None
     if not isinstance(config, DictConfig):
         config = load_config(config)
     return run_experiment(config, resume=resume, registries=get_registries())
+
+
+def pretrained_models() -> list[dict[str, Any]]:
+    """The installed pretrained models (name, task, size, held-out metrics, licence, where from),
+    as ``musicfw models`` lists them; load one with ``load_pretrained(name)``."""
+    from musicfw.engine.zoo import describe
+
+    return describe()

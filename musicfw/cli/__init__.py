@@ -35,6 +35,7 @@ COMMANDS = (
     ("generate", "Generate"),
     ("evaluate", "Evaluate"),
     ("export", "Export"),
+    ("models", "Models"),
 )
 
 
