@@ -147,3 +147,15 @@ def test_the_commands_take_a_model_name(tmp_path, capsys):
         assert list(vae.glob("*.mid"))
     assert main(["generate", "--model", "no-such-model", "--n", "1"]) == 2
     assert "Unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_the_readme_opens_with_a_shipped_model_and_ci_installs_the_models():
+    readme = (REPO / "README.md").read_text()
+    first = readme.split("\n## ", 2)[1]
+    assert first.startswith("Music in seconds")
+    assert "pip install . ./models" in first and "musicfw generate --model chorales-lstm" in first
+    assert "chorales-lstm" in NAMES
+    assert '-e ".[test]" ./models' in (REPO / "scripts" / "test.sh").read_text()
+    table = readme.split("<!-- zoo table -->", 1)[1].split("<!-- /zoo table -->", 1)[0]
+    for name in NAMES:  # the README lists what is shipped (python scripts/train_zoo.py --readme-table)
+        assert f"`{name}`" in table

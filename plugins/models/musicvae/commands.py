@@ -33,7 +33,7 @@ def _run_arguments(p: argparse.ArgumentParser, out: str, length_help: str, seed_
     source.add_argument("--run", metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
     source.add_argument(
         "--model", metavar="NAME|PATH",
-        help="instead: an installed pretrained MusicVAE (musicfw models lists them, e.g. folk-2bar or drums-2bar) "
+        help="instead: an installed pretrained MusicVAE (musicfw models lists them, e.g. drums-2bar) "
         "or a folder made by musicfw export (an existing path wins over a name)",
     )
     p.add_argument("--length", type=int, default=None, help=length_help)
