@@ -213,7 +213,7 @@ def split_nll(model: Any, batches: list[dict[str, Any]]) -> float:
 def package(name: str, run: Path, runs: Path) -> None:
     import torch
 
-    from musicfw.engine import zoo
+    from musicfw.engine import finetune, zoo
     from musicfw.engine.pretrained import CONFIG, WEIGHTS, load_pretrained, read_weights
 
     spec = ZOO[name]
@@ -253,8 +253,8 @@ def package(name: str, run: Path, runs: Path) -> None:
     rows = min(CHECK_ROWS, int(first["tokens"].shape[0]))
     check = {k: (v[:rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == first["tokens"].shape[0] else v)
              for k, v in first.items()}
-    zoo.save_check(check, tmp / zoo.CHECK_FILE)
-    value = zoo.check_value(tmp)
+    finetune.save_check(check, tmp / finetune.CHECK_FILE)
+    value = finetune.check_value(tmp)
 
     metrics = json.loads((run / "metrics.json").read_text())
     info = {
@@ -270,7 +270,7 @@ def package(name: str, run: Path, runs: Path) -> None:
         },
         "metrics": summary_metrics(metrics),
         "precision": {"test_nll_per_token": nll, "tolerance": PRECISION_TOLERANCE, "shipped": shipped},
-        "check": {"file": zoo.CHECK_FILE, "rows": rows, "nll_per_token": value, "torch_seed": zoo.CHECK_SEED},
+        "check": {"file": finetune.CHECK_FILE, "rows": rows, "nll_per_token": value, "torch_seed": finetune.CHECK_SEED},
         "originality": originality_summary(metrics),
         "n_parameters": doc["weights"]["n_parameters"],
         "run": run.name,

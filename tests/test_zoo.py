@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO
 from musicfw.core.errors import ConfigError
-from musicfw.engine import zoo
+from musicfw.engine import finetune, zoo
 
 SOURCE = REPO / "models" / "musicfw_models"
 MANIFEST = json.loads((SOURCE / zoo.MANIFEST).read_text())
@@ -40,7 +40,7 @@ def test_each_shipped_model_loads_by_name_and_reproduces_its_card(name):
     entry = zoo.shipped()[name]
     zoo.verify(entry)  # every file against its sha256
     info = entry.info
-    value = zoo.check_value(name)
+    value = finetune.check_value(name)
     assert value == pytest.approx(info["check"]["nll_per_token"], rel=1e-6, abs=1e-6)
     card = (entry.path / "README.md").read_text()
     assert repr(info["check"]["nll_per_token"]) in card
