@@ -19,7 +19,7 @@ def init_from(model: Any, tokenizer: Any, source: str | Path) -> Path:
     ``model``; else a ConfigError (raised while the experiment is assembled, before any run
     folder exists) giving the sections to copy.  Returns the file the weights came from."""
     p = Path(source)
-    if p.is_dir() and (p / "config.yaml").is_file():  # a run folder
+    if p.is_dir() and not (p / "config.json").is_file():  # a run folder (or not a model at all: its errors)
         from musicfw.engine.training import init_from_run
 
         return init_from_run(model, tokenizer, p)
