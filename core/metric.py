@@ -49,6 +49,11 @@ class Metric:
     def from_config(cls, config: Any, **context: Any) -> "Metric":
         return cls(config)
 
+    def prepare(self, datamodule: Any) -> None:
+        """Called once before ``features``, with the run's data module (its splits), or None
+        when two MIDI folders are compared.  A metric that measures pieces against the
+        training split (``originality``) reads it here; the default does nothing."""
+
     def features(self, piece: Any) -> dict[str, Any]:  # pragma: no cover - contract
         raise TypeError(f"metric {self.name!r} (kind {self.kind!r}) has no features()")
 

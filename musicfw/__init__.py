@@ -29,6 +29,7 @@ from .api import (
     load_config,
     load_data,
     make_config,
+    pretrained_models,
     refresh_plugins,
     run,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "load_config",
     "load_pretrained",
     "make_config",
+    "pretrained_models",
     "refresh_plugins",
     "run",
     "hookimpl",

@@ -207,3 +207,9 @@ def harmonize(
             raise ConfigError("harmonize: a model passed in needs its tokenizer (tokenizer=...).")
     return _harmonize(model, tokenizer, piece, voices=voices, given=given, n=n, seed=seed, sampler=sampler,
                       batch_size=batch_size, source=str(source) if isinstance(source, (str, Path)) else "the model")
+def pretrained_models() -> list[dict[str, Any]]:
+    """The installed pretrained models (name, task, size, held-out metrics, licence, where from),
+    as ``musicfw models`` lists them; load one with ``load_pretrained(name)``."""
+    from musicfw.engine.zoo import describe
+
+    return describe()

@@ -28,7 +28,8 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2
 fi
 # CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# ./models: the pretrained models (the distribution musicfw-models; tests/test_zoo.py loads each)
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" ./models
 
 set +e
 .venv/bin/python -m pytest "$@"

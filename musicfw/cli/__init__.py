@@ -36,6 +36,7 @@ COMMANDS = (
     ("infill", "Infill"),
     ("evaluate", "Evaluate"),
     ("export", "Export"),
+    ("models", "Models"),
 )
 
 

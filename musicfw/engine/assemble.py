@@ -86,9 +86,9 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
     check_context(model, config, tokenizer)
     used = None
     if config.get("init_from"):
-        from musicfw.engine.training import init_from_run
+        from musicfw.engine.finetune import init_from
 
-        used = init_from_run(model, tokenizer, config.init_from)  # same tokenizer, weights that fit
+        used = init_from(model, tokenizer, config.init_from)  # a run, a pretrained name or folder; same tokenizer, weights that fit
     if list(config.train.freeze):
         from musicfw.engine.training import freeze
 

@@ -219,7 +219,8 @@ class Experiment:
     output_dir: str = field(default="runs", metadata={"help": "where run folders go"})
     init_from: Optional[str] = field(
         default=None,
-        metadata={"help": "a trained run folder whose weights start this run (fine-tuning; same tokenizer and model)"},
+        metadata={"help": "weights that start this run (fine-tuning; same tokenizer and model): a trained run folder, "
+                  "an installed pretrained model's name (musicfw models) or a folder made by musicfw export"},
     )
     data: Any = field(default=None, metadata={"help": "a dataset plugin section {name: ..., params} (see musicfw plugins)"})
     tokenizer: Any = field(default=None, metadata={"help": "a tokenizer plugin section (see musicfw plugins)"})

@@ -421,6 +421,8 @@ def evaluate_run(
                 notes.append(f"set comparison skipped: the {split!r} split is empty")
         if not gen_pieces:
             notes.append("set comparison skipped: no generated samples")
+        for metric in feature_metrics(metrics):
+            metric.prepare(datamodule)
         result["sets"] = {
             "generated": {"source": gen_source, "n_pieces": len(gen_pieces), "skipped": skipped},
             "reference": {"source": f"{split} split", "n_pieces": len(ref_pieces), "skipped": []},
@@ -464,6 +466,8 @@ def compare_folders(
             f"Comparing MIDI folders needs piece-level (feature) metrics; {', '.join(non_feature)} "
             "need a trained model. Use them in an experiment (musicfw run) instead."
         )
+    for metric in metric_objs:
+        metric.prepare(None)
     gen_pieces, gen_skipped = load_midi_folder(generated_dir)
     ref_pieces, ref_skipped = load_midi_folder(reference_dir)
     result = _skeleton(metric_objs)

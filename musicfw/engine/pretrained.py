@@ -434,12 +434,15 @@ HUB_PREFIX = "hf:"
 
 
 def resolve(path: str | Path, download: Any = None) -> Path:
-    """A local folder for ``path``: itself, or for ``hf:OWNER/NAME[@REVISION]`` the Hub
+    """A local folder for ``path``: itself, an installed pretrained model's folder for its name
+    (``chorales-lstm``: :mod:`musicfw.engine.zoo`; an existing path wins), or for ``hf:OWNER/NAME[@REVISION]`` the Hub
     repository's files downloaded into huggingface_hub's cache.  ``download``: a
     ``snapshot_download``-like function (tests pass one that copies a local folder)."""
     text = str(path)
     if not text.startswith(HUB_PREFIX):
-        return Path(path)
+        from musicfw.engine.zoo import resolve as resolve_name
+
+        return resolve_name(path)  # an existing path, else an installed model's name (musicfw/engine/zoo.py)
     repo_id, _, revision = text[len(HUB_PREFIX):].partition("@")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ConfigError(f"{text}: a Hub model is written hf:OWNER/NAME (optionally @REVISION).")

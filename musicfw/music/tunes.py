@@ -22,7 +22,9 @@ longest melody run a generated piece shares with the training pieces, its n-gram
   vectorised hooking and pointer jumping.  A group is named by its smallest member group, so a
   piece that shares no run keeps its own group (and its split).
 * **Leakage** (:func:`leakage`) and **originality** (:class:`MelodyIndex`,
-  :meth:`MelodyIndex.longest_shared_run`, :meth:`MelodyIndex.overlap`).
+  :meth:`MelodyIndex.longest_shared_run`, :meth:`MelodyIndex.longest_shared_runs` (many
+  melodies at once, in lockstep), :meth:`MelodyIndex.overlap`; the ``originality`` metric
+  plugin, plugins/metrics/originality.py).
 
 Why ``DEFAULT_RUN = 16`` steps: measured on both bundled corpora (docs/data.md, "Why N = 16";
 ``python benchmarks/tunes.py --part runs``).  16 steps (about four bars of a chorale melody)
@@ -350,23 +352,21 @@ class MelodyIndex:
     def __init__(self, melodies: Iterable[np.ndarray]):
         self.melodies = [np.asarray(m, dtype=np.uint16) for m in melodies]
         self._sets: dict[int, np.ndarray] = {}
+        self._ref: _Windows | None = None
+        self._seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def hashes(self, n: int) -> np.ndarray:
         """Every distinct ``n``-step run of the reference set, sorted."""
         n = int(n)
         if n not in self._sets:
-            hashes = np.sort(window_hashes(self.melodies, n)[0])
+            hashes = np.sort(self._windows().all_windows(n)[0])  # = window_hashes(self.melodies, n)
             distinct = np.ones(len(hashes), dtype=bool)
             distinct[1:] = hashes[1:] != hashes[:-1]
             self._sets[n] = hashes[distinct]
         return self._sets[n]
 
     def _contains(self, query: np.ndarray, n: int) -> np.ndarray:
-        ref = self.hashes(n)
-        if len(query) == 0 or len(ref) == 0:
-            return np.zeros(len(query), dtype=bool)
-        at = np.minimum(np.searchsorted(ref, query), len(ref) - 1)
-        return ref[at] == query
+        return _member(self.hashes(n), query)
 
     def found(self, steps: np.ndarray, n: int) -> np.ndarray:
         """For each ``n``-step run of ``steps`` (in order): is it in the reference set?"""
@@ -397,11 +397,166 @@ class MelodyIndex:
                 hi = mid - 1
         return lo
 
+    def longest_shared_runs(self, melodies: Sequence[np.ndarray], seed: int = 8) -> np.ndarray:
+        """:meth:`longest_shared_run` of many melodies at once (int64, one per melody).
+
+        All melodies are searched in lockstep over one range ``[0, longest melody]``, so their
+        binary searches probe few distinct lengths.  A length up to ``seed`` is looked up in the
+        reference set's full hash set (:meth:`hashes`); a longer shared run starts with a shared
+        ``seed``-step run, so a longer length is looked up among the reference windows that
+        start where a ``seed``-step run the queries hold starts (a small set: no full hash set
+        and sort per length)."""
+        queries = [np.asarray(m, dtype=np.uint16) for m in melodies]
+        count = len(queries)
+        lengths = np.fromiter((len(q) for q in queries), dtype=np.int64, count=count)
+        out = np.zeros(count, dtype=np.int64)
+        if count == 0 or lengths.max(initial=0) == 0 or not self.melodies:
+            return out
+        ref = self._windows()
+        qry = _Windows(queries)
+        seed = max(int(seed), 1)
+        # the query positions where a seed-step run the reference holds starts: a longer shared
+        # run can start nowhere else
+        q_hash, q_pos = qry.all_windows(seed)
+        q_keep = self._contains_seed(q_hash, seed)
+        q_hash, q_pos = q_hash[q_keep], q_pos[q_keep]
+        q_owner = qry.owner[q_pos]
+        lo = np.zeros(count, dtype=np.int64)  # a shared run of lo steps is known
+        hi = np.full(count, int(lengths.max()), dtype=np.int64)  # one range for all: few lengths probed
+        while True:
+            active = np.flatnonzero(lo < hi)
+            if len(active) == 0:
+                break
+            mid = (lo[active] + hi[active] + 1) // 2
+            found = np.zeros(len(active), dtype=bool)  # longer than the melody: not shared
+            for n in np.unique(mid[mid <= lengths[active]]):
+                pick = np.flatnonzero(mid == n)
+                who = active[pick]
+                n = int(n)
+                if n <= seed:
+                    ref_set = self.hashes(n)
+                    hashes, owner = qry.windows_of(who, n)
+                else:
+                    mine = np.isin(q_owner, who)
+                    pos = q_pos[mine]
+                    inside = pos + n <= qry.end[pos]
+                    pos = pos[inside]
+                    hashes, owner = qry.windows_at(pos, n), qry.owner[pos]
+                    # the reference windows of n steps starting with one of these seed runs
+                    ref_set = np.sort(ref.windows_at(self._starts_of(np.unique(q_hash[mine][inside]), seed), n))
+                found[pick] = np.isin(who, owner[_member(ref_set, hashes)])
+            lo[active[found]] = mid[found]
+            hi[active[~found]] = mid[~found] - 1
+        return lo
+
+    def _windows(self) -> "_Windows":
+        if self._ref is None:
+            self._ref = _Windows(self.melodies)
+        return self._ref
+
+    def _seed(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``n``-step run of the reference set: ``(hashes sorted, their start positions)``."""
+        if n not in self._seeds:
+            h, start = self._windows().all_windows(n)
+            order = np.argsort(h, kind="stable")
+            self._seeds[n] = (h[order], start[order])
+        return self._seeds[n]
+
+    def _contains_seed(self, hashes: np.ndarray, n: int) -> np.ndarray:
+        return _member(self._seed(n)[0], hashes)
+
+    def _starts_of(self, hashes: np.ndarray, n: int) -> np.ndarray:
+        """The reference positions where an ``n``-step run with one of ``hashes`` starts."""
+        ordered, start = self._seed(n)
+        left = np.searchsorted(ordered, hashes, side="left")
+        right = np.searchsorted(ordered, hashes, side="right")
+        counts = right - left
+        first = np.repeat(left, counts)
+        offset = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return start[first + offset]
+
     def overlap(self, melodies: Iterable[np.ndarray], n: int) -> tuple[int, int]:
         """``(found, total)``: of all ``n``-step runs (occurrences) of ``melodies``, how many
         are in the reference set."""
         hashes, _ = window_hashes(list(melodies), n)
         return int(self._contains(hashes, n).sum()), len(hashes)
+
+
+def _member(ordered: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """For each of ``query``: is it in the sorted array ``ordered``?  The queries are looked up
+    in sorted order (numpy's binary search then walks the table forward: several times faster
+    on big tables than random order)."""
+    out = np.zeros(len(query), dtype=bool)
+    if len(query) == 0 or len(ordered) == 0:
+        return out
+    order = np.argsort(query)
+    q = query[order]
+    at = np.minimum(np.searchsorted(ordered, q), len(ordered) - 1)
+    out[order] = ordered[at] == q
+    return out
+
+
+class _Windows:
+    """Hashes of arbitrary windows of concatenated melodies in O(1) each: with
+    ``C[m] = sum_{k<m} (v_k + 1) * B^-k`` (B is odd, so invertible modulo 2**64), the window of
+    ``n`` values at ``i`` hashes to ``B^(i+n-1) * (C[i+n] - C[i])``, the polynomial
+    :func:`_window_hashes` builds by doubling (and the same splitmix64 finish), so both agree."""
+
+    def __init__(self, melodies: Sequence[np.ndarray]):
+        lengths = np.fromiter((len(m) for m in melodies), dtype=np.int64, count=len(melodies))
+        self.start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self.lengths = lengths
+        values = np.concatenate([np.asarray(m, dtype=np.uint16) for m in melodies]) if len(melodies) else np.zeros(0, np.uint16)
+        total = len(values)
+        with np.errstate(over="ignore"):
+            inv = _inverse(_BASE)
+            inv_pow = np.empty(total, dtype=_U64)
+            pow_ = np.empty(total + 1, dtype=_U64)
+            if total:
+                inv_pow[0] = _U64(1)
+                inv_pow[1:] = inv
+                inv_pow = np.cumprod(inv_pow, dtype=_U64)
+            pow_[0] = _U64(1)
+            pow_[1:] = _BASE
+            self.pow = np.cumprod(pow_, dtype=_U64)
+            self.cum = np.zeros(total + 1, dtype=_U64)
+            if total:
+                self.cum[1:] = np.cumsum((values.astype(_U64) + _U64(1)) * inv_pow, dtype=_U64)
+        self.owner = np.repeat(np.arange(len(melodies), dtype=np.int64), lengths)
+        self.end = np.repeat(self.start[1:], lengths)  # where each position's melody ends
+
+    def windows_at(self, positions: np.ndarray, n: int) -> np.ndarray:
+        """Hashes of the ``n``-value windows starting at ``positions`` that stay inside their
+        melody (the others are left out)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        positions = positions[positions + n <= self.end[positions]] if len(positions) else positions
+        with np.errstate(over="ignore"):
+            poly = self.pow[positions + n - 1] * (self.cum[positions + n] - self.cum[positions])
+            return _mix(poly ^ _U64(n))
+
+    def all_windows(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(hashes, start positions)`` of every ``n``-value window inside a melody."""
+        positions = np.arange(len(self.owner), dtype=np.int64)
+        positions = positions[positions + n <= self.end] if len(positions) else positions
+        return self.windows_at(positions, n), positions
+
+    def windows_of(self, which: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(hashes, owner)`` of every ``n``-value window of the melodies ``which``."""
+        which = np.asarray(which, dtype=np.int64)
+        counts = np.maximum(self.lengths[which] - n + 1, 0)
+        owner = np.repeat(which, counts)
+        first = np.repeat(self.start[which], counts)
+        offset = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.windows_at(first + offset, n), owner
+
+
+def _inverse(x: np.uint64) -> np.uint64:
+    """The inverse of an odd number modulo 2**64 (Newton's iteration)."""
+    with np.errstate(over="ignore"):
+        y = x  # correct to 3 bits for odd x
+        for _ in range(6):
+            y = y * (_U64(2) - x * y)
+    return y
 
 
 def leakage(

@@ -35,8 +35,9 @@ class Generate(Command):
         source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run)")
         source.add_argument(
             "--model",
-            metavar="PATH",
-            help="instead: a folder made by musicfw export, or hf:OWNER/NAME on the Hugging Face Hub "
+            metavar="NAME|PATH",
+            help="instead: an installed pretrained model (musicfw models lists them, e.g. chorales-lstm), "
+            "a folder made by musicfw export (an existing path wins over a name), or hf:OWNER/NAME on the Hugging Face Hub "
             "(defaults from its config.json; samples go to ./samples/generate-NNN unless --out is given)",
         )
         p.add_argument("--n", type=int, default=None, help="number of samples (default: the run's generate.n)")
@@ -233,11 +234,12 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     if args.seed is None:
         print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
     from musicfw.engine.budget import load_rates, stop_summary, token_budget
+    from musicfw.engine.pretrained import resolve as resolve_model
 
     given = args.max_tokens if args.max_tokens is not None else gen.get("max_tokens")
     settings["max_tokens"], budget_how = token_budget(
         given, settings["max_bars"], settings["max_seconds"],
-        load_rates(run.path) if args.model is None else load_rates(Path(args.model)),
+        load_rates(run.path) if args.model is None else load_rates(resolve_model(args.model)),
     )
     from musicfw.engine.generation import SampleWriter, check_generation_size
 

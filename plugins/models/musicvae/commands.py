@@ -1,7 +1,11 @@
 """MusicVAE's CLI verbs, registered through ``musicfw_register_commands`` like any plugin's:
 
 * ``musicfw sample --run DIR``: decode latent vectors drawn from the prior;
-* ``musicfw interpolate --run DIR A.mid B.mid``: a path through the latent space.
+* ``musicfw interpolate --run DIR A.mid B.mid``: a path through the latent space;
+* ``musicfw blend --run DIR A.mid B.mid C.mid D.mid``: the beat blender's grid.
+
+Each takes ``--model NAME|PATH`` instead of ``--run``: an installed pretrained MusicVAE
+(``musicfw models``) or a folder made by ``musicfw export``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ _SEED_HELP = "random seed when temperature > 0 (default 0)"
 def _run_arguments(p: argparse.ArgumentParser, out: str, length_help: str, seed_help: str) -> None:
     """The options every MusicVAE command shares: the run, its checkpoint, where to write,
     how many tokens and which seed."""
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN_DIR", help="a run folder with a trained MusicVAE")
+    source.add_argument(
+        "--model", metavar="NAME|PATH",
+        help="instead: an installed pretrained MusicVAE (musicfw models lists them, e.g. drums-2bar) "
+        "or a folder made by musicfw export (an existing path wins over a name)",
+    )
     p.add_argument("--length", type=int, default=None, help=length_help)
     p.add_argument("--seed", type=int, default=0, help=seed_help)
-    p.add_argument("--out", default=None, metavar="DIR", help=f"output folder (default RUN_DIR/samples/{out})")
-    p.add_argument("--checkpoint", default="last", choices=("best", "last"), help=_CHECKPOINT_HELP)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help=f"output folder (default RUN_DIR/samples/{out}; with --model ./samples/{out})")
+    p.add_argument("--checkpoint", default=None, choices=("best", "last"), help=_CHECKPOINT_HELP + "; --run only")
 
 
 _CHORDS_HELP = (
@@ -66,6 +77,28 @@ def chord_progression(model: Any, text: str | None, length: int | None) -> tuple
     bar = int(model.config.steps_per_bar)
     length = max(int(length or model.config.max_seq_len), len(bars) * bar)
     return progression_steps(bars, bar, length), length
+
+
+def load_vae(args: argparse.Namespace, registries: Any = None):
+    """``(model, tokenizer, samples folder)`` of ``--run RUN_DIR`` (its samples/) or ``--model
+    NAME|PATH`` (an installed pretrained model or an exported folder; ./samples)."""
+    from pathlib import Path
+
+    from musicfw.core.errors import ConfigError
+
+    if args.model is None:
+        model, tokenizer, run = load_vae_run(args.run, args.checkpoint or "last", registries)
+        return model, tokenizer, run.samples
+    if args.checkpoint is not None:
+        raise ConfigError("--checkpoint applies to --run; an exported or pretrained model holds one set of weights.")
+    from musicfw.engine.pretrained import load_pretrained
+
+    model, tokenizer = load_pretrained(args.model, registries=registries)
+    from .model import MusicVAEModel
+
+    if not isinstance(model, MusicVAEModel):
+        raise ConfigError(f"--model {args.model} is a {type(model).__name__}, not a MusicVAE; this command needs a MusicVAE.")
+    return model, tokenizer, Path("samples")
 
 
 def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
@@ -116,9 +149,9 @@ class Sample(Command):
         if args.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
 
-        model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        model, tokenizer, samples = load_vae(args, context.registries)
         chords, args.length = chord_progression(model, args.chords, args.length)
-        out = args.out or (run.samples / "prior")
+        out = args.out or (samples / "prior")
         written = sample_to_midi(
             model, tokenizer, out, n=args.n, temperature=args.temperature, length=args.length, seed=args.seed,
             chords=chords,
@@ -176,11 +209,11 @@ class Interpolate(Command):
         if args.temperature < 0:
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
 
-        model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        model, tokenizer, samples = load_vae(args, context.registries)
         chords = None
         if args.chords is not None:
             chords, _ = chord_progression(model, args.chords, None)
-        out = args.out or (run.samples / "interpolation")
+        out = args.out or (samples / "interpolation")
         written = interpolate_files(
             model, tokenizer, args.a, args.b, out, steps=args.steps, temperature=args.temperature,
             length=args.length, seed=args.seed, chords=chords,
@@ -234,10 +267,10 @@ class Blend(Command):
             raise ConfigError(f"--temperature must be >= 0, got {args.temperature}.")
         from .blend import blend, write_blend
 
-        model, tokenizer, run = load_vae_run(args.run, args.checkpoint, context.registries)
+        model, tokenizer, samples = load_vae(args, context.registries)
         result = blend(model, tokenizer, args.corners, grid=args.grid, temperature=args.temperature,
                        length=args.length, seed=args.seed)
-        out = args.out or (run.samples / "blend")
+        out = args.out or (samples / "blend")
         written = write_blend(result, out, render_audio=not args.no_audio)
         empty = sum(1 for row in result.scores for s in row if s.note_num() == 0)
         print(f"wrote a {args.grid}x{args.grid} blend to {out}: {written['page']}")

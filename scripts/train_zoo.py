@@ -1,0 +1,437 @@
+"""Train, audit and package musicfw's pretrained models (the zoo, ``models/``), each from the
+command its card records.
+
+    python scripts/train_zoo.py --list
+    python scripts/train_zoo.py NAME                  # train, evaluate, export, card (minutes)
+    python scripts/train_zoo.py NAME --from-run RUN   # package a run its training command made
+
+For NAME the steps are, in order (each printed as it runs):
+
+1. **train**: the model's training command (``musicfw run EXAMPLE.yaml name=NAME ...``, or for
+   ``folk-2bar`` the benchmark that trained the README's 2-bar MusicVAE), into ``--runs``;
+2. **samples** (a MusicVAE run without samples): ``musicfw sample --run RUN --n 16 --seed 0``;
+3. **evaluate**: ``musicfw evaluate --run RUN 'evaluate.metrics=["nll", "originality"]'`` (and
+   ``musicvae_reconstruction`` for a MusicVAE): the held-out likelihood and the originality audit
+   of the samples next to the held-out pieces;
+4. **export**: ``musicfw export --run RUN models/musicfw_models/NAME --license LICENCE``;
+5. **precision**: the held-out NLL of the whole test split with fp32 weights and with the weights
+   rounded to fp16 and to bf16; fp16 is shipped when it moves the NLL by at most
+   ``PRECISION_TOLERANCE`` nats per token (else fp32); both numbers go on the card;
+6. **check**: the first test batch (at most ``CHECK_ROWS`` pieces) is stored as ``check.npz`` and
+   its NLL per token under the shipped weights recorded (tests/test_zoo.py recomputes it);
+7. **card and manifest**: README.md (held-out metrics, data sha256, seed, commands, licence,
+   originality audit, precision) and the model's entry in ``zoo.json`` (every file's sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO_DIR = REPO / "models" / "musicfw_models"
+#: fp16 is shipped when the full test split's NLL moves by at most this (nats per token)
+PRECISION_TOLERANCE = 1e-3
+CHECK_ROWS = 4
+
+PD_BACH = "public domain: J. S. Bach's four-part chorales (music21 corpus, converted once and shipped in musicfw)"
+PD_JSB = ("public domain: the JSB Chorales piano-roll benchmark (Boulanger-Lewandowski et al. 2012), "
+          "Bach chorales quantised to quarter notes")
+PD_FOLK = ("public domain: Essen folk songs, O'Neill's Music of Ireland (1850), Ryan's Mammoth Collection, "
+           "Aird's Airs (music21 corpus)")
+DRUMS_DATA = ("NOT public domain: the drum tracks of six multitrack MIDI transcriptions of copyrighted pop songs "
+              "(examples/midi/multitrack, from MidiTok's test suite); a smoke-test model for the beat blender, "
+              "not a drum model; check the rights before any use beyond experiments")
+
+ZOO: dict[str, dict[str, Any]] = {
+    "chorales-lstm": {
+        "task": "chorales, REMI + chords (generate --chords); LSTM 1x256",
+        "train": ["musicfw", "run", "examples/quickstart.yaml", "name=chorales-lstm", "tokenizer.use_chords=true",
+                  "tokenizer.chord_quarters=1", "logger.name=csv"],
+        "data_files": ["plugins/datasets/data/music21_bach.zip"],
+        "data_license": PD_BACH,
+        "license": "cc0-1.0",
+        "play": "musicfw generate --model chorales-lstm --n 1 --max-bars 8 --seed 0",
+    },
+    "chorales-transformer": {
+        # 200 of the example's 1,000 steps: the shared CPU ran ~7 s per step when the zoo was trained
+        "task": "chorales, REMI + chords (generate --chords); Music Transformer 4x128, SCALED-DOWN budget (200 of 1,000 steps)",
+        "train": ["musicfw", "run", "examples/transformer_chorales.yaml", "name=chorales-transformer",
+                  "tokenizer.use_chords=true", "tokenizer.chord_quarters=1", "logger.name=csv", "train.max_steps=200",
+                  "train.warmup_steps=50", "generate.n=8",
+                  "evaluate.enabled=false"],  # step 3 evaluates (with originality)
+        "data_files": ["plugins/datasets/data/music21_bach.zip"],
+        "data_license": PD_BACH,
+        "license": "cc0-1.0",
+        "play": "musicfw generate --model chorales-transformer --n 1 --max-bars 8 --seed 0",
+    },
+    "jsb-nade": {
+        "task": "JSB chorales piano roll (quarter-note frames); LSTM + NADE head",
+        "train": ["musicfw", "run", "examples/jsb_nade.yaml", "name=jsb-nade"],
+        "data_files": ["plugins/datasets/data/jsb_chorales.json.gz"],
+        "data_license": PD_JSB,
+        "license": "cc0-1.0",
+        "play": "musicfw generate --model jsb-nade --n 1 --seed 0",
+    },
+    "drums-2bar": {
+        "task": "2-bar drum beats, MusicVAE (the beat blender's; smoke-test budget)",
+        "train": ["musicfw", "run", "examples/beat_blender.yaml", "name=drums-2bar"],
+        "data_files": ["examples/midi/multitrack/*.mid"],
+        "data_license": DRUMS_DATA,
+        "license": "other",
+        "play": "musicfw blend --model drums-2bar examples/midi/drums/A_Funkytown.mid "
+                "examples/midi/drums/B_All_The_Small_Things.mid examples/midi/drums/C_Girls_Just_Want_to_Have_Fun.mid "
+                "examples/midi/drums/D_In_Too_Deep.mid --grid 5",
+    },
+    "folk-2bar": {
+        "task": "2-bar folk melodies, MusicVAE (flat decoder, the README's 4,000-step model)",
+        "train": ["python", "benchmarks/musicvae.py", "--part", "2bar", "--max-steps", "4000", "--out", "{runs}/folk-2bar"],
+        "data_files": [f"plugins/datasets/data/music21_{c}.zip" for c in ("essenFolksong", "oneills1850", "ryansMammoth", "airdsAirs")],
+        "data_license": PD_FOLK,
+        "license": "cc0-1.0",
+        "play": "musicfw sample --model folk-2bar --n 4 --seed 0",
+    },
+}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def sh(cmd: list[str], cwd: Path = REPO) -> None:
+    say("$ " + " ".join(shlex.quote(c) for c in cmd))
+    exe = cmd[0]
+    if exe == "musicfw":
+        cmd = [sys.executable, "-m", "musicfw.cli", *cmd[1:]]
+    elif exe == "python":
+        cmd = [sys.executable, *cmd[1:]]
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def sha256(path: Path) -> str:
+    from musicfw.engine.integrity import sha256_file  # the one sha256 helper
+
+    return sha256_file(path)
+
+
+def data_digest(patterns: list[str]) -> dict[str, Any]:
+    """sha256 of every data file (and one over the sorted list of ``name sha256`` lines)."""
+    files = sorted({p for pattern in patterns for p in REPO.glob(pattern)})
+    digests = {str(p.relative_to(REPO)): sha256(p) for p in files}
+    listing = "".join(f"{name} {digest}\n" for name, digest in digests.items())
+    return {"files": digests, "sha256": hashlib.sha256(listing.encode()).hexdigest()}
+
+
+def newest_run(runs: Path, name: str) -> Path:
+    found = sorted((p for p in runs.glob(f"{name}*") if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no run folder {name}* with a config.yaml in {runs}")
+    return found[-1]
+
+
+def train(name: str, runs: Path) -> Path:
+    spec = ZOO[name]
+    cmd = [c.replace("{runs}", str(runs)) for c in spec["train"]]
+    if cmd[0] == "musicfw":
+        cmd.append(f"output_dir={runs}")
+    t = time.time()
+    try:
+        sh(cmd)
+    except subprocess.CalledProcessError:  # a later stage may fail; the trained checkpoint is what we need
+        say("the training command failed after training? looking for its run folder")
+    say(f"trained in {time.time() - t:.0f} s")
+    where = runs / "folk-2bar" if name == "folk-2bar" else runs
+    return newest_run(where, "musicvae_melody_2bar" if name == "folk-2bar" else name)
+
+
+def evaluate(run: Path) -> None:
+    from omegaconf import OmegaConf
+
+    done = run / "metrics.json"
+    if done.is_file() and any(m.get("name") == "originality" for m in json.loads(done.read_text()).get("metrics", [])):
+        say(f"{done} already holds the originality audit: not evaluated again")
+        return
+
+    config = OmegaConf.load(run / "config.yaml")
+    # the card's numbers: the held-out likelihood (and MusicVAE's reconstruction) and the
+    # originality audit; the feature comparisons of the run's own evaluation are left out (time)
+    metrics = ["nll", *(["musicvae_reconstruction"] if config.model.name == "musicvae" else []), "originality"]
+    samples = sorted((run / "samples").glob("*.mid")) if (run / "samples").is_dir() else []
+    extra: list[str] = []
+    if not samples and config.model.name == "musicvae":
+        sh(["musicfw", "sample", "--run", str(run), "--n", "16", "--seed", "0"])
+        extra = ["--samples", "samples/prior"]
+    sh(["musicfw", "evaluate", "--run", str(run), *extra, "evaluate.metrics=" + json.dumps(metrics)])
+
+
+def round_weights(src: Path, dst: Path, dtype: Any) -> None:
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt", device="cpu") as f:
+        metadata = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    save_file(out, str(dst), metadata=metadata)
+
+
+def test_batches(run: Path, tokenizer: Any) -> list[dict[str, Any]]:
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.rundir import load_run_config
+
+    config = load_run_config(run)
+    dm = build_datamodule(config.data, tokenizer, train=config.train, augment=None, seed=int(config.seed),
+                          run_dir=None, progress=False)
+    return list(dm.test_dataloader())
+
+
+def split_nll(model: Any, batches: list[dict[str, Any]]) -> float:
+    import torch
+
+    from musicfw.engine.windows import scored_loss
+
+    model.eval()
+    torch.manual_seed(0)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            out = scored_loss(model, batch)
+            total += float(out["nll_sum"])
+            n += int(out["n_targets"])
+    return total / max(n, 1)
+
+
+def package(name: str, run: Path, runs: Path) -> None:
+    import torch
+
+    from musicfw.engine import finetune, zoo
+    from musicfw.engine.pretrained import CONFIG, WEIGHTS, load_pretrained, read_weights
+
+    spec = ZOO[name]
+    evaluate(run)
+    out = ZOO_DIR / name
+    tmp = runs / f"export-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    sh(["musicfw", "export", "--run", str(run), str(tmp), "--license", spec["license"]])
+    for extra in ("token_rates.json",):
+        if (run / extra).is_file():
+            shutil.copy2(run / extra, tmp / extra)
+
+    # precision: the whole test split, fp32 vs fp16 vs bf16 weights
+    model, tokenizer = load_pretrained(tmp)
+    batches = test_batches(run, tokenizer)
+    nll = {"float32": split_nll(model, batches)}
+    fp32_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for label, dtype in (("float16", torch.float16), ("bfloat16", torch.bfloat16)):
+        round_weights(tmp / WEIGHTS, tmp / f"{label}.safetensors", dtype)
+        model.load_state_dict(read_weights(tmp / f"{label}.safetensors"))  # cast back to fp32 on load
+        nll[label] = split_nll(model, batches)
+    model.load_state_dict(fp32_state)
+    shipped = "float16" if abs(nll["float16"] - nll["float32"]) <= PRECISION_TOLERANCE else "float32"
+    say(f"test-split NLL per token: {json.dumps(nll)} -> shipping {shipped}")
+    doc = json.loads((tmp / CONFIG).read_text())
+    if shipped == "float16":
+        (tmp / "float16.safetensors").replace(tmp / WEIGHTS)
+        doc["weights"]["sha256"] = sha256(tmp / WEIGHTS)
+    for label in ("float16", "bfloat16"):
+        (tmp / f"{label}.safetensors").unlink(missing_ok=True)
+    doc["weights"]["dtype"] = shipped
+    (tmp / CONFIG).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    (tmp / WEIGHTS).chmod(0o644)
+
+    # the check batch and its value under the shipped weights
+    first = batches[0]
+    rows = min(CHECK_ROWS, int(first["tokens"].shape[0]))
+    check = {k: (v[:rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == first["tokens"].shape[0] else v)
+             for k, v in first.items()}
+    finetune.save_check(check, tmp / finetune.CHECK_FILE)
+    value = finetune.check_value(tmp)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    info = {
+        "task": spec["task"],
+        "license": spec["license"],
+        "data_license": spec["data_license"],
+        "data": data_digest(spec["data_files"]),
+        "seed": int(doc.get("seed", 0)),
+        "commands": {
+            "train": " ".join(shlex.quote(c) for c in spec["train"]),
+            "all": f"python scripts/train_zoo.py {name}",
+            "play": spec["play"],
+        },
+        "metrics": summary_metrics(metrics),
+        "precision": {"test_nll_per_token": nll, "tolerance": PRECISION_TOLERANCE, "shipped": shipped},
+        "check": {"file": finetune.CHECK_FILE, "rows": rows, "nll_per_token": value, "torch_seed": finetune.CHECK_SEED},
+        "originality": originality_summary(metrics),
+        "n_parameters": doc["weights"]["n_parameters"],
+        "run": run.name,
+    }
+    (tmp / "README.md").write_text(card(name, doc, info, metrics))
+    info["files"] = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(tmp, out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest_path = ZOO_DIR / zoo.MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {
+        "format": zoo.FORMAT, "format_version": zoo.FORMAT_VERSION, "models": {}}
+    manifest["models"][name] = info
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    say(f"packaged {name}: {out} ({sum(p.stat().st_size for p in out.iterdir()) / 1e6:.2f} MB), check NLL {value!r}")
+
+
+def summary_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, lik in (metrics.get("likelihood") or {}).items():
+        if isinstance(lik, dict) and lik.get("nll_per_token") is not None:
+            key = "test_nll_bound" if lik.get("bound") else "test_nll"
+            out[key] = round(float(lik["nll_per_token"]), 4)
+    return out
+
+
+def originality_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    from musicfw.plugins.metrics.originality import FEATURES, summary
+
+    def rows(which: str) -> list[dict[str, float]]:
+        out = []
+        for values in ((metrics.get("features") or {}).get(which) or {}).values():
+            if "originality_longest_run" in values:
+                out.append({k: float("nan") if values.get(k) is None else float(values[k]) for k in FEATURES})
+        return out
+
+    return {"generated": summary(rows("generated")), "heldout": summary(rows("reference"))}
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def card(name: str, doc: dict[str, Any], info: dict[str, Any], metrics: dict[str, Any]) -> str:
+    from musicfw.engine.pretrained import model_card
+
+    base = model_card(doc, license=info["license"])
+    head, _, rest = base.partition("## Data")
+    lik = metrics.get("likelihood") or {}
+    sets = metrics.get("sets") or {}
+    gen, held = info["originality"]["generated"], info["originality"]["heldout"]
+    prec = info["precision"]
+    lines = [
+        head.rstrip(),
+        "",
+        f"**{info['task']}.** Load it by name: `{info['commands']['play']}` "
+        f"(installed with `pip install ./models` from a clone of musicfw, the distribution `musicfw-models`).",
+        "",
+        "## Licence",
+        "",
+        f"Weights: `{info['license']}`. Training data: {info['data_license']}.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"{info['commands']['all']}    # all of the below, then export and this card",
+        f"{info['commands']['train']}",
+        "```",
+        "",
+        f"Seed {info['seed']}. Data sha256 {info['data']['sha256']} (over `name sha256` lines of:",
+        *[f"`{f}` {d}" + ("," if i < len(info['data']['files']) - 1 else ")") for i, (f, d) in enumerate(info["data"]["files"].items())],
+        "",
+        "## Held-out metrics",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    for mname, values in lik.items():
+        if isinstance(values, dict):
+            for key in ("nll_per_token", "perplexity", "nll_per_note", "teacher_forced_accuracy", "sampled_accuracy",
+                        "greedy_accuracy", "elbo", "n_sequences"):
+                if values.get(key) is not None:
+                    lines.append(f"| {mname}.{key} ({values.get('split', 'test')} split) | {values[key]:.6g} |")
+    lines += [
+        f"| check batch: NLL per token ({info['check']['rows']} test pieces in `{info['check']['file']}`, shipped weights) | {info['check']['nll_per_token']!r} |",
+        "",
+        "NLL in nats per token (per frame for the piano roll; a MusicVAE reports its negative ELBO, a bound), "
+        "from the run's `musicfw evaluate`. tests/test_zoo.py recomputes the check-batch value from the shipped files.",
+        "",
+        "## Originality (memorisation audit)",
+        "",
+        f"The `originality` metric: melody runs (pitch interval + onset gap per step, transposition-invariant) "
+        f"shared with the training split, for {gen['pieces']} generated samples (the run's {Path(str((sets.get('generated') or {}).get('source', 'samples'))).parent.name}/) "
+        f"and, as the honest baseline, {held['pieces']} held-out real pieces against the same training split.",
+        "",
+        "| set | pieces | longest shared run: median | max | 8-step runs found in train | 16-step runs found in train |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| generated | {gen['pieces']} | {gen['longest_run_median']} | {gen['longest_run_max']} | {_pct(gen['shared_8_mean'])} | {_pct(gen['shared_16_mean'])} |",
+        f"| held-out real | {held['pieces']} | {held['longest_run_median']} | {held['longest_run_max']} | {_pct(held['shared_8_mean'])} | {_pct(held['shared_16_mean'])} |",
+        "",
+        *(["The audit measures melody (the highest pitched line of the pitched tracks); drum beats have none, so "
+            "it does not apply to this model: every sample's run is 0 and its shares undefined (the held-out row "
+            "measures the pitched tracks of the held-out songs, which the model never sees).", ""]
+          if gen["shared_8_mean"] is None and not gen["longest_run_max"] else []),
+        "## Precision",
+        "",
+        f"Whole test split, NLL per token: fp32 {prec['test_nll_per_token']['float32']:.6f}, fp16 "
+        f"{prec['test_nll_per_token']['float16']:.6f}, bf16 {prec['test_nll_per_token']['bfloat16']:.6f}; "
+        f"shipped: {prec['shipped']} (fp16 when within {prec['tolerance']} nats per token of fp32). "
+        "Weights are cast back to fp32 when loaded.",
+        "",
+        "## Data",
+        rest,
+    ]
+    return "\n".join(lines)
+
+
+def readme_table() -> str:
+    """The README's table of the shipped models, from zoo.json."""
+    from musicfw.engine import zoo
+
+    manifest = json.loads((ZOO_DIR / zoo.MANIFEST).read_text())
+    rows = ["| model | task | size | held-out NLL (test) | originality: longest shared run, median / max (samples vs held-out) | 16-step runs found in train (samples vs held-out) | licence |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    total = 0
+    for name, info in manifest["models"].items():
+        size = sum((ZOO_DIR / name / f).stat().st_size for f in info["files"])
+        total += size
+        gen, held = info["originality"]["generated"], info["originality"]["heldout"]
+        nll = ", ".join(f"{k.replace('test_', '')} {v}" for k, v in info["metrics"].items())
+        rows.append(
+            f"| `{name}` | {info['task']} | {size / 1e6:.2f} MB | {nll} | "
+            f"{gen['longest_run_median']:g} / {gen['longest_run_max']:g} vs {held['longest_run_median']:g} / {held['longest_run_max']:g} | "
+            f"{_pct(gen['shared_16_mean'])} vs {_pct(held['shared_16_mean'])} | {info['license']} |"
+        )
+    rows.append(f"\n{len(manifest['models'])} models, {total / 1e6:.2f} MB of files in all (`python scripts/train_zoo.py --readme-table`).")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", nargs="?", choices=sorted(ZOO))
+    ap.add_argument("--list", action="store_true", help="print every model's training command")
+    ap.add_argument("--runs", default="runs/zoo", help="where the training runs go (default runs/zoo)")
+    ap.add_argument("--from-run", default=None, metavar="RUN", help="package this run instead of training")
+    ap.add_argument("--readme-table", action="store_true", help="print the README's table of the shipped models")
+    args = ap.parse_args(argv)
+    if args.readme_table:
+        print(readme_table())
+        return 0
+    if args.list or not args.name:
+        for name, spec in ZOO.items():
+            print(f"{name:22s} {' '.join(spec['train'])}")
+        return 0
+    runs = Path(args.runs).resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    run = Path(args.from_run).resolve() if args.from_run else train(args.name, runs)
+    package(args.name, run, runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
