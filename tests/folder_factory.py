@@ -208,45 +208,66 @@ def _prompt_outside(folder: Path, outside: Path) -> None:
                                                                     "soundfont": str(outside / "x.sf2")}})
 
 
+def _miditok_config_file(folder: Path, outside: Path) -> None:
+    """tokenizer.json names a MidiTok config file beside the folder (not valid JSON: reading
+    it would be an error of its own)."""
+    (outside / "tokenizer.json").write_text("secret, not json")
+    config = {"tokenizer": "REMI", "config_file": str(outside / "tokenizer.json")}
+    (folder / "tokenizer.json").write_text(json.dumps({"name": "miditok", "config": config}))
+    edit_json(folder, "config.json", lambda d: {**d, "tokenizer": {**d["tokenizer"], "name": "miditok", "config": config}})
+
+
 def _prompt_not_midi(folder: Path, outside: Path) -> None:
     edit_json(folder, "config.json", lambda d: {**d, "generate": {**d["generate"], "prompt": "/etc/hostname"}})
 
 
-#: name -> (model, edit); every one must be refused with exit 2 (or, for the file references,
+#: name -> (model, edit, fragments of the message); every one must be refused with exit 2 (or, for the file references,
 #: generate with the reference dropped) in bounded memory and time
 CLASS1_CASES = {
-    "hidden_size_60000": ("lstm", _model(hidden_size=60000)),
-    "hidden_size_fits_bounds_not_weights": ("lstm", _model(hidden_size=4096)),
-    "embed_dim_1e9": ("lstm", _model(embed_dim=1_000_000_000)),
-    "num_layers_1e6": ("lstm", _model(num_layers=1_000_000)),
-    "d_model_float": ("transformer", _model(d_model=1e9)),
-    "model_unknown_key": ("lstm", _model(key=1, registries=2)),
-    "model_name_not_text": ("lstm", _model(name=5)),
-    "remi_beat_resolution_1e8": ("lstm", _tokenizer_config(beat_resolution=100_000_000)),
-    "tokenizer_unknown_key": ("lstm", _tokenizer_config(context=1)),
-    "tokenizer_json_not_object": ("lstm", _write("tokenizer.json", "[1, 2]")),
-    "config_nested_200000": ("lstm", _nested),
-    "config_over_cap": ("lstm", _oversized),
-    "tokenizer_1m_containers": ("lstm", _many_containers),
-    "seed_abc": ("lstm", _top("seed", "abc")),
-    "vocab_json_5": ("lstm", _write("vocab.json", "5")),
-    "vocab_json_numbers": ("lstm", _write("vocab.json", "[1, 2, 3]")),
-    "generate_n_1e9": ("lstm", _generate(n=1_000_000_000, batch_size=1_000_000_000)),
-    "generate_max_tokens_1e12": ("lstm", _generate(max_tokens=1_000_000_000_000)),
-    "generate_n_float": ("lstm", _generate(n=1e9)),
-    "generate_n_text": ("lstm", _generate(n="many")),
-    "nan_weights": ("lstm", _tensors(_nan)),
-    "extra_tensor": ("lstm", _tensors(lambda ts: {**ts, "stowaway": ts[sorted(ts)[0]].clone()})),
-    "missing_tensor": ("lstm", _tensors(lambda ts: {k: v for k, v in ts.items() if k != sorted(ts)[0]})),
-    "header_claims_1e12": ("lstm", _header_claims),
-    "header_length_2e62": ("lstm", _huge_header_length),
-    "markov_short_table": ("markov", _markov(_markov_short)),
-    "markov_negative_counts": ("markov", _markov(_markov_negative)),
-    "markov_1e12_states": ("markov", _markov_states),
+    "hidden_size_60000": ("lstm", _model(hidden_size=60000), ["config.json", "model.hidden_size"]),
+    "lstm_at_every_ceiling": ("lstm", _model(hidden_size=16384, num_layers=256, embed_dim=16384),
+                              ["model.safetensors", "do not fit", "Nothing was allocated"]),
+    "hidden_size_fits_bounds_not_weights": ("lstm", _model(hidden_size=4096), ["model.safetensors", "head.weight"]),
+    "embed_dim_1e9": ("lstm", _model(embed_dim=1_000_000_000), ["config.json", "model.embed_dim"]),
+    "num_layers_1e6": ("lstm", _model(num_layers=1_000_000), ["config.json", "model.num_layers"]),
+    "d_model_float": ("transformer", _model(d_model=1e9), ["config.json", "model.d_model"]),
+    "transformer_at_every_ceiling": ("transformer", _model(d_model=16384, num_layers=8, num_heads=1024, d_ff=65536,
+                                                           max_context=1_048_576), ["model.safetensors", "do not fit"]),
+    "model_unknown_key": ("lstm", _model(key=1, registries=2), ["config.json", "model.key"]),
+    "model_name_not_text": ("lstm", _model(name=5), ["config.json", "model.name"]),
+    "remi_beat_resolution_1e8": ("lstm", _tokenizer_config(beat_resolution=100_000_000),
+                                 ["tokenizer.json", "beat_resolution"]),
+    "tokenizer_unknown_key": ("lstm", _tokenizer_config(context=1), ["tokenizer.json", "config.context"]),
+    "tokenizer_json_not_object": ("lstm", _write("tokenizer.json", "[1, 2]"), ["tokenizer.json"]),
+    "config_nested_200000": ("lstm", _nested, ["config.json", "nests 200,000 levels"]),
+    "config_over_cap": ("lstm", _oversized, ["config.json", "bytes"]),
+    "tokenizer_1m_containers": ("lstm", _many_containers, ["tokenizer.json", "objects/arrays"]),
+    "seed_abc": ("lstm", _top("seed", "abc"), ["config.json", "`seed`"]),
+    "vocab_json_5": ("lstm", _write("vocab.json", "5"), ["vocab.json", "list of token names"]),
+    "vocab_json_numbers": ("lstm", _write("vocab.json", "[1, 2, 3]"), ["vocab.json", "list of token names"]),
+    "generate_n_1e9": ("lstm", _generate(n=1_000_000_000, batch_size=1_000_000_000), ["config.json", "generate.n"]),
+    "generate_max_tokens_1e12": ("lstm", _generate(max_tokens=1_000_000_000_000), ["config.json", "generate.max_tokens"]),
+    "generate_n_float": ("lstm", _generate(n=1e9), ["config.json", "generate"]),
+    "generate_n_text": ("lstm", _generate(n="many"), ["config.json", "generate"]),
+    "sampler_unknown_key": ("lstm", _top("sampler", {"name": "temperature", "registries": 1}),
+                            ["config.json", "sampler.registries"]),
+    "sampler_chain_100k": ("lstm", _top("sampler", ["greedy"] * 100_000), ["config.json", "`sampler`"]),
+    "nan_weights": ("lstm", _tensors(_nan), ["model.safetensors", "'embed.weight'", "NaN"]),
+    "extra_tensor": ("lstm", _tensors(lambda ts: {**ts, "stowaway": ts[sorted(ts)[0]].clone()}),
+                     ["model.safetensors", "stowaway"]),
+    "missing_tensor": ("lstm", _tensors(lambda ts: {k: v for k, v in ts.items() if k != sorted(ts)[0]}),
+                       ["model.safetensors", "embed.weight is missing"]),
+    "header_claims_1e12": ("lstm", _header_claims, ["model.safetensors", "4,000,000,000,000 bytes"]),
+    "header_length_2e62": ("lstm", _huge_header_length, ["model.safetensors", "header claims"]),
+    "miditok_config_file_outside": ("lstm", _miditok_config_file, ["tokenizer.json", "different vocabulary"]),
+    "markov_short_table": ("markov", _markov(_markov_short), ["model.safetensors", "unigram"]),
+    "markov_negative_counts": ("markov", _markov(_markov_negative), ["model.safetensors", "negative counts"]),
+    "markov_1e12_states": ("markov", _markov_states, ["model.safetensors", "n_states is 1000000000000"]),
 }
 
 #: cases that must still generate (exit 0), the file reference never followed
 CLASS1_DROPPED = {
     "prompt_outside_the_folder": ("lstm", _prompt_outside),
     "prompt_not_midi": ("lstm", _prompt_not_midi),
+    "sampler_k_1e12": ("lstm", _top("sampler", {"name": "top_k", "k": 10**12})),
 }

@@ -677,8 +677,9 @@ def _checked_section(kind: str, name: Any, params: dict[str, Any], where: Any, k
 
 def _build_tokenizer(tok_doc: Any, tok_path: Path, registries: Any) -> Any:
     """The tokenizer of ``tokenizer.json`` (already read, bounded), its parameters checked
-    against the plugin's bounds; a parameter naming a file is dropped with a warning."""
-    import warnings
+    against the plugin's bounds; a parameter naming a file (Config field metadata ``file:
+    True``) is dropped with a note on stderr."""
+    import sys
 
     from musicfw.core.build import build_from_section
 
@@ -690,10 +691,10 @@ def _build_tokenizer(tok_doc: Any, tok_path: Path, registries: Any) -> Any:
     for key in dropped:
         params[key] = None
     if dropped:
-        warnings.warn(
-            f"{tok_path}: config.{', config.'.join(dropped)} ignored -- a shared model folder never names "
-            "a file on this machine.",
-            stacklevel=3,
+        print(
+            f"note: {tok_path}: config.{' and config.'.join(dropped)} ignored -- a shared model folder never "
+            "names a file on this machine.",
+            file=sys.stderr,
         )
     try:
         return build_from_section("tokenizers", {**params, "name": name}, registries=registries, key="tokenizer")
