@@ -18,10 +18,17 @@ as it is (``musicfw export --push REPO_ID``)::
       README.md          model card with Hub front matter (license, tags, library_name)
 
 A path ``hf:OWNER/NAME[@REVISION]`` is downloaded from the Hugging Face Hub first (with
-``huggingface_hub``, into its cache; only the files above).  Loading checks, in order: the format name and version (a newer format is a clear error),
-the sha256 of the weights (a modified file is a clear error), the rebuilt tokenizer's
-vocabulary against the saved one, then builds the model from its section through the
-registries and loads the weights strictly.  A plugin the folder needs but this installation
+``huggingface_hub``, into its cache; only the files above).  A folder is a stranger's file, so
+loading checks, in order, before anything it describes is allocated: every JSON file under its
+own cap and :mod:`musicfw.engine.safejson`'s nesting bounds; the format name and version (a
+newer format is a clear error) and the type of every section; the sha256 of the weights (a
+modified file is a clear error); the safetensors header alone (dtypes, shapes, byte ranges
+tiling the data); the tokenizer's parameters against its Config bounds and its vocabulary
+against the saved one; the model's section against its Config bounds, then the model built on
+torch's ``meta`` device and its tensor names and shapes compared to the header.  Only then is
+the model built on the CPU and the weights read (NaN/inf refused by tensor name) and loaded
+strictly.  No file reference in a folder is followed (``generate.prompt``/``soundfont``, a
+Config field marked ``file: True``): it is dropped with a note.  A plugin the folder needs but this installation
 lacks is an error naming the distribution (and version) to install.  Every user-facing failure is a
 :class:`~musicfw.core.errors.ConfigError` (one paragraph, exit 2 on the command line).
 """
