@@ -166,3 +166,23 @@ def test_markov_tables_are_checked_when_loaded():
         change(arrays)
         with pytest.raises(ValueError, match=message):
             MarkovModel(7, "categorical", order=2).load_state_dict({"_extra_state": {**extra, "arrays": arrays}})
+
+
+def test_a_model_that_cannot_be_built_on_meta_is_checked_after_its_cpu_build(bases, tmp_path, monkeypatch):
+    """A third-party model whose __init__ fails on the meta device still loads (its Config bounds
+    held), and a folder whose weights do not fit it is still refused before loading."""
+    from musicfw.plugins.models.lstm import model as lstm_model
+
+    real_init = lstm_model.LSTMModel.__init__
+
+    def picky(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        if next(self.parameters()).device.type == "meta":
+            raise NotImplementedError("this model reads its weights while it is built")
+
+    monkeypatch.setattr(lstm_model.LSTMModel, "__init__", picky)
+    model, _ = musicfw.load_pretrained(bases["lstm"])
+    assert next(model.parameters()).device.type == "cpu"
+    folder, _ = _case(bases, tmp_path, "lstm", CLASS1_CASES["hidden_size_fits_bounds_not_weights"][1])
+    with pytest.raises(ConfigError, match="head.weight has shape"):
+        musicfw.load_pretrained(folder)

@@ -725,7 +725,7 @@ def _check_vocab(saved_vocab: Any, tokenizer: Any, tok_path: Path, vocab_path: P
 
 
 def _check_fits(meta_state: dict[str, Any], header: dict[str, tuple[str, tuple[int, ...]]], skeleton_keys: set[str],
-                weights: Path, config_path: Path, n_parameters: Any) -> None:
+                weights: Path, config_path: Path, n_parameters: Any, on_meta: bool = True) -> None:
     """The model built (on the meta device) from ``config.json`` against the weights' header:
     the same tensor names with the same shapes, extra state where the model has it, and the
     parameter count the config records -- before any real allocation."""
@@ -748,8 +748,8 @@ def _check_fits(meta_state: dict[str, Any], header: dict[str, tuple[str, tuple[i
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ConfigError(
             f"The weights in {weights} do not fit the model that {config_path}'s model section describes: "
-            f"{'; '.join(problems[:3])}{more}. Nothing was allocated; the folder's config.json and "
-            "weights come from different models."
+            f"{'; '.join(problems[:3])}{more}. {'Nothing was allocated; t' if on_meta else 'T'}he folder's "
+            "config.json and weights come from different models."
         )
     if n_parameters is not None:
         count = 0
@@ -840,11 +840,21 @@ def load_pretrained(path: str | Path, registries: Any = None) -> tuple[Any, Any]
         except (ConfigError, PluginError) as exc:
             raise ConfigError(f"{config_path}: {exc}") from None
 
-    with torch.device("meta"):  # sizes only: a hostile config allocates nothing here
-        shape_model = build_model()
-    _check_fits(shape_model.state_dict(), header, set(skeleton), weights, config_path, doc["weights"].get("n_parameters"))
-    del shape_model
+    try:
+        with torch.device("meta"):  # sizes only: a hostile config allocates nothing here
+            shape_state = build_model().state_dict()
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a third-party model whose __init__ cannot run on meta
+        shape_state = None  # its parameters were bounded by its Config; checked after the build
+    on_meta = shape_state is not None
+    if on_meta:
+        _check_fits(shape_state, header, set(skeleton), weights, config_path, doc["weights"].get("n_parameters"))
+        del shape_state
     model = build_model()
+    if not on_meta:
+        _check_fits(model.state_dict(), header, set(skeleton), weights, config_path, doc["weights"].get("n_parameters"),
+                    on_meta=False)
     try:
         state = read_weights(weights)
     except ConfigError:
