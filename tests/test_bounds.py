@@ -46,7 +46,7 @@ def test_a_bound_in_yaml_names_file_line_key_and_range(tmp_path, registries):
         load_config(exp, registries=registries)
     message = str(info.value)
     assert f"in {exp}, line 6" in message  # hidden_size's line
-    assert message.endswith("model.hidden_size must be an integer >= 1, got 0.")
+    assert message.endswith("model.hidden_size must be in 1..16384, got 0.")
 
 
 def test_the_experiments_own_sections_are_checked_the_same_way(tmp_path, registries):
@@ -75,7 +75,7 @@ def test_the_python_api_raises_the_same_error(tmp_path, registries):
     exp.write_text(EXPERIMENT)
     with pytest.raises(ConfigError) as from_yaml:
         load_config(exp, registries=registries)
-    same = "model.hidden_size must be an integer >= 1, got 0."
+    same = "model.hidden_size must be in 1..16384, got 0."
     for call in (
         lambda: musicfw.build("model", "lstm", hidden_size=0),
         lambda: musicfw.make_config("model", "lstm", hidden_size=0),
@@ -97,11 +97,11 @@ def test_plugins_json_and_text_list_choices_and_bounds():
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     lstm = {f["name"]: f for f in {p["name"]: p for p in data["models"]}["lstm"]["config"]}
-    assert lstm["hidden_size"]["bounds"] == {"ge": 1} and lstm["hidden_size"]["allowed"] == "an integer >= 1"
+    assert lstm["hidden_size"]["bounds"] == {"ge": 1, "le": 16384} and lstm["hidden_size"]["allowed"] == "in 1..16384"
     assert lstm["dropout"]["bounds"] == {"ge": 0, "lt": 1} and lstm["dropout"]["allowed"] == "in [0, 1)"
     assert lstm["head"]["choices"] == ["bernoulli", "nade", "autoregressive"] and lstm["head"]["bounds"] is None
     vae = {f["name"]: f for f in {p["name"]: p for p in data["models"]}["musicvae"]["config"]}
-    assert vae["dec_rnn_size"]["bounds"] == {"ge": 1, "min_items": 1}
+    assert vae["dec_rnn_size"]["bounds"] == {"ge": 1, "le": 16384, "min_items": 1}
     text = run_cli("plugins").stdout
     assert "p: float = 0.95, in (0, 1]" in text
     assert "head: str = 'bernoulli', one of bernoulli, nade, autoregressive" in text

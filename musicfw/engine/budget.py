@@ -82,13 +82,25 @@ def save_rates(run_dir: str | Path, rates: dict[str, Any]) -> Path:
     return path
 
 
+#: a rates file is a few hundred bytes; anything larger is not ours
+MAX_RATES_BYTES = 1 << 20
+
+
 def load_rates(run_dir: str | Path) -> dict[str, Any] | None:
+    """The token rates recorded in ``run_dir`` (a run or an exported model folder, which may
+    come from a stranger): only finite positive numbers are kept; an unreadable, oversized
+    or deeply nested file counts as none."""
     path = Path(run_dir) / RATES_FILE
     try:
+        if path.stat().st_size > MAX_RATES_BYTES:
+            return None
         data = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return {k: v for k, v in data.items()
+            if not (isinstance(v, bool) or (isinstance(v, (int, float)) and not (math.isfinite(v) and v > 0)))}
 
 
 def token_budget(

@@ -327,6 +327,12 @@ def load_run_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return tokenizer
+    return with_infill_markers(tokenizer, doc, path)
+
+
+def with_infill_markers(tokenizer: Tokenizer, doc: Any, path: Any) -> Tokenizer:
+    """``tokenizer`` wrapped in :class:`InfillTokenizer` when ``doc`` (its ``tokenizer.json``,
+    already read) says the model was trained to infill; else ``tokenizer`` itself."""
     info = doc.get("infill") if isinstance(doc, dict) else None
     if not info:
         return tokenizer

@@ -45,7 +45,7 @@ CLASS_PITCH = np.array([p[0] for _, p in DRUM_CLASSES], dtype=np.int64)
 
 @dataclass
 class DrumsConfig:
-    steps_per_quarter: int = bounded(4, ge=1, help="steps per quarter note (4 -> 16 per 4/4 bar)")
+    steps_per_quarter: int = bounded(4, ge=1, le=480, help="steps per quarter note (4 -> 16 per 4/4 bar)")
     drum_tracks_only: bool = field(default=True, metadata={"help": "read only drum tracks (else every track)"})
     velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded hits")
 

@@ -36,7 +36,7 @@ NUM_SPECIAL = 2
 class MelodyConfig:
     min_pitch: int = bounded(0, ge=0, le=127, help="lowest pitch (notes below are dropped)")
     max_pitch: int = bounded(127, ge=0, le=127, help="highest pitch, inclusive (notes above are dropped)")
-    steps_per_quarter: int = bounded(4, ge=1, help="steps per quarter note (4 -> 16 per 4/4 bar)")
+    steps_per_quarter: int = bounded(4, ge=1, le=480, help="steps per quarter note (4 -> 16 per 4/4 bar)")
     velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded notes (MusicVAE uses 80)")
 
 

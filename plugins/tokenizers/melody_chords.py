@@ -70,7 +70,7 @@ MELODY_TRACK_PREFIXES = ("soprano", "melody")
 
 @dataclass
 class MelodyChordsConfig(MelodyConfig):
-    chord_quarters: int = bounded(1, ge=1, help="length of a chord segment in quarters (1: a chord per beat)")
+    chord_quarters: int = bounded(1, ge=1, le=256, help="length of a chord segment in quarters (1: a chord per beat)")
 
 
 def melody_track_index(score: Any) -> int | None:

@@ -44,8 +44,8 @@ TYPE_NAMES = ("NoteOn", "NoteOff", "TimeShift", "Velocity")
 class MIDILikeConfig:
     min_pitch: int = bounded(0, ge=0, le=127, help="lowest pitch with NoteOn/NoteOff tokens")
     max_pitch: int = bounded(127, ge=0, le=127, help="highest pitch (inclusive)")
-    steps_per_second: int = bounded(100, ge=1, help="time grid: 100 = 10 ms steps")
-    max_shift_steps: int = bounded(100, ge=1, help="number of TimeShift tokens (longest shift)")
+    steps_per_second: int = bounded(100, ge=1, le=10_000, help="time grid: 100 = 10 ms steps")
+    max_shift_steps: int = bounded(100, ge=1, le=100_000, help="number of TimeShift tokens (longest shift)")
     velocity_bins: int = bounded(32, ge=1, le=127, help="number of Velocity tokens")
     sustain_pedal: bool = field(
         default=False, metadata={"help": "extend notes held by the sustain pedal (as Magenta does)"}

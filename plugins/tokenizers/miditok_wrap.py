@@ -154,7 +154,8 @@ class MidiTokConfig:
     )
     config_file: Optional[str] = field(
         default=None,
-        metadata={"help": "a MidiTok tokenizer.json (tokenizer.save); a trained BPE/Unigram vocabulary included"},
+        metadata={"help": "a MidiTok tokenizer.json (tokenizer.save); a trained BPE/Unigram vocabulary included",
+                  "file": True},
     )
     state: Optional[str] = field(
         default=None,

@@ -23,7 +23,7 @@ from ._common import Coverage, build_score, check_pitch_range, merged_tracks
 
 @dataclass
 class PianoRollConfig:
-    steps_per_quarter: int = bounded(4, ge=1, help="frames per quarter note")
+    steps_per_quarter: int = bounded(4, ge=1, le=480, help="frames per quarter note")
     min_pitch: int = bounded(21, ge=0, le=127, help="lowest key (default: the piano's A0)")
     max_pitch: int = bounded(108, ge=0, le=127, help="highest key, inclusive (default: C8)")
     onsets: bool = field(default=False, metadata={"help": "add K onset keys so repeated notes survive"})

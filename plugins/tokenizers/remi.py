@@ -85,19 +85,19 @@ def _spread(value, shape: tuple) -> np.ndarray:
 
 @dataclass
 class REMIConfig:
-    beat_resolution: int = bounded(4, ge=1, help="positions per quarter note (4 -> 16 per 4/4 bar)")
+    beat_resolution: int = bounded(4, ge=1, le=480, help="positions per quarter note (4 -> 16 per 4/4 bar)")
     min_pitch: int = bounded(21, ge=0, le=127, help="lowest pitch kept (notes outside are dropped)")
     max_pitch: int = bounded(108, ge=0, le=127, help="highest pitch kept (inclusive)")
     velocity_bins: int = bounded(32, ge=1, le=127, help="number of Velocity tokens")
-    max_duration_quarters: int = bounded(8, ge=1, help="longest Duration (longer notes are clipped)")
-    max_bar_quarters: int = bounded(8, ge=4, help="longest bar (sets the number of Position tokens); a 4/4 bar must fit")
+    max_duration_quarters: int = bounded(8, ge=1, le=256, help="longest Duration (longer notes are clipped)")
+    max_bar_quarters: int = bounded(8, ge=4, le=256, help="longest bar (sets the number of Position tokens); a 4/4 bar must fit")
     use_tempos: bool = field(default=True, metadata={"help": "Tempo tokens"})
-    tempo_bins: int = bounded(32, ge=1, help="number of Tempo tokens (geometric spacing)")
-    min_tempo: float = bounded(40.0, gt=0, help="slowest Tempo token, quarter notes per minute")
-    max_tempo: float = bounded(250.0, gt=0, help="fastest Tempo token")
+    tempo_bins: int = bounded(32, ge=1, le=10_000, help="number of Tempo tokens (geometric spacing)")
+    min_tempo: float = bounded(40.0, gt=0, le=10_000, help="slowest Tempo token, quarter notes per minute")
+    max_tempo: float = bounded(250.0, gt=0, le=10_000, help="fastest Tempo token")
     use_time_signatures: bool = field(default=True, metadata={"help": "TimeSig tokens after Bar; otherwise every bar is 4/4"})
     use_chords: bool = field(default=False, metadata={"help": "Chord tokens from a rule-based recognizer"})
-    chord_quarters: int = bounded(2, ge=1, help="chord segment length in quarters (from each bar start)")
+    chord_quarters: int = bounded(2, ge=1, le=256, help="chord segment length in quarters (from each bar start)")
     chord_method: str = choice(
         "cosine",
         ("cosine", "count"),

@@ -19,9 +19,9 @@ from musicfw.core.params import bounded
 
 @dataclass
 class LSTMConfig:
-    hidden_size: int = bounded(512, ge=1, help="LSTM units per layer (Performance RNN: 512)")
-    num_layers: int = bounded(3, ge=1, help="stacked LSTM layers (Performance RNN: 3)")
-    embed_dim: int = bounded(256, ge=1, help="size of the input embedding / projection")
+    hidden_size: int = bounded(512, ge=1, le=16384, help="LSTM units per layer (Performance RNN: 512)")
+    num_layers: int = bounded(3, ge=1, le=256, help="stacked LSTM layers (Performance RNN: 3)")
+    embed_dim: int = bounded(256, ge=1, le=16384, help="size of the input embedding / projection")
     dropout: float = bounded(0.0, ge=0, lt=1, help="dropout between LSTM layers and before the head")
     input_dropout: float = bounded(0.0, ge=0, lt=1, help="dropout on the input embedding")
     head: str = field(
@@ -33,9 +33,9 @@ class LSTMConfig:
             "multi-hot tokenizer and sample key by key through the sampler",
         },
     )
-    nade_hidden: int = bounded(150, ge=1, help="NADE hidden units (head: nade)")
-    ar_hidden: int = bounded(256, ge=1, help="MADE hidden units per layer (head: autoregressive)")
-    ar_layers: int = bounded(1, ge=1, help="MADE hidden layers (head: autoregressive)")
+    nade_hidden: int = bounded(150, ge=1, le=16384, help="NADE hidden units (head: nade)")
+    ar_hidden: int = bounded(256, ge=1, le=16384, help="MADE hidden units per layer (head: autoregressive)")
+    ar_layers: int = bounded(1, ge=1, le=64, help="MADE hidden layers (head: autoregressive)")
 
 
 class LSTM:

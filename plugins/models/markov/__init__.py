@@ -17,7 +17,7 @@ from musicfw.core.params import bounded
 
 @dataclass
 class MarkovConfig:
-    order: int = bounded(2, ge=1, help="context length n (tokens or frames)")
+    order: int = bounded(2, ge=1, le=64, help="context length n (tokens or frames)")
     smoothing: str = field(
         default="witten_bell",
         metadata={

@@ -374,15 +374,32 @@ class MarkovModel(Model, nn.Module):
         }
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the counts, after checking them (they may come from a stranger's file):
+        every table present with the length the others imply, counts >= 0, keys sorted, the
+        CSR pointers consistent, the number of states the one the settings and tables imply.
+        A table that does not fit is a ValueError naming it."""
+        if not isinstance(state, dict) or not isinstance(state.get("settings"), dict) or not isinstance(state.get("arrays"), dict):
+            raise ValueError("markov state: needs `settings` and `arrays` mappings")
         settings = state["settings"]
         for key in ("vocab_size", "token_kind", "order", "smoothing"):
-            if settings[key] != getattr(self, key):
+            if settings.get(key) != getattr(self, key):
                 raise ValueError(
-                    f"checkpoint has {key}={settings[key]!r}, this model {getattr(self, key)!r}"
+                    f"checkpoint has {key}={settings.get(key)!r}, this model {getattr(self, key)!r}"
                 )
-        self.fitted = bool(state["fitted"])
-        self._n_states = int(state["n_states"])
-        self._arrays = {name: t.numpy() for name, t in state["arrays"].items()}
+        fitted, n_states = state.get("fitted"), state.get("n_states")
+        if not isinstance(fitted, bool):
+            raise ValueError(f"markov state: `fitted` must be true or false, got {fitted!r}")
+        if isinstance(n_states, bool) or not isinstance(n_states, int):
+            raise ValueError(f"markov state: `n_states` must be a whole number, got {n_states!r}")
+        arrays = {}
+        for name, t in state["arrays"].items():
+            if not isinstance(t, (torch.Tensor, np.ndarray)):
+                raise ValueError(f"markov state: arrays/{name} is not an array")
+            arrays[name] = t.numpy() if isinstance(t, torch.Tensor) else t
+        _check_tables(arrays, fitted, n_states, self.vocab_size, self.token_kind, self.order)
+        self.fitted = fitted
+        self._n_states = n_states
+        self._arrays = arrays
         if "frame_words" in self._arrays:
             self._arrays["frame_words"] = self._arrays["frame_words"].view(np.uint64)
 
@@ -391,6 +408,70 @@ class MarkovModel(Model, nn.Module):
             f"order={self.order}, smoothing={self.smoothing}, k={self.k}, "
             f"token_kind={self.token_kind}, states={self._n_states}"
         )
+
+
+def _check_tables(arrays: dict[str, np.ndarray], fitted: bool, n_states: int, vocab_size: int, kind: str, order: int) -> None:
+    """The consistency :meth:`MarkovModel.set_extra_state` requires (see there)."""
+
+    def need(name: str, shape: tuple, dtype: str) -> np.ndarray:
+        a = arrays.get(name)
+        if a is None:
+            raise ValueError(f"markov state: the table {name} is missing")
+        if a.dtype.kind != dtype or a.ndim != len(shape) or any(s is not None and d != s for d, s in zip(a.shape, shape)):
+            want = "x".join("*" if s is None else str(s) for s in shape)
+            raise ValueError(f"markov state: {name} has shape {list(a.shape)} ({a.dtype}), expected {want} ({dtype})")
+        return a
+
+    def nonnegative(name: str, a: np.ndarray) -> None:
+        if a.size and a.min() < 0:
+            raise ValueError(f"markov state: {name} holds negative counts")
+
+    def increasing(name: str, a: np.ndarray) -> None:
+        if a.size > 1 and not bool((a[1:] > a[:-1]).all()):
+            raise ValueError(f"markov state: {name} is not sorted (strictly increasing)")
+
+    if not fitted:
+        if arrays:
+            raise ValueError("markov state: an unfitted model holds no tables")
+        return
+    expected = {"unigram"} | {f"o{j}_{t}" for j in range(1, order + 1)
+                              for t in ("keys", "total", "types", "pairs", "counts", "ptr")}
+    if kind == "multihot":
+        frame_keys = need("frame_keys", (None,), "i")
+        F, K = len(frame_keys), vocab_size
+        if n_states != F + 1:
+            raise ValueError(f"markov state: n_states is {n_states}, the frame table has {F} frames (+1 unknown)")
+        increasing("frame_keys", frame_keys)
+        need("frame_words", (F, -(-K // 64)), "i")
+        frames = need("frames", (F, K), "f")
+        if frames.size and not bool(((frames == 0) | (frames == 1)).all()):
+            raise ValueError("markov state: frames holds values other than 0 and 1")
+        for name in ("unk_log_q", "unk_log_1mq", "unk_marginal"):
+            need(name, (K,), "f")
+        need("unk_log_norm", (1,), "f")
+        expected |= {"frame_keys", "frame_words", "frames", "unk_log_q", "unk_log_1mq", "unk_marginal", "unk_log_norm"}
+    elif n_states != vocab_size:
+        raise ValueError(f"markov state: n_states is {n_states}, the vocabulary has {vocab_size} tokens")
+    extra = sorted(set(arrays) - expected)
+    if extra:
+        raise ValueError(f"markov state: unknown table {extra[0]}")
+    S = n_states
+    nonnegative("unigram", need("unigram", (S,), "i"))
+    for j in range(1, order + 1):
+        keys = need(f"o{j}_keys", (None,), "i")
+        U = len(keys)
+        increasing(f"o{j}_keys", keys)
+        for t in ("total", "types"):
+            nonnegative(f"o{j}_{t}", need(f"o{j}_{t}", (U,), "i"))
+        pairs = need(f"o{j}_pairs", (None,), "i")
+        P = len(pairs)
+        nonnegative(f"o{j}_counts", need(f"o{j}_counts", (P,), "i"))
+        increasing(f"o{j}_pairs", pairs)
+        if P and (pairs[0] < 0 or pairs[-1] >= U * S):
+            raise ValueError(f"markov state: o{j}_pairs points outside its {U} contexts x {S} states")
+        ptr = need(f"o{j}_ptr", (U + 1,), "i")
+        if ptr[0] != 0 or ptr[-1] != P or bool((np.diff(ptr) < 0).any()):
+            raise ValueError(f"markov state: o{j}_ptr is not a pointer table over its {P} pairs")
 
 
 def _to_numpy(x: Any) -> np.ndarray:

@@ -25,11 +25,11 @@ ENCODER_INPUTS = ("onehot", "drum_roll")
 class MusicVAEConfig:
     """Hyperparameters, named as in Magenta's HParams (``lstm_models.get_default_hparams``)."""
 
-    z_size: int = bounded(256, ge=1, help="size of the latent vector z")
+    z_size: int = bounded(256, ge=1, le=16384, help="size of the latent vector z")
     enc_rnn_size: List[int] = bounded(
-        [512], ge=1, min_items=1, help="bidirectional encoder: units per layer per direction"
+        [512], ge=1, le=16384, min_items=1, help="bidirectional encoder: units per layer per direction"
     )
-    dec_rnn_size: List[int] = bounded([256, 256], ge=1, min_items=1, help="decoder (and conductor) LSTM: units per layer")
+    dec_rnn_size: List[int] = bounded([256, 256], ge=1, le=16384, min_items=1, help="decoder (and conductor) LSTM: units per layer")
     decoder: str = field(
         default="flat",
         metadata={
@@ -38,9 +38,9 @@ class MusicVAEConfig:
             "choices": DECODERS,
         },
     )
-    steps_per_bar: int = bounded(16, ge=1, help="hierarchical decoder: steps per conductor step (one bar of 16ths)")
+    steps_per_bar: int = bounded(16, ge=1, le=4096, help="hierarchical decoder: steps per conductor step (one bar of 16ths)")
     max_seq_len: int = bounded(
-        32, ge=1,
+        32, ge=1, le=1_048_576,
         help="segment length (32 = 2 bars): sample()/decode() length; longer "
         "sequences are scored as consecutive segments",
     )

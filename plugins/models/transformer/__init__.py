@@ -25,13 +25,13 @@ POSITIONS = ("relative", "rope", "absolute")
 
 @dataclass
 class TransformerConfig:
-    d_model: int = bounded(256, ge=1, help="width of the residual stream (Music Transformer: 512)")
-    num_layers: int = bounded(4, ge=1, help="decoder layers (Music Transformer: 6)")
-    num_heads: int = bounded(4, ge=1, help="attention heads; must divide d_model (Music Transformer: 8)")
-    d_ff: int = bounded(1024, ge=1, help="hidden units of each feed-forward layer (usually 4 x d_model)")
+    d_model: int = bounded(256, ge=1, le=16384, help="width of the residual stream (Music Transformer: 512)")
+    num_layers: int = bounded(4, ge=1, le=256, help="decoder layers (Music Transformer: 6)")
+    num_heads: int = bounded(4, ge=1, le=1024, help="attention heads; must divide d_model (Music Transformer: 8)")
+    d_ff: int = bounded(1024, ge=1, le=65536, help="hidden units of each feed-forward layer (usually 4 x d_model)")
     dropout: float = bounded(0.1, ge=0, lt=1, help="dropout on the input and on each residual branch (attention and feed-forward outputs)")
     max_context: int = bounded(
-        1024, ge=1,
+        1024, ge=1, le=1_048_576,
         help="tokens the model conditions on; >= train.seq_len, best equal to it (longer distances are never trained); evaluation and generation slide past it",
     )
     position: str = choice("relative", POSITIONS, "relative (Music Transformer), rope or absolute")
