@@ -40,6 +40,7 @@ DEFAULT_PLUGINS = (
     "musicfw.plugins.metrics",
     "musicfw.plugins.listen",
     "musicfw.plugins.studio",
+    "musicfw.plugins.live",
     "musicfw.plugins.loggers",
     "musicfw.plugins.report",
     "musicfw.plugins.export",
