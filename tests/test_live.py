@@ -270,3 +270,35 @@ def test_real_virtual_port_carries_the_stream(tiny):
     out.close()
     inp.close()
     assert len([m for _, m in got if m.type == "note_on"]) >= stats.notes
+
+
+def test_play_command_streams_a_run_to_the_port(monkeypatch, tmp_path, capsys):
+    """`musicfw play --run RUN --out PORT` end to end: the run's model and sampler section, the
+    notes on the port, the summary line, the port closed."""
+    import musicfw
+    from musicfw.api import build_from_section
+    from musicfw.cli import main
+    from musicfw.engine.rundir import RunFolder
+    from musicfw.plugins.live import ports
+
+    config = musicfw.load_config({"name": "tiny", "seed": 0, "data": {"name": "midi_folder", "path": str(tmp_path)},
+                                  "tokenizer": {"name": "remi"},
+                                  "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+                                  "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}]})
+    run = RunFolder.create(tmp_path, config.name)
+    run.save_config(config)
+    tokenizer = build_from_section("tokenizers", config.tokenizer)
+    tokenizer.save(run.tokenizer_path)
+    torch.manual_seed(0)
+    net = build_from_section("models", config.model, tokenizer=tokenizer)
+    run.checkpoints.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, run.checkpoints / "best.ckpt")
+
+    port = RecordingPort()
+    monkeypatch.setattr(ports, "open_port", lambda name, output: port)
+    rc = main(["play", "--run", str(run.path), "--out", "whatever", "--bars", "1", "--tempo", "400"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "played" in err and "real time" in err
+    assert any(m.type == "note_on" for _, m in port.sent) and balanced([m for _, m in port.sent])
+    assert port.closed

@@ -70,22 +70,19 @@ class Play(Command):
 
 
 def load_for_play(args: argparse.Namespace, context: Any) -> tuple[Any, Any, Any]:
-    from musicfw.api import build_sampler
+    """The model, its tokenizer and the sampler: ``--sampler``/``--temperature`` if given, else
+    the run's (or exported folder's) own sampler section."""
+    from musicfw.engine.generation import build_sampler_chain
     from musicfw.plugins.studio.catalog import entry_for, run_entry
 
     entry = run_entry(args.run) if args.run else entry_for(args.model)
     loaded = entry.load(context.registries)
-    params: dict[str, Any] = {}
-    name = args.sampler
-    if name is None and loaded.sampler is not None:
-        section = dict(loaded.sampler) if not hasattr(loaded.sampler, "items") else {k: v for k, v in loaded.sampler.items()}
-        name = section.pop("name", None)
-        if args.sampler is None:
-            params = {k: v for k, v in section.items() if v is not None}
-    if args.temperature is not None:
-        params["temperature"] = args.temperature
-    sampler = build_sampler(name or "temperature", **params)
-    return loaded.model.eval(), loaded.tokenizer, sampler
+    section: Any = loaded.sampler
+    if args.sampler is not None or args.temperature is not None:
+        section = {"name": args.sampler or "temperature"}
+        if args.temperature is not None:
+            section["temperature"] = args.temperature
+    return loaded.model.eval(), loaded.tokenizer, build_sampler_chain(section, registries=context.registries)
 
 
 def play(model: Any, tokenizer: Any, sampler: Any, out: Any, inport: Any, args: argparse.Namespace) -> int:

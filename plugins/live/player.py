@@ -11,6 +11,10 @@ note of the bars that are complete (a note is final once a later bar has begun);
 once ``lookahead_bars`` are ready, so generation runs at least that far ahead.  If generation
 falls behind (a note would be due before it is ready), the timeline is pushed back by the
 shortfall and ``say`` reports it: the stream pauses audibly, it is never silently late.
+
+Why our own scheduler: mido sends a message when told to and its ``MidiFile.play()`` plays a
+finished file by sleeping between messages; neither takes notes while they are being generated,
+nor measures how late each message went out, which is the promise here.
 """
 
 from __future__ import annotations
