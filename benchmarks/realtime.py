@@ -131,7 +131,7 @@ def main() -> None:
         sched = Scheduler(Null())
         said = []
         st = stream_generation(stream_model, tok, sampler, sched, bars=bars, bpm=100, seed=args.seed,
-                               say=said.append, max_tokens=100 * bars)
+                               say=said.append, max_tokens=400 * bars)
         sched.stop()
         late = sched.lateness() * 1000
         print()

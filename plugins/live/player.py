@@ -211,8 +211,9 @@ class Streamer:
     start now); underruns push it back."""
 
     def __init__(self, scheduler: Scheduler, tpq: int, bpm: float, say: Callable[[str], None],
-                 place_origin: Callable[[int, float], float] | None = None):
+                 place_origin: Callable[[int, float], float] | None = None, quantum: float | None = None):
         self.sched, self.tpq, self.bpm, self.say = scheduler, int(tpq), float(bpm), say
+        self.quantum = quantum  # a pause is rounded up to whole quanta (an answer keeps its beat)
         self.sec_per_tick = 60.0 / (self.bpm * self.tpq)
         self.origin: float | None = None
         self.place_origin = place_origin
@@ -238,6 +239,8 @@ class Streamer:
         due0 = self.origin + rows[0][0] * self.sec_per_tick
         if not fresh and due0 < now + MARGIN_SECONDS:  # generation fell behind: pause the timeline, say so
             behind = now + MARGIN_SECONDS - due0
+            if self.quantum:
+                behind = float(np.ceil(behind / self.quantum) * self.quantum)
             self.origin += behind
             self.underruns += 1
             self.underrun_seconds += behind
@@ -258,7 +261,7 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
                       bpm: float | None = None, seed: int = 0, prompt: Any = None, lookahead_bars: float = 1.0,
                       max_tokens: int | None = None, cancel: Any = None, say: Callable[[str], None] = print,
                       place_origin: Callable[[int, float], float] | None = None,
-                      wait: bool = True) -> StreamStats:
+                      quantum: float | None = None, wait: bool = True) -> StreamStats:
     """Generate ``bars`` bars (continuing ``prompt``, a Score, if given) and play them on
     ``scheduler``'s port as they come.  Returns the stream's statistics (after the last message
     was sent when ``wait``)."""
@@ -275,7 +278,7 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
         rows = _note_rows(score)
         if st["streamer"] is None:
             tempo = bpm if bpm is not None else score_tempo(score)
-            st["streamer"] = Streamer(scheduler, int(score.ticks_per_quarter), tempo, say, place_origin)
+            st["streamer"] = Streamer(scheduler, int(score.ticks_per_quarter), tempo, say, place_origin, quantum)
             st["bar"] = _bar_ticks(score)
             st["first_tick"] = rows[skip][0] if len(rows) > skip else 0
         bar = st["bar"]
@@ -306,7 +309,8 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
             row = np.asarray(tokens[:1])
             opens = bool(bar_clock.would_open_bar(row).any())
             bar_clock.update(row)
-            due = opens
+            # before playback starts, every few tokens (the first note is not kept waiting for a bar line)
+            due = opens or (st["streamer"] is None or st["streamer"].origin is None) and st["steps"] % DECODE_EVERY == 0
         else:
             due = st["steps"] % DECODE_EVERY == 0
         if due:
@@ -452,8 +456,9 @@ def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
             return origin
 
         stats = stream_generation(model, tokenizer, sampler, scheduler, bars=bars, bpm=tempo, seed=seed + len(out),
-                                  prompt=score, lookahead_bars=0, cancel=stop, say=say, place_origin=on_grid)
-        stats.extra = {"bpm": tempo, "heard_notes": len(notes)}
+                                  prompt=score, lookahead_bars=0, cancel=stop, say=say, place_origin=on_grid,
+                                  quantum=60.0 / tempo)
+        stats.extra = {"bpm": tempo, "heard_notes": len(notes), "phrase_start": first}
         out.append(stats)
         listener.reset()  # what was played during the answer is the answer's echo, not a call
     return out
