@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "musicfw.plugins.listen",
     "musicfw.plugins.studio",
     "musicfw.plugins.harmonize",
+    "musicfw.plugins.live",
     "musicfw.plugins.loggers",
     "musicfw.plugins.report",
     "musicfw.plugins.export",

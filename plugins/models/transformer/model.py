@@ -245,6 +245,28 @@ class Block(nn.Module):
         att = torch.bmm(torch.softmax(scores, dim=-1), V.flatten(0, 1)).view(B, H, 1, Dh)
         return self._out(x, att)
 
+    def prefill(self, x: torch.Tensor, cache: KVCache, layer: int, first: int, rope: tuple | None) -> torch.Tensor:
+        """T new positions ``x`` [B, T, D] at once: their K, V go to slots ``first`` ..
+        ``first + T - 1`` (no wrap: the caller checks), each query attends causally to the
+        slots up to its own (``cache.n`` already counts them)."""
+        q, k, v = self._qkv(x)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        T = x.shape[1]
+        n = first + T
+        cache.k[layer][..., first:n] = k.transpose(-1, -2)
+        cache.v[layer][:, :, first:n] = v
+        K, V = cache.k[layer][..., :n].transpose(-1, -2), cache.v[layer][:, :, :n]
+        dist = torch.arange(first, n, device=x.device)[:, None] - torch.arange(n, device=x.device)[None, :]
+        allowed = dist >= 0  # [T, n]; n <= C, so every distance is inside the window
+        if self.position == "relative":
+            qe = q_times_table(q, self.rel[:, :n])  # [B, H, T, n]: q_i . E_r[d], d = 0 .. n-1
+            bias = qe.gather(-1, dist.clamp(min=0).expand(*qe.shape[:2], T, n)) / math.sqrt(self.head_dim)
+            att = F.scaled_dot_product_attention(q, K, V, attn_mask=bias.masked_fill(~allowed, NEG_INF).to(q.dtype))
+        else:
+            att = F.scaled_dot_product_attention(q, K, V, attn_mask=allowed)
+        return self._out(x, att)
+
     def step_bias(self, q: torch.Tensor, cache: KVCache) -> torch.Tensor | None:
         """The relative logits of one query against the cache's filled slots, in slot order,
         scaled like QK^T ([B, H, 1, n]; None for rope/absolute).
@@ -412,6 +434,42 @@ class TransformerModel(TokenInputs, Model, nn.Module):
         for i, block in enumerate(self.blocks):
             h = block.step(h, state, i, slot, rope)
         return self.head(self.ln_f(h[:, 0])), state
+
+    def prefill(self, xs: torch.Tensor, state: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """A prompt ``xs`` [B, T] (or [B, T, K]) in one pass through the layers, its keys and
+        values written into the cache: the same logits and cache as :meth:`step` per token up
+        to float rounding (a batched product sums in another order; tested to 1e-5).  The
+        part that fits before the window fills (the ring would wrap, or an absolute window
+        slide) goes in one pass; the rest, if any, a step per token."""
+        if not isinstance(state, KVCache):
+            raise TypeError("transformer.prefill: the state must come from init_state")
+        C = self.max_context
+        used = state.pos - state.start if self.position == "absolute" else state.pos
+        T = min(int(xs.shape[1]), C - used)
+        out = None
+        if T > 0:
+            device = state.k[0].device
+            e = self._embed(xs[:, :T].to(device))  # [B, T, D]
+            first = state.n
+            while state.cap < first + T:
+                state.grow()
+            rope = None
+            if self.position == "absolute":
+                state.inputs[:, first : first + T] = e
+                h = e + self.pos_embed.weight[first : first + T]
+            else:
+                h = e
+                if self.rotary is not None:
+                    rope = self.rotary.tables(torch.arange(state.pos, state.pos + T, device=device), e.dtype)
+            state.n = first + T
+            state.pos += T
+            h = self.drop(h)
+            for i, block in enumerate(self.blocks):
+                h = block.prefill(h, state, i, first, rope)
+            out = self.head(self.ln_f(h[:, -1]))
+        if T < xs.shape[1]:
+            out, state = super().prefill(xs[:, max(T, 0):], state)
+        return out, state
 
     def _slide_absolute(self, state: KVCache) -> None:
         keep = self.max_context // 2
