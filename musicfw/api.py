@@ -124,6 +124,7 @@ def infill(
     out_dir: str | Path | None = None,
     max_tokens: int | None = None,
     checkpoint: str = "auto",
+    controls: Any = None,
 ) -> Any:
     """Fill ``bars`` (``"5-8"``: 1-based, inclusive) of ``song`` (a MIDI path or a
     ``symusic.Score``) ``n`` times with a model trained to infill (``train.infill.enabled``).
@@ -132,7 +133,10 @@ def infill(
     pair.  ``sampler``: a sampler object or section (default: the run's sampler, else top_p).
     With ``out_dir`` the songs are written there as ``<song>_infill_<bars>_NNN.mid``.  Returns
     an :class:`musicfw.engine.infill.InfillOutput` (``scores``, ``paths``, ``bars``).  Notes
-    outside the bars are the song's own; every check comes before anything is written."""
+    outside the bars are the song's own; every check comes before anything is written.
+    ``controls``: attribute controls forced in every filled bar (``"density=4,pitch=high"``,
+    ``{"density": 4}``, or a list of them, filled bar by filled bar) for a model whose
+    tokenizer was trained with ``controls``; a ConfigError otherwise."""
     from musicfw.engine.generation import build_sampler_chain
     from musicfw.engine.infill import infill as _infill
 
@@ -156,7 +160,8 @@ def infill(
         section = config.sampler
     if sampler is None or isinstance(sampler, (dict, list, tuple, DictConfig)):
         sampler = build_sampler_chain(sampler if sampler is not None else section, registries=registries)
-    return _infill(model, tokenizer, song, bars, sampler=sampler, n=n, seed=seed, max_tokens=max_tokens, out_dir=out_dir)
+    return _infill(model, tokenizer, song, bars, sampler=sampler, n=n, seed=seed, max_tokens=max_tokens, out_dir=out_dir,
+                   controls=controls)
 
 
 def harmonize(

@@ -505,6 +505,8 @@ def _generate_batch(
     if controls is not None and grammar is not None:
         grammar = tokenizer.controls_grammar(controls, grammar)
     clock = clock_for(tokenizer, B) if (max_bars is not None or max_seconds is not None) else None
+    # ids that plain generation never writes, grammar or not (an infilling model's markers)
+    banned = getattr(tokenizer, "marker_ids", None) if kind == "categorical" else None
 
     state = model.init_state(B, device=device)
     logits, state = model.step(None, state)
@@ -553,6 +555,9 @@ def _generate_batch(
             if empty.any():  # no budget left to finish a structure: fall back to the bare grammar
                 allowed[empty] = grammar.mask(None)[empty]
             logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), neg_inf)
+        elif banned is not None:
+            logits = logits.clone()
+            logits[:, torch.as_tensor(banned, device=logits.device)] = neg_inf
         x = model.draw(logits, sampler, generator, None if history is None else history[:, : n_prompt + t])
         if history is not None:
             history[:, n_prompt + t] = x.long()

@@ -292,8 +292,29 @@ class InfillTokenizer(Tokenizer):
         inner = self.base.chord_grammar(progression, batch_size)
         return None if inner is None else MarkersOff(self, inner, batch_size)
 
+    def controls_grammar(self, controls: Any, grammar: Any) -> Any:
+        """The base tokenizer's attribute controls (REMI ``controls``) forced on top of
+        ``grammar`` (this tokenizer's :class:`MarkersOff` grammar, or a base grammar), the
+        markers still forbidden; None when the base tokenizer has no controls."""
+        inner = grammar.inner if isinstance(grammar, MarkersOff) else grammar
+        if inner is None:
+            return None
+        forced = self.base.controls_grammar(controls, inner)
+        return None if forced is None else MarkersOff(self, forced, int(getattr(grammar, "batch_size", 1)))
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The base tokenizer's attribute controls (empty when it has none)."""
+        return tuple(getattr(self.base, "controls", ()) or ())
+
+    @property
+    def marker_ids(self) -> np.ndarray:
+        """The three marker ids: never sampled in plain generation."""
+        return np.array([self.ids.fill, self.ids.sep, self.ids.end], dtype=np.int64)
+
     def clock(self, batch_size: int) -> Any:
-        return self.base.clock(batch_size)
+        inner = self.base.clock(batch_size)
+        return None if inner is None else MarkersClock(inner, self.base_vocab_size)
 
     def count_invalid(self, tokens: np.ndarray) -> int | None:
         tokens = np.asarray(tokens)
@@ -344,6 +365,41 @@ def with_infill_markers(tokenizer: Tokenizer, doc: Any, path: Any) -> Tokenizer:
     return InfillTokenizer(tokenizer)
 
 
+class MarkersClock:
+    """The base tokenizer's clock over the extended vocabulary: a marker id advances nothing
+    (no bar, no time) and opens no bar; every other id is the base clock's."""
+
+    def __init__(self, inner: Any, base_vocab_size: int):
+        self.inner, self.base_v = inner, int(base_vocab_size)
+
+    def __getattr__(self, name: str) -> Any:  # bars, seconds, has_bars, bar_tokens, mark, new_bars, ...
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def would_open_bar(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.int64)
+        marker = x >= self.base_v
+        return np.asarray(self.inner.would_open_bar(np.where(marker, 0, x)), dtype=bool) & ~marker
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.int64)
+        marker = x >= self.base_v
+        if not marker.any():
+            self.inner.update(x)
+            return
+        # the rows that read a marker keep every per-row state array they had before
+        B = len(x)
+        before = {k: v.copy() for k, v in vars(self.inner).items()
+                  if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == B}
+        self.inner.update(np.where(marker, 0, x))
+        for k, v in before.items():
+            now = np.array(getattr(self.inner, k), copy=True)
+            now[marker] = v[marker]
+            setattr(self.inner, k, now)
+
+
 class MarkersOff:
     """A grammar over the extended vocabulary: the inner grammar's rules (or none), the
     three markers never allowed (plain continuation with an infilling model)."""
@@ -387,14 +443,22 @@ class InfillGrammar:
     opening and closing the bars still to come are kept in reserve: with too few left, only
     ``End`` (or the tokens that finish what is open).  ``done``: k ``End`` markers written."""
 
-    def __init__(self, tokenizer: InfillTokenizer, batch_size: int, k: int, left: np.ndarray):
+    def __init__(self, tokenizer: InfillTokenizer, batch_size: int, k: int, left: np.ndarray, controls: Any = None):
         self.tok, self.B, self.k = tokenizer, int(batch_size), int(k)
         self.V, self.base_v = int(tokenizer.vocab_size), tokenizer.base_vocab_size
         self.is_bar = tokenizer.is_bar
         self.ids = tokenizer.ids
+        #: the fewest tokens one bar takes: its opener, its control tokens (a tokenizer with
+        #: controls writes one per attribute after every bar opener) and End
+        self.bar_min = 2 + len(tokenizer.controls)
         base = tokenizer.base.grammar(1)
         if base is not None:
             base.feed(np.asarray(left, dtype=np.int64))  # the state at the left edge (time signature, ...)
+            if controls is not None:
+                # the requested controls forced after each filled bar's opener (REMI: ControlGrammar,
+                # as force_controls builds it), counted from the first filled bar
+                base = tokenizer.base.controls_grammar(controls, base)
+                base.start()
         # one grammar per row (rows finish at different times); the tokenizer is shared, not copied
         memo = lambda: {id(tokenizer.base): tokenizer.base}  # noqa: E731
         self.rows = [copy.deepcopy(base, memo()) for _ in range(self.B)] if base is not None else None
@@ -407,8 +471,8 @@ class InfillGrammar:
         return self.done_bars >= self.k
 
     def min_tokens(self) -> int:
-        """The fewest tokens k bars can take (a bar opener and End each)."""
-        return 2 * self.k
+        """The fewest tokens k bars can take (a bar opener, its controls and End each)."""
+        return self.bar_min * self.k
 
     def mask(self, remaining: int) -> np.ndarray:
         out = np.zeros((self.B, self.V), dtype=bool)
@@ -417,7 +481,7 @@ class InfillGrammar:
                 out[b, self.ids.end] = True
                 continue
             still = self.k - self.done_bars[b] - 1  # bars after this one
-            rem_eff = int(remaining) - 1 - 2 * still  # tokens this bar may still use before its End
+            rem_eff = int(remaining) - 1 - self.bar_min * still  # tokens this bar may still use before its End
             g = self.rows[b] if self.rows is not None else None
             free = g.mask(None)[0] if g is not None else np.ones(self.base_v, dtype=bool)
             closable = bool(free[self.is_bar].any())
@@ -473,14 +537,21 @@ def fill_tokens(
     max_tokens: int | None = None,
     seed: int = 0,
     device: Any = None,
+    controls: Any = None,
 ) -> FillResult:
     """Fill bars ``first .. first+k-1`` (0-based) of the plain sequence ``tokens`` ``n`` times
     (one batch).  ``max_tokens``: tokens the k bars may take in all (default: three times the
     bars' own length plus 64, within the model's context).  A model with a bounded context
     reads the bars nearest the gap (the farthest dropped first, alternately left and right)
     so that twice the gap's length fits after them; UserError when even the gap alone cannot
-    fit the fewest tokens k bars need."""
+    fit the fewest tokens k bars need.  ``controls``: attribute controls forced in every
+    filled bar (see :func:`check_fill_controls`; a per-bar list counts from the first filled
+    bar and repeats)."""
     import torch
+
+    if controls is not None:
+        controls = check_fill_controls(tokenizer, controls)
+    bar_min = 2 + len(tokenizer.controls)
 
     tokens = np.asarray(tokens, dtype=np.int64)
     bounds = bar_bounds(tokens, tokenizer.is_bar)
@@ -492,7 +563,7 @@ def fill_tokens(
     if ctx is not None:
         # a bounded context: drop the bars farthest from the gap until the prompt leaves room for
         # the gap's own length and markers (as training windows cut pieces at bar lines)
-        room = min(budget, 2 * original + 2 * k)
+        room = min(budget, 2 * original + bar_min * k)
         while len(prompt) + room > int(ctx) and (lo < first or hi > first + k):
             left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
             if lo < first and (left_len >= right_len or hi == first + k):
@@ -503,14 +574,14 @@ def fill_tokens(
             window = tokens[start : int(bounds[hi])]
             prompt = prompt_for(window, bounds[lo : hi + 1] - start, first - lo, k, tokenizer.ids)
         budget = min(budget, int(ctx) - len(prompt))
-    if budget < 2 * k:
+    if budget < bar_min * k:
         raise UserError(
-            f"infill: the song around the bars is {len(prompt)} tokens and {k} bars need at least {2 * k} more, "
+            f"infill: the song around the bars is {len(prompt)} tokens and {k} bars need at least {bar_min * k} more, "
             + (f"beyond the model's context of {ctx} tokens" if ctx is not None else f"but max_tokens is {max_tokens}")
             + "; fill fewer bars, use a shorter song, or raise max_tokens."
         )
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    grammar = InfillGrammar(tokenizer, n, k, tokens[: int(bounds[first])])
+    grammar = InfillGrammar(tokenizer, n, k, tokens[: int(bounds[first])], controls=controls)
     with torch.no_grad():
         state = model.init_state(n, device=device)
         logits, state = model.step(None, state)
@@ -548,6 +619,27 @@ def fill_tokens(
 # --------------------------------------------------------------------------------------
 # songs: bars in ticks, notes in and out of the range
 # --------------------------------------------------------------------------------------
+
+
+def check_fill_controls(tokenizer: Any, controls: Any, where: str = "infill controls") -> Any:
+    """``controls`` (``"density=4,pitch=high"``, ``"density=1 | density=6"`` bar by bar, a
+    mapping or a list of them) as plain Python, checked against the model's tokenizer:
+    ConfigError when it has no control tokens, or for an attribute or a level it was not
+    trained with (naming the allowed ones)."""
+    from musicfw.engine.generation import controls_setting
+
+    controls = controls_setting(controls, where)
+    if controls is None:
+        return None
+    base = tokenizer.base if isinstance(tokenizer, InfillTokenizer) else tokenizer
+    if not tuple(getattr(base, "controls", ()) or ()) or not hasattr(base, "control_plan"):
+        raise ConfigError(
+            f"{where}: this model's {base.name!r} tokenizer has no control tokens (it was trained without "
+            "tokenizer.controls), so its filled bars cannot be given controls; train with e.g. "
+            "tokenizer: {name: remi, controls: [density, pitch_range]} and train.infill.enabled: true."
+        )
+    base.control_plan(controls, where)  # ConfigError: unknown attribute, level out of range
+    return controls
 
 
 def parse_bars(text: Any) -> tuple[int, int]:
@@ -732,18 +824,24 @@ def infill(
     out_dir: str | Path | None = None,
     stem: str | None = None,
     device: Any = None,
+    controls: Any = None,
 ) -> InfillOutput:
     """Fill ``bars`` ("5-8", 1-based inclusive) of ``song`` (a MIDI path or a Score) ``n``
     times with an infilling model; write ``<stem>_infill_<lo>-<hi>_<i>.mid`` into ``out_dir``
-    when given.  Every check happens before anything is generated or written."""
+    when given.  ``controls``: attribute controls forced in every filled bar (a model whose
+    tokenizer has ``controls``; see :func:`check_fill_controls`).  Every check happens before
+    anything is generated or written."""
     if n < 1:
         raise UserError(f"infill: n must be >= 1, got {n}.")
     score, where, tokens, first, k, n_bars = prepare_song(tokenizer, song, bars)
+    if controls is not None:
+        controls = check_fill_controls(tokenizer, controls)
     if sampler is None:
         from musicfw.engine.generation import build_sampler_chain
 
         sampler = build_sampler_chain(None)
-    result = fill_tokens(model, tokenizer, sampler, tokens, first, k, n=n, max_tokens=max_tokens, seed=seed, device=device)
+    result = fill_tokens(model, tokenizer, sampler, tokens, first, k, n=n, max_tokens=max_tokens, seed=seed,
+                         device=device, controls=controls)
     grid = tokenizer.decode(tokens)
     scores = [splice(score, tokenizer.decode(seq), first, k, n_bars, grid) for seq in result.sequences]
     paths: list[Path] = []

@@ -609,8 +609,20 @@ def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
         path = run_dir / CHECKPOINT_DIR / "last.ckpt"
     if not path.is_file():
         raise ConfigError(f"init_from: {run_dir} has no checkpoint to start from (train it first).")
+    # a plain run fine-tuned into an infilling one (train.infill.enabled) or back: the same
+    # tokenizer, the vocabulary grown (or shrunk) by the three infill markers at its end
+    their_v = ours_v = int(tokenizer.vocab_size)
+    info = theirs.get("infill")
+    if bool(info) != bool(ours.get("infill")):
+        from musicfw.engine.infill import MARKERS
+
+        base_v = int(ours["infill"]["first_id"]) if ours.get("infill") else ours_v
+        their_v = base_v + (len(MARKERS) if info else 0)
     try:
-        load_checkpoint(model, path)
+        if their_v != ours_v:
+            _load_resized(model, path, their_v, ours_v)
+        else:
+            load_checkpoint(model, path)
     except (RuntimeError, RunFolderError) as exc:  # unreadable, other names or shapes
         first = str(exc).strip().splitlines()
         raise ConfigError(
@@ -618,6 +630,43 @@ def init_from_run(model: Any, tokenizer: Any, run_dir: str | Path) -> Path:
             "fine-tuning needs the same model section as the run."
         ) from None
     return path
+
+
+def _load_resized(model: Any, path: Path, their_v: int, ours_v: int) -> None:
+    """Load ``path`` into ``model`` whose vocabulary has ``ours_v`` ids where the checkpoint's
+    has ``their_v`` (the first ``min`` ids the same): a weight whose shape differs only on one
+    axis, of the vocabulary's size or one more (the output rows; the embedding, whose extra
+    last row is the start input of the token models, musicfw.plugins.models._lm), gets the
+    shared ids' rows copied and its extra last row moved to the new end; rows of ids the
+    checkpoint lacks keep the model's own initialisation.  Every other weight must fit as is."""
+    import torch
+
+    state = _read_checkpoint(path)
+    raw = state.get("state_dict")
+    if not isinstance(raw, dict):
+        checkpoint_weights(model, state, path)  # the RunFolderError saying what it is
+    expected = model.state_dict()
+    keep = min(their_v, ours_v)
+    fitted = {}
+    for key, value in raw.items():
+        name = key[len("model."):] if isinstance(key, str) and key.startswith("model.") else None
+        if name is None or name not in expected or not isinstance(value, torch.Tensor):
+            fitted[key] = value
+            continue
+        mine = expected[name]
+        if tuple(value.shape) != tuple(mine.shape) and value.dim() == mine.dim():
+            axes = [a for a in range(value.dim()) if value.shape[a] != mine.shape[a]]
+            if len(axes) == 1:
+                a = axes[0]
+                extra = int(value.shape[a]) - their_v
+                if extra in (0, 1) and int(mine.shape[a]) == ours_v + extra:
+                    grown = mine.detach().clone()
+                    grown.narrow(a, 0, keep).copy_(value.narrow(a, 0, keep))
+                    if extra:
+                        grown.narrow(a, ours_v, extra).copy_(value.narrow(a, their_v, extra))
+                    value = grown
+        fitted[key] = value
+    model.load_state_dict(checkpoint_weights(model, {**state, "state_dict": fitted}, path))
 
 
 def load_model(

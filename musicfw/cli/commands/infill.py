@@ -39,6 +39,12 @@ class Infill(Command):
             "--sampler", nargs="+", action="append", metavar="NAME [key=value ...]",
             help="a sampler and its parameters; repeat to chain (default: the run's sampler)",
         )
+        p.add_argument(
+            "--controls", default=None, metavar='"density=4,pitch=high"',
+            help="attribute controls forced in every filled bar (attribute=level, levels 0..control_levels-1 or "
+            "low/mid/high; \"density=1 | density=6\": filled bar by filled bar, repeated); a model whose "
+            "tokenizer was trained with controls (remi controls: [...])",
+        )
         p.add_argument("--max-tokens", type=int, default=None, help="tokens the filled bars may take in all")
         p.add_argument("--checkpoint", default="auto", help="best, last, a checkpoint path, or auto")
 
@@ -52,7 +58,7 @@ def infill_command(args: argparse.Namespace, registries: Any) -> int:
     from musicfw.cli.commands.generate import fresh_seed, next_output_dir, parse_sampler_args
     from musicfw.core.errors import ConfigError, DataError
     from musicfw.engine.generation import build_sampler_chain
-    from musicfw.engine.infill import infill, parse_bars, prepare_song
+    from musicfw.engine.infill import check_fill_controls, infill, parse_bars, prepare_song
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}.")
@@ -86,12 +92,13 @@ def infill_command(args: argparse.Namespace, registries: Any) -> int:
     except ConfigError as exc:
         raise type(exc)(f"{exc} (from the --sampler option)" if args.sampler else str(exc)) from None
     prepare_song(tokenizer, args.song, args.bars)  # the model, the song and the range: before any folder exists
+    controls = check_fill_controls(tokenizer, args.controls, "--controls") if args.controls is not None else None
     seed = args.seed if args.seed is not None else fresh_seed()
     if args.seed is None:
         print(f"seed {seed} (pass --seed {seed} to reproduce)")
     # generate first, then make the folder: a refusal (context too short) leaves nothing behind
     result = infill(model, tokenizer, args.song, args.bars, sampler=sampler, n=args.n, seed=seed,
-                    max_tokens=args.max_tokens, out_dir=None)
+                    max_tokens=args.max_tokens, out_dir=None, controls=controls)
     out = Path(args.out) if args.out else next_output_dir(samples, prefix="infill")
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.song).stem
@@ -108,6 +115,7 @@ def infill_command(args: argparse.Namespace, registries: Any) -> int:
     record = {
         "source": source, "song": str(args.song), "bars": list(result.bars), "song_bars": result.n_bars,
         "n": args.n, "seed": seed, "sampler": repr(sampler), "max_tokens": args.max_tokens,
+        "controls": controls,
         "files": [p.name for p in paths],
     }
     (out / "infill.json").write_text(json.dumps(record, indent=1) + "\n")
