@@ -31,6 +31,15 @@ fi
 # ./models: the pretrained models (the distribution musicfw-models; tests/test_zoo.py loads each)
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" ./models
 
+# In parallel (pytest-xdist): one worker per CPU ($MUSICFW_TEST_WORKERS to choose, 0 for one
+# process), each test file on one worker (--dist loadfile: a file's module-scoped fixtures are
+# built once).  Given through PYTEST_ADDOPTS, so options after the script's name come later on
+# pytest's command line and win (`bash scripts/test.sh -n 0` runs in one process).
+WORKERS=${MUSICFW_TEST_WORKERS:-auto}
+if [ "$WORKERS" != 0 ]; then
+  export PYTEST_ADDOPTS="-n $WORKERS --dist loadfile${PYTEST_ADDOPTS:+ $PYTEST_ADDOPTS}"
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
