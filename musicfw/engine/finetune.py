@@ -12,6 +12,19 @@ from musicfw.core.errors import ConfigError
 from musicfw.engine.zoo import hint, lookup
 
 
+def _config_defaults(tokenizer: Any) -> dict[str, Any]:
+    """The default value of every field of ``tokenizer``'s Config (as JSON would hold it)."""
+    import dataclasses
+
+    config = getattr(tokenizer, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return {}
+    try:
+        return json.loads(json.dumps(dataclasses.asdict(type(config)())))
+    except (TypeError, ValueError):  # a Config with required fields has no defaults to offer
+        return {}
+
+
 def init_from(model: Any, tokenizer: Any, source: str | Path) -> Path:
     """``init_from:`` (fine-tuning): start ``model`` from a trained run folder (its preferred
     checkpoint: :func:`musicfw.engine.training.init_from_run`), an installed pretrained model's
@@ -35,6 +48,11 @@ def init_from(model: Any, tokenizer: Any, source: str | Path) -> Path:
     label = f"the pretrained model {str(source)!r}" if lookup(str(source)) is not None else f"the exported model {root}"
     theirs = _read_json(root / TOKENIZER, "the tokenizer")
     ours = json.loads(json.dumps(tokenizer.to_dict()))
+    if isinstance(theirs, dict) and theirs.get("name") == ours["name"] and isinstance(theirs.get("config"), dict):
+        # a key the folder's tokenizer.json does not have (an option added to the plugin since
+        # it was exported) means that option's default, as it does when the folder is loaded
+        defaults = _config_defaults(tokenizer)
+        theirs = {**theirs, "config": {**{k: v for k, v in defaults.items() if k not in theirs["config"]}, **theirs["config"]}}
     if not isinstance(theirs, dict) or (theirs.get("name"), theirs.get("config")) != (ours["name"], ours["config"]):
         theirs = theirs if isinstance(theirs, dict) else {}
         their_cfg = theirs.get("config") if isinstance(theirs.get("config"), dict) else {}
