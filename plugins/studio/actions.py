@@ -22,6 +22,7 @@ subclass), e.g. bar infilling or harmonisation from the packages that provide th
 
 from __future__ import annotations
 
+import abc
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -89,7 +90,11 @@ class ActionContext:
     to_rows: Callable[[Any, list[int]], list[list[float]]]  # (score, generated tracks) -> note rows
 
 
-class Action:
+class Action(abc.ABC):
+    """One thing the studio can do with a model; a subclass declares its inputs and parameters
+    and implements ``supports`` and ``run`` (an abstract method: a subclass without them cannot
+    be made)."""
+
     name: ClassVar[str]
     label: ClassVar[str]
     help: ClassVar[str] = ""
@@ -99,8 +104,9 @@ class Action:
     streams: ClassVar[bool] = False
 
     @classmethod
-    def supports(cls, loaded: Any) -> bool:  # pragma: no cover - contract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def supports(cls, loaded: Any) -> bool:
+        """Whether this action can run with ``loaded`` (the page offers only those that can)."""
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
@@ -119,8 +125,9 @@ class Action:
             raise ConfigError(f"{cls.name!r} has no parameter {unknown[0]!r}; it takes: {', '.join(known) or 'none'}.")
         return {name: p.check(given.get(name), cls.name) for name, p in known.items()}
 
-    def run(self, ctx: ActionContext) -> ActionResult:  # pragma: no cover - contract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, ctx: ActionContext) -> ActionResult:
+        """Do the action on ``ctx``'s pieces and return the result."""
 
 
 # --------------------------------------------------------------------------------------
