@@ -121,3 +121,32 @@ def _process_limits_restored():
     saved = limits._active, limits._run, limits._command
     yield
     limits._active, limits._run, limits._command = saved
+
+
+def untrained_infill_run(root: Path, name: str, tokenizer_section: dict, infill: bool) -> Path:
+    """A run folder (under ``root``) with an untrained tiny LSTM and its tokenizer, with the
+    infill markers when ``infill``: enough for refusals, decoding checks and init_from."""
+    import torch
+
+    import musicfw
+    from musicfw.api import build_from_section
+    from musicfw.engine.infill import InfillTokenizer
+    from musicfw.engine.rundir import RunFolder
+
+    config = musicfw.load_config({
+        "name": name, "seed": 0, "data": {"name": "midi_folder", "path": str(root)},
+        "tokenizer": tokenizer_section,
+        "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
+        "train": {"infill": {"enabled": infill}},
+    })
+    run = RunFolder.create(root, name)
+    run.save_config(config)
+    tokenizer = build_from_section("tokenizers", config.tokenizer)
+    if infill:
+        tokenizer = InfillTokenizer(tokenizer)
+    tokenizer.save(run.tokenizer_path)
+    torch.manual_seed(0)
+    model = build_from_section("models", config.model, tokenizer=tokenizer)
+    run.checkpoints.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "best.ckpt")
+    return run.path

@@ -11,7 +11,7 @@ import pytest
 import symusic
 
 import musicfw
-from conftest import TEST_MIDI
+from conftest import TEST_MIDI, untrained_infill_run
 from musicfw.core.errors import ConfigError, DataError, UserError
 from musicfw.engine.infill import (
     MARKERS,
@@ -234,36 +234,11 @@ def test_budget_too_small_is_a_clear_error(tok, model):
 # -- musicfw infill ----------------------------------------------------------------------------
 
 
-def _make_run(root: Path, infill: bool) -> Path:
-    import torch
-
-    from musicfw.api import build_from_section
-    from musicfw.engine.rundir import RunFolder
-
-    config = musicfw.load_config({
-        "name": "infill" if infill else "plain", "seed": 0,
-        "data": {"name": "midi_folder", "path": str(root)},
-        "tokenizer": {"name": "remi"},
-        "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
-        "train": {"infill": {"enabled": infill}},
-    })
-    run = RunFolder.create(root, config.name)
-    run.save_config(config)
-    tokenizer = build_from_section("tokenizers", config.tokenizer)
-    if infill:
-        tokenizer = InfillTokenizer(tokenizer)
-    tokenizer.save(run.tokenizer_path)
-    torch.manual_seed(0)
-    model = build_from_section("models", config.model, tokenizer=tokenizer)
-    run.checkpoints.mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "best.ckpt")
-    return run.path
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    return {"infill": _make_run(root, True), "plain": _make_run(root, False)}
+    return {"infill": untrained_infill_run(root, "infill", {"name": "remi"}, infill=True),
+            "plain": untrained_infill_run(root, "plain", {"name": "remi"}, infill=False)}
 
 
 def _notes_outside(score: symusic.Score, t0: int, t1: int) -> list[tuple]:

@@ -6,7 +6,6 @@ an infilling one (``init_from``: the vocabulary grows by the three markers)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import symusic
 import torch
 
 import musicfw
-from conftest import TEST_MIDI
+from conftest import TEST_MIDI, untrained_infill_run
 from musicfw.core.errors import ConfigError
 from musicfw.engine.infill import MARKERS, InfillTokenizer, bar_bounds, fill_tokens
 
@@ -32,30 +31,6 @@ def _song(n_bars: int = 6, seed: int = 0) -> symusic.Score:
             track.notes.append(symusic.Note(t, 240, int(rng.integers(60, 80)), 90))
     score.tracks.append(track)
     return score
-
-
-def _fake_run(root: Path, name: str, tokenizer_section: dict, infill: bool) -> Path:
-    """A run folder with an untrained tiny LSTM (enough for refusals and for init_from)."""
-    from musicfw.api import build_from_section
-    from musicfw.engine.rundir import RunFolder
-
-    config = musicfw.load_config({
-        "name": name, "seed": 0, "data": {"name": "midi_folder", "path": str(root)},
-        "tokenizer": tokenizer_section,
-        "model": {"name": "lstm", "hidden_size": 16, "num_layers": 1, "embed_dim": 8},
-        "train": {"infill": {"enabled": infill}},
-    })
-    run = RunFolder.create(root, name)
-    run.save_config(config)
-    tokenizer = build_from_section("tokenizers", config.tokenizer)
-    if infill:
-        tokenizer = InfillTokenizer(tokenizer)
-    tokenizer.save(run.tokenizer_path)
-    torch.manual_seed(0)
-    model = build_from_section("models", config.model, tokenizer=tokenizer)
-    run.checkpoints.mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "best.ckpt")
-    return run.path
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +121,7 @@ def test_controls_the_model_was_not_trained_with_are_refused_before_any_output(t
     from musicfw.cli import main
 
     run, model, tok = trained
-    plain = _fake_run(tmp_path, "noctl", {"name": "remi"}, infill=True)
+    plain = untrained_infill_run(tmp_path, "noctl", {"name": "remi"}, infill=True)
     song = tmp_path / "song.mid"
     _song(6).dump_midi(str(song))
     with pytest.raises(ConfigError, match="has no control tokens"):
@@ -215,7 +190,7 @@ def test_init_from_a_plain_run_grows_the_vocabulary_by_the_markers(tmp_path):
     from musicfw.engine.assemble import build_experiment
     from musicfw.engine.training import load_model
 
-    plain = _fake_run(tmp_path, "plain", {"name": "remi"}, infill=False)
+    plain = untrained_infill_run(tmp_path, "plain", {"name": "remi"}, infill=False)
     old, old_tok = load_model(plain)
     cfg = musicfw.load_config({
         "name": "ft", "seed": 1, "init_from": str(plain),
@@ -242,7 +217,7 @@ def test_init_from_a_plain_run_grows_the_vocabulary_by_the_markers(tmp_path):
         else:
             assert torch.equal(value, old_state[key])
     # the other way (an infilling run into a plain one) keeps the rows of the plain vocabulary
-    infilling = _fake_run(tmp_path, "filler", {"name": "remi"}, infill=True)
+    infilling = untrained_infill_run(tmp_path, "filler", {"name": "remi"}, infill=True)
     src, _ = load_model(infilling)
     cfg.init_from, cfg.train.infill.enabled = str(infilling), False
     back = build_experiment(cfg, load_registries())
