@@ -485,3 +485,12 @@ def test_a_changed_checkpoint_fails_its_checksum(tmp_path):
     best.write_bytes(bytes(data))
     with pytest.raises(RunFolderError, match="does not match the sha256"):
         load_checkpoint(small_lstm(), best)
+
+
+def test_read_history_skips_a_half_written_line(tmp_path):
+    """A run killed while writing history.jsonl leaves a partial last line: the curves before
+    it are still read (the report and the resume code read the same file the same way)."""
+    (tmp_path / "history.jsonl").write_text(
+        '{"step": 1, "train/loss": 2.5}\n["not", "a", "row"]\n\n{"step": 2, "train/loss": 2.1}\n{"step": 3, "tra'
+    )
+    assert [r["step"] for r in read_history(tmp_path)] == [1, 2]

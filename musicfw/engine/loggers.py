@@ -52,11 +52,24 @@ def append_history(run_dir: str | Path, record: Mapping[str, Any]) -> None:
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Every record of run_dir/history.jsonl, in order (an empty list if there is none)."""
+    """Every record of run_dir/history.jsonl, in order (an empty list if there is none).
+
+    A line that is not a JSON object (e.g. the half-written last line of a killed run) is
+    skipped, so the training curves of an interrupted run can still be read and drawn."""
     path = Path(run_dir) / HISTORY_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _forwarding_logger_class() -> type:

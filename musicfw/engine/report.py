@@ -55,24 +55,6 @@ nav a{margin-right:1em}
 # --------------------------------------------------------------------------------------
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
-    """history.jsonl rows (lines that are not JSON objects are skipped)."""
-    rows = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, "metrics.json was not found in the run folder (evaluation did not run)."

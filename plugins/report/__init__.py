@@ -15,7 +15,8 @@ from musicfw.core.report import ReportContext, ReportSection
 
 @hookimpl
 def musicfw_report_sections(report: ReportContext) -> list[ReportSection]:
-    from musicfw.engine.report import escape, image, missing, read_history
+    from musicfw.engine.loggers import read_history
+    from musicfw.engine.report import escape, image, missing
 
     from .figures import curves_figure
     from .sections import _distributions_section, _metrics_section, _samples_section, run_lines, set_lines
@@ -23,7 +24,7 @@ def musicfw_report_sections(report: ReportContext) -> list[ReportSection]:
     run, metrics = report.run_dir, report.metrics
     config_path = run / "config.yaml"
     config_text = config_path.read_text(errors="replace") if config_path.is_file() else None
-    history = read_history(run / "history.jsonl")
+    history = read_history(run)
     curves = curves_figure(history) if history else None
     if curves is None:
         curves_html = missing(
