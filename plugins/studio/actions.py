@@ -136,7 +136,32 @@ class Action(abc.ABC):
 
 
 def is_vae(model: Any) -> bool:
-    return all(callable(getattr(model, a, None)) for a in ("encode", "decode", "sample", "interpolate"))
+    from musicfw.engine.loading import is_latent
+
+    return is_latent(model)
+
+
+class Watched:
+    """``model`` seen step by step: every ``step(x, state)`` first checks ``cancel`` (raising
+    :class:`~musicfw.engine.generation.GenerationCancelled`) and hands ``x`` (the tokens fed
+    back: the prompt's, then the drawn ones) to ``on_step``.  Lets an action stream and cancel
+    a decoding loop that takes a model (bar infilling, harmonisation) without that loop knowing
+    the studio; every other attribute is the model's own."""
+
+    def __init__(self, model: Any, cancel: Any, on_step: Callable[[Any], None] | None = None):
+        self._model, self._cancel, self._on_step = model, cancel, on_step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def step(self, x: Any, state: Any) -> Any:
+        if self._cancel is not None and self._cancel.is_set():
+            from musicfw.engine.generation import GenerationCancelled
+
+            raise GenerationCancelled("cancelled")
+        if x is not None and self._on_step is not None:
+            self._on_step(x)
+        return self._model.step(x, state)
 
 
 def crop_to_bars(score: Any, bars: int) -> tuple[Any, int]:
@@ -277,12 +302,7 @@ class FollowChords(Continue):
 
     @classmethod
     def supports(cls, loaded: Any) -> bool:
-        if not Continue.supports(loaded):
-            return False
-        try:
-            return loaded.tokenizer.chord_grammar("C", 1) is not None
-        except ConfigError:
-            return False
+        return Continue.supports(loaded) and bool(loaded.supports.get("chords"))
 
     def chords(self, ctx: ActionContext) -> Any:
         text = ctx.params["chords"].strip()
@@ -388,7 +408,10 @@ class Blend(Action):
         return ActionResult(score, tracks, f"blend ({x:g}, {y:g})", {"tokens": int(len(tokens)), "seconds": round(time.perf_counter() - t0, 4)})
 
 
-BUILTIN: tuple[type[Action], ...] = (Continue, FollowChords, VaeSample, VaeInterpolate, Blend)
+def _builtin() -> tuple[type[Action], ...]:
+    from .fill import InfillBars
+
+    return (Continue, FollowChords, InfillBars, VaeSample, VaeInterpolate, Blend)
 
 
 def load_actions(extra: Any = ()) -> dict[str, type[Action]]:
@@ -408,7 +431,7 @@ def load_actions(extra: Any = ()) -> dict[str, type[Action]]:
             raise PluginError(f"two studio actions are named {cls.name!r}: {where[cls.name]} and {origin}.")
         found[cls.name], where[cls.name] = cls, origin
 
-    for cls in BUILTIN:
+    for cls in _builtin():
         add(cls, "musicfw (built in)")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         add(ep.load(), f"entry point {ep.name} ({ep.value})")
