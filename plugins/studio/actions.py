@@ -11,13 +11,18 @@ model's actions only and a new action plugs in without touching the page:
 * ``uses_sampler``: whether the page's sampler settings apply;
 * ``streams``: whether it sends notes while it generates (an LM continuation does; a MusicVAE
   decodes its few bars at once);
+* ``bar_range``: the name of a ``str`` parameter holding a bar range ("2-3"), which the page also
+  fills when the musician drags across the piano roll (``infill``'s ``bars``);
 * ``supports(loaded) -> bool``: whether this model can do it;
 * ``run(ctx) -> ActionResult``.
 
 Built in: ``continue`` and ``chords`` (language models; ``chords`` needs a tokenizer with chord
-tokens, REMI with ``use_chords``), ``sample``, ``interpolate`` and ``blend`` (MusicVAE).  More come
-from the entry point group ``musicfw.studio_actions`` (each entry point an :class:`Action`
-subclass), e.g. bar infilling or harmonisation from the packages that provide them.
+tokens, REMI with ``use_chords``), ``infill`` (a model trained with ``train.infill``: :mod:`.fill`),
+``sample``, ``interpolate`` and ``blend`` (MusicVAE).  More come from the entry point group
+``musicfw.studio_actions`` (each entry point an :class:`Action` subclass): ``harmonize`` comes so
+from the harmonize plugin (:mod:`musicfw.plugins.harmonize.studio`), as a third party's would.
+What a model supports is the one loader's answer (:func:`musicfw.engine.loading.capabilities`,
+``loaded.supports``).
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ class Action(abc.ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     uses_sampler: ClassVar[bool] = False
     streams: ClassVar[bool] = False
+    #: a ``str`` parameter that takes a bar range ("2-3"): the page fills it by a drag across the piano roll
+    bar_range: ClassVar[str | None] = None
 
     @classmethod
     @abc.abstractmethod
@@ -111,7 +118,8 @@ class Action(abc.ABC):
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "label": cls.label, "help": cls.help, "inputs": list(cls.inputs),
-                "params": [p.describe() for p in cls.params], "uses_sampler": cls.uses_sampler, "streams": cls.streams}
+                "params": [p.describe() for p in cls.params], "uses_sampler": cls.uses_sampler, "streams": cls.streams,
+                "bar_range": cls.bar_range}
 
     @classmethod
     def check_params(cls, given: Any) -> dict[str, Any]:

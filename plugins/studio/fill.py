@@ -31,6 +31,7 @@ class InfillBars(Action):
     )
     uses_sampler = True
     streams = True
+    bar_range = "bars"
 
     @classmethod
     def supports(cls, loaded: Any) -> bool:
