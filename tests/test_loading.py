@@ -29,26 +29,19 @@ def runs(tmp_path_factory):
 
 @pytest.fixture
 def fake_zoo(tmp_path, monkeypatch, runs):
-    """An installed zoo (entry point group musicfw.pretrained) holding the exported tiny runs."""
+    """An installed zoo (entry point group musicfw.pretrained, as tests/test_zoo.py fakes it) holding
+    the tiny runs, exported."""
     from musicfw.engine.integrity import sha256_file
     from musicfw.engine.pretrained import export_run
+    from test_zoo import _fake_zoo
 
-    root = tmp_path / "zoo"
+    root = _fake_zoo(tmp_path, monkeypatch, names=())
     models = {}
     for name, run in (("tiny-infill", runs["infill"]), ("tiny-harmonizer", runs["tracks"])):
         folder = export_run(run, root / name)
         models[name] = {"task": "test", "license": "other",
                         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())}}
     (root / zoo.MANIFEST).write_text(json.dumps({"format": zoo.FORMAT, "format_version": 1, "models": models}))
-
-    class EP:
-        name, value = "fake", "fake:root"
-        dist = type("D", (), {"name": "fake-models", "version": "1.0"})()
-
-        def load(self):
-            return lambda: root
-
-    monkeypatch.setattr(zoo, "_entry_points", lambda: [EP()])
     zoo.shipped(refresh=True)
     yield root
     zoo._CACHE = None  # the real entry points again at the next look
@@ -112,15 +105,20 @@ def test_a_damaged_shipped_file_is_named_with_the_reinstall_command(fake_zoo):
         open_model(model="tiny-harmonizer")
 
 
-def _soprano(tmp_path) -> Path:
+def soprano() -> bytes:
+    """A one-track melody named Soprano (8 quarter notes in 4/4), as MIDI bytes."""
     score = symusic.Score(480)
     score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
     track = symusic.Track("Soprano", 0, False)
     for i, pitch in enumerate((72, 71, 69, 67, 69, 71, 72, 72)):
         track.notes.append(symusic.Note(i * 480, 480, pitch, 80))
     score.tracks.append(track)
+    return bytes(score.dumps_midi())
+
+
+def _soprano(tmp_path) -> Path:
     path = tmp_path / "melody.mid"
-    score.dump_midi(str(path))
+    path.write_bytes(soprano())
     return path
 
 

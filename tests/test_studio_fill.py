@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-import symusic
 
 from conftest import untrained_infill_run
+from test_loading import soprano
 from test_studio import TOKEN, events, make_run, tune, upload
 
 
@@ -83,13 +83,7 @@ def test_infill_streams_and_keeps_the_notes_outside_the_bars(client):
 
 def test_harmonize_adds_the_voices_as_marked_tracks(client):
     sid = client.post("/api/sessions").json()["session"]
-    score = symusic.Score(480)
-    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
-    track = symusic.Track("Soprano", 0, False)
-    for i, pitch in enumerate((72, 71, 69, 67, 69, 71, 72, 72)):
-        track.notes.append(symusic.Note(i * 480, 480, pitch, 80))
-    score.tracks.append(track)
-    p = upload(client, sid, bytes(score.dumps_midi()), name="melody.mid").json()
+    p = upload(client, sid, soprano(), name="melody.mid").json()
     r = client.post("/api/generate", json={"session": sid, "model": "tracks", "action": "harmonize", "seed": 1,
                                            "pieces": {"piece": p["id"]}, "params": {"voices": "tenor,bass"},
                                            "stream": True})

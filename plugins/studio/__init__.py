@@ -64,9 +64,10 @@ class Studio(Command):
             entries.append(entry_for(args.model))
         if args.runs:
             entries.extend(runs_under(args.runs))
-        catalog = Catalog(context.registries, entries + shipped_entries(), entry_point_sources())
+        catalog = Catalog(context.registries, entries, entry_point_sources())
         if not catalog.entries:
-            raise ConfigError("musicfw studio needs a model: --run RUN, --model PATH, or --runs DIR holding run folders.")
+            raise ConfigError("musicfw studio needs a model: --run RUN, --model PATH|NAME, or --runs DIR holding run folders.")
+        catalog.add(shipped_entries())  # the shipped models join the menu (musicfw models)
         from .server import serve
 
         serve(catalog, entries[0].id if entries else None, port=args.port, token=args.token,

@@ -17,10 +17,11 @@ model's actions only and a new action plugs in without touching the page:
 * ``run(ctx) -> ActionResult``.
 
 Built in: ``continue`` and ``chords`` (language models; ``chords`` needs a tokenizer with chord
-tokens, REMI with ``use_chords``), ``infill`` (a model trained with ``train.infill``: :mod:`.fill`),
-``sample``, ``interpolate`` and ``blend`` (MusicVAE).  More come from the entry point group
-``musicfw.studio_actions`` (each entry point an :class:`Action` subclass): ``harmonize`` comes so
-from the harmonize plugin (:mod:`musicfw.plugins.harmonize.studio`), as a third party's would.
+tokens, REMI with ``use_chords``), ``sample``, ``interpolate`` and ``blend`` (MusicVAE).  More come
+from the entry point group ``musicfw.studio_actions`` (each entry point an :class:`Action`
+subclass), as a third party's would: musicfw's own pyproject.toml registers ``infill`` (a model
+trained with ``train.infill``: :mod:`.fill`) and ``harmonize`` (the harmonize plugin:
+:mod:`musicfw.plugins.harmonize.studio`) this way.
 What a model supports is the one loader's answer (:func:`musicfw.engine.loading.capabilities`,
 ``loaded.supports``).
 """
@@ -416,10 +417,7 @@ class Blend(Action):
         return ActionResult(score, tracks, f"blend ({x:g}, {y:g})", {"tokens": int(len(tokens)), "seconds": round(time.perf_counter() - t0, 4)})
 
 
-def _builtin() -> tuple[type[Action], ...]:
-    from .fill import InfillBars
-
-    return (Continue, FollowChords, InfillBars, VaeSample, VaeInterpolate, Blend)
+BUILTIN: tuple[type[Action], ...] = (Continue, FollowChords, VaeSample, VaeInterpolate, Blend)
 
 
 def load_actions(extra: Any = ()) -> dict[str, type[Action]]:
@@ -439,7 +437,7 @@ def load_actions(extra: Any = ()) -> dict[str, type[Action]]:
             raise PluginError(f"two studio actions are named {cls.name!r}: {where[cls.name]} and {origin}.")
         found[cls.name], where[cls.name] = cls, origin
 
-    for cls in _builtin():
+    for cls in BUILTIN:
         add(cls, "musicfw (built in)")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         add(ep.load(), f"entry point {ep.name} ({ep.value})")

@@ -167,6 +167,11 @@ class Catalog:
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
+    def add(self, entries: list[ModelEntry]) -> None:
+        """More models for the list (an id already listed keeps its first entry)."""
+        for entry in entries:
+            self.entries.setdefault(entry.id, entry)
+
     def describe(self) -> list[dict[str, Any]]:
         return [e.describe() for e in self.entries.values()]
 
