@@ -49,7 +49,7 @@ class Harmonize(Action):
         state = {"last": 0.0, "sent": 0, "first_note": None}
         base = len(piece.score.tracks)
         tpq = int(piece.score.ticks_per_quarter)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
 
         def on_step(x: Any) -> None:
             fed.append(int(x.reshape(-1)[0]))
@@ -67,7 +67,8 @@ class Harmonize(Action):
                 if state["first_note"] is None:
                     state["first_note"] = now - t0
                 state["sent"] = len(rows)
-                ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(now - t0, 4), "notes": rows})
+                ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(now - t0, 4),
+                          "cpu_seconds": round(time.thread_time() - c0, 4), "notes": rows})
 
         out = harmonize(Watched(ctx.loaded.model, ctx.cancel, on_step), tokenizer, piece.score, voices=voices,
                         given=given, n=1, seed=ctx.seed, sampler=ctx.sampler, batch_size=1, source="this model")[0]

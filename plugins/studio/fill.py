@@ -54,7 +54,7 @@ class InfillBars(Action):
         label = f"generated ({self.name})"
         drawn: list[int] = []
         state = {"after_sep": False, "last": 0.0, "sent": 0, "first_note": None}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
 
         def notes_of(filled: np.ndarray) -> list[tuple]:
             middle = filled[filled != ids.end]
@@ -78,6 +78,7 @@ class InfillBars(Action):
                 state["sent"] = len(notes)
                 out, tracks = place(cleared, notes, tpq, 0, label)
                 ctx.emit({"type": "notes", "tokens": len(drawn), "seconds": round(now - t0, 4),
+                          "cpu_seconds": round(time.thread_time() - c0, 4),
                           "notes": [r for r in ctx.to_rows(out, tracks) if r[5]]})
 
         max_tokens = ctx.params.get("max_tokens")
