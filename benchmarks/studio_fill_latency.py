@@ -98,7 +98,7 @@ def one(port: int, body: dict) -> dict:
         if ev["type"] == "job":
             out["first_event"] = now
         elif ev["type"] == "notes":
-            out["first_note"], out["cpu"] = now, ev["cpu_seconds"]
+            out["first_note"], out["cpu"], out["tokens"] = now, ev["cpu_seconds"], ev["tokens"]
             break
         elif ev["type"] in ("done", "error", "cancelled"):
             raise SystemExit(f"the generation ended without a note: {ev}")
@@ -147,7 +147,7 @@ def main() -> None:
     context = len(remi.encode(crop_to_bars(song, args.bars)[0]))
     print(f"infill: bars 5-6 of the first {args.bars} bars of {PROMPT.name} ({pieces['song']['notes_total']} notes, "
           f"{context} REMI tokens); harmonize: alto, tenor, bass under an 8-bar soprano")
-    print(f"{'model':28s} {'action':>10s} {'first event ms':>15s} {'first note ms (median / max)':>30s} {'CPU ms (median / max)':>22s}")
+    print(f"{'model':28s} {'action':>10s} {'first event ms':>15s} {'first note ms (median / max)':>30s} {'CPU ms (median / max)':>22s} {'tokens to it (median / max)':>28s}")
     for model, action, params, piece in cases:
         body = {"session": session, "model": model, "action": action, "pieces": {"piece": pieces[piece]["id"]},
                 "params": params, "seed": args.seed}
@@ -156,8 +156,9 @@ def main() -> None:
         fn = [1000 * r["first_note"] for r in runs]
         fe = [1000 * r["first_event"] for r in runs]
         cpu = [1000 * r["cpu"] for r in runs]
+        tk = [r["tokens"] for r in runs]
         print(f"{model:28s} {action:>10s} {statistics.median(fe):>15.1f} {statistics.median(fn):>18.1f} / {max(fn):>8.1f} "
-              f"{statistics.median(cpu):>12.1f} / {max(cpu):>7.1f}", flush=True)
+              f"{statistics.median(cpu):>12.1f} / {max(cpu):>7.1f} {statistics.median(tk):>19.0f} / {max(tk):>6d}", flush=True)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     server.should_exit = True
     thread.join(30)

@@ -74,7 +74,8 @@ class Harmonize(Action):
                         given=given, n=1, seed=ctx.seed, sampler=ctx.sampler, batch_size=1, source="this model")[0]
         tracks = list(range(base, len(out.tracks)))
         rows = [r for r in ctx.to_rows(out, tracks) if r[5]]
-        ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(time.perf_counter() - t0, 4), "notes": rows})
+        ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(time.perf_counter() - t0, 4),
+                  "cpu_seconds": round(time.thread_time() - c0, 4), "notes": rows})
         stats = {"tokens": len(fed), "voices": list(write), "notes": len(rows), "seconds": round(time.perf_counter() - t0, 4),
                  "first_note_seconds": None if state["first_note"] is None else round(state["first_note"], 4)}
         return ActionResult(out, tracks, f"{piece.label} harmonised ({', '.join(write)})", stats)

@@ -151,7 +151,8 @@ def is_vae(model: Any) -> bool:
 
 
 class Watched:
-    """``model`` seen step by step: every ``step(x, state)`` first checks ``cancel`` (raising
+    """``model`` seen step by step: every ``step(x, state)`` (and ``prefill(xs, state)``, column
+    by column) first checks ``cancel`` (raising
     :class:`~musicfw.engine.generation.GenerationCancelled`) and hands ``x`` (the tokens fed
     back: the prompt's, then the drawn ones) to ``on_step``.  Lets an action stream and cancel
     a decoding loop that takes a model (bar infilling, harmonisation) without that loop knowing
@@ -171,6 +172,17 @@ class Watched:
         if x is not None and self._on_step is not None:
             self._on_step(x)
         return self._model.step(x, state)
+
+    def prefill(self, xs: Any, state: Any) -> Any:
+        """The model's one-pass read of ``xs`` (``[B, T]``), each column handed to ``on_step``."""
+        if self._cancel is not None and self._cancel.is_set():
+            from musicfw.engine.generation import GenerationCancelled
+
+            raise GenerationCancelled("cancelled")
+        if self._on_step is not None:
+            for t in range(xs.shape[1]):
+                self._on_step(xs[:, t])
+        return self._model.prefill(xs, state)
 
 
 def crop_to_bars(score: Any, bars: int) -> tuple[Any, int]:

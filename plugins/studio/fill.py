@@ -4,8 +4,11 @@ and after them, with a model trained to infill (``train.infill.enabled``; the de
 
 The filled bars stream as they are written: the model's fed-back tokens are watched
 (:class:`~.actions.Watched`); once the prompt's separator has passed, each drawn token joins the
-filled bars, and at most every :data:`~.actions.EMIT_EVERY` seconds the left context plus the bars
-so far are decoded and their notes sent.  Cancel stops the loop before its next token.  The
+filled bars, and the left context plus the bars so far are decoded and their notes sent: before
+the first note again once as long has passed as the last decode took, then at most every
+:data:`~.actions.EMIT_EVERY` seconds.  The prompt (the song's whole left and right context)
+is read in one ``Model.prefill`` pass, as the ``continue`` action reads its prompt.  Cancel stops
+the loop before its next token.  The
 result is the piece with the notes of the range replaced: the piece's own notes outside it
 unchanged, the new ones in their own tracks (marked generated on the piano roll).
 """
@@ -53,7 +56,7 @@ class InfillBars(Action):
         ids = tokenizer.ids
         label = f"generated ({self.name})"
         drawn: list[int] = []
-        state = {"after_sep": False, "last": 0.0, "sent": 0, "first_note": None}
+        state = {"after_sep": False, "last": 0.0, "decode": 0.0, "sent": 0, "first_note": None}
         t0, c0 = time.perf_counter(), time.thread_time()
 
         def notes_of(filled: np.ndarray) -> list[tuple]:
@@ -68,10 +71,12 @@ class InfillBars(Action):
                 return
             drawn.append(tok)
             now = time.perf_counter()
-            if state["sent"] and now - state["last"] < EMIT_EVERY:
+            # before the first note: decode again once as long has passed as the last decode took
+            # (at most half the time goes to looking for it); then every EMIT_EVERY seconds
+            if now - state["last"] < (EMIT_EVERY if state["sent"] else state["decode"]):
                 return
-            state["last"] = now
             notes = notes_of(np.asarray(drawn, dtype=np.int64))
+            state["last"], state["decode"] = now, time.perf_counter() - now
             if len(notes) > state["sent"]:
                 if state["first_note"] is None:
                     state["first_note"] = now - t0
@@ -83,11 +88,12 @@ class InfillBars(Action):
 
         max_tokens = ctx.params.get("max_tokens")
         result = fill_tokens(Watched(model, ctx.cancel, on_step), tokenizer, ctx.sampler, tokens, first, k, n=1,
-                             max_tokens=max_tokens, seed=ctx.seed)
+                             max_tokens=max_tokens, seed=ctx.seed, prefill=True)
         full = splice(score, tokenizer.decode(result.sequences[0]), first, k, n_bars, grid)
         notes = new_notes(full, cleared)
         out, tracks = place(cleared, notes, tpq, 0, label)
         ctx.emit({"type": "notes", "tokens": int(len(result.filled[0])), "seconds": round(time.perf_counter() - t0, 4),
+                  "cpu_seconds": round(time.thread_time() - c0, 4),
                   "notes": [r for r in ctx.to_rows(out, tracks) if r[5]]})
         stats = {"tokens": int(len(result.filled[0])), "bars": [first + 1, first + k], "song_bars": n_bars,
                  "notes": len(notes), "seconds": round(time.perf_counter() - t0, 4),
