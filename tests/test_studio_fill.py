@@ -135,3 +135,25 @@ def test_cancel_stops_infill_and_harmonize_at_once(client, monkeypatch, action, 
     steps = len(seen)
     time.sleep(0.1)
     assert len(seen) == steps  # nothing runs on
+
+
+def test_fill_tokens_prefill_draws_what_the_step_loop_draws(tmp_path):
+    """The studio reads an infilling prompt in one prefill pass; greedy decoding gives the same bars."""
+    import numpy as np
+
+    from musicfw.engine.generation import build_sampler_chain
+    from musicfw.engine.infill import fill_tokens, prepare_song
+    from musicfw.engine.loading import load
+
+    loaded = load(run=untrained_infill_run(tmp_path, "infill", {"name": "remi"}, infill=True))
+    _, _, tokens, first, k, _ = prepare_song(loaded.tokenizer, symusic_score(tune(bars=4)), "2-3")
+    greedy = build_sampler_chain({"name": "greedy"})
+    a, b = (fill_tokens(loaded.model, loaded.tokenizer, greedy, tokens, first, k, seed=0, prefill=p) for p in (False, True))
+    np.testing.assert_array_equal(a.filled[0], b.filled[0])
+    assert len(a.filled[0]) >= 2
+
+
+def symusic_score(data: bytes):
+    import symusic
+
+    return symusic.Score.from_midi(data)
