@@ -22,44 +22,17 @@ first note, which cancels the job.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from studio_latency import PROMPT, TOKEN, call, free_port  # noqa: E402  (the same client and server set-up)
+from studio_latency import PROMPT, call, first_note, make_run, serve  # noqa: E402  (the same client and server)
 
 MODELS = {"lstm_3x512": {"name": "lstm"}, "transformer_4x256": {"name": "transformer"}}
-
-
-def make_run(root: Path, model: dict, tokenizer: dict, infill: bool, seed: int) -> Path:
-    import torch
-
-    import musicfw
-    from musicfw.api import build_from_section
-    from musicfw.engine.infill import InfillTokenizer
-    from musicfw.engine.rundir import RunFolder
-
-    config = musicfw.load_config({"name": model["name"], "seed": seed, "data": {"name": "midi_folder", "path": str(root)},
-                                  "tokenizer": tokenizer, "model": model, "train": {"infill": {"enabled": infill}},
-                                  "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}]})
-    run = RunFolder.create(root, config.name)
-    run.save_config(config)
-    tok = build_from_section("tokenizers", config.tokenizer)
-    if infill:
-        tok = InfillTokenizer(tok)
-    tok.save(run.tokenizer_path)
-    torch.manual_seed(seed)
-    net = build_from_section("models", config.model, tokenizer=tok)
-    run.checkpoints.mkdir()
-    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, run.checkpoints / "best.ckpt")
-    return run.path
 
 
 def soprano(bars: int = 8) -> bytes:
@@ -75,37 +48,6 @@ def soprano(bars: int = 8) -> bytes:
     return bytes(score.dumps_midi())
 
 
-def one(port: int, body: dict) -> dict:
-    import http.client
-
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    t0 = time.perf_counter()
-    c.request("POST", "/api/generate", body=json.dumps({**body, "stream": True}).encode(),
-              headers={"X-Studio-Token": TOKEN, "Content-Type": "application/json"})
-    r = c.getresponse()
-    out: dict = {}
-    buf = b""
-    while True:
-        line = r.readline()
-        if not line:
-            break
-        buf += line
-        if line != b"\n":
-            continue
-        ev = json.loads(buf.decode().strip()[6:])
-        buf = b""
-        now = time.perf_counter() - t0
-        if ev["type"] == "job":
-            out["first_event"] = now
-        elif ev["type"] == "notes":
-            out["first_note"], out["cpu"], out["tokens"] = now, ev["cpu_seconds"], ev["tokens"]
-            break
-        elif ev["type"] in ("done", "error", "cancelled"):
-            raise SystemExit(f"the generation ended without a note: {ev}")
-    c.close()
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -114,36 +56,25 @@ def main() -> None:
     args = ap.parse_args()
 
     import symusic
-    import uvicorn
 
-    from musicfw.core.plugins import load_registries
+    from musicfw.api import build_tokenizer
     from musicfw.plugins.studio.actions import crop_to_bars
-    from musicfw.plugins.studio.catalog import Catalog, run_entry
-    from musicfw.plugins.studio.server import create_app
+    from musicfw.plugins.studio.catalog import run_entry
 
     tmp = Path(tempfile.mkdtemp(prefix="studio-fill-bench-"))
     entries, cases = [], []
     for key, spec in MODELS.items():
-        entries.append(run_entry(make_run(tmp / f"infill_{key}", spec, {"name": "remi"}, True, args.seed), id=f"infill_{key}"))
+        entries.append(run_entry(make_run(tmp / f"infill_{key}", spec, args.seed, {"name": "remi"}, infill=True), id=f"infill_{key}"))
         cases.append((f"infill_{key}", "infill", {"bars": "5-6"}, "song"))
-        entries.append(run_entry(make_run(tmp / f"tracks_{key}", spec, {"name": "tracks"}, False, args.seed), id=f"tracks_{key}"))
+        entries.append(run_entry(make_run(tmp / f"tracks_{key}", spec, args.seed, {"name": "tracks"}), id=f"tracks_{key}"))
         cases.append((f"tracks_{key}", "harmonize", {}, "melody"))
-    catalog = Catalog(load_registries(), entries)
-    for e in entries:
-        catalog.get(e.id)  # built before the first click, as `musicfw studio` does for its model
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(catalog, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    session = call(port, "POST", "/api/sessions")["session"]
+    server, thread, port, session = serve(entries)
     score = symusic.Score(str(PROMPT))
     downbeats = score.get_downbeats()
     song = score.clip(0, int(downbeats[args.bars]) if len(downbeats) > args.bars else int(score.end()) + 1)
     pieces = {"song": call(port, "POST", f"/api/sessions/{session}/pieces?name=song", bytes(song.dumps_midi()), "audio/midi"),
               "melody": call(port, "POST", f"/api/sessions/{session}/pieces?name=melody", soprano(), "audio/midi")}
-    remi = catalog.get(entries[0].id).tokenizer
+    remi = build_tokenizer("remi")
     context = len(remi.encode(crop_to_bars(song, args.bars)[0]))
     print(f"infill: bars 5-6 of the first {args.bars} bars of {PROMPT.name} ({pieces['song']['notes_total']} notes, "
           f"{context} REMI tokens); harmonize: alto, tenor, bass under an 8-bar soprano")
@@ -151,8 +82,8 @@ def main() -> None:
     for model, action, params, piece in cases:
         body = {"session": session, "model": model, "action": action, "pieces": {"piece": pieces[piece]["id"]},
                 "params": params, "seed": args.seed}
-        one(port, body)  # warm-up
-        runs = [one(port, {**body, "seed": args.seed + 1 + i}) for i in range(args.repeats)]
+        first_note(port, body)  # warm-up
+        runs = [first_note(port, {**body, "seed": args.seed + 1 + i}) for i in range(args.repeats)]
         fn = [1000 * r["first_note"] for r in runs]
         fe = [1000 * r["first_event"] for r in runs]
         cpu = [1000 * r["cpu"] for r in runs]
