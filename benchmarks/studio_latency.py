@@ -49,22 +49,28 @@ MODELS = {
 TOKEN = "benchmark-token"
 
 
-def make_run(root: Path, model: dict, seed: int) -> Path:
+def make_run(root: Path, model: dict, seed: int, tokenizer: dict | None = None, infill: bool = False) -> Path:
+    """A run folder holding an untrained ``model`` over ``tokenizer`` (REMI by default; with the
+    infill markers when ``infill``)."""
     import torch
 
     import musicfw
     from musicfw.api import build_from_section
+    from musicfw.engine.infill import InfillTokenizer
     from musicfw.engine.rundir import RunFolder
 
     config = musicfw.load_config({"name": model["name"], "seed": seed, "data": {"name": "midi_folder", "path": str(root)},
-                                  "tokenizer": {"name": "remi"}, "model": model,
+                                  "tokenizer": tokenizer or {"name": "remi"}, "model": model,
+                                  "train": {"infill": {"enabled": infill}},
                                   "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}]})
     run = RunFolder.create(root, config.name)
     run.save_config(config)
-    tokenizer = build_from_section("tokenizers", config.tokenizer)
-    tokenizer.save(run.tokenizer_path)
+    tok = build_from_section("tokenizers", config.tokenizer)
+    if infill:
+        tok = InfillTokenizer(tok)
+    tok.save(run.tokenizer_path)
     torch.manual_seed(seed)
-    net = build_from_section("models", config.model, tokenizer=tokenizer)
+    net = build_from_section("models", config.model, tokenizer=tok)
     run.checkpoints.mkdir()
     torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, run.checkpoints / "best.ckpt")
     return run.path
@@ -86,9 +92,16 @@ def call(port: int, method: str, path: str, body: bytes | None = None, kind: str
 
 
 def one(port: int, session: str, model: str, piece: str, seed: int) -> dict:
-    body = json.dumps({"session": session, "model": model, "action": "continue", "pieces": {"piece": piece},
-                       "params": {"bars": 2}, "seed": seed, "stream": True}).encode()
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    return first_note(port, {"session": session, "model": model, "action": "continue", "pieces": {"piece": piece},
+                             "params": {"bars": 2}, "seed": seed})
+
+
+def first_note(port: int, request: dict) -> dict:
+    """``POST /api/generate`` with ``request`` (streamed) until the first ``notes`` event:
+    ``first_event`` and ``first_note`` (seconds from sending), ``tokens`` and ``cpu`` (the job
+    thread's CPU seconds) at that note."""
+    body = json.dumps({**request, "stream": True}).encode()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     t0 = time.perf_counter()
     c.request("POST", "/api/generate", body=body, headers={"X-Studio-Token": TOKEN, "Content-Type": "application/json"})
     r = c.getresponse()
@@ -117,6 +130,28 @@ def one(port: int, session: str, model: str, piece: str, seed: int) -> dict:
     return out
 
 
+def serve(entries: list) -> tuple:
+    """The studio app on uvicorn (a free port, a thread) with ``entries``, each model built
+    before the first request as `musicfw studio` does for its model: (server, thread, port,
+    a new session's id)."""
+    import uvicorn
+
+    from musicfw.core.plugins import load_registries
+    from musicfw.plugins.studio.catalog import Catalog
+    from musicfw.plugins.studio.server import create_app
+
+    catalog = Catalog(load_registries(), entries)
+    for e in entries:
+        catalog.get(e.id)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(catalog, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, thread, port, call(port, "POST", "/api/sessions")["session"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=10)
@@ -124,25 +159,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    import uvicorn
-
-    from musicfw.core.plugins import load_registries
-    from musicfw.plugins.studio.catalog import Catalog, run_entry
-    from musicfw.plugins.studio.server import create_app
+    from musicfw.plugins.studio.catalog import run_entry
 
     tmp = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     entries = [run_entry(make_run(tmp / key.replace(" ", "_"), spec, args.seed), id=key.replace(" ", "_"))
                for key, spec in MODELS.items()]
-    catalog = Catalog(load_registries(), entries)
-    for e in entries:
-        catalog.get(e.id)  # built before the first click, as `musicfw studio` does for its model
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(catalog, TOKEN), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    session = call(port, "POST", "/api/sessions")["session"]
+    server, thread, port, session = serve(entries)
     piece = call(port, "POST", f"/api/sessions/{session}/pieces?name=prompt", PROMPT.read_bytes(), "audio/midi")
     print(f"prompt: {PROMPT.name}, {piece['notes_total']} notes; torch threads for decoding: 1 (of {torch.get_num_threads()})")
     from musicfw.api import build_tokenizer

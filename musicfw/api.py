@@ -129,8 +129,9 @@ def infill(
     """Fill ``bars`` (``"5-8"``: 1-based, inclusive) of ``song`` (a MIDI path or a
     ``symusic.Score``) ``n`` times with a model trained to infill (``train.infill.enabled``).
 
-    ``source``: a run folder, a folder made by ``musicfw export``, or a ``(model, tokenizer)``
-    pair.  ``sampler``: a sampler object or section (default: the run's sampler, else top_p).
+    ``source``: a run folder, a folder made by ``musicfw export``, the name of a shipped model
+    (``musicfw models``), or a ``(model, tokenizer)`` pair.  ``sampler``: a sampler object or
+    section (default: the run's sampler, else top_p).
     With ``out_dir`` the songs are written there as ``<song>_infill_<bars>_NNN.mid``.  Returns
     an :class:`musicfw.engine.infill.InfillOutput` (``scores``, ``paths``, ``bars``).  Notes
     outside the bars are the song's own; every check comes before anything is written.
@@ -145,19 +146,11 @@ def infill(
     if isinstance(source, (tuple, list)):
         model, tokenizer = source
     else:
-        folder = Path(source)
-        if (folder / "config.yaml").is_file() and (folder / "tokenizer.json").is_file():
-            from musicfw.engine.rundir import load_run_config
-            from musicfw.engine.training import load_model
+        from musicfw.engine.loading import open_any
 
-            config = load_run_config(folder, registries=registries)
-            model, tokenizer = load_model(folder, which=checkpoint, registries=registries, config=config)
-        else:
-            from musicfw.engine.pretrained import generation_defaults, load_pretrained
-
-            config = generation_defaults(folder, registries)
-            model, tokenizer = load_pretrained(folder, registries=registries)
-        section = config.sampler
+        loaded = open_any(source, checkpoint=checkpoint, registries=registries).load(registries)
+        loaded.require("infill")
+        model, tokenizer, section = loaded.model, loaded.tokenizer, loaded.sampler
     if sampler is None or isinstance(sampler, (dict, list, tuple, DictConfig)):
         sampler = build_sampler_chain(sampler if sampler is not None else section, registries=registries)
     return _infill(model, tokenizer, song, bars, sampler=sampler, n=n, seed=seed, max_tokens=max_tokens, out_dir=out_dir,
@@ -189,23 +182,16 @@ def harmonize(
     registries = get_registries()
     if isinstance(source, (str, Path)):
         from musicfw.engine.generation import build_sampler_chain
+        from musicfw.engine.loading import open_any
+        from musicfw.plugins.harmonize import check_harmonizer_config
 
-        folder = Path(source)
-        if (folder / "config.yaml").is_file():
-            from musicfw.engine.rundir import load_run_config
-            from musicfw.engine.training import load_model
-            from musicfw.plugins.harmonize import check_harmonizer_config
-
-            config = load_run_config(folder, registries=registries)
-            check_harmonizer_config(config, str(folder))
-            model, tokenizer = load_model(folder, which=checkpoint, registries=registries, config=config)
-        else:
-            from musicfw.engine.pretrained import generation_defaults, load_pretrained
-
-            config = generation_defaults(folder, registries)
-            model, tokenizer = load_pretrained(folder, registries=registries)
+        opened = open_any(source, checkpoint=checkpoint, registries=registries)
+        if opened.kind == "run":
+            check_harmonizer_config(opened.config, opened.label)  # before the weights load
+        loaded = opened.load(registries)
+        model, tokenizer = loaded.model, loaded.tokenizer
         if sampler is None:
-            sampler = build_sampler_chain(config.sampler, registries=registries)
+            sampler = build_sampler_chain(loaded.sampler, registries=registries)
     else:
         model = source
         if tokenizer is None:

@@ -44,6 +44,26 @@ def roll_colours(page) -> tuple[int, int]:
     }"""))
 
 
+def start_studio(args: list[str], token: str) -> tuple[subprocess.Popen, str]:
+    """``musicfw studio ARGS`` on a free port, once it answers: (the process, its address)."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "musicfw.cli", "studio", *args, "--port", str(port), "--token", token],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/api/info", headers={"X-Studio-Token": token}), timeout=2):
+                return proc, url
+        except OSError:
+            if time.time() > deadline:
+                proc.terminate()
+                raise AssertionError("the studio did not start") from None
+            time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_studio_in_headless_chromium(tmp_path):
     exe = chromium()
@@ -52,20 +72,8 @@ def test_studio_in_headless_chromium(tmp_path):
     run = make_run(tmp_path / "runs")
     midi = tmp_path / "tune.mid"
     midi.write_bytes(tune(bars=4))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "musicfw.cli", "studio", "--run", str(run), "--port", str(port),
-                             "--token", TOKEN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_studio(["--run", str(run)], TOKEN)
     try:
-        deadline = time.time() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                with urllib.request.urlopen(urllib.request.Request(f"{url}/api/info", headers={"X-Studio-Token": TOKEN}), timeout=2):
-                    break
-            except OSError:
-                assert time.time() < deadline, "the studio did not start"
-                time.sleep(0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS + ["--autoplay-policy=no-user-gesture-required"])
             try:

@@ -1,4 +1,4 @@
-"""Harmonisation: ``musicfw harmonize --run RUN|--model FOLDER melody.mid``.
+"""Harmonisation: ``musicfw harmonize --run RUN|--model NAME|FOLDER melody.mid``.
 
 A built-in plugin written as a third-party one would be: it adds the ``harmonize`` verb through
 the public ``musicfw_register_commands`` hook.  The model is any token language model
@@ -36,7 +36,8 @@ class Harmonize(Command):
         p.epilog = self.epilog
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run)")
-        source.add_argument("--model", metavar="FOLDER", help="instead: a folder made by musicfw export")
+        source.add_argument("--model", metavar="NAME|FOLDER",
+                            help="instead: a shipped model (musicfw models) or a folder made by musicfw export")
         p.add_argument("file", metavar="FILE.mid", help="the piece holding the given voices (never changed)")
         p.add_argument("--voices", default=None, metavar="alto,tenor,bass",
                        help="voices to write (default: every voice the model knows that is not given)")
@@ -70,23 +71,14 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
     if args.n < 1 or args.batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be >= 1, got {args.n} and {args.batch_size}.")
     score = read_input(args.file)  # a missing or unreadable file fails before the model loads
-    if args.model is not None:
-        from musicfw.engine.pretrained import generation_defaults, load_pretrained
+    from musicfw.engine.loading import open_model
 
-        if args.checkpoint != "auto":
-            raise ConfigError("--checkpoint applies to --run; an exported folder holds one set of weights.")
-        config = generation_defaults(args.model, registries)
-        samples_dir, source = Path("samples"), str(args.model)
-        model, tokenizer = load_pretrained(args.model, registries=registries)
-    else:
-        from musicfw.engine.rundir import RunFolder, load_run_config
-        from musicfw.engine.training import load_model
-
-        run = RunFolder.open(args.run)
-        config = load_run_config(run.path, registries=registries)
-        samples_dir, source = run.samples, str(run.path)
-        check_harmonizer_config(config, source)
-        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries, config=config)
+    opened = open_model(args.run, args.model, checkpoint=args.checkpoint, registries=registries)
+    samples_dir, source, config = opened.samples, opened.label, opened.config
+    if opened.kind == "run":
+        check_harmonizer_config(config, source)  # before the weights load
+    loaded = opened.load(registries)
+    model, tokenizer = loaded.model, loaded.tokenizer
     check_harmonizer(tokenizer, source)
     given, write = resolve_voices(tokenizer, args.voices, args.given, score)
     from musicfw.engine.generation import build_sampler_chain

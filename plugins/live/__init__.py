@@ -30,8 +30,8 @@ class Play(Command):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--run", metavar="RUN", help="a run folder (musicfw run)")
         source.add_argument("--model", metavar="PATH|NAME",
-                            help="an exported model folder (musicfw export), hf:OWNER/NAME, or a named model of an "
-                                 "installed model source")
+                            help="a shipped model (musicfw models), an exported model folder (musicfw export), "
+                                 "or hf:OWNER/NAME")
         parser.add_argument("--out", required=True, metavar="PORT",
                             help="MIDI output port name, or virtual:NAME for a new virtual port")
         parser.add_argument("--in", dest="inport", default=None, metavar="PORT",
@@ -73,10 +73,9 @@ def load_for_play(args: argparse.Namespace, context: Any) -> tuple[Any, Any, Any
     """The model, its tokenizer and the sampler: ``--sampler``/``--temperature`` if given, else
     the run's (or exported folder's) own sampler section."""
     from musicfw.engine.generation import build_sampler_chain
-    from musicfw.plugins.studio.catalog import entry_for, run_entry
+    from musicfw.engine.loading import open_model
 
-    entry = run_entry(args.run) if args.run else entry_for(args.model)
-    loaded = entry.load(context.registries)
+    loaded = open_model(args.run, args.model, registries=context.registries).load(context.registries)
     section: Any = loaded.sampler
     if args.sampler is not None or args.temperature is not None:
         section = {"name": args.sampler or "temperature"}

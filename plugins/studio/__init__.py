@@ -17,11 +17,12 @@ from musicfw.core.hookspecs import hookimpl
 
 class Studio(Command):
     name = "studio"
-    help = "play with a model in the browser: continue, follow chords, sample, interpolate, blend (a local web app)"
+    help = ("play with a model in the browser: continue, follow chords, infill bars, harmonise, sample, interpolate, "
+            "blend (a local web app)")
     description = (
         "Serve the studio page on 127.0.0.1: load a MIDI file or play notes on the on-screen (or a Web MIDI) "
-        "keyboard, pick a model and a sampler, continue the piece, follow a chord progression, or sample, "
-        "interpolate and blend with a MusicVAE (whatever the model supports), see the result as a piano roll, "
+        "keyboard, pick a model and a sampler, continue the piece, follow a chord progression, infill bars, "
+        "harmonise a melody, or sample, interpolate and blend with a MusicVAE (whatever the model supports), see the result as a piano roll, "
         "hear it, keep or regenerate it, undo, and download the MIDI. The page talks to an HTTP/JSON API with "
         "streaming and cancel that scripts can use too (docs/studio.md)."
     )
@@ -30,8 +31,8 @@ class Studio(Command):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--run", metavar="RUN", help="a run folder (musicfw run) to start with")
         source.add_argument("--model", metavar="PATH|NAME",
-                            help="an exported model folder (musicfw export), hf:OWNER/NAME, or the name of a model an "
-                                 "installed model source offers")
+                            help="a shipped model (musicfw models), an exported model folder (musicfw export), "
+                                 "hf:OWNER/NAME, or the name of a model an installed model source offers")
         parser.add_argument("--runs", metavar="DIR", default=None,
                             help="also list every run folder under DIR (e.g. runs/) in the page's model menu")
         parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
@@ -47,7 +48,7 @@ class Studio(Command):
     def run(self, args: argparse.Namespace, context: Any) -> int:
         from musicfw.core.errors import ConfigError
 
-        from .catalog import Catalog, entry_for, entry_point_sources, run_entry, runs_under
+        from .catalog import Catalog, entry_for, entry_point_sources, run_entry, runs_under, shipped_entries
 
         if not 0 < args.port < 65536:
             raise ConfigError(f"--port must be between 1 and 65535, got {args.port}.")
@@ -65,7 +66,8 @@ class Studio(Command):
             entries.extend(runs_under(args.runs))
         catalog = Catalog(context.registries, entries, entry_point_sources())
         if not catalog.entries:
-            raise ConfigError("musicfw studio needs a model: --run RUN, --model PATH, or --runs DIR holding run folders.")
+            raise ConfigError("musicfw studio needs a model: --run RUN, --model PATH|NAME, or --runs DIR holding run folders.")
+        catalog.add(shipped_entries())  # the shipped models join the menu (musicfw models)
         from .server import serve
 
         serve(catalog, entries[0].id if entries else None, port=args.port, token=args.token,

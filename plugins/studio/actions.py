@@ -11,13 +11,19 @@ model's actions only and a new action plugs in without touching the page:
 * ``uses_sampler``: whether the page's sampler settings apply;
 * ``streams``: whether it sends notes while it generates (an LM continuation does; a MusicVAE
   decodes its few bars at once);
+* ``bar_range``: the name of a ``str`` parameter holding a bar range ("2-3"), which the page also
+  fills when the musician drags across the piano roll (``infill``'s ``bars``);
 * ``supports(loaded) -> bool``: whether this model can do it;
 * ``run(ctx) -> ActionResult``.
 
 Built in: ``continue`` and ``chords`` (language models; ``chords`` needs a tokenizer with chord
 tokens, REMI with ``use_chords``), ``sample``, ``interpolate`` and ``blend`` (MusicVAE).  More come
 from the entry point group ``musicfw.studio_actions`` (each entry point an :class:`Action`
-subclass), e.g. bar infilling or harmonisation from the packages that provide them.
+subclass), as a third party's would: musicfw's own pyproject.toml registers ``infill`` (a model
+trained with ``train.infill``: :mod:`.fill`) and ``harmonize`` (the harmonize plugin:
+:mod:`musicfw.plugins.harmonize.studio`) this way.
+What a model supports is the one loader's answer (:func:`musicfw.engine.loading.capabilities`,
+``loaded.supports``).
 """
 
 from __future__ import annotations
@@ -102,6 +108,8 @@ class Action(abc.ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     uses_sampler: ClassVar[bool] = False
     streams: ClassVar[bool] = False
+    #: a ``str`` parameter that takes a bar range ("2-3"): the page fills it by a drag across the piano roll
+    bar_range: ClassVar[str | None] = None
 
     @classmethod
     @abc.abstractmethod
@@ -111,7 +119,8 @@ class Action(abc.ABC):
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "label": cls.label, "help": cls.help, "inputs": list(cls.inputs),
-                "params": [p.describe() for p in cls.params], "uses_sampler": cls.uses_sampler, "streams": cls.streams}
+                "params": [p.describe() for p in cls.params], "uses_sampler": cls.uses_sampler, "streams": cls.streams,
+                "bar_range": cls.bar_range}
 
     @classmethod
     def check_params(cls, given: Any) -> dict[str, Any]:
@@ -136,7 +145,44 @@ class Action(abc.ABC):
 
 
 def is_vae(model: Any) -> bool:
-    return all(callable(getattr(model, a, None)) for a in ("encode", "decode", "sample", "interpolate"))
+    from musicfw.engine.loading import is_latent
+
+    return is_latent(model)
+
+
+class Watched:
+    """``model`` seen step by step: every ``step(x, state)`` (and ``prefill(xs, state)``, column
+    by column) first checks ``cancel`` (raising
+    :class:`~musicfw.engine.generation.GenerationCancelled`) and hands ``x`` (the tokens fed
+    back: the prompt's, then the drawn ones) to ``on_step``.  Lets an action stream and cancel
+    a decoding loop that takes a model (bar infilling, harmonisation) without that loop knowing
+    the studio; every other attribute is the model's own."""
+
+    def __init__(self, model: Any, cancel: Any, on_step: Callable[[Any], None] | None = None):
+        self._model, self._cancel, self._on_step = model, cancel, on_step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def step(self, x: Any, state: Any) -> Any:
+        if self._cancel is not None and self._cancel.is_set():
+            from musicfw.engine.generation import GenerationCancelled
+
+            raise GenerationCancelled("cancelled")
+        if x is not None and self._on_step is not None:
+            self._on_step(x)
+        return self._model.step(x, state)
+
+    def prefill(self, xs: Any, state: Any) -> Any:
+        """The model's one-pass read of ``xs`` (``[B, T]``), each column handed to ``on_step``."""
+        if self._cancel is not None and self._cancel.is_set():
+            from musicfw.engine.generation import GenerationCancelled
+
+            raise GenerationCancelled("cancelled")
+        if self._on_step is not None:
+            for t in range(xs.shape[1]):
+                self._on_step(xs[:, t])
+        return self._model.prefill(xs, state)
 
 
 def crop_to_bars(score: Any, bars: int) -> tuple[Any, int]:
@@ -277,12 +323,7 @@ class FollowChords(Continue):
 
     @classmethod
     def supports(cls, loaded: Any) -> bool:
-        if not Continue.supports(loaded):
-            return False
-        try:
-            return loaded.tokenizer.chord_grammar("C", 1) is not None
-        except ConfigError:
-            return False
+        return Continue.supports(loaded) and bool(loaded.supports.get("chords"))
 
     def chords(self, ctx: ActionContext) -> Any:
         text = ctx.params["chords"].strip()

@@ -28,13 +28,28 @@ MAX_LISTED_RUNS = 200
 @dataclass
 class Loaded:
     """A model ready to generate: the model (eval mode, CPU), its tokenizer, and the generation
-    defaults of its run or folder (``sampler`` section and ``generate`` section)."""
+    defaults of its run or folder (``sampler`` section and ``generate`` section); ``supports``:
+    what it can do (:func:`musicfw.engine.loading.capabilities`: generate, infill, harmonize,
+    controls, chords, latent)."""
 
     model: Any
     tokenizer: Any
     sampler: Any = None
     generate: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generation at a time per model
+    supports: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.supports:
+            from musicfw.engine.loading import capabilities
+
+            self.supports = capabilities(self.model, self.tokenizer)
+
+    @classmethod
+    def of(cls, loaded: Any) -> "Loaded":
+        """From the engine's :class:`~musicfw.engine.loading.LoadedModel`."""
+        return cls(loaded.model, loaded.tokenizer, sampler=loaded.sampler, generate=loaded.generate,
+                   supports=loaded.supports)
 
 
 @dataclass
@@ -57,29 +72,37 @@ def run_entry(path: str | Path, id: str | None = None) -> ModelEntry:
     path = Path(path)
 
     def load(registries: Any) -> Loaded:
-        from musicfw.engine.rundir import RunFolder, load_run_config
-        from musicfw.engine.training import load_model
+        from musicfw.engine.loading import open_model
 
-        run = RunFolder.open(path)
-        config = load_run_config(run.path, registries=registries)
-        model, tokenizer = load_model(run.path, registries=registries, config=config)
-        return Loaded(model, tokenizer, sampler=config.sampler, generate=config.generate)
+        return Loaded.of(open_model(run=path, registries=registries).load(registries))
 
     return ModelEntry(id or f"run:{path.name}", f"{path.name} (run)", "run", load, str(path))
 
 
 def folder_entry(path: str | Path, id: str | None = None) -> ModelEntry:
-    """A folder written by ``musicfw export`` (or ``hf:OWNER/NAME``)."""
+    """A folder written by ``musicfw export``, ``hf:OWNER/NAME``, or a shipped model's name."""
 
     def load(registries: Any) -> Loaded:
-        from musicfw.engine.pretrained import generation_defaults, load_pretrained
+        from musicfw.engine.loading import open_model
 
-        defaults = generation_defaults(path, registries)
-        model, tokenizer = load_pretrained(path, registries=registries)
-        return Loaded(model, tokenizer, sampler=defaults.sampler, generate=defaults.generate)
+        return Loaded.of(open_model(model=path, registries=registries).load(registries))
 
     name = Path(str(path)).name or str(path)
     return ModelEntry(id or f"folder:{name}", f"{name} (exported model)", "folder", load, str(path))
+
+
+def shipped_entry(name: str) -> ModelEntry:
+    """An installed pretrained model (``musicfw models``), by its name."""
+    entry = folder_entry(name, id=f"shipped:{name}")
+    entry.label, entry.kind = f"{name} (shipped)", "shipped"
+    return entry
+
+
+def shipped_entries() -> list[ModelEntry]:
+    """Every installed pretrained model (:mod:`musicfw.engine.zoo`)."""
+    from musicfw.engine import zoo
+
+    return [shipped_entry(name) for name in zoo.names()]
 
 
 def runs_under(root: str | Path) -> list[ModelEntry]:
@@ -112,18 +135,25 @@ def entry_point_sources() -> list[Callable[[], list[ModelEntry]]]:
 
 
 def entry_for(model: str) -> ModelEntry:
-    """``--model VALUE``: an exported folder or ``hf:OWNER/NAME``; a bare name that is no folder is
-    looked up in the installed model sources (named models)."""
-    if str(model).startswith("hf:") or Path(model).is_dir():
-        return folder_entry(model)
-    for source in entry_point_sources():
-        for entry in source():
-            if model in (entry.id, entry.label):
-                return entry
-    raise ConfigError(
-        f"--model {model}: no such folder, and no installed model source (entry point group "
-        f"{ENTRY_POINT_GROUP}) has a model of that name; give a folder made by musicfw export, or a run with --run."
-    )
+    """``--model VALUE``: an exported folder, ``hf:OWNER/NAME`` or an installed pretrained
+    model's name (:func:`musicfw.engine.loading.open_model`); a bare name that is neither is
+    looked up in the installed model sources (entry point group ``musicfw.studio_models``)."""
+    from musicfw.engine import zoo
+    from musicfw.engine.loading import open_model
+
+    text = str(model)
+    if text.startswith("hf:") or Path(text).exists():
+        return folder_entry(text)
+    if zoo.lookup(text) is not None:
+        open_model(model=text)  # the shipped files checked now: a damaged one is told at start
+        return shipped_entry(text)
+    if zoo.looks_like_name(text):
+        for source in entry_point_sources():
+            for entry in source():
+                if text in (entry.id, entry.label):
+                    return entry
+    open_model(model=text)  # the loader's error: no such folder / unknown name, with the installed names
+    return folder_entry(text)
 
 
 class Catalog:
@@ -136,6 +166,11 @@ class Catalog:
             self.entries.setdefault(entry.id, entry)
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
+
+    def add(self, entries: list[ModelEntry]) -> None:
+        """More models for the list (an id already listed keeps its first entry)."""
+        for entry in entries:
+            self.entries.setdefault(entry.id, entry)
 
     def describe(self) -> list[dict[str, Any]]:
         return [e.describe() for e in self.entries.values()]

@@ -37,6 +37,8 @@ MAX_PLAYED_SECONDS = 600.0
 #: ticks per quarter of a played piece
 PLAYED_TPQ = 480
 LABEL_CHARS = 80
+#: bar lines a piece's description lists at most
+MAX_BAR_LINES = 10_000
 
 
 def new_id() -> str:
@@ -78,7 +80,16 @@ class Piece:
                "notes_total": int(self.score.note_num()), "generated_tracks": list(self.generated)}
         if with_notes:
             out["notes"] = self.notes()
+            out["bars"] = self.bars()
         return out
+
+    def bars(self) -> list[float]:
+        """The start (seconds) of each bar, from the time signatures (4/4 before the first):
+        the bar lines the page draws and lets the musician select (bar 1 starts at 0)."""
+        sec = self.score.to("second")
+        end = float(sec.end())
+        starts = np.asarray(sec.get_downbeats(), dtype=np.float64)[:MAX_BAR_LINES]
+        return [round(float(t), 4) for t in starts if t <= end]
 
 
 class Session:

@@ -154,6 +154,7 @@ def create_app(catalog: Catalog, token: str, allow_hosts: Any = (), soundfont: A
         return JSONResponse({
             "model": model_id, "tokenizer": loaded.tokenizer.name, "token_kind": loaded.tokenizer.kind,
             "actions": [name for name, a in actions.items() if a.supports(loaded)],
+            "supports": dict(loaded.supports),
             "sampler": sampler if isinstance(sampler, list) else ([sampler] if sampler else []),
         })
 

@@ -155,17 +155,11 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     import json
 
     from musicfw.core.errors import ConfigError
-    from musicfw.engine.rundir import RunFolder, load_run_config
+    from musicfw.engine.loading import open_model
 
-    if args.model is not None:  # an exported model folder (musicfw export): no run folder
-        from musicfw.engine.pretrained import generation_defaults
-
-        if args.checkpoint != "auto":
-            raise ConfigError("--checkpoint applies to --run; an exported folder holds one set of weights.")
-        config, samples_dir, source = generation_defaults(args.model, registries), Path("samples"), str(args.model)
-    else:
-        run = RunFolder.open(args.run)
-        config, samples_dir, source = load_run_config(run.path, registries=registries), run.samples, str(run.path)
+    # a run folder, an exported folder or a shipped model's name: the config now, the weights below
+    opened = open_model(args.run, args.model, checkpoint=args.checkpoint, registries=registries)
+    config, samples_dir, source = opened.config, opened.samples, opened.label
     gen = config.generate
     for flag in ("n", "max_tokens", "max_bars", "batch_size"):
         value = getattr(args, flag)
@@ -196,14 +190,8 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     except ConfigError as exc:
         raise type(exc)(f"{exc} (from the --sampler option)" if args.sampler else str(exc)) from None
 
-    if args.model is not None:
-        from musicfw.engine.pretrained import load_pretrained
-
-        model, tokenizer = load_pretrained(args.model, registries=registries)
-    else:
-        from musicfw.engine.training import load_model
-
-        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries, config=config)
+    loaded = opened.load(registries)
+    model, tokenizer = loaded.model, loaded.tokenizer
     if tokenizer.kind not in sampler.token_kinds:
         raise ConfigError(
             f"The sampler {sampler!r} cannot draw {tokenizer.kind} tokens (tokenizer {tokenizer.name!r}); "
@@ -234,12 +222,11 @@ def generate_samples(args: argparse.Namespace, registries: Any) -> int:
     if args.seed is None:
         print(f"seed {settings['seed']} (pass --seed {settings['seed']} to reproduce)")
     from musicfw.engine.budget import load_rates, stop_summary, token_budget
-    from musicfw.engine.pretrained import resolve as resolve_model
 
     given = args.max_tokens if args.max_tokens is not None else gen.get("max_tokens")
     settings["max_tokens"], budget_how = token_budget(
         given, settings["max_bars"], settings["max_seconds"],
-        load_rates(run.path) if args.model is None else load_rates(resolve_model(args.model)),
+        load_rates(opened.path),
     )
     from musicfw.engine.generation import SampleWriter, check_generation_size
 

@@ -29,7 +29,8 @@ class Infill(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--run", metavar="RUN_DIR", help="a run folder (musicfw run) trained to infill")
-        source.add_argument("--model", metavar="PATH", help="instead: a folder made by musicfw export")
+        source.add_argument("--model", metavar="NAME|PATH",
+                            help="instead: a shipped model (musicfw models) or a folder made by musicfw export")
         p.add_argument("song", metavar="SONG.mid", help="the MIDI file whose bars are filled (read only)")
         p.add_argument("--bars", required=True, metavar="FIRST-LAST", help="the bars to fill, 1-based inclusive: 5-8 or 5")
         p.add_argument("--n", type=int, default=1, help="versions to write (default 1)")
@@ -67,22 +68,13 @@ def infill_command(args: argparse.Namespace, registries: Any) -> int:
     parse_bars(args.bars)  # an empty range before anything is loaded
     if not Path(args.song).is_file():
         raise DataError(f"infill: no such MIDI file {args.song}.")
-    if args.model is not None:
-        from musicfw.engine.pretrained import generation_defaults, load_pretrained
+    from musicfw.engine.loading import open_model
 
-        if args.checkpoint != "auto":
-            raise ConfigError("--checkpoint applies to --run; an exported folder holds one set of weights.")
-        config = generation_defaults(args.model, registries)
-        model, tokenizer = load_pretrained(args.model, registries=registries)
-        samples, source = Path("samples"), str(args.model)
-    else:
-        from musicfw.engine.rundir import RunFolder, load_run_config
-        from musicfw.engine.training import load_model
-
-        run = RunFolder.open(args.run)
-        config = load_run_config(run.path, registries=registries)
-        model, tokenizer = load_model(run.path, which=args.checkpoint, registries=registries, config=config)
-        samples, source = run.samples, str(run.path)
+    opened = open_model(args.run, args.model, checkpoint=args.checkpoint, registries=registries)
+    loaded = opened.load(registries)
+    loaded.require("infill")  # a model not trained to infill: refused naming it
+    model, tokenizer, config = loaded.model, loaded.tokenizer, loaded.config
+    samples, source = opened.samples, opened.label
     try:
         section: Any = config.sampler
         if args.sampler:

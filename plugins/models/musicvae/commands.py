@@ -81,39 +81,35 @@ def chord_progression(model: Any, text: str | None, length: int | None) -> tuple
 
 def load_vae(args: argparse.Namespace, registries: Any = None):
     """``(model, tokenizer, samples folder)`` of ``--run RUN_DIR`` (its samples/) or ``--model
-    NAME|PATH`` (an installed pretrained model or an exported folder; ./samples)."""
-    from pathlib import Path
+    NAME|PATH`` (an installed pretrained model or an exported folder; ./samples), through the
+    one model loader (:mod:`musicfw.engine.loading`); a model that is not a MusicVAE is refused."""
+    from musicfw.engine.loading import open_model
 
-    from musicfw.core.errors import ConfigError
-
-    if args.model is None:
-        model, tokenizer, run = load_vae_run(args.run, args.checkpoint or "last", registries)
-        return model, tokenizer, run.samples
-    if args.checkpoint is not None:
-        raise ConfigError("--checkpoint applies to --run; an exported or pretrained model holds one set of weights.")
-    from musicfw.engine.pretrained import load_pretrained
-
-    model, tokenizer = load_pretrained(args.model, registries=registries)
-    from .model import MusicVAEModel
-
-    if not isinstance(model, MusicVAEModel):
-        raise ConfigError(f"--model {args.model} is a {type(model).__name__}, not a MusicVAE; this command needs a MusicVAE.")
-    return model, tokenizer, Path("samples")
+    opened = open_model(args.run, args.model, registries=registries,
+                        checkpoint=(args.checkpoint or "last") if args.run is not None else args.checkpoint)
+    loaded = opened.load(registries)
+    _require_vae(loaded)
+    return loaded.model, loaded.tokenizer, opened.samples
 
 
 def load_vae_run(run_dir: str, which: str = "last", registries: Any = None):
     """(model, tokenizer, RunFolder) of a run folder whose model is a MusicVAE."""
-    from musicfw.core.errors import ConfigError
+    from musicfw.engine.loading import open_model
     from musicfw.engine.rundir import RunFolder
-    from musicfw.engine.training import load_model
 
-    run = RunFolder.open(run_dir)
-    model, tokenizer = load_model(run.path, which=which, registries=registries)
+    loaded = open_model(run=run_dir, checkpoint=which, registries=registries).load(registries)
+    _require_vae(loaded)
+    return loaded.model, loaded.tokenizer, RunFolder(loaded.source.path)
+
+
+def _require_vae(loaded: Any) -> None:
+    from musicfw.core.errors import ConfigError
+
     from .model import MusicVAEModel
 
-    if not isinstance(model, MusicVAEModel):
-        raise ConfigError(f"{run.path} holds a {type(model).__name__}, not a MusicVAE; this command needs a MusicVAE run.")
-    return model, tokenizer, run
+    if not isinstance(loaded.model, MusicVAEModel):
+        what = f"--model {loaded.source.label}" if loaded.source.kind != "run" else loaded.source.label
+        raise ConfigError(f"{what} holds a {type(loaded.model).__name__}, not a MusicVAE; this command needs a MusicVAE.")
 
 
 class Sample(Command):
