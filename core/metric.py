@@ -11,7 +11,8 @@ Two kinds, declared by the class attribute ``kind``:
   area), the same way for built-in and third-party metrics.  ``feature_descriptions``
   documents the features (shown in the report and docs).
 * ``"likelihood"``: ``evaluate(model, datamodule, tokenizer) -> dict`` measures a trained model
-  on a held-out split (e.g. the built-in ``nll``).
+  on a held-out split (e.g. the built-in ``nll``); None when there is nothing to measure in
+  this run (``control_adherence`` for a tokenizer without controls): no entry is written.
 
 A metric class also has ``name``, a ``Config`` dataclass and ``from_config`` (the default
 below builds ``cls(config)``).
@@ -57,7 +58,7 @@ class Metric:
     def features(self, piece: Any) -> dict[str, Any]:  # pragma: no cover - contract
         raise TypeError(f"metric {self.name!r} (kind {self.kind!r}) has no features()")
 
-    def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any]:  # pragma: no cover
+    def evaluate(self, model: Any, datamodule: Any, tokenizer: Any = None) -> dict[str, Any] | None:  # pragma: no cover
         raise TypeError(f"metric {self.name!r} (kind {self.kind!r}) has no evaluate()")
 
     def __repr__(self) -> str:

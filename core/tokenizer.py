@@ -28,7 +28,10 @@ Optional parts of the contract, with their defaults here:
   not measurable), reported as the generation's ``invalid_rate``;
 * ``end_id``: an id that ends a sequence (default None);
 * ``pitch_range``: ``(lowest, highest)`` MIDI pitch the tokenizer represents, which bounds
-  transposition augmentation (default None: no bound known).
+  transposition augmentation (default None: no bound known);
+* ``fit(scores)``: learn what the tokenizer takes from data (REMI's ``control_binning: fit``)
+  from the training split's scores, in place, before the data stage encodes anything; True
+  when something was fitted (default: nothing to fit, ``scores`` not read).
 """
 
 from __future__ import annotations
@@ -103,6 +106,13 @@ class Tokenizer(ABC):
         """``grammar`` extended to force the attribute ``controls`` ({attribute: level}, or a
         list of them bar by bar), or None when this tokenizer has no control tokens."""
         return None
+
+    def fit(self, scores: Any) -> bool:
+        """Fit what this tokenizer learns from data to ``scores`` (an iterable of the training
+        split's ``symusic.Score``), in place, before any piece is encoded; its config then holds
+        the result, so ``save`` stores it.  True when something was fitted; the default has
+        nothing to fit and does not read ``scores``."""
+        return False
 
     def clock(self, batch_size: int) -> Any:
         """A Clock over ``batch_size`` sequences (bar and second limits), or None."""

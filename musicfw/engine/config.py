@@ -150,8 +150,9 @@ class EvaluateSection:
 
     enabled: bool = field(default=True, metadata={"help": "false: skip the evaluation stage"})
     metrics: list = field(
-        default_factory=lambda: ["nll", "yang_lerch", "muspy"],
-        metadata={"help": "metric plugins, by name or as {name: ..., params} (see musicfw plugins)"},
+        default_factory=lambda: ["nll", "yang_lerch", "muspy", "control_adherence"],
+        metadata={"help": "metric plugins, by name or as {name: ..., params} (see musicfw plugins); "
+                  "control_adherence measures only runs whose tokenizer has controls"},
     )
     reference_split: str = choice(
         "test", ("train", "valid", "test"), "the held-out split the likelihood and the generated set are measured against"

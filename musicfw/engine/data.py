@@ -425,6 +425,8 @@ class MusicDataModule(pl.LightningDataModule):
         fmt, sources = resolve_format(self.data_format, self.dataset)
         if fmt == "shards":
             assert sources is not None
+            # shards are encoded file by file in workers before the split is known: nothing to fit to
+            self.tokenizer.fit(_no_training_scores(self.tokenizer))
             self.data, self.store = open_shards(
                 self.dataset, self.tokenizer, sources, root, seed=self.seed, workers=self.workers,
                 shard_files=self.shard_files, progress=self.progress,
@@ -433,6 +435,10 @@ class MusicDataModule(pl.LightningDataModule):
             from musicfw.engine.splits import load_data
 
             self.data = load_data(self.dataset, seed=self.seed, progress=self.progress)
+            # what the tokenizer learns from data (REMI control_binning: fit), before anything is
+            # encoded: the cache's key then holds the fitted config
+            train = sorted(self.data.pieces("train"), key=lambda p: p.id)
+            self.tokenizer.fit(p.score for p in train)
             key = token_cache_key(self.data, self.tokenizer, self.dataset)
             name = f"{self.dataset.name}-{self.tokenizer.name}"
             self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
@@ -578,6 +584,18 @@ class MusicDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
+
+
+def _no_training_scores(tokenizer: Any) -> Iterator[Any]:
+    """What ``Tokenizer.fit`` is given with token shards: a ConfigError once it reads it."""
+    from musicfw.core.errors import ConfigError
+
+    raise ConfigError(
+        f"The {tokenizer.name!r} tokenizer fits itself to the training split (e.g. remi control_binning: fit), "
+        "but data.format: shards encodes the files before the split is known; use data.format: cache, or give "
+        "the fitted values in the tokenizer section (remi: control_bins, e.g. from a run's tokenizer.json)."
+    )
+    yield  # pragma: no cover - makes this a generator: nothing is raised unless fit reads it
 
 
 def build_datamodule(

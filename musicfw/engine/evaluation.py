@@ -402,7 +402,9 @@ def evaluate_run(
         if model is None or datamodule is None:
             notes.append(f"{metric.name}: skipped, no trained model or data module was given")
             continue
-        result["likelihood"][metric.name] = metric.evaluate(model, datamodule, tokenizer)
+        measured = metric.evaluate(model, datamodule, tokenizer)
+        if measured is not None:  # None: nothing to measure in this run (control_adherence without controls)
+            result["likelihood"][metric.name] = measured
 
     if feature_metrics(metrics):
         if generated is None:

@@ -32,6 +32,7 @@ model.  Their ids come after every other id, so a vocabulary without controls is
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
@@ -117,7 +118,14 @@ class REMIConfig:
     control_bins: Dict[str, List[float]] = field(
         default_factory=dict,
         metadata={"help": "per control, control_levels-1 increasing boundaries (e.g. quantiles of the training "
-                  "bars: musicfw.music.controls.fit_bins); a control not given uses the fixed default bins"},
+                  "bars: musicfw.music.controls.fit_bins); a control not given uses control_binning"},
+    )
+    control_binning: str = choice(
+        "fixed",
+        ("fixed", "fit"),
+        "boundaries of the controls not in control_bins: fixed (the documented default bins) or fit (quantiles "
+        "of the training split's bars, so every level is about equally common: fitted when musicfw run loads "
+        "the data, then stored in control_bins and tokenizer.json); docs/tokenizers.md",
     )
 
 
@@ -207,6 +215,12 @@ class REMI(Tokenizer):
         self.controls: tuple[str, ...] = tuple(ctrl)
         #: per attribute, its levels-1 boundaries
         self.control_bins: dict[str, list[float]] = {}
+        #: attributes whose boundaries ``fit`` has still to find (control_binning: fit; the fixed
+        #: bins stand in until then)
+        self.unfitted: tuple[str, ...] = ()
+        if str(c.control_binning) == "fit":
+            self.unfitted = tuple(a for a in ctrl if a not in given)
+        self._warned_unfitted = False
         for a in ctrl:
             if a in given:
                 raw = given[a]
@@ -318,10 +332,69 @@ class REMI(Tokenizer):
         return ticks.astype(np.int64), chord.astype(np.int64)
 
     # -- attribute controls ---------------------------------------------------------------------
+    #: bars read at most when fitting the control boundaries (the first ones, pieces in id order)
+    MAX_FIT_BARS = 1 << 20
+
+    def fit(self, scores: Any) -> bool:
+        """``control_binning: fit``: each unfitted control's boundaries become the quantiles
+        of its values over the bars of ``scores`` (the training split's pieces;
+        :func:`musicfw.music.controls.fit_bins`, at most :attr:`MAX_FIT_BARS` bars), so every
+        level holds about as many bars; they go into ``config.control_bins``, so ``save``
+        stores them and a reloaded tokenizer encodes with the same ones.  A piece that cannot
+        be encoded is skipped (as the token cache skips it).  False (``scores`` not read) when
+        there is nothing to fit.  DataError when the pieces hold no bar."""
+        if not self.unfitted:
+            return False
+        from musicfw.core.errors import DataError
+        from musicfw.music.controls import fit_bins
+
+        todo = self.unfitted
+        values: dict[str, list[np.ndarray]] = {a: [] for a in todo}
+        bars = 0
+        for score in scores:
+            if bars >= self.MAX_FIT_BARS:
+                break
+            try:
+                att = self.score_attributes(score)
+            except Exception:  # noqa: BLE001 - a piece encode refuses is not in the token cache either
+                continue
+            take = min(len(att["density"]), self.MAX_FIT_BARS - bars)
+            bars += take
+            for a in todo:
+                values[a].append(att[a][:take])
+        if bars == 0:
+            raise DataError(
+                "remi: tokenizer.control_binning: fit found no bar in the training split to fit the control "
+                "boundaries to; give tokenizer.control_bins or use control_binning: fixed."
+            )
+        levels = int(self.config.control_levels)
+        fitted = {a: fit_bins(np.concatenate(values[a]), levels) for a in todo}
+        self.config.control_bins = {**dict(self.config.control_bins or {}), **fitted}
+        self.control_bins.update(fitted)
+        self.unfitted = ()
+        return True
+
+    def score_attributes(self, score: Any) -> dict[str, np.ndarray]:
+        """Each attribute (:mod:`musicfw.music.controls`) of each bar of ``score`` as encode
+        measures it (float ``[n_bars]``; the bars encode writes, drums left out)."""
+        score = check_piece(score)
+        q = self.quantize(score)
+        if len(q["onset"]) == 0:
+            return {a: np.zeros(0) for a in CONTROL_ATTRIBUTES}
+        bar_starts, bar_slot = self._bar_grid(score, int(q["onset"][-1]))
+        pitched = q["program"] != DRUM_PROGRAM
+        return bar_attributes(q["onset"][pitched], q["duration"][pitched], q["pitch"][pitched], bar_starts,
+                              self._ts_len[bar_slot])
+
     def bar_levels(self, onset: np.ndarray, duration: np.ndarray, pitch: np.ndarray, bar_starts: np.ndarray,
                    bar_len: np.ndarray) -> np.ndarray:
         """Level of each control (columns in ``controls`` order) of each bar (rows), from
         notes in positions (:func:`musicfw.music.controls.bar_attributes`, drums left out)."""
+        if self.unfitted and not self._warned_unfitted:
+            self._warned_unfitted = True
+            logging.getLogger("musicfw.tokenizers").warning(
+                "remi: control_binning: fit, but the boundaries of %s were not fitted yet (tokenizer.fit(training "
+                "scores); musicfw run does it): the fixed default bins are used until then", ", ".join(self.unfitted))
         att = bar_attributes(onset, duration, pitch, bar_starts, bar_len)
         out = np.zeros((len(bar_starts), len(self.controls)), dtype=np.int64)
         for i, a in enumerate(self.controls):
