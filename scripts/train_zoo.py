@@ -89,6 +89,9 @@ ZOO: dict[str, dict[str, Any]] = {
         "play": "musicfw generate --model chorales-lstm --n 1 --max-bars 8 --seed 0",
         "intended_use": CHORALE_USE,
         "limitations": CHORALE_LIMITS,
+        "reproduced": "on 2026-12-07, musicfw at 54cac57 with the versions above: the training command above, then "
+                      "`python scripts/train_zoo.py chorales-lstm --verify --from-run RUN`: every number on this card "
+                      "equal to the last digit, every weight tensor bit-identical (model.safetensors sha256 equal).",
     },
     "chorales-transformer": {
         # 200 of the example's 1,000 steps: the shared CPU ran ~7 s per step when the zoo was trained
@@ -121,6 +124,10 @@ ZOO: dict[str, dict[str, Any]] = {
                        "velocities, no instruments). The published split leaks: 35 of its 77 test chorales share "
                        "a 16-step melody run with the training split, so the held-out number is partly measured "
                        "on melodies the model trained on. 229 training chorales: Bach's chorale style only.",
+        "reproduced": "on 2026-12-07, musicfw at 54cac57 with the versions above: `python scripts/train_zoo.py jsb-nade "
+                      "--verify` (the training command above, then evaluation, export and packaging into a scratch "
+                      "folder): every number on this card equal to the last digit, every weight tensor "
+                      "bit-identical (model.safetensors sha256 equal).",
     },
     "drums-2bar": {
         "task": "2-bar drum beats, MusicVAE (the beat blender's; smoke-test budget)",
@@ -337,6 +344,9 @@ def package(name: str, run: Path, runs: Path, zoo_dir: Path = ZOO_DIR) -> None:
     }
     info["originality"]["samples"] = Path(str((sets.get("generated") or {}).get("source", "samples/x"))).parent.name
     info.update(card_fields(name, metrics.get("split") or split_report(doc), versions=library_versions()))
+    shipped_files = ((_manifest(ZOO_DIR).get("models") or {}).get(name) or {}).get("files") or {}
+    if shipped_files.get(WEIGHTS) != sha256(tmp / WEIGHTS):  # another model: the ZOO entry's claim is not its
+        info["reproduced"] = "not yet retrained with `--verify`"
     write_model(name, tmp, doc, info, out, zoo_dir)
     say(f"packaged {name}: {out} ({sum(p.stat().st_size for p in out.iterdir()) / 1e6:.2f} MB), check NLL {value!r}")
 
@@ -358,6 +368,13 @@ def write_model(name: str, folder: Path, doc: dict[str, Any], info: dict[str, An
     manifest["models"][name] = info
     manifest["models"] = dict(sorted(manifest["models"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _manifest(zoo_dir: Path) -> dict[str, Any]:
+    from musicfw.engine import zoo
+
+    path = zoo_dir / zoo.MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def train_command(name: str) -> str:
@@ -410,6 +427,7 @@ def card_fields(name: str, split: dict[str, Any], versions: dict[str, str]) -> d
         },
         "threads": spec.get("threads", THREADS),
         "versions": versions,
+        "reproduced": spec.get("reproduced") or "not yet retrained with `--verify`",
     }
 
 
@@ -498,7 +516,9 @@ def card(name: str, doc: dict[str, Any], info: dict[str, Any]) -> str:
         f"Library versions: {_versions_line(info)} Training is deterministic for a seed, a thread count and "
         "these versions: `python scripts/train_zoo.py NAME --verify` retrains into a scratch folder and "
         "compares every number of this card (and the weights) with the shipped ones.",
-        *([f"Training took {fit['train_time_s']:,.0f} s ({fit.get('epochs', '?')} epochs, {fit.get('global_step', '?')} steps) "
+        "",
+        f"Reproduced: {info['reproduced']}",
+        *(["", f"Training took {fit['train_time_s']:,.0f} s ({fit.get('epochs', '?')} epochs, {fit.get('global_step', '?')} steps) "
            "on a shared 2-core CPU."] if fit.get("train_time_s") else []),
         "",
         "## Evaluation",
