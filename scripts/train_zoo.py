@@ -60,7 +60,7 @@ DEFAULT_RUNS = "runs/zoo"
 #: retrained model, depend on it; the zoo was trained with torch's default on a 2-core machine
 THREADS = 2
 #: the distributions whose versions every card records
-LIBRARIES = ("musicfw", "torch", "pytorch-lightning", "numpy", "symusic", "music21", "safetensors")
+LIBRARIES = ("torch", "pytorch-lightning", "numpy", "symusic", "music21", "safetensors")
 
 PD_BACH = "public domain: J. S. Bach's four-part chorales (music21 corpus, converted once and shipped in musicfw)"
 PD_JSB = ("public domain: the JSB Chorales piano-roll benchmark (Boulanger-Lewandowski et al. 2012), "
@@ -389,7 +389,9 @@ def library_versions() -> dict[str, str]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"python": platform.python_version()}
+    from musicfw.core.version import musicfw_version  # the one lookup of musicfw's own
+
+    out = {"python": platform.python_version(), "musicfw": musicfw_version()}
     for dist in LIBRARIES:
         try:
             out[dist] = version(dist)
