@@ -516,7 +516,7 @@ def card(name: str, doc: dict[str, Any], info: dict[str, Any]) -> str:
         *[f"`{f}` {d}" + ("," if i < len(info['data']['files']) - 1 else ")") for i, (f, d) in enumerate(info["data"]["files"].items())],
         "",
         f"Library versions: {_versions_line(info)} Training is deterministic for a seed, a thread count and "
-        "these versions: `python scripts/train_zoo.py NAME --verify` retrains into a scratch folder and "
+        f"these versions: `python scripts/train_zoo.py {name} --verify` retrains into a scratch folder and "
         "compares every number of this card (and the weights) with the shipped ones.",
         "",
         f"Reproduced: {info['reproduced']}",
