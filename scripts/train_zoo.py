@@ -407,8 +407,13 @@ def split_report(doc: dict[str, Any]) -> dict[str, Any]:
 
     data = dict((doc.get("training") or {}).get("data") or {})
     name = data.pop("name")
-    dataset = musicfw.build_dataset(name, **data)
-    return dict(musicfw.load_data(dataset, seed=int(doc.get("seed", 0)), progress=False).split_report)
+    here = os.getcwd()
+    os.chdir(REPO)  # data paths in a run's config (midi_folder's) are relative to the repository
+    try:
+        dataset = musicfw.build_dataset(name, **data)
+        return dict(musicfw.load_data(dataset, seed=int(doc.get("seed", 0)), progress=False).split_report)
+    finally:
+        os.chdir(here)
 
 
 def card_fields(name: str, split: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
