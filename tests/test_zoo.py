@@ -8,6 +8,7 @@ scripts/test.sh installs ``./models`` (as the README's set-up command does)."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,47 @@ def test_each_shipped_model_loads_by_name_and_reproduces_its_card(name):
     assert repr(info["check"]["nll_per_token"]) in card
     for needle in (info["data"]["sha256"], info["commands"]["train"], f"Seed {info['seed']}", "## Originality", "## Licence"):
         assert needle in card, needle
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_card_has_what_a_model_card_reader_expects(name):
+    """Hugging Face model cards and Magenta's checkpoints: intended use, limitations, training
+    data with licence and sha256, evaluation naming the split and its leakage, the originality
+    audit, the exact command (with its thread count) and the library versions."""
+    info = MANIFEST["models"][name]
+    card = (SOURCE / name / "README.md").read_text()
+    assert card.startswith(f"---\nlicense: {info['license']}\n")  # the Hub's front matter
+    for section in ("## Intended use", "## Limitations", "## Licence", "## Reproduce", "## Evaluation",
+                    "## Held-out metrics", "## Originality (memorisation audit)", "## Precision", "## Data", "## Training"):
+        assert card.count(section + "\n") == 1, (name, section)
+    assert info["intended_use"] in card and info["limitations"] in card and info["data_license"] in card
+    for file, digest in info["data"]["files"].items():
+        assert f"`{file}` {digest}" in card
+    ev = info["evaluation"]
+    assert ev["split_by"] in {"tune", "piece", "published"} and ev["test_pieces"] > 0
+    assert f"{ev['test_pieces']} test piece" in card and f"of which {ev['test_pieces_sharing_run']} share" in card
+    if ev["split_by"] == "tune":
+        assert "split by tune" in card
+    assert info["commands"]["train"].startswith(f"OMP_NUM_THREADS={info['threads']} ")
+    for lib in ("python", "musicfw", "torch", "pytorch-lightning", "numpy", "symusic"):
+        assert f"{lib} {info['versions'][lib]}" in card, lib
+    for key in ("generated", "heldout"):
+        assert info["originality"][key]["pieces"] > 0
+
+
+def test_musicfw_models_shows_size_task_metrics_and_licence(capsys):
+    from musicfw.cli import main
+
+    zoo.shipped(refresh=True)
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert lines["name"].split() == ["name", "task", "size", "held-out", "metrics", "licence", "from"]
+    for name in NAMES:
+        info = MANIFEST["models"][name]
+        row = lines[name]
+        assert info["task"] in row and f" {info['license']} " in row and " MB " in row
+        for key in info["metrics"]:
+            assert f"{key} " in row
 
 
 def _fake_zoo(tmp_path: Path, monkeypatch, names=("chorales-lstm",)) -> Path:
@@ -104,6 +146,38 @@ def _experiment(tmp_path: Path, **tokenizer) -> dict:
     }
 
 
+def test_the_commands_refuse_an_unknown_or_damaged_model_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from musicfw.cli import main
+
+    root = _fake_zoo(tmp_path, monkeypatch)
+    assert main(["generate", "--model", "chorales-lstn", "--n", "1", "--out", str(tmp_path / "a")]) == 2
+    err = " ".join(capsys.readouterr().err.split())  # the CLI wraps its messages
+    assert "Unknown model 'chorales-lstn'" in err and "Installed pretrained models: chorales-lstm" in err
+    assert "Traceback" not in err
+    weights = root / "chorales-lstm" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert main(["generate", "--model", "chorales-lstm", "--n", "1", "--out", str(tmp_path / "b")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{weights} does not match" in err and "pip install --force-reinstall --no-deps fake-models" in err
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_init_from_an_unknown_or_damaged_name_is_refused_before_a_run_folder_exists(tmp_path, monkeypatch):
+    import musicfw
+
+    root = _fake_zoo(tmp_path, monkeypatch)
+    experiment = dict(_experiment(tmp_path, use_chords=True, chord_quarters=1), init_from="chorales-lstn")
+    with pytest.raises(ConfigError, match="chorales-lstn.*Installed pretrained models: chorales-lstm"):
+        musicfw.run(experiment)
+    assert not (tmp_path / "runs").exists()
+    (root / "chorales-lstm" / "tokenizer.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"damaged: .*tokenizer.json does not match.*--force-reinstall"):
+        musicfw.run(dict(experiment, init_from="chorales-lstm"))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_init_from_a_name_with_another_tokenizer_is_refused_before_a_run_folder_exists(tmp_path):
     import musicfw
 
@@ -159,3 +233,56 @@ def test_the_readme_opens_with_a_shipped_model_and_ci_installs_the_models():
     table = readme.split("<!-- zoo table -->", 1)[1].split("<!-- /zoo table -->", 1)[0]
     for name in NAMES:  # the README lists what is shipped (python scripts/train_zoo.py --readme-table)
         assert f"`{name}`" in table
+
+
+def _train_zoo():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_zoo", REPO / "scripts" / "train_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_shipped_card_is_what_train_zoo_writes():
+    """The cards come from scripts/train_zoo.py's packaging path (``--recard`` for a shipped
+    model), not from hand edits: rendering each from its config.json and zoo.json entry gives
+    the shipped README.md byte for byte."""
+    train_zoo = _train_zoo()
+    for name in NAMES:
+        info = {k: v for k, v in MANIFEST["models"][name].items() if k != "files"}
+        doc = json.loads((SOURCE / name / "config.json").read_text())
+        assert train_zoo.card(name, doc, info) == (SOURCE / name / "README.md").read_text(), name
+        assert info["commands"]["train"] == train_zoo.train_command(name)
+
+
+def test_train_zoo_verify_compares_every_number_and_every_weight_with_the_card(tmp_path):
+    """``train_zoo.py NAME --verify`` packages a retrained model into a scratch zoo and compares:
+    identical files agree; a number off in its last digit and one weight off by one ulp do not."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    train_zoo = _train_zoo()
+    name = "jsb-nade"
+    scratch = tmp_path / "scratch"
+    shutil.copytree(SOURCE / name, scratch / name)
+    manifest = json.loads(json.dumps(MANIFEST))
+    (scratch / zoo.MANIFEST).write_text(json.dumps(manifest))
+    report = train_zoo.compare(name, scratch)
+    assert report["all_same"] and report["weights"]["differing"] == [] and report["weights"]["same_sha256"]
+    numbers = {r["number"] for r in report["rows"]}
+    assert {"metrics.test_nll", "precision.test_nll_per_token.float32", "check.nll_per_token",
+            "originality.generated.longest_run_max", "config.json likelihood.nll.nll_per_token"} <= numbers
+
+    precision = manifest["models"][name]["precision"]["test_nll_per_token"]
+    precision["float32"] = math.nextafter(precision["float32"], math.inf)  # the last digit
+    (scratch / zoo.MANIFEST).write_text(json.dumps(manifest))
+    weights = load_file(str(scratch / name / "model.safetensors"))
+    key = sorted(weights)[0]
+    assert weights[key].dtype == torch.float16  # shipped in fp16: one ulp is one step of its bits
+    weights[key].view(-1).view(torch.int16)[0] += 1
+    save_file(weights, str(scratch / name / "model.safetensors"))
+    report = train_zoo.compare(name, scratch)
+    assert not report["all_same"]
+    assert [r["number"] for r in report["rows"] if not r["same"]] == ["precision.test_nll_per_token.float32"]
+    assert report["weights"]["differing"] == [key]
