@@ -48,6 +48,9 @@ DECODE_EVERY = 4
 BUFFER_SECONDS = 0.05
 #: the generator process runs this much nicer than the sender (``process=True``)
 GENERATOR_NICE = 5
+#: move every object alive at the start of a stream out of the collector's sight (``gc.freeze``):
+#: a full collection over torch's and the model's objects held the interpreter lock for ms
+FREEZE_GC = True
 
 
 def _message(kind: str, **kw: Any) -> Any:
@@ -456,15 +459,25 @@ def _child(conn: Any, args: tuple) -> None:  # pragma: no cover - runs in the fo
     import traceback
 
     try:
-        os.nice(GENERATOR_NICE)  # the sender (parent) wins a contended core
+        # a session of its own: with the kernel's autogroup scheduling (Linux, on by default on
+        # desktops) its CPU time no longer counts against the sender's group, which then wins a
+        # contended core as soon as it wakes; and nicer than the sender within any group
+        os.setsid()
+        os.nice(GENERATOR_NICE)
     except OSError:
         pass
+    parent = os.getppid()
     try:
         import torch
 
         torch.set_num_threads(1)
-        gc.freeze()
-        _generate_notes(*args, cancel=None, send=conn.send)
+        if FREEZE_GC:
+            gc.freeze()
+        class Orphaned:  # the parent is gone (killed): stop at the next token
+            def is_set(self) -> bool:
+                return os.getppid() != parent
+
+        _generate_notes(*args, cancel=Orphaned(), send=conn.send)
     except BaseException:  # noqa: BLE001 - the parent raises it with this traceback
         try:
             conn.send(("error", traceback.format_exc()))
@@ -566,7 +579,8 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
     playback = _Playback(scheduler, bpm=bpm, say=say, place_origin=place_origin, quantum=quantum,
                          lookahead_bars=lookahead_bars, buffer=buffer)
     args = (model, tokenizer, sampler, prompt, prompt_tokens, seed, max_tokens, limit)
-    gc.freeze()  # collections skip the objects that exist now (torch, the model): short pauses
+    if FREEZE_GC:
+        gc.freeze()  # collections skip the objects that exist now (torch, the model): short pauses
     try:
         if process:
             tokens, gen_seconds = _run_in_process(args, playback, cancel)
@@ -595,7 +609,8 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
             if wait:
                 scheduler.drain(timeout=stats.music_seconds + 60)
     finally:
-        gc.unfreeze()
+        if FREEZE_GC:
+            gc.unfreeze()
     stats.wall_seconds = scheduler.clock() - t_start
     summary = lateness_summary(scheduler.log)
     stats.messages, stats.late = summary["messages"], summary["late"]
@@ -684,7 +699,7 @@ class Listener:
 def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Scheduler, inport: Any, *,
                       bars: int, silence: float = 1.5, bpm: float | None = None, seed: int = 0,
                       rounds: int | None = None, stop: Any = None, say: Callable[[str], None] = print,
-                      poll_seconds: float = 0.005) -> list[StreamStats]:
+                      poll_seconds: float = 0.005, process: bool = False) -> list[StreamStats]:
     """Listen on ``inport``; after each pause answer with ``bars`` bars continuing what was
     played, in its tempo (``bpm``, else estimated from the onsets) and, the model being given the
     phrase, its key; the answer starts on the phrase's bar grid.  ``rounds`` answers at most
@@ -712,7 +727,7 @@ def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
 
         stats = stream_generation(model, tokenizer, sampler, scheduler, bars=bars, bpm=tempo, seed=seed + len(out),
                                   prompt=score, lookahead_bars=0, cancel=stop, say=say, place_origin=on_grid,
-                                  quantum=60.0 / tempo)
+                                  quantum=60.0 / tempo, process=process)
         stats.extra = {"bpm": tempo, "heard_notes": len(notes), "phrase_start": first}
         out.append(stats)
         listener.reset()  # what was played during the answer is the answer's echo, not a call
