@@ -52,10 +52,13 @@ def weight_bytes(model) -> int:
 
 def step_bytes(model, tokens: int) -> int:
     """Bytes one generation step reads: the weights, plus a Transformer's KV cache (keys and
-    values of every layer, fp32) at the mean position of a ``tokens``-token generation."""
+    values of every layer, fp32) at the mean position of a ``tokens``-token generation (the
+    cache rolls at ``max_context``)."""
     b = weight_bytes(model)
     if hasattr(model, "d_model") and hasattr(model, "num_layers"):
-        b += int(2 * model.num_layers * model.d_model * 4 * tokens / 2)
+        C = model.max_context or tokens
+        mean_pos = np.mean(np.minimum(np.arange(tokens), C))
+        b += int(2 * model.num_layers * model.d_model * 4 * mean_pos)
     return b
 
 

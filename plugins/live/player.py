@@ -1,16 +1,25 @@
 """Real-time MIDI: a scheduler thread that sends each message at its time, generation streamed
-into it bar by bar, and call-and-response on an input port.
+into it note by note, and call-and-response on an input port.
 
 Any object with ``send(msg)`` (and optionally ``close()``) is an output port, any object with
 ``poll()`` (a message or None) an input port: mido's ports, or the tests' recording ports.
 
 The scheduler keeps a heap of (due time on ``time.monotonic``, message) and sends each message
-when it is due; every send is logged as (due, sent) so lateness is measured, not guessed.  The
-generator (the calling thread) decodes the tokens every few steps and hands the scheduler every
-note of the bars that are complete (a note is final once a later bar has begun); playback starts
-once ``lookahead_bars`` are ready, so generation runs at least that far ahead.  If generation
-falls behind (a note would be due before it is ready), the timeline is pushed back by the
-shortfall and ``say`` reports it: the stream pauses audibly, it is never silently late.
+when it is due (sleeping until 1 ms before, then spinning); every send is logged as (due, sent)
+so lateness is measured, not guessed.  The generator hands the scheduler each note as soon as it
+is final (:class:`NoteFeed`: a REMI note once its Pitch, Velocity and Duration are out; other
+tokenizers' notes once their bar is over); playback starts ``buffer`` seconds after the opening
+onset's notes are out (and ``lookahead_bars`` are ready), so generation runs ahead of the music
+by at least that much, and more while it outpaces it.  If generation falls behind (a note would
+be due before it is ready), the timeline is pushed back by the shortfall and ``say`` reports it:
+the stream pauses audibly, it is never silently late.
+
+Where the generator runs (``process``): in the sender's process, a generating thread holds the
+interpreter lock between torch calls, and the sender waits for it: on this 2-core machine under
+load ~27 a one-minute LSTM stream sent 108 of 792 messages more than 20 ms late (max 232 ms;
+``gc.freeze`` alone: 119, max 148 ms), while with generation in a forked process (its own
+session, niced by 5, one torch thread) it sent none late (max 18.6 ms)
+(``python benchmarks/realtime.py --diagnose 1 --stream-models chorales-lstm``).
 
 Why our own scheduler: mido sends a message when told to and its ``MidiFile.play()`` plays a
 finished file by sleeping between messages; neither takes notes while they are being generated,
@@ -278,7 +287,7 @@ class NoteFeed:
 
     With a tokenizer whose ``streams_notes`` is True and whose clock opens bars with tokens
     (REMI), a note is final as soon as it is decoded: the current bar's tokens are decoded alone
-    (cheap: a bar, not the whole piece) every token until the first note is out, then every
+    (cheap: a bar, not the whole piece) every token in the first bar, then every
     ``DECODE_EVERY`` tokens, and placed at the bar's start; when a bar closes the whole sequence
     is decoded once (the truth: bar starts through every time signature, and any note the bar
     alone could not place).  Otherwise a note is final once a later bar has begun: the whole
@@ -297,8 +306,12 @@ class NoteFeed:
         self.bar_tick = 0  # where the current bar starts
         self._ts: tuple[int, int, int] = (0, 0, 0)  # bar-start walk: (bar index, tick, time signatures used)
         self.steps, self.any_out, self.bars_seen = 0, False, 0
+        #: the music has moved past the first note handed out (its onset's notes are all out)
+        self.onset_done = False
+        self._first_at: float | None = None
         for t in np.asarray(prompt_tokens):
             self._advance(t)
+        self._start_bar = self.win_bar + 1 if len(prompt_tokens) else 0  # the first bar the generation writes
         if len(prompt_tokens):
             self.sent.update(_note_rows(self._decode(self.tokens)))  # the prompt is not played
             if self.window:
@@ -349,6 +362,15 @@ class NoteFeed:
             self.meta = (int(score.ticks_per_quarter), _bar_ticks(score), score_tempo(score))
 
     def push(self, token: Any) -> list[tuple[int, int, int, int, int]]:
+        out = self._push(token)
+        now = float(self.clock.seconds[0])
+        if self._first_at is not None and now > self._first_at + 1e-9:
+            self.onset_done = True  # a later position (or bar) has begun: the first onset is complete
+        if out and self._first_at is None:
+            self._first_at = now
+        return out
+
+    def _push(self, token: Any) -> list[tuple[int, int, int, int, int]]:
         if self.window:
             return self._push_window(token)
         opens = self._advance(token)
@@ -385,8 +407,8 @@ class NoteFeed:
             self.steps = 0
             return out
         self.steps += 1
-        if self.any_out and self.steps % DECODE_EVERY:
-            return out
+        if self.any_out and self.win_bar > self._start_bar and self.steps % DECODE_EVERY:
+            return out  # every token in the first bar (the look-ahead is short there), then every few
         score = self._decode(self.tokens[self.win_start:])
         self._set_meta(score)
         rows = [(s + self.bar_tick, d, p, v, c) for s, d, p, v, c in _note_rows(score)]
@@ -412,9 +434,12 @@ class _Playback:
         self.streamer: Streamer | None = None
         self.pending: list[tuple[int, int, int, int, int]] = []
         self.headroom: list[float] = []  # due - handed over, seconds, per note
+        self.onset_done = False
 
-    def rows(self, meta: tuple[int, int, float] | None, rows: list, final: bool = False) -> None:
-        if not rows and not (final and self.pending):
+    def rows(self, meta: tuple[int, int, float] | None, rows: list, final: bool = False,
+             onset_done: bool = False) -> None:
+        self.onset_done = self.onset_done or onset_done
+        if not rows and not ((final or onset_done) and self.pending):
             return
         if self.streamer is None:
             tpq, _, tempo = meta
@@ -424,7 +449,7 @@ class _Playback:
         if self.streamer.origin is None and not final:
             first = min(r[0] for r in self.pending)
             span = max(r[0] for r in self.pending) - first
-            if span <= 0 or span < self.lookahead_bars * meta[1]:
+            if not (self.onset_done or span > 0) or span < self.lookahead_bars * meta[1]:
                 return  # wait for the first onset to be complete (a later one has begun) and the look-ahead
         batch = sorted(self.pending)
         self.pending = []
@@ -442,16 +467,19 @@ def _generate_notes(model: Any, tokenizer: Any, sampler: Any, prompt: Any, promp
 
     feed = NoteFeed(tokenizer, prompt_tokens)
 
+    told = [False]
+
     def on_tokens(tokens: np.ndarray, kept: np.ndarray) -> None:
         rows = feed.push(tokens[0])
-        if rows:
-            send(("rows", feed.meta, rows))
+        if rows or (feed.onset_done and not told[0]):
+            told[0] = feed.onset_done
+            send(("rows", feed.meta, rows, feed.onset_done))
 
     t0 = time.monotonic()
     result = generate(model, tokenizer, sampler, n=1, batch_size=1, max_tokens=max(int(max_tokens), 1),
                       prompt=prompt, seed=seed, on_tokens=on_tokens, cancel=cancel, prefill=True, **limit)
     seconds = time.monotonic() - t0
-    send(("rows", feed.meta, feed.finish()))
+    send(("rows", feed.meta, feed.finish(), True))
     send(("done", int(result.stats["tokens_generated"]), seconds))
 
 
@@ -514,7 +542,7 @@ def _run_in_process(args: tuple, playback: "_Playback", cancel: Any) -> tuple[in
             except EOFError:
                 raise GeneratorProcessError(f"the generator process ended (exit code {proc.exitcode}) without a result") from None
             if msg[0] == "rows":
-                playback.rows(msg[1], msg[2])
+                playback.rows(msg[1], msg[2], onset_done=msg[3])
             elif msg[0] == "done":
                 return int(msg[1]), float(msg[2])
             else:
@@ -589,7 +617,7 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
 
             def sink(msg: tuple) -> None:
                 if msg[0] == "rows":
-                    playback.rows(msg[1], msg[2])
+                    playback.rows(msg[1], msg[2], onset_done=msg[3])
                 else:
                     box["done"] = msg[1:]
 
