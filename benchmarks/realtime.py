@@ -84,7 +84,7 @@ import sys, time, json
 from musicfw.engine.generation import build_sampler_chain
 from musicfw.engine.pretrained import generation_defaults, load_pretrained
 from musicfw.engine.zoo import resolve
-from musicfw.plugins.live.player import Scheduler, stream_generation, warm_up
+from musicfw.plugins.live.player import GeneratorProcess, Scheduler, stream_generation, warm_up
 import torch
 torch.set_num_threads(1)
 t_import = time.monotonic()
@@ -92,12 +92,13 @@ path = resolve(sys.argv[1]); model, tok = load_pretrained(path); model.eval()
 sampler = build_sampler_chain(generation_defaults(path, None).sampler)
 t_load = time.monotonic()
 warm_up(model, tok, sampler)
+worker = GeneratorProcess(model, tok, sampler) if sys.argv[2] == "process" else False
 t_warm = time.monotonic()
 class Null:
     def send(self, msg): pass
 sched = Scheduler(Null())
 st = stream_generation(model, tok, sampler, sched, bars=1, bpm=100, seed=0, say=lambda s: None, wait=False,
-                       process=sys.argv[2] == "process")
+                       process=worker)
 sched.stop()
 print(json.dumps({"import": t_import, "load": t_load, "warm": t_warm, "first_due": t_warm + st.first_note_seconds}))
 """
@@ -174,7 +175,7 @@ def main() -> None:
     import torch
 
     from musicfw.engine.generation import generate
-    from musicfw.plugins.live.player import BUFFER_SECONDS, Scheduler, stream_generation, warm_up
+    from musicfw.plugins.live.player import BUFFER_SECONDS, GeneratorProcess, Scheduler, stream_generation, warm_up
 
     torch.set_num_threads(1)
     buffer = BUFFER_SECONDS if args.buffer is None else args.buffer
@@ -194,7 +195,8 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - a model that cannot stream is reported, not fatal
             notes.append(f"{name}: no stream ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})")
             continue
-        loaded[name] = (model, tok, sampler)
+        worker = GeneratorProcess(model, tok, sampler) if process else False  # started before the clock, as play does
+        loaded[name] = (model, tok, sampler, worker)
         tps = []
         for r in range(args.repeats):
             out = generate(model, tok, sampler, n=1, batch_size=1, max_tokens=args.tokens, seed=args.seed + r,
@@ -206,7 +208,7 @@ def main() -> None:
         for r in range(args.repeats):
             sched = Scheduler(Null())
             st = stream_generation(model, tok, sampler, sched, bars=args.bars, bpm=100, seed=args.seed + r,
-                                   buffer=buffer, say=lambda s: None, wait=False, process=process)
+                                   buffer=buffer, say=lambda s: None, wait=False, process=worker)
             sched.stop()
             firsts.append(1000 * st.first_note_seconds)
             rtfs.append(st.realtime_factor)
@@ -231,20 +233,24 @@ def main() -> None:
         for name in args.stream_models.split(","):
             if name not in loaded:
                 continue
-            model, tok, sampler = loaded[name]
+            model, tok, sampler, worker = loaded[name]
             sched = Scheduler(Null())
             said: list[str] = []
             la = os.getloadavg()[0]
+            t_stream = time.monotonic()
             st = stream_generation(model, tok, sampler, sched, bars=bars, bpm=100, seed=args.seed, buffer=buffer,
-                                   say=said.append, max_tokens=400 * bars, process=process)
+                                   say=said.append, max_tokens=400 * bars, process=worker)
             sched.stop()
             s = st.extra["lateness"]
+            end = st.extra["generated_at"]
+            late_gen = sum(1 for d, t, _ in sched.log if t - d > 0.020 and t <= end)
             print()
             print(f"stream: {name}, {st.music_seconds / 60:.1f} min of music ({bars} bars at 100 BPM), {st.messages} "
                   f"messages, {st.notes} notes, {st.tokens} tokens, generated at {st.realtime_factor:.1f}x real time; "
                   f"first note {1000 * st.first_note_seconds:.0f} ms")
             print(f"  lateness ms (sent - scheduled): median {s['median_ms']:.2f}, p99 {s['p99_ms']:.2f}, "
-                  f"p99.9 {s['p999_ms']:.2f}, max {s['max_ms']:.2f}; late > 20 ms: {s['late']}; underruns: "
+                  f"p99.9 {s['p999_ms']:.2f}, max {s['max_ms']:.2f}; late > 20 ms: {s['late']} ({late_gen} while "
+                  f"generating, {s['late'] - late_gen} after the generation had ended {end - t_stream:.0f} s in); underruns: "
                   f"{st.underruns} ({st.underrun_seconds * 1000:.0f} ms paused); look-ahead at hand-over: min "
                   f"{1000 * st.extra.get('headroom_min_s', 0):.0f} ms, median {st.extra.get('headroom_median_s', 0):.1f} s; "
                   f"load average {la:.1f} -> {os.getloadavg()[0]:.1f}")

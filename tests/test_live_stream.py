@@ -164,18 +164,24 @@ def tiny(remi):
 
 
 def test_generation_in_a_forked_process_streams_the_same_notes(tiny):
+    from musicfw.plugins.live.player import GeneratorProcess
+
     model, tok, sampler = tiny
     runs = []
-    for process in (False, True):
+    worker = GeneratorProcess(model, tok, sampler)  # started ahead, as `musicfw play` does: serves stream after stream
+    for process in (False, True, worker, worker):
         port = RecordingPort()
         sched = Scheduler(port)
         stats = stream_generation(model, tok, sampler, sched, bars=2, bpm=480, seed=3, say=lambda s: None,
                                   process=process)
         sched.stop()
         runs.append(([m.note for _, m in port.sent if m.type == "note_on"], stats))
+    worker.close()
     # same seed, same music (onsets in the same order; a pause can move a note-off past a note-on)
-    assert runs[0][0] == runs[1][0] and runs[0][1].notes == runs[1][1].notes == len(runs[0][0]) > 0
-    assert runs[1][1].tokens == runs[0][1].tokens
+    for other in runs[1:]:
+        assert other[0] == runs[0][0] and other[1].notes == runs[0][1].notes == len(runs[0][0]) > 0
+        assert other[1].tokens == runs[0][1].tokens
+    assert not worker.proc.is_alive()
 
 
 def test_a_cancel_stops_the_generator_process_at_once(tiny):

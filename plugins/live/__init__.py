@@ -102,7 +102,7 @@ def play(model: Any, tokenizer: Any, sampler: Any, out: Any, inport: Any, args: 
 
     from musicfw.engine.generation import GenerationCancelled
 
-    from .player import BUFFER_SECONDS, Scheduler, call_and_response, stream_generation, warm_up
+    from .player import BUFFER_SECONDS, GeneratorProcess, Scheduler, call_and_response, stream_generation, warm_up
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -111,7 +111,9 @@ def play(model: Any, tokenizer: Any, sampler: Any, out: Any, inport: Any, args: 
 
     torch.set_num_threads(1)  # batch 1: one thread is fastest, and leaves the other core to the sender
     warm_up(model, tokenizer, sampler)  # the first forward pass belongs to loading, not to the first note
-    process = (args.generator or ("process" if sys.platform.startswith("linux") else "thread")) == "process"
+    use_process = (args.generator or ("process" if sys.platform.startswith("linux") else "thread")) == "process"
+    # started before the clock: a stream's first note does not wait for a fork
+    process = GeneratorProcess(model, tokenizer, sampler) if use_process else False
     buffer = BUFFER_SECONDS if args.buffer is None else args.buffer
     sched = Scheduler(out)
     stop = threading.Event()
@@ -134,6 +136,8 @@ def play(model: Any, tokenizer: Any, sampler: Any, out: Any, inport: Any, args: 
         say("stopped: all notes off")
     finally:
         sched.stop()
+        if process:
+            process.close()
     return 0
 
 

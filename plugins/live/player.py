@@ -483,7 +483,8 @@ def _generate_notes(model: Any, tokenizer: Any, sampler: Any, prompt: Any, promp
     send(("done", int(result.stats["tokens_generated"]), seconds))
 
 
-def _child(conn: Any, args: tuple) -> None:  # pragma: no cover - runs in the forked generator process
+def _worker_loop(conn: Any, model: Any, tokenizer: Any, sampler: Any) -> None:  # pragma: no cover - forked
+    """The generator process: one stream per job received, until the pipe closes."""
     import traceback
 
     try:
@@ -495,63 +496,95 @@ def _child(conn: Any, args: tuple) -> None:  # pragma: no cover - runs in the fo
     except OSError:
         pass
     parent = os.getppid()
-    try:
-        import torch
 
-        torch.set_num_threads(1)
-        if FREEZE_GC:
-            gc.freeze()
-        class Orphaned:  # the parent is gone (killed): stop at the next token
-            def is_set(self) -> bool:
-                return os.getppid() != parent
+    class Orphaned:  # the parent is gone (killed): stop at the next token
+        def is_set(self) -> bool:
+            return os.getppid() != parent
 
-        _generate_notes(*args, cancel=Orphaned(), send=conn.send)
-    except BaseException:  # noqa: BLE001 - the parent raises it with this traceback
+    import torch
+
+    torch.set_num_threads(1)
+    if FREEZE_GC:
+        gc.freeze()
+    while True:
         try:
-            conn.send(("error", traceback.format_exc()))
-        except Exception:
-            pass
-    finally:
-        conn.close()
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            _generate_notes(model, tokenizer, sampler, *job, cancel=Orphaned(), send=conn.send)
+        except BaseException:  # noqa: BLE001 - the parent raises it with this traceback
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except Exception:
+                return
 
 
 class GeneratorProcessError(RuntimeError):
     """The generator process failed (its traceback is the message)."""
 
 
-def _run_in_process(args: tuple, playback: "_Playback", cancel: Any) -> tuple[int, float]:
-    import multiprocessing as mp
+class GeneratorProcess:
+    """Generation in a forked process, started ahead of the stream (after the model is loaded
+    and warmed up: ``musicfw play`` starts it before the clock), so that a stream's first note
+    does not wait for a fork; one stream per :meth:`run`, until :meth:`close` (a cancel or an
+    error kills it at once, freeing its work)."""
 
-    from musicfw.engine.generation import GenerationCancelled
+    def __init__(self, model: Any, tokenizer: Any, sampler: Any):
+        import multiprocessing as mp
 
-    ctx = mp.get_context("fork")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, args), name="musicfw-generator", daemon=True)
-    proc.start()
-    send.close()
-    try:
-        while True:
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled("cancelled while generating")
-            if not recv.poll(0.02):
-                if not proc.is_alive() and not recv.poll(0):
-                    raise GeneratorProcessError(f"the generator process ended (exit code {proc.exitcode}) without a result")
-                continue
-            try:
-                msg = recv.recv()
-            except EOFError:
-                raise GeneratorProcessError(f"the generator process ended (exit code {proc.exitcode}) without a result") from None
-            if msg[0] == "rows":
-                playback.rows(msg[1], msg[2], onset_done=msg[3])
-            elif msg[0] == "done":
-                return int(msg[1]), float(msg[2])
-            else:
-                raise GeneratorProcessError(f"generation failed in the generator process:\n{msg[1]}")
-    finally:
-        recv.close()
-        if proc.is_alive():
-            proc.kill()  # a cancel or an error frees the work at once
-        proc.join(timeout=5)
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_loop, args=(child, model, tokenizer, sampler),
+                                name="musicfw-generator", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def run(self, job: tuple, playback: "_Playback", cancel: Any) -> tuple[int, float]:
+        from musicfw.engine.generation import GenerationCancelled
+
+        if not self.proc.is_alive():
+            raise GeneratorProcessError(f"the generator process has ended (exit code {self.proc.exitcode})")
+        ok = False
+        try:
+            self.conn.send(job)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled("cancelled while generating")
+                if not self.conn.poll(0.02):
+                    if not self.proc.is_alive() and not self.conn.poll(0):
+                        raise GeneratorProcessError(f"the generator process ended (exit code "
+                                                    f"{self.proc.exitcode}) without a result")
+                    continue
+                try:
+                    msg = self.conn.recv()
+                except EOFError:
+                    raise GeneratorProcessError(f"the generator process ended (exit code {self.proc.exitcode}) "
+                                                "without a result") from None
+                if msg[0] == "rows":
+                    playback.rows(msg[1], msg[2], onset_done=msg[3])
+                elif msg[0] == "done":
+                    ok = True
+                    return int(msg[1]), float(msg[2])
+                else:
+                    raise GeneratorProcessError(f"generation failed in the generator process:\n{msg[1]}")
+        finally:
+            if not ok:
+                self.close()  # a cancel or an error: its work stops at once
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+    def __enter__(self) -> "GeneratorProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def warm_up(model: Any, tokenizer: Any, sampler: Any) -> None:
@@ -579,7 +612,7 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
                       buffer: float = BUFFER_SECONDS, max_tokens: int | None = None, cancel: Any = None,
                       say: Callable[[str], None] = print,
                       place_origin: Callable[[int, float], float] | None = None,
-                      quantum: float | None = None, wait: bool = True, process: bool = False) -> StreamStats:
+                      quantum: float | None = None, wait: bool = True, process: Any = False) -> StreamStats:
     """Generate ``bars`` bars (continuing ``prompt``, a Score, if given) and play them on
     ``scheduler``'s port as they come: each note once it is final (:class:`NoteFeed`).
 
@@ -589,8 +622,9 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
     generation at the start; generating faster than real time, the lead then grows by
     (1 - 1/RTF) seconds per second of music (``stats.extra["headroom_*"]``: due minus handed-over
     time of every note).  ``process``: generate in a
-    forked process (niced by ``GENERATOR_NICE``, one torch thread) so that the sender shares no
-    GIL with it.  Returns the stream's statistics (after the last message was sent when ``wait``)."""
+    forked process (:class:`GeneratorProcess`: niced by ``GENERATOR_NICE``, one torch thread) so
+    that the sender shares no GIL with it: True forks one for this stream, or give one started
+    ahead (no fork before the first note).  Returns the stream's statistics (after the last message was sent when ``wait``)."""
     from musicfw.engine.generation import clock_for
 
     t_start = scheduler.clock()
@@ -606,12 +640,15 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
             if model.max_context else 160 * int(bars)
     playback = _Playback(scheduler, bpm=bpm, say=say, place_origin=place_origin, quantum=quantum,
                          lookahead_bars=lookahead_bars, buffer=buffer)
-    args = (model, tokenizer, sampler, prompt, prompt_tokens, seed, max_tokens, limit)
+    job = (prompt, prompt_tokens, seed, max_tokens, limit)
     if FREEZE_GC:
         gc.freeze()  # collections skip the objects that exist now (torch, the model): short pauses
     try:
-        if process:
-            tokens, gen_seconds = _run_in_process(args, playback, cancel)
+        if isinstance(process, GeneratorProcess):
+            tokens, gen_seconds = process.run(job, playback, cancel)
+        elif process:
+            with GeneratorProcess(model, tokenizer, sampler) as worker:
+                tokens, gen_seconds = worker.run(job, playback, cancel)
         else:
             box: dict[str, Any] = {}
 
@@ -621,11 +658,13 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
                 else:
                     box["done"] = msg[1:]
 
-            _generate_notes(*args, cancel=cancel, send=sink)
+            _generate_notes(model, tokenizer, sampler, *job, cancel=cancel, send=sink)
             tokens, gen_seconds = box["done"]
         playback.rows(None, [], final=True)
+        generated_at = scheduler.clock()
         streamer = playback.streamer
         stats = StreamStats(tokens=int(tokens), generate_seconds=float(gen_seconds))
+        stats.extra["generated_at"] = generated_at  # every note handed over (scheduler clock)
         if streamer is not None and streamer.count:
             stats.notes = streamer.count
             stats.first_note_seconds = streamer.first_due - t_start
@@ -727,7 +766,7 @@ class Listener:
 def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Scheduler, inport: Any, *,
                       bars: int, silence: float = 1.5, bpm: float | None = None, seed: int = 0,
                       rounds: int | None = None, stop: Any = None, say: Callable[[str], None] = print,
-                      poll_seconds: float = 0.005, process: bool = False) -> list[StreamStats]:
+                      poll_seconds: float = 0.005, process: Any = False) -> list[StreamStats]:
     """Listen on ``inport``; after each pause answer with ``bars`` bars continuing what was
     played, in its tempo (``bpm``, else estimated from the onsets) and, the model being given the
     phrase, its key; the answer starts on the phrase's bar grid.  ``rounds`` answers at most
