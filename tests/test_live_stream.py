@@ -197,3 +197,15 @@ def test_a_cancel_stops_the_generator_process_at_once(tiny):
                           cancel=cancel, process=True, wait=False, max_tokens=100000)
     sched.stop()
     assert not [p for p in multiprocessing.active_children() if p.name == "musicfw-generator"]
+
+
+def test_play_refuses_a_bad_buffer_or_lookahead(monkeypatch, capsys, tmp_path):
+    from musicfw.cli import main
+    from musicfw.plugins.live import ports
+
+    monkeypatch.setattr(ports, "open_port", lambda name, output: RecordingPort())
+    for flag, value, say in (("--buffer", "-1", "--buffer must be between 0 and 60"),
+                             ("--lookahead", "100", "--lookahead must be between 0 and 64")):
+        rc = main(["play", "--model", str(tmp_path), "--out", "x", flag, value])
+        err = capsys.readouterr().err
+        assert rc == 2 and say in err and "Traceback" not in err
