@@ -298,13 +298,14 @@ class NoteFeed:
 
         self.tok = tokenizer
         self.clock = clock_for(tokenizer, 1)
-        self.window = bool(getattr(tokenizer, "streams_notes", False)) and bool(self.clock.bar_tokens)
+        self.window = bool(tokenizer.streams_notes) and bool(self.clock.bar_tokens)
         self.tokens: list[Any] = []
         self.sent: Counter = Counter()  # rows handed out (a multiset: decode sorts, a chord can repeat)
         self.meta: tuple[int, int, float] | None = None  # (ticks per quarter, ticks per bar, tempo)
         self.win_start, self.win_bar = 0, 0  # the current bar's first token and its index
         self.bar_tick = 0  # where the current bar starts
         self._ts: tuple[int, int, int] = (0, 0, 0)  # bar-start walk: (bar index, tick, time signatures used)
+        self._len: int | None = None  # the walk's current bar length in ticks
         self.steps, self.any_out, self.bars_seen = 0, False, 0
         #: the music has moved past the first note handed out (its onset's notes are all out)
         self.onset_done = False
@@ -337,7 +338,7 @@ class NoteFeed:
         tpq = int(score.ticks_per_quarter)
         sigs = sorted((int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures)
         bar, tick, used = self._ts
-        length = getattr(self, "_len", 4 * tpq)
+        length = self._len if self._len is not None else 4 * tpq
         while bar < k:
             while used < len(sigs) and sigs[used][0] <= tick:
                 length = max(1, tpq * 4 * sigs[used][1] // sigs[used][2])
