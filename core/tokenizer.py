@@ -63,6 +63,10 @@ class Tokenizer(ABC):
     end_id: int | None = None
     #: (lowest, highest) MIDI pitch represented, or None
     pitch_range: tuple[int, int] | None = None
+    #: True: a note ``decode`` returns never changes when more tokens follow, and the tokens from
+    #: a bar-opening token on (``Clock.would_open_bar``) decode alone to that bar's notes at tick
+    #: 0, so a live stream plays each note once decoded; False: once its bar is over
+    streams_notes: bool = False
 
     def __init__(self, config: Any = None):
         from musicfw.core.params import check_params

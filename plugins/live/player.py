@@ -1,16 +1,25 @@
 """Real-time MIDI: a scheduler thread that sends each message at its time, generation streamed
-into it bar by bar, and call-and-response on an input port.
+into it note by note, and call-and-response on an input port.
 
 Any object with ``send(msg)`` (and optionally ``close()``) is an output port, any object with
 ``poll()`` (a message or None) an input port: mido's ports, or the tests' recording ports.
 
 The scheduler keeps a heap of (due time on ``time.monotonic``, message) and sends each message
-when it is due; every send is logged as (due, sent) so lateness is measured, not guessed.  The
-generator (the calling thread) decodes the tokens every few steps and hands the scheduler every
-note of the bars that are complete (a note is final once a later bar has begun); playback starts
-once ``lookahead_bars`` are ready, so generation runs at least that far ahead.  If generation
-falls behind (a note would be due before it is ready), the timeline is pushed back by the
-shortfall and ``say`` reports it: the stream pauses audibly, it is never silently late.
+when it is due (sleeping until 1 ms before, then spinning); every send is logged as (due, sent)
+so lateness is measured, not guessed.  The generator hands the scheduler each note as soon as it
+is final (:class:`NoteFeed`: a REMI note once its Pitch, Velocity and Duration are out; other
+tokenizers' notes once their bar is over); playback starts ``buffer`` seconds after the opening
+onset's notes are out (and ``lookahead_bars`` are ready), so generation runs ahead of the music
+by at least that much, and more while it outpaces it.  If generation falls behind (a note would
+be due before it is ready), the timeline is pushed back by the shortfall and ``say`` reports it:
+the stream pauses audibly, it is never silently late.
+
+Where the generator runs (``process``): in the sender's process, a generating thread holds the
+interpreter lock between torch calls, and the sender waits for it: on this 2-core machine under
+load ~27 a one-minute LSTM stream sent 108 of 792 messages more than 20 ms late (max 232 ms;
+``gc.freeze`` alone: 119, max 148 ms), while with generation in a forked process (its own
+session, niced by 5, one torch thread) it sent none late (max 18.6 ms)
+(``python benchmarks/realtime.py --diagnose 1 --stream-models chorales-lstm``).
 
 Why our own scheduler: mido sends a message when told to and its ``MidiFile.play()`` plays a
 finished file by sleeping between messages; neither takes notes while they are being generated,
@@ -19,9 +28,11 @@ nor measures how late each message went out, which is the promise here.
 
 from __future__ import annotations
 
+import gc
 import heapq
-from collections import Counter
+import os
 import sys
+from collections import Counter
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,8 +49,17 @@ MARGIN_SECONDS = 0.030
 #: Python's thread switch interval while streaming (default 5 ms: the generator could hold the
 #: GIL that long while a message is due)
 SWITCH_INTERVAL = 0.0005
-#: decode the tokens every this many steps while generating
+#: decode the tokens every this many steps while generating (every step until the first note)
 DECODE_EVERY = 4
+#: the look-ahead buffer: playback starts this long after the first onset is complete (its
+#: chord's notes all out, a later onset begun) (``--buffer``); the next onset's notes must be
+#: out by then
+BUFFER_SECONDS = 0.05
+#: the generator process runs this much nicer than the sender (``process=True``)
+GENERATOR_NICE = 5
+#: move every object alive at the start of a stream out of the collector's sight (``gc.freeze``):
+#: a full collection over torch's and the model's objects held the interpreter lock for ms
+FREEZE_GC = True
 
 
 def _message(kind: str, **kw: Any) -> Any:
@@ -211,7 +231,9 @@ class Streamer:
     start now); underruns push it back."""
 
     def __init__(self, scheduler: Scheduler, tpq: int, bpm: float, say: Callable[[str], None],
-                 place_origin: Callable[[int, float], float] | None = None, quantum: float | None = None):
+                 place_origin: Callable[[int, float], float] | None = None, quantum: float | None = None,
+                 buffer: float = MARGIN_SECONDS):
+        self.buffer = max(float(buffer), MARGIN_SECONDS)
         self.sched, self.tpq, self.bpm, self.say = scheduler, int(tpq), float(bpm), say
         self.quantum = quantum  # a pause is rounded up to whole quanta (an answer keeps its beat)
         self.sec_per_tick = 60.0 / (self.bpm * self.tpq)
@@ -227,7 +249,7 @@ class Streamer:
         if self.place_origin is not None:
             self.origin = self.place_origin(first_tick, now)
         else:
-            self.origin = now + MARGIN_SECONDS - first_tick * self.sec_per_tick
+            self.origin = now + self.buffer - first_tick * self.sec_per_tick
 
     def add(self, rows: list[tuple[int, int, int, int, int]]) -> None:
         if not rows:
@@ -257,66 +279,358 @@ class Streamer:
             self.count += 1
 
 
+class NoteFeed:
+    """The notes of a growing token sequence, each handed out once it is final.
+
+    ``push(token)`` after every generated token returns the notes that became final (rows of
+    :func:`_note_rows` on the whole sequence's timeline, prompt included); ``finish()`` the rest.
+
+    With a tokenizer whose ``streams_notes`` is True and whose clock opens bars with tokens
+    (REMI), a note is final as soon as it is decoded: the current bar's tokens are decoded alone
+    (cheap: a bar, not the whole piece) every token in the first bar, then every
+    ``DECODE_EVERY`` tokens, and placed at the bar's start; when a bar closes the whole sequence
+    is decoded once (the truth: bar starts through every time signature, and any note the bar
+    alone could not place).  Otherwise a note is final once a later bar has begun: the whole
+    sequence is decoded when a bar opens or fills (and every few tokens before the first note)."""
+
+    def __init__(self, tokenizer: Any, prompt_tokens: np.ndarray):
+        from musicfw.engine.generation import clock_for
+
+        self.tok = tokenizer
+        self.clock = clock_for(tokenizer, 1)
+        self.window = bool(tokenizer.streams_notes) and bool(self.clock.bar_tokens)
+        self.tokens: list[Any] = []
+        self.sent: Counter = Counter()  # rows handed out (a multiset: decode sorts, a chord can repeat)
+        self.meta: tuple[int, int, float] | None = None  # (ticks per quarter, ticks per bar, tempo)
+        self.win_start, self.win_bar = 0, 0  # the current bar's first token and its index
+        self.bar_tick = 0  # where the current bar starts
+        self._ts: tuple[int, int, int] = (0, 0, 0)  # bar-start walk: (bar index, tick, time signatures used)
+        self._len: int | None = None  # the walk's current bar length in ticks
+        self.steps, self.any_out, self.bars_seen = 0, False, 0
+        #: the music has moved past the first note handed out (its onset's notes are all out)
+        self.onset_done = False
+        self._first_at: float | None = None
+        for t in np.asarray(prompt_tokens):
+            self._advance(t)
+        self._start_bar = self.win_bar + 1 if len(prompt_tokens) else 0  # the first bar the generation writes
+        if len(prompt_tokens):
+            self.sent.update(_note_rows(self._decode(self.tokens)))  # the prompt is not played
+            if self.window:
+                self.bar_tick = self._bar_start(self._decode(self.tokens), self.win_bar)
+
+    def _decode(self, tokens: list[Any]) -> Any:
+        return self.tok.decode(np.asarray(tokens))
+
+    def _advance(self, token: Any) -> bool:
+        row = np.asarray([token])
+        opens = bool(self.clock.would_open_bar(row)[0])
+        if opens and self.tokens:
+            self.win_bar += 1
+        if opens:
+            self.win_start = len(self.tokens)
+        self.tokens.append(token)
+        self.clock.update(row)
+        return opens
+
+    def _bar_start(self, score: Any, k: int) -> int:
+        """The tick bar ``k`` starts at, walking the score's time signatures (4/4 before the
+        first); incremental (bars only grow, earlier signatures never change)."""
+        tpq = int(score.ticks_per_quarter)
+        sigs = sorted((int(t.time), int(t.numerator), int(t.denominator)) for t in score.time_signatures)
+        bar, tick, used = self._ts
+        length = self._len if self._len is not None else 4 * tpq
+        while bar < k:
+            while used < len(sigs) and sigs[used][0] <= tick:
+                length = max(1, tpq * 4 * sigs[used][1] // sigs[used][2])
+                used += 1
+            tick += length
+            bar += 1
+        self._ts, self._len = (bar, tick, used), length
+        return tick
+
+    def _fresh(self, rows: list[tuple[int, int, int, int, int]]) -> list[tuple[int, int, int, int, int]]:
+        out = []
+        have = Counter(rows)
+        for r in sorted(have):
+            extra = have[r] - self.sent[r]
+            if extra > 0:
+                out.extend([r] * extra)
+                self.sent[r] += extra
+        return out
+
+    def _set_meta(self, score: Any) -> None:
+        if self.meta is None:
+            self.meta = (int(score.ticks_per_quarter), _bar_ticks(score), score_tempo(score))
+
+    def push(self, token: Any) -> list[tuple[int, int, int, int, int]]:
+        out = self._push(token)
+        now = float(self.clock.seconds[0])
+        if self._first_at is not None and now > self._first_at + 1e-9:
+            self.onset_done = True  # a later position (or bar) has begun: the first onset is complete
+        if out and self._first_at is None:
+            self._first_at = now
+        return out
+
+    def _push(self, token: Any) -> list[tuple[int, int, int, int, int]]:
+        if self.window:
+            return self._push_window(token)
+        opens = self._advance(token)
+        self.steps += 1
+        bars = int(np.floor(self.clock.bars[0] + 1e-9)) if not self.clock.bar_tokens else None
+        filled = bars is not None and bars > self.bars_seen
+        if filled:
+            self.bars_seen = bars
+        if not (opens or filled or (not self.any_out and self.steps % DECODE_EVERY == 0)):
+            return []
+        score = self._decode(self.tokens[:-1] if opens else self.tokens)
+        self._set_meta(score)
+        rows = _note_rows(score)
+        if not rows:
+            return []
+        if opens or filled:  # every note before the new bar is final
+            ready = rows if opens else [r for r in rows if r[0] < (rows[-1][0] // self.meta[1]) * self.meta[1]]
+        else:  # the notes of bars before the one the newest note is in
+            cut = (rows[-1][0] // self.meta[1]) * self.meta[1]
+            ready = [r for r in rows if r[0] < cut]
+        out = self._fresh(ready)
+        self.any_out = self.any_out or bool(out)
+        return out
+
+    def _push_window(self, token: Any) -> list[tuple[int, int, int, int, int]]:
+        out: list[tuple[int, int, int, int, int]] = []
+        bar_before = self.win_bar
+        opens = self._advance(token)
+        if opens and self.win_bar != bar_before:  # a bar closed: the whole sequence once, the new bar's start
+            score = self._decode(self.tokens[:-1])
+            self._set_meta(score)
+            out = self._fresh(_note_rows(score))
+            self.bar_tick = self._bar_start(score, self.win_bar)
+            self.steps = 0
+            return out
+        self.steps += 1
+        if self.any_out and self.win_bar > self._start_bar and self.steps % DECODE_EVERY:
+            return out  # every token in the first bar (the look-ahead is short there), then every few
+        score = self._decode(self.tokens[self.win_start:])
+        self._set_meta(score)
+        rows = [(s + self.bar_tick, d, p, v, c) for s, d, p, v, c in _note_rows(score)]
+        out = self._fresh(rows)
+        self.any_out = self.any_out or bool(out)
+        return out
+
+    def finish(self) -> list[tuple[int, int, int, int, int]]:
+        score = self._decode(self.tokens)
+        self._set_meta(score)
+        return self._fresh(_note_rows(score))
+
+
+class _Playback:
+    """The receiving side of a stream: holds notes back until the look-ahead is generated, then
+    hands them to a :class:`Streamer`."""
+
+    def __init__(self, scheduler: Scheduler, *, bpm: float | None, say: Callable[[str], None],
+                 place_origin: Any, quantum: float | None, lookahead_bars: float, buffer: float):
+        self.sched, self.bpm, self.say = scheduler, bpm, say
+        self.place_origin, self.quantum = place_origin, quantum
+        self.lookahead_bars, self.buffer = float(lookahead_bars), float(buffer)
+        self.streamer: Streamer | None = None
+        self.pending: list[tuple[int, int, int, int, int]] = []
+        self.headroom: list[float] = []  # due - handed over, seconds, per note
+        self.onset_done = False
+
+    def rows(self, meta: tuple[int, int, float] | None, rows: list, final: bool = False,
+             onset_done: bool = False) -> None:
+        self.onset_done = self.onset_done or onset_done
+        if not rows and not ((final or onset_done) and self.pending):
+            return
+        if self.streamer is None:
+            tpq, _, tempo = meta
+            self.streamer = Streamer(self.sched, tpq, self.bpm if self.bpm is not None else tempo, self.say,
+                                     self.place_origin, self.quantum, buffer=self.buffer)
+        self.pending.extend(rows)
+        if self.streamer.origin is None and not final:
+            first = min(r[0] for r in self.pending)
+            span = max(r[0] for r in self.pending) - first
+            if not (self.onset_done or span > 0) or span < self.lookahead_bars * meta[1]:
+                return  # wait for the first onset to be complete (a later one has begun) and the look-ahead
+        batch = sorted(self.pending)
+        self.pending = []
+        now = self.sched.clock()
+        self.streamer.add(batch)
+        sec = self.streamer.sec_per_tick
+        self.headroom.extend(self.streamer.origin + r[0] * sec - now for r in batch)
+
+
+def _generate_notes(model: Any, tokenizer: Any, sampler: Any, prompt: Any, prompt_tokens: np.ndarray, seed: int,
+                    max_tokens: int, limit: dict, cancel: Any, send: Callable[[tuple], None]) -> None:
+    """Generation feeding ``send`` with ("rows", meta, rows) as notes become final, then
+    ("done", tokens generated, generation seconds)."""
+    from musicfw.engine.generation import generate
+
+    feed = NoteFeed(tokenizer, prompt_tokens)
+
+    told = [False]
+
+    def on_tokens(tokens: np.ndarray, kept: np.ndarray) -> None:
+        rows = feed.push(tokens[0])
+        if rows or (feed.onset_done and not told[0]):
+            told[0] = feed.onset_done
+            send(("rows", feed.meta, rows, feed.onset_done))
+
+    t0 = time.monotonic()
+    result = generate(model, tokenizer, sampler, n=1, batch_size=1, max_tokens=max(int(max_tokens), 1),
+                      prompt=prompt, seed=seed, on_tokens=on_tokens, cancel=cancel, prefill=True, **limit)
+    seconds = time.monotonic() - t0
+    send(("rows", feed.meta, feed.finish(), True))
+    send(("done", int(result.stats["tokens_generated"]), seconds))
+
+
+def _worker_loop(conn: Any, model: Any, tokenizer: Any, sampler: Any) -> None:  # pragma: no cover - forked
+    """The generator process: one stream per job received, until the pipe closes."""
+    import traceback
+
+    try:
+        # a session of its own: with the kernel's autogroup scheduling (Linux, on by default on
+        # desktops) its CPU time no longer counts against the sender's group, which then wins a
+        # contended core as soon as it wakes; and nicer than the sender within any group
+        os.setsid()
+        os.nice(GENERATOR_NICE)
+    except OSError:
+        pass
+    parent = os.getppid()
+
+    class Orphaned:  # the parent is gone (killed): stop at the next token
+        def is_set(self) -> bool:
+            return os.getppid() != parent
+
+    import torch
+
+    torch.set_num_threads(1)
+    if FREEZE_GC:
+        gc.freeze()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            _generate_notes(model, tokenizer, sampler, *job, cancel=Orphaned(), send=conn.send)
+        except BaseException:  # noqa: BLE001 - the parent raises it with this traceback
+            try:
+                conn.send(("error", traceback.format_exc()))
+            except Exception:
+                return
+
+
+class GeneratorProcessError(RuntimeError):
+    """The generator process failed (its traceback is the message)."""
+
+
+class GeneratorProcess:
+    """Generation in a forked process, started ahead of the stream (after the model is loaded
+    and warmed up: ``musicfw play`` starts it before the clock), so that a stream's first note
+    does not wait for a fork; one stream per :meth:`run`, until :meth:`close` (a cancel or an
+    error kills it at once, freeing its work)."""
+
+    def __init__(self, model: Any, tokenizer: Any, sampler: Any):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_loop, args=(child, model, tokenizer, sampler),
+                                name="musicfw-generator", daemon=True)
+        self.proc.start()
+        child.close()
+
+    def run(self, job: tuple, playback: "_Playback", cancel: Any) -> tuple[int, float]:
+        from musicfw.engine.generation import GenerationCancelled
+
+        if not self.proc.is_alive():
+            raise GeneratorProcessError(f"the generator process has ended (exit code {self.proc.exitcode})")
+        ok = False
+        try:
+            self.conn.send(job)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled("cancelled while generating")
+                if not self.conn.poll(0.02):
+                    if not self.proc.is_alive() and not self.conn.poll(0):
+                        raise GeneratorProcessError(f"the generator process ended (exit code "
+                                                    f"{self.proc.exitcode}) without a result")
+                    continue
+                try:
+                    msg = self.conn.recv()
+                except EOFError:
+                    raise GeneratorProcessError(f"the generator process ended (exit code {self.proc.exitcode}) "
+                                                "without a result") from None
+                if msg[0] == "rows":
+                    playback.rows(msg[1], msg[2], onset_done=msg[3])
+                elif msg[0] == "done":
+                    ok = True
+                    return int(msg[1]), float(msg[2])
+                else:
+                    raise GeneratorProcessError(f"generation failed in the generator process:\n{msg[1]}")
+        finally:
+            if not ok:
+                self.close()  # a cancel or an error: its work stops at once
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+    def __enter__(self) -> "GeneratorProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def warm_up(model: Any, tokenizer: Any, sampler: Any) -> None:
+    """Generate two tokens and throw them away: the first forward pass of a freshly loaded model
+    (lazy initialisation in torch, first allocations) is slower than the rest, and it belongs to
+    loading the model, not to the first note."""
+    from musicfw.engine.generation import generate
+
+    generate(model, tokenizer, sampler, n=1, batch_size=1, max_tokens=2, seed=0)
+
+
+def lateness_summary(log: list[tuple[float, float, Any]], late_seconds: float = LATE_SECONDS) -> dict[str, float]:
+    """Messages, how many were sent more than ``late_seconds`` after their due time, and the
+    lateness median / 99th / 99.9th percentile / maximum in ms, from a scheduler's (due, sent, msg) log."""
+    late = np.array([s - d for d, s, _ in log], dtype=float)
+    if not len(late):
+        return {"messages": 0, "late": 0, "median_ms": 0.0, "p99_ms": 0.0, "p999_ms": 0.0, "max_ms": 0.0}
+    ms = late * 1000
+    return {"messages": int(len(late)), "late": int((late > late_seconds).sum()), "median_ms": float(np.median(ms)),
+            "p99_ms": float(np.percentile(ms, 99)), "p999_ms": float(np.percentile(ms, 99.9)), "max_ms": float(ms.max())}
+
+
 def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Scheduler, *, bars: int,
-                      bpm: float | None = None, seed: int = 0, prompt: Any = None, lookahead_bars: float = 1.0,
-                      max_tokens: int | None = None, cancel: Any = None, say: Callable[[str], None] = print,
+                      bpm: float | None = None, seed: int = 0, prompt: Any = None, lookahead_bars: float = 0.0,
+                      buffer: float = BUFFER_SECONDS, max_tokens: int | None = None, cancel: Any = None,
+                      say: Callable[[str], None] = print,
                       place_origin: Callable[[int, float], float] | None = None,
-                      quantum: float | None = None, wait: bool = True) -> StreamStats:
+                      quantum: float | None = None, wait: bool = True, process: Any = False) -> StreamStats:
     """Generate ``bars`` bars (continuing ``prompt``, a Score, if given) and play them on
-    ``scheduler``'s port as they come.  Returns the stream's statistics (after the last message
-    was sent when ``wait``)."""
-    from musicfw.engine.generation import clock_for, generate
+    ``scheduler``'s port as they come: each note once it is final (:class:`NoteFeed`).
+
+    The look-ahead buffer: playback starts ``buffer`` seconds (at least ``MARGIN_SECONDS``)
+    after the first onset's notes are all out (a later onset has begun: an opening chord is never
+    split) and notes spanning ``lookahead_bars`` bars are ready, so the music is that far behind
+    generation at the start; generating faster than real time, the lead then grows by
+    (1 - 1/RTF) seconds per second of music (``stats.extra["headroom_*"]``: due minus handed-over
+    time of every note).  ``process``: generate in a
+    forked process (:class:`GeneratorProcess`: niced by ``GENERATOR_NICE``, one torch thread) so
+    that the sender shares no GIL with it: True forks one for this stream, or give one started
+    ahead (no fork before the first note).  Returns the stream's statistics (after the last message was sent when ``wait``)."""
+    from musicfw.engine.generation import clock_for
 
     t_start = scheduler.clock()
     has_bars = clock_for(tokenizer, 1).has_bars
     prompt_tokens = np.asarray(tokenizer.encode(prompt)) if prompt is not None else np.zeros(0, dtype=np.int64)
-    skip = len(_note_rows(tokenizer.decode(prompt_tokens))) if len(prompt_tokens) else 0
-    new: list[Any] = []
-    st = {"done_tick": None, "committed": skip, "streamer": None, "steps": 0}
-
-    def commit(score: Any, final: bool) -> None:
-        rows = _note_rows(score)
-        if st["streamer"] is None:
-            tempo = bpm if bpm is not None else score_tempo(score)
-            st["streamer"] = Streamer(scheduler, int(score.ticks_per_quarter), tempo, say, place_origin, quantum)
-            st["bar"] = _bar_ticks(score)
-            st["first_tick"] = rows[skip][0] if len(rows) > skip else 0
-        bar = st["bar"]
-        fresh = rows[st["committed"]:]
-        if not fresh:
-            return
-        if final:
-            ready = fresh
-        else:  # the notes of bars before the one the newest note is in are final
-            cut = (rows[-1][0] // bar) * bar
-            ready = [r for r in fresh if r[0] < cut]
-            if st["streamer"].origin is None:  # wait for the look-ahead before starting the clock
-                if not ready or cut - st["first_tick"] < lookahead_bars * bar:
-                    return
-        if ready:
-            st["streamer"].add(ready)
-            st["committed"] += len(ready)
-
-    bar_clock = clock_for(tokenizer, 1) if has_bars else None
-
-    def on_tokens(tokens: np.ndarray, kept: np.ndarray) -> None:
-        new.append(tokens[0])
-        st["steps"] += 1
-        if bar_clock is not None:
-            # decode when a bar opens (bar by bar): a decode per bar, not per few tokens, keeps a
-            # long stream's decoding linear in its bars (every 4 tokens, a 126-bar stream spent
-            # most of its time decoding and fell behind 10 times)
-            row = np.asarray(tokens[:1])
-            opens = bool(bar_clock.would_open_bar(row).any())
-            bar_clock.update(row)
-            # before playback starts, every few tokens (the first note is not kept waiting for a bar line)
-            due = opens or (st["streamer"] is None or st["streamer"].origin is None) and st["steps"] % DECODE_EVERY == 0
-        else:
-            due = st["steps"] % DECODE_EVERY == 0
-        if due:
-            commit(tokenizer.decode(np.concatenate([prompt_tokens, np.asarray(new, dtype=prompt_tokens.dtype)])
-                                    if len(prompt_tokens) else np.asarray(new)), False)
-
     limit: dict[str, Any] = {}
     if has_bars:
         limit["max_bars"] = int(bars)
@@ -325,27 +639,51 @@ def stream_generation(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
     if max_tokens is None:
         max_tokens = min(int(model.max_context or 4096) - len(prompt_tokens) - 1, 160 * int(bars)) \
             if model.max_context else 160 * int(bars)
-    t_gen = scheduler.clock()
-    result = generate(model, tokenizer, sampler, n=1, batch_size=1, max_tokens=max(int(max_tokens), 1),
-                      prompt=prompt, seed=seed, on_tokens=on_tokens, cancel=cancel, prefill=True, **limit)
-    gen_seconds = scheduler.clock() - t_gen
-    commit(tokenizer.decode(result.tokens[0]), True)
-    streamer = st["streamer"]
-    stats = StreamStats(tokens=int(result.stats["tokens_generated"]), generate_seconds=gen_seconds)
-    if streamer is not None and streamer.count:
-        stats.notes = streamer.count
-        stats.first_note_seconds = streamer.first_due - t_start
-        stats.music_seconds = streamer.last_end - streamer.first_due
-        stats.underruns, stats.underrun_seconds = streamer.underruns, streamer.underrun_seconds
-        if wait:
-            scheduler.drain(timeout=stats.music_seconds + 60)
+    playback = _Playback(scheduler, bpm=bpm, say=say, place_origin=place_origin, quantum=quantum,
+                         lookahead_bars=lookahead_bars, buffer=buffer)
+    job = (prompt, prompt_tokens, seed, max_tokens, limit)
+    if FREEZE_GC:
+        gc.freeze()  # collections skip the objects that exist now (torch, the model): short pauses
+    try:
+        if isinstance(process, GeneratorProcess):
+            tokens, gen_seconds = process.run(job, playback, cancel)
+        elif process:
+            with GeneratorProcess(model, tokenizer, sampler) as worker:
+                tokens, gen_seconds = worker.run(job, playback, cancel)
+        else:
+            box: dict[str, Any] = {}
+
+            def sink(msg: tuple) -> None:
+                if msg[0] == "rows":
+                    playback.rows(msg[1], msg[2], onset_done=msg[3])
+                else:
+                    box["done"] = msg[1:]
+
+            _generate_notes(model, tokenizer, sampler, *job, cancel=cancel, send=sink)
+            tokens, gen_seconds = box["done"]
+        playback.rows(None, [], final=True)
+        generated_at = scheduler.clock()
+        streamer = playback.streamer
+        stats = StreamStats(tokens=int(tokens), generate_seconds=float(gen_seconds))
+        stats.extra["generated_at"] = generated_at  # every note handed over (scheduler clock)
+        if streamer is not None and streamer.count:
+            stats.notes = streamer.count
+            stats.first_note_seconds = streamer.first_due - t_start
+            stats.music_seconds = streamer.last_end - streamer.first_due
+            stats.underruns, stats.underrun_seconds = streamer.underruns, streamer.underrun_seconds
+            if playback.headroom:
+                stats.extra["headroom_min_s"] = float(min(playback.headroom))
+                stats.extra["headroom_median_s"] = float(np.median(playback.headroom))
+            if wait:
+                scheduler.drain(timeout=stats.music_seconds + 60)
+    finally:
+        if FREEZE_GC:
+            gc.unfreeze()
     stats.wall_seconds = scheduler.clock() - t_start
-    late = scheduler.lateness()
-    stats.messages = int(len(late))
-    if len(late):
-        stats.late = int((late > LATE_SECONDS).sum())
-        stats.max_late_ms = float(late.max() * 1000)
-        stats.lateness_ms_p99 = float(np.percentile(late, 99) * 1000)
+    summary = lateness_summary(scheduler.log)
+    stats.messages, stats.late = summary["messages"], summary["late"]
+    stats.max_late_ms, stats.lateness_ms_p99 = summary["max_ms"], summary["p99_ms"]
+    stats.extra["lateness"] = summary
     return stats
 
 
@@ -429,7 +767,7 @@ class Listener:
 def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Scheduler, inport: Any, *,
                       bars: int, silence: float = 1.5, bpm: float | None = None, seed: int = 0,
                       rounds: int | None = None, stop: Any = None, say: Callable[[str], None] = print,
-                      poll_seconds: float = 0.005) -> list[StreamStats]:
+                      poll_seconds: float = 0.005, process: Any = False) -> list[StreamStats]:
     """Listen on ``inport``; after each pause answer with ``bars`` bars continuing what was
     played, in its tempo (``bpm``, else estimated from the onsets) and, the model being given the
     phrase, its key; the answer starts on the phrase's bar grid.  ``rounds`` answers at most
@@ -457,7 +795,7 @@ def call_and_response(model: Any, tokenizer: Any, sampler: Any, scheduler: Sched
 
         stats = stream_generation(model, tokenizer, sampler, scheduler, bars=bars, bpm=tempo, seed=seed + len(out),
                                   prompt=score, lookahead_bars=0, cancel=stop, say=say, place_origin=on_grid,
-                                  quantum=60.0 / tempo)
+                                  quantum=60.0 / tempo, process=process)
         stats.extra = {"bpm": tempo, "heard_notes": len(notes), "phrase_start": first}
         out.append(stats)
         listener.reset()  # what was played during the answer is the answer's echo, not a call

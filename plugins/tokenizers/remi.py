@@ -135,6 +135,13 @@ class REMI(Tokenizer):
     name = "remi"
     Config = REMIConfig
 
+    @property
+    def streams_notes(self) -> bool:
+        """A note is final once its Pitch, Velocity and Duration are out, and a bar's tokens
+        decode alone (its Position tokens place its notes); not with ``use_programs``, whose
+        Program token carries over from earlier bars."""
+        return not self.config.use_programs
+
     def __init__(self, config: Any = None):
         super().__init__(config)
         c = self.config
