@@ -220,7 +220,7 @@ def as_decoded_nll(model, tokenizer, pieces, per_piece, k: int) -> dict:
         f = row["gap"][0] - 1 - lo
         s, e = int(wb[f]), int(wb[f + k])
         seq, head = layout(w, wb, f, k, ids)
-        both += score(seq, lambda t: None if t < head else (open_ok if seq[t - 1] in (ids.sep, ids.end) else inside_ok))
+        both += score(seq, lambda t: None if t < head else (open_ok if t == head or seq[t - 1] == ids.end else inside_ok))
         plain = w[: min(e + 1, len(w))]
         left += score(plain, lambda t: plain_ok if t > s else None)
         n += e - s
