@@ -2,12 +2,22 @@
 
 For every chorale of the held-out split (``--split``, default test; the bach_chorales default
 split is by tune) with enough bars, the ``--bars`` bars in its middle are the gap.  The same
-model (trained with ``train.infill``, e.g. examples/infill_chorales.yaml) scores the gap's own
-tokens twice:
+model (trained with ``train.infill``, e.g. examples/infill_chorales.yaml) scores the gap twice
+(musicfw.engine.infill.span_nll):
 
-* **both sides**: the MMM layout ``left Fill*k right Sep bars`` (the End markers not counted);
-* **left only**: the plain sequence up to the end of the gap (plain continuation NLL of the
-  same tokens).
+* **both sides**: the MMM layout ``left Fill*k right Sep bar End bar End``: the filled bars'
+  tokens and their End markers (where each filled bar ends);
+* **left only**: the plain sequence (plain continuation NLL): the gap's tokens after its first
+  ``Bar`` and the ``Bar`` after the gap (where each gap bar ends).
+
+Both score the same decisions, per token of the gap.  The "notes" line scores only the tokens
+that are neither bar openers nor End markers: exactly the same tokens in both layouts.  The
+"as decoded" line scores the same decisions with the structure the decoders enforce (token by
+token through ``init_state``/``step``): in the plain sequence no marker; in the filled bars a
+bar opener only right after ``Sep``/``End``, elsewhere no bar opener and no ``Fill``/``Sep``.
+It is the NLL of what ``musicfw infill`` and plain generation actually sample from (before
+the tokenizer's own grammar and the sampler), and it does not charge the infilling layout for
+the probability the model still gives a plain ``Bar`` where a filled bar must end.
 
 Both see the same left context (``--left-bars`` bars before the gap); "both" also sees
 ``--right-bars`` bars after it.  Target (issue 26): both-sides NLL <= 0.9 x left-only NLL.
@@ -94,6 +104,7 @@ def main(argv=None) -> int:
     if args.max_pieces:
         pieces = pieces[: args.max_pieces]
     nll = gap_nll(model, tokenizer, pieces, k=k, left_bars=L, right_bars=R)
+    decoded = as_decoded_nll(model, tokenizer, pieces, nll["per_piece"], k)
     used, n_tokens, per_piece = nll["pieces"], nll["gap_tokens"], nll["per_piece"]
     filled, original, continued = [], [], []
     for row in per_piece:
@@ -133,6 +144,11 @@ def main(argv=None) -> int:
         "nll_both_per_token": nll["nll_both_per_token"],
         "nll_left_per_token": nll["nll_left_per_token"],
         "ratio_both_over_left": ratio,
+        "note_tokens": nll["note_tokens"],
+        "nll_both_notes_per_token": nll["nll_both_notes_per_token"],
+        "nll_left_notes_per_token": nll["nll_left_notes_per_token"],
+        "ratio_notes_both_over_left": nll["ratio_notes_both_over_left"],
+        "as_decoded": decoded,
         "target_ratio": 0.9,
         "target_met": bool(ratio <= 0.9),
         "yang_lerch_filled_vs_original": yl_fill["summary"],
@@ -150,6 +166,10 @@ def main(argv=None) -> int:
     print(f"{'gap given both sides (infill)':34s}{result['nll_both_per_token']:10.4f}")
     print(f"{'gap given left side only':34s}{result['nll_left_per_token']:10.4f}")
     print(f"{'ratio both / left (target <= 0.9)':34s}{ratio:10.4f}  {'met' if ratio <= 0.9 else 'MISSED'}")
+    print(f"{'notes only: both / left':34s}{nll['nll_both_notes_per_token']:10.4f} / "
+          f"{nll['nll_left_notes_per_token']:.4f} = {nll['ratio_notes_both_over_left']:.4f} ({nll['note_tokens']} tokens)")
+    print(f"{'as decoded: both / left':34s}{decoded['nll_both_per_token']:10.4f} / "
+          f"{decoded['nll_left_per_token']:.4f} = {decoded['ratio_both_over_left']:.4f}")
     s1, s2 = yl_fill["summary"], yl_cont["summary"]
     print("Yang & Lerch vs the original bars   mean OA (higher: closer)   mean KL (lower: closer)")
     print(f"  filled (both sides)               {s1['mean_oa_generated']:.4f}                    {s1['mean_kl_generated']:.4f}")
@@ -158,6 +178,54 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float) + "\n")
     return 0
+
+
+def as_decoded_nll(model, tokenizer, pieces, per_piece, k: int) -> dict:
+    """The gap NLL of :func:`musicfw.engine.infill.span_nll` (the same scored positions) with
+    the decoders' structure applied to each step's distribution (see the module docstring)."""
+    import torch
+
+    from musicfw.engine.infill import bar_bounds, layout
+
+    ids, V0, is_bar = tokenizer.ids, tokenizer.base_vocab_size, torch.from_numpy(tokenizer.is_bar)
+    plain_ok = torch.zeros(tokenizer.vocab_size, dtype=torch.bool)
+    plain_ok[:V0] = True
+    open_ok = torch.zeros_like(plain_ok)
+    open_ok[:V0] = is_bar
+    inside_ok = plain_ok.clone()
+    inside_ok[:V0] &= ~is_bar
+    inside_ok[ids.end] = True
+
+    def score(seq, allowed_at):
+        total = 0.0
+        with torch.no_grad():
+            state = model.init_state(1)
+            logits, state = model.step(None, state)
+            for t, tok in enumerate(seq.tolist()):
+                allowed = allowed_at(t)
+                if allowed is not None:
+                    lp = torch.log_softmax(logits[0].float().masked_fill(~allowed, float("-inf")), -1)
+                    total -= float(lp[tok])
+                logits, state = model.step(torch.tensor([tok]), state)
+        return total
+
+    both = left = 0.0
+    n = 0
+    for row in per_piece:
+        tokens = pieces[row["piece"]]
+        bounds = bar_bounds(tokens, tokenizer.is_bar)
+        lo, hi = row["window"]
+        w = np.asarray(tokens[bounds[lo] : bounds[hi]], dtype=np.int64)
+        wb = bar_bounds(w, tokenizer.is_bar)
+        f = row["gap"][0] - 1 - lo
+        s, e = int(wb[f]), int(wb[f + k])
+        seq, head = layout(w, wb, f, k, ids)
+        both += score(seq, lambda t: None if t < head else (open_ok if t == head or seq[t - 1] == ids.end else inside_ok))
+        plain = w[: min(e + 1, len(w))]
+        left += score(plain, lambda t: plain_ok if t > s else None)
+        n += e - s
+    return {"nll_both_per_token": both / max(n, 1), "nll_left_per_token": left / max(n, 1),
+            "ratio_both_over_left": both / left if left else float("nan")}
 
 
 def musicfw_continue(model, tokenizer, sampler, prompt: np.ndarray, k: int, seed: int) -> np.ndarray:

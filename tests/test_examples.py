@@ -31,6 +31,7 @@ TINY = {
     "chords_musicvae.yaml": ["data.max_count=30", "train.batch_size=4", *TINY_VAE],
     "beat_blender.yaml": ["train.batch_size=4", *TINY_VAE],
     "infill_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_LSTM],
+    "infill_chorales_transformer.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
     "finetune.yaml": ["train.batch_size=2", "train.seq_len=64", *TINY_LSTM],  # from scratch here; init_from: test_example_workflows.py
 }
 COMMON = [

@@ -74,6 +74,51 @@ def test_layout_moves_whole_bars_and_places_the_markers(tok):
     assert list(reassemble(seq[:head], seq[head:], ids)) == list(tokens)
 
 
+class _TokenCost:
+    """A stand-in model whose NLL of each scored token is a cost looked up by its id, so a
+    test can see exactly which tokens a measure scores."""
+
+    max_context = None
+
+    def __init__(self, cost):
+        self.cost = np.asarray(cost, dtype=np.float64)
+
+    def loss(self, batch):
+        import torch
+
+        tokens, mask = batch["tokens"][0].numpy(), batch["mask"][0].numpy()
+        return {"nll_sum": torch.tensor(float(self.cost[tokens[mask]].sum())), "n_targets": torch.tensor(int(mask.sum()))}
+
+
+def test_gap_scoring_counts_the_same_decisions_in_both_layouts(tok):
+    """Both sides vs left only scores each filled bar's tokens and where each bar ends: End in
+    the MMM layout, the next bar's opener in the plain sequence; the opener that closes the
+    bar before the gap is left context in both.  Scoring the gap's own tokens, End left out
+    (the first measure), counted k bar endings in the plain sequence and none in the layout."""
+    from musicfw.engine.infill import gap_nll, span_nll
+
+    tokens = tok.encode(_chorale_like(8))
+    bounds = bar_bounds(tokens, tok.is_bar)
+    s, e = int(bounds[3]), int(bounds[5])
+    notes = [t for t in tokens[s:e] if not tok.is_bar[t]]
+    # a bar ending costs 1 whichever token makes it (End, or the next opener); each note token 0.5
+    cost = np.full(tok.vocab_size, 0.5)
+    cost[tok.is_bar.nonzero()[0]] = 1.0
+    cost[tok.ids.end] = 1.0
+    r = span_nll(_TokenCost(cost), tok, tokens, 3, 2)
+    assert r["n"] == e - s and r["n_notes"] == len(notes)
+    # plain: the inner opener and the opener after the gap; layout: 2 End (+ the 2 openers after Sep/End)
+    assert r["left"] == pytest.approx(0.5 * len(notes) + 2.0)
+    assert r["both"] == pytest.approx(0.5 * len(notes) + 2.0 + 2.0)
+    assert r["both_notes"] == r["left_notes"] == pytest.approx(0.5 * len(notes))
+    # the held-out measure: the same gap (bars 4-5 of 8, in a window of bars 1-7), summed the same way
+    g = gap_nll(_TokenCost(cost), tok, [tokens], k=2)
+    assert g["pieces"] == 1 and g["gap_tokens"] == e - s
+    assert g["ratio_both_over_left"] == pytest.approx(r["both"] / r["left"])
+    assert g["nll_left_per_token"] == pytest.approx(r["left"] / (e - s))
+    assert g["ratio_notes_both_over_left"] == pytest.approx(1.0)
+
+
 def test_transform_treats_every_token_of_a_bar_alike(tok):
     """Bars are cut at bar openers only: tokens of any type after a Bar (control tokens a
     tokenizer option adds, chords, programs) travel with their bar."""

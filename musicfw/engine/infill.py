@@ -875,29 +875,53 @@ def infill(
 
 
 def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: int, k: int) -> dict[str, float]:
-    """The NLL (nats, summed) of bars ``first .. first+k-1``'s own tokens under ``model``:
-    given both sides (the MMM layout; the End markers are not counted) and given the left
-    side only (the plain sequence, scored on the same tokens).  ``{"both", "left", "n"}``."""
+    """The NLL (nats, summed) of bars ``first .. first+k-1`` under ``model``, given both sides
+    (the MMM layout) and given the left side only (the plain sequence): ``{"both", "left", "n",
+    "both_notes", "left_notes", "n_notes"}``.
+
+    Both layouts score the same information: each filled bar's tokens and the decision where
+    it ends.  In the MMM layout a bar ends with ``End`` (scored) and the next filled bar's
+    opener follows it (scored too, though the layout all but fixes it); in the plain sequence
+    a bar ends where the next bar's opener comes, so the scored tokens are the gap's tokens
+    after its first opener (which closes the bar *before* the gap, part of the left context)
+    and the opener right after the gap (at the end of ``tokens``, where there is none, the
+    last End is not scored either).  Per-token numbers divide both sums by the gap's own token
+    count ``n``.  (Scoring the gap's own tokens in both layouts instead, End not counted, would leave out
+    every bar-ending decision of the MMM layout but count k of them in the plain one.)
+    ``*_notes``: the gap's tokens other than bar openers and End markers only (``n_notes``
+    of them), the same tokens in both layouts."""
     import torch
+
+    from musicfw.engine.windows import scored_loss
 
     tokens = np.asarray(tokens, dtype=np.int64)
     bounds = bar_bounds(tokens, tokenizer.is_bar)
     s, e = int(bounds[first]), int(bounds[first + k])
     seq, head = layout(tokens, bounds, first, k, tokenizer.ids)
+    is_bar = tokenizer.is_bar
+    seq_bar = np.zeros(len(seq), dtype=bool)
+    plain = seq < len(is_bar)
+    seq_bar[plain] = is_bar[seq[plain]]
     both_mask = np.zeros(len(seq), dtype=bool)
-    both_mask[head:] = seq[head:] != tokenizer.ids.end
-    left_seq = tokens[:e]
+    both_mask[head:] = True  # the filled bars, their openers and End markers
+    if e >= len(tokens):  # nothing after the gap: its last bar's ending is not scored in the plain sequence
+        both_mask[-1] = False
+    both_notes = both_mask & ~seq_bar & (seq != tokenizer.ids.end)
+    close = min(e + 1, len(tokens))  # the opener after the gap, when the sequence has one
+    left_seq = tokens[:close]
     left_mask = np.zeros(len(left_seq), dtype=bool)
-    left_mask[s:e] = True
-    out = {}
+    left_mask[s + 1 : close] = True
+    left_notes = np.zeros(len(left_seq), dtype=bool)
+    left_notes[s:e] = ~is_bar[np.minimum(left_seq[s:e], len(is_bar) - 1)]
+    out: dict[str, float] = {}
     with torch.no_grad():
-        for key, x, m in (("both", seq, both_mask), ("left", left_seq, left_mask)):
+        for key, x, m in (("both", seq, both_mask), ("left", left_seq, left_mask),
+                          ("both_notes", seq, both_notes), ("left_notes", left_seq, left_notes)):
             batch = {"tokens": torch.from_numpy(x).long()[None], "mask": torch.from_numpy(m)[None]}
-            from musicfw.engine.windows import scored_loss
-
             r = scored_loss(model, batch)
             out[key] = float(r["nll_sum"])
-            out["n"] = int(r["n_targets"])
+    out["n"] = e - s
+    out["n_notes"] = int(left_notes.sum())
     return out
 
 
@@ -907,11 +931,13 @@ def gap_nll(
 ) -> dict[str, Any]:
     """The held-out measure of infilling (issue 26): for each piece with at least ``k + 2``
     bars, the ``k`` bars in its middle are the gap, read with ``left_bars`` bars before and
-    ``right_bars`` after it; :func:`span_nll` scores the gap's tokens given both sides and given
-    the left side only.  Returns per-token NLLs, their ratio (both / left), the pieces and
-    tokens counted, and the per-piece sums (``per_piece``)."""
-    both = left = 0.0
-    n_tokens = used = 0
+    ``right_bars`` after it; :func:`span_nll` scores the gap given both sides and given the
+    left side only (the same decisions: each gap bar's tokens and where it ends).  Returns
+    per-token NLLs, their ratio (both / left), the same on the note tokens only (``*_notes*``:
+    no bar openers or End markers), the pieces and tokens counted, and the per-piece sums
+    (``per_piece``)."""
+    both = left = both_notes = left_notes = 0.0
+    n_tokens = n_notes = used = 0
     per_piece = []
     for i, tokens in enumerate(pieces):
         bounds = bar_bounds(tokens, tokenizer.is_bar)
@@ -923,6 +949,7 @@ def gap_nll(
         window = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
         r = span_nll(model, tokenizer, window, first - lo, k)
         both, left, n_tokens, used = both + r["both"], left + r["left"], n_tokens + r["n"], used + 1
+        both_notes, left_notes, n_notes = both_notes + r["both_notes"], left_notes + r["left_notes"], n_notes + r["n_notes"]
         per_piece.append({"piece": i, "bars": n_bars, "gap": [first + 1, first + k], "window": [lo, hi], **r})
     return {
         "pieces": used,
@@ -933,6 +960,10 @@ def gap_nll(
         "nll_both_per_token": both / max(n_tokens, 1),
         "nll_left_per_token": left / max(n_tokens, 1),
         "ratio_both_over_left": both / left if left else float("nan"),
+        "note_tokens": n_notes,
+        "nll_both_notes_per_token": both_notes / max(n_notes, 1),
+        "nll_left_notes_per_token": left_notes / max(n_notes, 1),
+        "ratio_notes_both_over_left": both_notes / left_notes if left_notes else float("nan"),
         "per_piece": per_piece,
     }
 
@@ -956,4 +987,5 @@ def run_metrics(model: Any, tokenizer: Any, datamodule: Any, train: Any, split: 
         "infill_nll_both_sides": r["nll_both_per_token"],
         "infill_nll_left_only": r["nll_left_per_token"],
         "infill_nll_ratio": r["ratio_both_over_left"],
+        "infill_nll_ratio_notes": r["ratio_notes_both_over_left"],
     }

@@ -1,0 +1,104 @@
+"""Why the right context does or does not help an infilling run (issue 26): three diagnostics
+of the held-out gaps of benchmarks/infill.py (test split, 2-bar gaps in the middle of each
+piece, 3 bars of left and 2 of right context), printed for one run::
+
+    python benchmarks/infill_diagnose.py RUN_DIR
+
+1. **per gap bar**: the notes-only NLL (no ``Bar``/``End`` tokens) of the first and of the
+   second gap bar, both sides / left only;
+2. **shorter context**: the measure with 2 bars of left context (2 and 1 of right), so that
+   the MMM layout fits a bounded model context; and how many layouts exceed it at 3 + 2;
+3. **at a filled bar's end**: the probability the model gives ``End`` (right), a plain bar
+   opener and ``Fill``/``Sep`` at each ``End`` of the first 20 test gaps (means).
+
+Deterministic (no sampling); one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    import musicfw
+    from musicfw.engine.data import build_datamodule
+    from musicfw.engine.infill import bar_bounds, gap_nll, layout
+    from musicfw.engine.rundir import load_run_config
+    from musicfw.engine.training import load_model
+    from musicfw.engine.windows import scored_loss
+
+    registries = musicfw.get_registries()
+    config = load_run_config(args.run, registries=registries)
+    model, tok = load_model(args.run, registries=registries, config=config)
+    dm = build_datamodule(config.data, tok, train=config.train, seed=int(config.seed), progress=False,
+                          registries=registries)
+    pieces = dm.tokens("test")
+    ids, V0 = tok.ids, tok.base_vocab_size
+    is_bar_t = torch.from_numpy(tok.is_bar)
+
+    def nll(seq, mask):
+        batch = {"tokens": torch.from_numpy(seq).long()[None], "mask": torch.from_numpy(mask)[None]}
+        with torch.no_grad():
+            return float(scored_loss(model, batch)["nll_sum"])
+
+    sums = np.zeros((2, 2))  # [bar, both/left]
+    longer = 0
+    at_end = {"End": [], "a bar opener": [], "Fill/Sep": []}
+    for i, tokens in enumerate(pieces):
+        b = bar_bounds(tokens, tok.is_bar)
+        nb = len(b) - 1
+        if nb < 4:
+            continue
+        first = max(1, nb // 2 - 1)
+        lo, hi = max(0, first - 3), min(nb, first + 4)
+        w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
+        wb = bar_bounds(w, tok.is_bar)
+        f = first - lo
+        seq, head = layout(w, wb, f, 2, ids)
+        if model.max_context is not None and len(seq) > model.max_context:
+            longer += 1
+        seq_bar = np.zeros(len(seq), dtype=bool)
+        plain = seq < V0
+        seq_bar[plain] = tok.is_bar[seq[plain]]
+        ends = np.flatnonzero(seq == ids.end)
+        for j in range(2):
+            m = np.zeros(len(seq), dtype=bool)
+            m[(head if j == 0 else ends[0] + 1) : ends[j]] = True
+            sums[j, 0] += nll(seq, m & ~seq_bar)
+            s, e = int(wb[f + j]), int(wb[f + j + 1])
+            left = w[: e + 1]
+            m = np.zeros(len(left), dtype=bool)
+            m[s:e] = ~tok.is_bar[left[s:e]]
+            sums[j, 1] += nll(left, m)
+        if i < 20 and hasattr(model, "forward"):
+            with torch.no_grad():
+                prob = torch.softmax(model(torch.from_numpy(seq)[None])[0], -1)
+            for pos in ends:
+                at_end["End"].append(float(prob[pos, ids.end]))
+                at_end["a bar opener"].append(float(prob[pos, :V0][is_bar_t].sum()))
+                at_end["Fill/Sep"].append(float(prob[pos, ids.fill] + prob[pos, ids.sep]))
+    print(f"{args.run}")
+    for j in range(2):
+        print(f"gap bar {j + 1}, notes only: both {sums[j, 0]:.1f} / left {sums[j, 1]:.1f} nats = {sums[j, 0] / sums[j, 1]:.4f}")
+    ctx = model.max_context
+    print(f"layouts longer than the model's context ({ctx}): {longer}")
+    for L, R in ((2, 2), (2, 1)):
+        g = gap_nll(model, tok, pieces, k=2, left_bars=L, right_bars=R)
+        print(f"left {L} / right {R} bars: ratio {g['ratio_both_over_left']:.4f}, notes only {g['ratio_notes_both_over_left']:.4f}")
+    if at_end["End"]:
+        print("at a filled bar's End (first 20 test gaps, mean probability): "
+              + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in at_end.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
