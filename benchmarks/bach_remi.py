@@ -122,6 +122,9 @@ def _pop_values(args: list[str], flag: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--merge" in args:  # python benchmarks/bach_remi.py --merge a.json b.json ...
+        report(merge(args[args.index("--merge") + 1 :]))
+        return 0
     import os
 
     import torch
@@ -216,31 +219,69 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label} seed {seed}: test {row['test_nll_per_token']:.4f} nats/token, val {row['val_nll']:.4f}, "
                   f"{row['steps']} steps, {row['fit_time_s']:.0f} s", flush=True)
 
+    data = {
+        "seeds": seeds, "vocab_size": tokenizer.vocab_size, "test": {k: test_info[k] for k in ("pieces", "notes")},
+        "budget_flops": budget, "lstm_label": lstm_label, "lstm_steps": lstm_steps, "lstm_step_flops": lstm_flops,
+        "tf_label": tf_label, "tf_steps": tf_steps, "tf_step_flops": tf_flops, "tf_overrides": tf_overrides,
+        "results": results, "markov": [{"name": n, "test": t, "val_nll": m["val_nll"], "fit_time_s": m["train_time_s"]}
+                                       for n, t, m in markov_rows],
+        "torch_threads": torch.get_num_threads(),
+    }
+    report(data)
+    if json_out:
+        Path(json_out).write_text(json.dumps(data, indent=1))
+    return 0
+
+
+def merge(paths: list[str]) -> dict:
+    """One report from several ``--json`` files of the same budget (e.g. one process per seed
+    or per model): their rows per model, in seed order."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    data = dict(parts[0])
+    for key in ("budget_flops", "tf_steps", "lstm_steps"):
+        if len({p[key] for p in parts}) != 1:
+            raise SystemExit(f"--merge: the files disagree on {key}: {[p[key] for p in parts]}")
+    data["results"] = {}
+    data["markov"] = next((p["markov"] for p in parts if p["markov"]), [])
+    for p in parts:
+        for label, rows in p["results"].items():
+            data["results"].setdefault(label, []).extend(rows)
+    for rows in data["results"].values():
+        rows.sort(key=lambda r: r["seed"])
+    data["seeds"] = sorted({r["seed"] for rows in data["results"].values() for r in rows})
+    return data
+
+
+def report(data: dict) -> None:
+    results, notes = data["results"], data["test"]["notes"]
+    lstm_label, tf_label = data["lstm_label"], data["tf_label"]
+    n_targets = next((rows[0]["n_targets"] for rows in results.values() if rows), None)
     print()
-    print(f"Bach chorales, REMI (vocab {tokenizer.vocab_size}), split by tune; test split: {test_info['pieces']} pieces, "
-          f"{results[next(iter(results))][0]['n_targets'] if results else '?'} tokens, {test_info['notes']} notes")
-    print(f"equal budget: {budget / 1e12:.3f} TFLOPs counted ({lstm_label}: {lstm_steps} steps x {gflops(lstm_flops)}; "
-          f"{tf_label}: {tf_steps} steps x {gflops(tf_flops)})")
+    print(f"Bach chorales, REMI (vocab {data['vocab_size']}), split by tune; test split: {data['test']['pieces']} pieces, "
+          f"{n_targets} tokens, {notes} notes")
+    print(f"equal budget: {data['budget_flops'] / 1e12:.3f} TFLOPs counted ({lstm_label}: {data['lstm_steps']} steps x "
+          f"{gflops(data['lstm_step_flops'])}; {tf_label}: {data['tf_steps']} steps x {gflops(data['tf_step_flops'])})")
     print("| model | seed | steps | params (M) | test NLL/token | test perplexity | test NLL/note | valid NLL/token | fit time (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name, test, metrics in markov_rows:
-        print(f"| {name} | - | - | - | {test['nll_per_token']:.4f} | {math.exp(test['nll_per_token']):.3f} | "
-              f"{test['nll_sum'] / test_info['notes']:.3f} | {metrics['val_nll']:.4f} | {metrics['train_time_s']:.1f} |")
+    for m in data["markov"]:
+        test = m["test"]
+        print(f"| {m['name']} | - | - | - | {test['nll_per_token']:.4f} | {math.exp(test['nll_per_token']):.3f} | "
+              f"{test['nll_sum'] / notes:.3f} | {m['val_nll']:.4f} | {m['fit_time_s']:.1f} |")
     for label, rows in results.items():
         for r in rows:
             print(f"| {label} | {r['seed']} | {r['steps']} | {r['n_parameters'] / 1e6:.2f} | {r['test_nll_per_token']:.4f} | "
                   f"{math.exp(r['test_nll_per_token']):.3f} | {r['test_nll_per_note']:.3f} | {r['val_nll']:.4f} | "
                   f"{r['fit_time_s']:.1f} |")
     summary = {}
-    print(f"\nover seeds {seeds}: test NLL per token, mean / sample std / range (max - min)")
+    print(f"\nover seeds {data['seeds']}: test NLL per token, mean / sample std / range (max - min)")
     for label, rows in results.items():
         s = mean_spread([r["test_nll_per_token"] for r in rows])
         note = mean_spread([r["test_nll_per_note"] for r in rows])
-        summary[label] = {"nll_per_token": s, "nll_per_note": note}
+        summary[label] = s
         print(f"  {label}: {s['mean']:.4f} / {s['std']:.4f} / {s['range']:.4f}  (per note {note['mean']:.3f}; "
-              f"perplexity {math.exp(s['mean']):.3f})")
+              f"perplexity {math.exp(s['mean']):.3f}; {s['n']} seeds)")
     if lstm_label in summary and tf_label in summary:
-        a, b = summary[lstm_label]["nll_per_token"], summary[tf_label]["nll_per_token"]
+        a, b = summary[lstm_label], summary[tf_label]
         gap, spread = a["mean"] - b["mean"], max(a["range"], b["range"])
         print(f"\ntransformer / LSTM test NLL per token (means): {b['mean'] / a['mean']:.4f} at equal counted FLOPs; "
               f"gap {gap:.4f} nats/token, largest seed range {spread:.4f}: "
@@ -249,14 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     for label, rows in results.items():
         for r in rows:
             print(f"  {label} seed {r['seed']}: " + ", ".join(f"{st}: {v:.3f}" for st, v in r["curve"]))
-    if json_out:
-        Path(json_out).write_text(json.dumps({
-            "seeds": seeds, "budget_flops": budget, "lstm_step_flops": lstm_flops, "tf_step_flops": tf_flops,
-            "tf_steps": tf_steps, "tf_overrides": tf_overrides, "results": results, "summary": summary,
-            "markov": [(n, t) for n, t, _ in markov_rows],
-            "torch_threads": torch.get_num_threads(),
-        }, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
