@@ -74,6 +74,30 @@ def test_shards_refuse_a_tokenizer_that_fits_itself(tmp_path):
         build_datamodule(data, tok, progress=False)
 
 
+def test_only_a_tokenizer_that_fits_reads_the_training_split(tmp_path, monkeypatch):
+    """The data stage hands ``fit`` a lazy stream: a tokenizer with nothing to fit reads no
+    piece (no sort, no score), and only a fitted one is marked for tokenizer.json's rewrite."""
+    from omegaconf import OmegaConf
+
+    import musicfw.engine.data as data_mod
+
+    read = []
+    original = data_mod._training_scores
+
+    def counting(data):
+        for score in original(data):
+            read.append(1)
+            yield score
+
+    monkeypatch.setattr(data_mod, "_training_scores", counting)
+    data = OmegaConf.create({"name": "midi_folder", "path": str(_corpus(tmp_path)), "cache_dir": str(tmp_path / "c")})
+    plain = data_mod.build_datamodule(data, musicfw.build_tokenizer("remi", controls=["density"]), progress=False)
+    assert plain.tokenizer_fitted is False and read == []
+    fitting = musicfw.build_tokenizer("remi", controls=["density"], control_levels=3, control_binning="fit")
+    fitted = data_mod.build_datamodule(data, fitting, progress=False)
+    assert fitted.tokenizer_fitted is True and len(read) == len(fitted.data.pieces("train")) > 0
+
+
 def test_adherence_scores():
     from musicfw.plugins.metrics.controls import _collect, scores
 

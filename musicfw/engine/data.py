@@ -409,6 +409,9 @@ class MusicDataModule(pl.LightningDataModule):
         self._train_sampler: WindowSampler | None = None
         #: an :class:`musicfw.engine.infill.InfillTransform` (train.infill) applied to training windows, or None
         self.infill = infill
+        #: True once ``prepare`` has fitted the tokenizer to the training split (``Tokenizer.fit``):
+        #: its config changed, so the run folder's tokenizer.json must be written again
+        self.tokenizer_fitted = False
 
     # -- preparation ---------------------------------------------------------------------
     @property
@@ -426,7 +429,7 @@ class MusicDataModule(pl.LightningDataModule):
         if fmt == "shards":
             assert sources is not None
             # shards are encoded file by file in workers before the split is known: nothing to fit to
-            self.tokenizer.fit(_no_training_scores(self.tokenizer))
+            self.tokenizer_fitted = self.tokenizer.fit(_no_training_scores(self.tokenizer))
             self.data, self.store = open_shards(
                 self.dataset, self.tokenizer, sources, root, seed=self.seed, workers=self.workers,
                 shard_files=self.shard_files, progress=self.progress,
@@ -437,8 +440,7 @@ class MusicDataModule(pl.LightningDataModule):
             self.data = load_data(self.dataset, seed=self.seed, progress=self.progress)
             # what the tokenizer learns from data (REMI control_binning: fit), before anything is
             # encoded: the cache's key then holds the fitted config
-            train = sorted(self.data.pieces("train"), key=lambda p: p.id)
-            self.tokenizer.fit(p.score for p in train)
+            self.tokenizer_fitted = self.tokenizer.fit(_training_scores(self.data))
             key = token_cache_key(self.data, self.tokenizer, self.dataset)
             name = f"{self.dataset.name}-{self.tokenizer.name}"
             self.store = TokenStore.open_or_build(root, key, name, self.data.pieces(), self.tokenizer, self.progress)
@@ -584,6 +586,13 @@ class MusicDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
+
+
+def _training_scores(data: LoadedData) -> Iterator[Any]:
+    """The training split's scores in piece-id order, for ``Tokenizer.fit``.  A generator, so
+    a tokenizer with nothing to fit (the default ``fit`` does not read it) costs no sort."""
+    for piece in sorted(data.pieces("train"), key=lambda p: p.id):
+        yield piece.score
 
 
 def _no_training_scores(tokenizer: Any) -> Iterator[Any]:

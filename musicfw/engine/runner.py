@@ -119,7 +119,7 @@ def run_experiment(config: DictConfig, resume: str | Path | None = None, registr
             if not resume and not worker:  # nothing was made yet but the config: leave no half-empty run behind
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
-        if not worker:  # what the tokenizer fitted to the training split (remi control_binning: fit)
+        if not worker and datamodule.tokenizer_fitted:  # fitted to the training split (remi control_binning: fit)
             tokenizer.save(run.tokenizer_path)
         summary = datamodule.summary()
         progress.say(f"      {_format_data_summary(summary)}")
