@@ -1,6 +1,7 @@
 """Control adherence (issue 26, parts 3-4): ask for a level, measure what comes out.
 
-Two LSTMs of the quickstart's size (examples/quickstart.yaml: 1 x 256, 16 x 128-token batches;
+Two models, by default LSTMs of the quickstart's size (examples/quickstart.yaml: 1 x 256, 16 x 128-token batches;
+``--model transformer``: examples/transformer_chorales.yaml's 2 x 128 Transformer;
 ``--steps`` steps, the quickstart's 1,200 by default) are trained on the Bach chorales
 (``bach_chorales``, its default split by tune, seed 0) with REMI tokens:
 
@@ -25,7 +26,7 @@ request (temperature 1.0 then top-p 0.95, the quickstart's sampler):
   (plugins/metrics/controls.py); next to it the same controlled model left to choose its own
   control tokens, and the uncontrolled model.
 
-    python benchmarks/controls.py [--levels 4] [--steps 1200] [--samples 4] [--bars 8] [--seed 0]
+    python benchmarks/controls.py [--levels 4] [--steps 1200] [--samples 4] [--bars 8] [--seed 0] [--model lstm|transformer]
 
 ``--controlled-run`` / ``--uncontrolled-run`` measure already trained runs (of this script,
 ``--keep DIR``) instead of training.  Targets (issue 26): density and pitch range exact >= 60 %,
@@ -47,16 +48,26 @@ ATTRIBUTES = ("density", "polyphony", "pitch_range", "duration")
 TARGETS = {"density": (0.6, 0.9, 0.8), "pitch_range": (0.6, 0.9, 0.8)}
 
 
-def experiment(tokenizer: dict, steps: int, seed: int, out: str) -> dict:
+#: the two model families measured: the quickstart's LSTM, and the Transformer of
+#: examples/transformer_chorales.yaml (2 x 128, relative attention, no dropout; issue 33's winner)
+MODELS = {
+    "lstm": {"name": "lstm", "hidden_size": 256, "num_layers": 1, "embed_dim": 128, "dropout": 0.1},
+    "transformer": {"name": "transformer", "d_model": 128, "num_layers": 2, "num_heads": 4, "d_ff": 512,
+                    "dropout": 0.0, "max_context": 128, "position": "relative"},
+}
+
+
+def experiment(tokenizer: dict, steps: int, seed: int, out: str, model: str = "lstm") -> dict:
     return {
         "name": "controls_benchmark",
         "seed": seed,
         "output_dir": out,
         "data": {"name": "bach_chorales"},
         "tokenizer": tokenizer,
-        "model": {"name": "lstm", "hidden_size": 256, "num_layers": 1, "embed_dim": 128, "dropout": 0.1},
+        "model": dict(MODELS[model]),
         "train": {"batch_size": 16, "seq_len": 128, "lr": 0.003, "lr_schedule": "cosine", "warmup_steps": 50,
-                  "max_epochs": 100, "max_steps": steps, "early_stopping_patience": 0},
+                  "max_epochs": 100, "max_steps": steps, "early_stopping_patience": 0,
+                  **({"weight_decay": 0.01, "gradient_clip_val": 1.0} if model == "transformer" else {})},
         "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}],
         "generate": {"n": 1, "max_bars": 2, "max_tokens": 400, "render_audio": False},
         "evaluate": {"enabled": False},
@@ -149,6 +160,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--samples", type=int, default=4, help="pieces per attribute and level")
     ap.add_argument("--bars", type=int, default=8, help="bars per piece")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=sorted(MODELS), default="lstm",
+                    help="the model both runs train (lstm: the quickstart's 1x256; transformer: "
+                    "examples/transformer_chorales.yaml's 2x128)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--keep", default=None, metavar="DIR", help="keep the run folders in DIR (default: a temporary folder)")
     ap.add_argument("--controlled-run", default=None, metavar="RUN_DIR",
@@ -181,7 +195,7 @@ def main(argv: list[str]) -> int:
             if given[label]:
                 run_dir, fit_s = Path(given[label]), None
             else:
-                run_dir = musicfw.run(experiment(section, args.steps, args.seed, out)).run_dir
+                run_dir = musicfw.run(experiment(section, args.steps, args.seed, out, args.model)).run_dir
                 fit_s = time.perf_counter() - t
             model, tok = load_model(run_dir)
             models[label] = (model, tok)
