@@ -17,7 +17,7 @@ across the split.  Models:
   row, 11.09 on JSB: checks that this protocol matches theirs).
 
     python benchmarks/jsb.py [--dataset nottingham] [--heads bernoulli,nade,autoregressive]
-                             [--json rows.json] [key=value ...]
+                             [--transpose N] [--json rows.json] [key=value ...]
     python benchmarks/jsb.py --merge a.json b.json ...   (one table from several runs)
 
 Prints one table (test and valid NLL per frame, the nearest published number, training time
@@ -57,10 +57,42 @@ def load_frames(dataset: str) -> dict[str, list[np.ndarray]]:
     return {split: [f.astype(np.float32) for f in ds.frames(split)] for split in ("train", "valid", "test")}
 
 
-def make_datamodule(frames: dict[str, list[np.ndarray]], batch_size: int, seed: int):
-    """Whole sequences, padded per batch; valid/test masks leave frame 0 unscored."""
+def transposer(frames: list[np.ndarray], semitones: int, seed: int):
+    """Transposition augmentation of training pieces: each time a piece is drawn it moves by a
+    shift drawn uniformly from those in ``[-semitones, semitones]`` that keep all its notes on
+    the 88 keys (so no note is lost); 0 returns it unchanged.  The draws come from one generator
+    seeded with ``seed``: the same run draws the same shifts.  Validation and test pieces are never
+    moved (the published protocol scores the pieces as they are)."""
+    rng = np.random.default_rng(seed)
+    bounds = []
+    for x in frames:
+        keys = np.flatnonzero(x.any(axis=0))
+        lo, hi = (int(keys[0]), int(keys[-1])) if len(keys) else (0, x.shape[1] - 1)
+        bounds.append((max(-semitones, -lo), min(semitones, x.shape[1] - 1 - hi)))
+    index = {id(x): i for i, x in enumerate(frames)}
+
+    def shift(x: np.ndarray) -> np.ndarray:
+        low, high = bounds[index[id(x)]]
+        k = int(rng.integers(low, high + 1)) if semitones else 0
+        if k == 0:
+            return x
+        out = np.zeros_like(x)
+        if k > 0:
+            out[:, k:] = x[:, :-k]
+        else:
+            out[:, :k] = x[:, -k:]
+        return out
+
+    return shift
+
+
+def make_datamodule(frames: dict[str, list[np.ndarray]], batch_size: int, seed: int, transpose: int = 0):
+    """Whole sequences, padded per batch; valid/test masks leave frame 0 unscored; training
+    pieces transposed by up to ``transpose`` semitones (:func:`transposer`)."""
     import pytorch_lightning as pl
     import torch
+
+    shift = transposer(frames["train"], transpose, seed) if transpose else None
 
     def collate(items, score_first):
         T = max(len(x) for x in items)
@@ -68,6 +100,8 @@ def make_datamodule(frames: dict[str, list[np.ndarray]], batch_size: int, seed: 
         tokens = torch.zeros(len(items), T, K)
         mask = torch.zeros(len(items), T, dtype=torch.bool)
         for i, x in enumerate(items):
+            if score_first and shift is not None:  # training batches only
+                x = shift(x)
             tokens[i, : len(x)] = torch.from_numpy(x)
             mask[i, : len(x)] = True
         if not score_first:
@@ -121,7 +155,7 @@ def markov_baseline(frames, order: int) -> tuple[float, float, float]:
     return test, valid, fit_s
 
 
-def lstm_run(frames, config, out_dir: Path) -> dict:
+def lstm_run(frames, config, out_dir: Path, transpose: int = 0) -> dict:
     import torch
 
     import musicfw
@@ -132,7 +166,7 @@ def lstm_run(frames, config, out_dir: Path) -> dict:
     seed_everything(int(config.seed))
     tokenizer = musicfw.build_tokenizer("pianoroll", **plugin_params(config.tokenizer))
     model = musicfw.build_model("lstm", tokenizer=tokenizer, **plugin_params(config.model))
-    dm = make_datamodule(frames, int(config.train.batch_size), int(config.seed))
+    dm = make_datamodule(frames, int(config.train.batch_size), int(config.seed), transpose)
     # one thread by default: on a shared 2-core CPU, two torch threads competing with other
     # processes spin on locks and run many times slower
     torch.set_num_threads(int(__import__("os").environ.get("MUSICFW_BENCH_THREADS", "1")))
@@ -167,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="parent folder of the LSTM runs (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--note", default="", help="a note on every LSTM row (e.g. 'reduced budget: 5 epochs')")
+    parser.add_argument("--transpose", type=int, default=0, metavar="N",
+                        help="transpose each training piece by a random shift in [-N, N] semitones each time it "
+                        "is drawn (notes kept on the 88 keys; valid/test never moved)")
     parser.add_argument("--merge", nargs="+", default=None, help="print one table from --json files and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the YAML")
     args = parser.parse_args(argv)
@@ -210,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         m = config.model
         print(f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({Path(path).name}) -> {out}", flush=True)
-        metrics = lstm_run(frames, config, out)
+        metrics = lstm_run(frames, config, out, args.transpose)
         print(f"lstm + {head}: test {metrics['test_nll']:.3f} valid {metrics['val_nll']:.3f} "
               f"({metrics['train_time_s']:.0f} s, {metrics['epochs']} epochs)", flush=True)
-        add(f"lstm-{head}", f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({metrics['epochs']} epochs)",
+        aug = f", transposed up to +-{args.transpose}" if args.transpose else ""
+        add(f"lstm-{head}", f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({metrics['epochs']} epochs{aug})",
             metrics["test_nll"], metrics["val_nll"], metrics["train_time_s"], args.note)
     print()
     print(f"{args.dataset}: " + ", ".join(f"{s} {len(v)} sequences" for s, v in frames.items()))
