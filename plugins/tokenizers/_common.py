@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from musicfw.music.notes import DRUM_PROGRAM, PieceNotes
+from musicfw.music.notes import DRUM_PROGRAM, PieceNotes, piece_notes
 
 if TYPE_CHECKING:  # pragma: no cover
     import symusic
@@ -192,6 +192,18 @@ class Coverage:
         cut = self.total - int(self.score.note_num())
         if cut:
             self.reasons["cut off to fit the limits (limits.on_exceed=cut)"] = cut
+
+    def notes_in_range(self, min_pitch: int, max_pitch: int, drums: str | None) -> PieceNotes:
+        """The score's notes a pitched tokenizer reads: drum-track notes dropped with the
+        reason ``drums`` (None: drums kept), then pitches outside ``min_pitch..max_pitch``."""
+        notes = piece_notes(self.score, drums="include", sort=False, seconds=False, check=False)
+        if drums is not None:
+            notes = self.drop(notes, notes.program == DRUM_PROGRAM, drums)
+        return self.drop(
+            notes,
+            (notes.pitch < min_pitch) | (notes.pitch > max_pitch),
+            f"pitch outside {min_pitch}..{max_pitch} (min_pitch, max_pitch)",
+        )
 
     def drop(self, notes: PieceNotes, mask: np.ndarray, reason: str) -> PieceNotes:
         k = int(np.count_nonzero(mask))

@@ -23,7 +23,7 @@ from musicfw.music.limits import check_piece, check_tokens
 from musicfw.core.tokenizer import Tokenizer
 
 from musicfw.music.grid import to_steps
-from musicfw.music.notes import DRUM_PROGRAM, piece_notes, pitch_name
+from musicfw.music.notes import piece_notes, pitch_name
 
 from ._common import Coverage, build_score, check_ids, check_pitch_range
 
@@ -117,13 +117,7 @@ class Melody(Tokenizer):
         note-ons); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
-        notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (melody reads pitched tracks only)")
-        notes = cov.drop(
-            notes,
-            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
-            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
-        )
+        notes = cov.notes_in_range(c.min_pitch, c.max_pitch, drums="drum track (melody reads pitched tracks only)")
         tokens = self.encode(cov.score) if tokens is None else tokens
         onsets = self.count_notes(tokens)
         cov.lose(len(notes) - onsets, "not the top note (the melody keeps the highest sounding pitch on each step)")

@@ -22,7 +22,7 @@ import numpy as np
 from musicfw.core.params import bounded
 from musicfw.core.tokenizer import Tokenizer
 from musicfw.music.limits import check_piece, check_tokens
-from musicfw.music.notes import DRUM_PROGRAM, piece_notes
+from musicfw.music.notes import piece_notes
 
 from ._common import (
     Coverage,
@@ -235,14 +235,8 @@ class MIDILike(Tokenizer):
         :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
-        if not c.include_drums:
-            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
-        notes = cov.drop(
-            notes,
-            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
-            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
-        )
+        drums = None if c.include_drums else "drum track (include_drums=false)"
+        notes = cov.notes_in_range(c.min_pitch, c.max_pitch, drums=drums)
         kept = len(self.quantize(cov.score)["start"])
         cov.lose(len(notes) - kept, f"same pitch struck again within one time step (1/{c.steps_per_second} s)")
         cov.alter(merged_tracks(cov.score, notes, c.include_drums), "tracks merged into one, programs lost (midi_like has one track)")

@@ -16,7 +16,7 @@ from musicfw.core.params import bounded
 from musicfw.core.tokenizer import MULTIHOT, Tokenizer
 from musicfw.music.grid import to_steps
 from musicfw.music.limits import check_piece, check_tokens
-from musicfw.music.notes import DRUM_PROGRAM, piece_notes, pitch_name
+from musicfw.music.notes import piece_notes, pitch_name
 
 from ._common import Coverage, build_score, check_pitch_range, merged_tracks
 
@@ -115,14 +115,8 @@ class PianoRoll(Tokenizer):
         change (tracks merged); see :meth:`musicfw.core.tokenizer.Tokenizer.coverage`."""
         c = self.config
         cov = Coverage(score)
-        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
-        if not c.include_drums:
-            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (include_drums=false)")
-        notes = cov.drop(
-            notes,
-            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
-            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
-        )
+        drums = None if c.include_drums else "drum track (include_drums=false)"
+        notes = cov.notes_in_range(c.min_pitch, c.max_pitch, drums=drums)
         tokens = self.encode(cov.score) if tokens is None else tokens
         why = (
             "same pitch struck twice within one frame"

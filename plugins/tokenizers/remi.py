@@ -627,14 +627,8 @@ class REMI(Tokenizer):
         Pitch-Velocity-Duration triplet."""
         c = self.config
         cov = Coverage(score)
-        notes = piece_notes(cov.score, drums="include", sort=False, seconds=False, check=False)
-        if not c.use_programs:
-            notes = cov.drop(notes, notes.program == DRUM_PROGRAM, "drum track (remi keeps drums with use_programs=true)")
-        notes = cov.drop(
-            notes,
-            (notes.pitch < c.min_pitch) | (notes.pitch > c.max_pitch),
-            f"pitch outside {c.min_pitch}..{c.max_pitch} (min_pitch, max_pitch)",
-        )
+        drums = None if c.use_programs else "drum track (remi keeps drums with use_programs=true)"
+        notes = cov.notes_in_range(c.min_pitch, c.max_pitch, drums=drums)
         long = self._positions(notes.duration, int(cov.score.ticks_per_quarter)) > self.max_duration
         cov.alter(int(long.sum()), f"duration clipped to {c.max_duration_quarters} quarters (max_duration_quarters)")
         if not c.use_programs:

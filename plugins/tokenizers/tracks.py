@@ -87,9 +87,10 @@ class Tracks(Tokenizer):
         super().__init__(config)
         from musicfw.core.errors import ConfigError
 
+        from ._common import check_pitch_range
+
         c = self.config
-        if c.min_pitch > c.max_pitch:
-            raise ConfigError(f"tracks: min_pitch ({c.min_pitch}) must be <= max_pitch ({c.max_pitch}).")
+        check_pitch_range("tracks", c.min_pitch, c.max_pitch)
         voices = [v.strip().lower() for v in str(c.voices).split(",") if v.strip()]
         if not voices or len(set(voices)) != len(voices) or len(voices) > 16:
             raise ConfigError(
