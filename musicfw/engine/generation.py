@@ -36,9 +36,10 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -274,6 +275,32 @@ def _model_device(model: Any) -> Any:
     return torch.device("cpu")
 
 
+@contextmanager
+def sampling_mode(model: Any, device: Any = None, seed: int = 0, cpu_threads: int | None = None) -> Iterator[tuple]:
+    """What every decoding loop runs under: ``model`` moved to ``device`` (None: where it is)
+    and in eval mode, gradients off, a torch generator seeded with ``seed`` on its device, and
+    on a CPU ``cpu_threads`` torch threads (None: as they are).  Yields ``(device, generator)``;
+    on the way out the thread count and the model's train/eval mode are restored."""
+    import torch
+
+    if device is not None:
+        model.to(device)
+    device = _model_device(model)
+    was_training = bool(model.training)
+    model.eval()
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    threads_before = torch.get_num_threads()
+    if cpu_threads is not None and torch.device(device).type == "cpu":
+        torch.set_num_threads(max(int(cpu_threads), 1))
+    try:
+        with torch.no_grad():
+            yield device, generator
+    finally:
+        torch.set_num_threads(threads_before)
+        model.train(was_training)
+
+
 def _as_input(x: Any, kind: str) -> Any:
     return x.float() if kind == "multihot" else x.long()
 
@@ -335,8 +362,6 @@ def generate(
     layer call, ~10x faster than a step per token) instead of a step per token; the same
     state up to float rounding, so off by default (a seeded draw stays what it was).
     """
-    import torch
-
     kind = tokenizer.kind
     check_generation_size(n, batch_size, max_tokens, kind=kind, vocab_size=int(tokenizer.vocab_size),
                           needs_history=bool(getattr(sampler, "needs_history", False)))
@@ -376,17 +401,6 @@ def generate(
                               needs_history=bool(getattr(sampler, "needs_history", False)),
                               prompt_tokens=len(prompt_tokens))
 
-    if device is not None:
-        model.to(device)
-    device = _model_device(model)
-    was_training = bool(model.training)
-    model.eval()
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
-
-    threads_before = torch.get_num_threads()
-    if cpu_threads is not None and torch.device(device).type == "cpu":
-        torch.set_num_threads(max(int(cpu_threads), 1))
     tokens: list[np.ndarray] = []
     scores: list[Any] = []
     reasons: list[str] = []
@@ -396,42 +410,38 @@ def generate(
     constrained = False
     t0 = time.perf_counter()
     decode_seconds = 0.0
-    try:
-        with torch.no_grad():
-            done_n = 0
-            while done_n < n:
-                B = min(batch_size, n - done_n)
-                tick = None
-                if step_progress is not None:
-                    tick = _StepTicker(step_progress, done_n, n, max_tokens)
-                seqs, why, used_grammar = _generate_batch(
-                    model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
-                    prompt_tokens, constraints, end_token, generator, device, chords, tick,
-                    cancel, on_tokens, prefill, controls,
-                )
-                constrained = constrained or used_grammar
-                t_dec = time.perf_counter()
-                for s, r in zip(seqs, why):
-                    n_new += len(s) - (0 if prompt_tokens is None else len(prompt_tokens))
-                    reasons.append(r)
-                    lengths.append(len(s))
-                    score = tokenizer.decode(s)
-                    notes += int(sum(len(t.notes) for t in score.tracks))
-                    bad = tokenizer.count_invalid(s)
-                    counted = counted and bad is not None
-                    invalid += int(bad or 0)
-                    if sink is not None:
-                        sink(score, s, r)
-                    else:
-                        tokens.append(s)
-                        scores.append(score)
-                decode_seconds += time.perf_counter() - t_dec
-                done_n += B
-                if progress is not None:
-                    progress(done_n, n)
-    finally:
-        torch.set_num_threads(threads_before)
-        model.train(was_training)
+    with sampling_mode(model, device, seed, cpu_threads) as (device, generator):
+        done_n = 0
+        while done_n < n:
+            B = min(batch_size, n - done_n)
+            tick = None
+            if step_progress is not None:
+                tick = _StepTicker(step_progress, done_n, n, max_tokens)
+            seqs, why, used_grammar = _generate_batch(
+                model, tokenizer, sampler, kind, B, max_tokens, max_bars, max_seconds,
+                prompt_tokens, constraints, end_token, generator, device, chords, tick,
+                cancel, on_tokens, prefill, controls,
+            )
+            constrained = constrained or used_grammar
+            t_dec = time.perf_counter()
+            for s, r in zip(seqs, why):
+                n_new += len(s) - (0 if prompt_tokens is None else len(prompt_tokens))
+                reasons.append(r)
+                lengths.append(len(s))
+                score = tokenizer.decode(s)
+                notes += int(sum(len(t.notes) for t in score.tracks))
+                bad = tokenizer.count_invalid(s)
+                counted = counted and bad is not None
+                invalid += int(bad or 0)
+                if sink is not None:
+                    sink(score, s, r)
+                else:
+                    tokens.append(s)
+                    scores.append(score)
+            decode_seconds += time.perf_counter() - t_dec
+            done_n += B
+            if progress is not None:
+                progress(done_n, n)
     elapsed = time.perf_counter() - t0 - decode_seconds
 
     stats: dict[str, Any] = {

@@ -339,72 +339,58 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
     """Run ``plan`` for ``B`` sequences at once; each row forces or samples its own next token."""
     import torch
 
-    from musicfw.engine.generation import _model_device
+    from musicfw.engine.generation import sampling_mode
 
-    if device is not None:
-        model.to(device)
-    device = _model_device(model)
-    was_training = bool(model.training)
-    model.eval()
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
     item = [0] * B
     offset = [0] * B
     writers: list[Any] = [None] * B
     out: list[list[int]] = [[] for _ in range(B)]
     finished = [False] * B
     V = tokenizer.vocab_size
-    try:
-        with torch.no_grad():
-            state = model.init_state(B, device=device)
-            logits, state = model.step(None, state)
-            while not all(finished):
-                forced = np.full(B, -1, dtype=np.int64)
-                allowed = np.ones((B, V), dtype=bool)
-                for b in range(B):
-                    if finished[b]:
-                        forced[b] = tokenizer.end_id
-                        continue
-                    kind = plan[item[b]]
-                    if kind[0] == "force":
-                        forced[b] = int(kind[1][offset[b]])
-                    else:
-                        if writers[b] is None:
-                            writers[b] = _Writer(tokenizer, kind[2])
-                            writers[b].last = "track"
-                        allowed[b] = writers[b].mask()
-                free = forced < 0
-                if free.any():
-                    masked = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
-                    x = model.draw(masked, sampler, gen, None).detach().cpu().numpy().astype(np.int64)
+    with sampling_mode(model, device, seed, cpu_threads=1) as (device, gen):
+        state = model.init_state(B, device=device)
+        logits, state = model.step(None, state)
+        while not all(finished):
+            forced = np.full(B, -1, dtype=np.int64)
+            allowed = np.ones((B, V), dtype=bool)
+            for b in range(B):
+                if finished[b]:
+                    forced[b] = tokenizer.end_id
+                    continue
+                kind = plan[item[b]]
+                if kind[0] == "force":
+                    forced[b] = int(kind[1][offset[b]])
                 else:
-                    x = np.zeros(B, dtype=np.int64)
-                x = np.where(free, x, forced)
-                for b in range(B):
-                    if finished[b]:
-                        continue
-                    tok = int(x[b])
-                    out[b].append(tok)
-                    kind = plan[item[b]]
-                    if kind[0] == "force":
-                        offset[b] += 1
-                        advance = offset[b] >= len(kind[1])
-                    else:
-                        writers[b].update(tok)
-                        advance = writers[b].done
-                    if advance:
-                        item[b] += 1
-                        offset[b] = 0
-                        writers[b] = None
-                        if item[b] >= len(plan):
-                            finished[b] = True
-                if all(finished):
-                    break
-                logits, state = model.step(torch.from_numpy(x).to(device), state)
-    finally:
-        torch.set_num_threads(threads)
-        model.train(was_training)
+                    if writers[b] is None:
+                        writers[b] = _Writer(tokenizer, kind[2])
+                        writers[b].last = "track"
+                    allowed[b] = writers[b].mask()
+            free = forced < 0
+            if free.any():
+                masked = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
+                x = model.draw(masked, sampler, gen, None).detach().cpu().numpy().astype(np.int64)
+            else:
+                x = np.zeros(B, dtype=np.int64)
+            x = np.where(free, x, forced)
+            for b in range(B):
+                if finished[b]:
+                    continue
+                tok = int(x[b])
+                out[b].append(tok)
+                kind = plan[item[b]]
+                if kind[0] == "force":
+                    offset[b] += 1
+                    advance = offset[b] >= len(kind[1])
+                else:
+                    writers[b].update(tok)
+                    advance = writers[b].done
+                if advance:
+                    item[b] += 1
+                    offset[b] = 0
+                    writers[b] = None
+                    if item[b] >= len(plan):
+                        finished[b] = True
+            if all(finished):
+                break
+            logits, state = model.step(torch.from_numpy(x).to(device), state)
     return [np.array(o + [tokenizer.end_id], dtype=np.int64) for o in out]
