@@ -425,3 +425,22 @@ def test_cpu_threads_are_set_while_decoding_and_restored(remi):
         assert set(seen) == {2}
     finally:
         torch.set_num_threads(before)
+
+
+def test_sampling_mode_restores_threads_and_train_mode_even_when_decoding_fails():
+    import torch
+
+    from musicfw.engine.generation import sampling_mode
+
+    model = torch.nn.Linear(2, 2)
+    model.train()
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"):
+        with sampling_mode(model, None, seed=3, cpu_threads=1) as (device, gen):
+            assert not model.training and not torch.is_grad_enabled()
+            assert torch.get_num_threads() == 1 and device == torch.device("cpu")
+            first = torch.rand(3, generator=gen)
+            raise RuntimeError("boom")
+    assert model.training and torch.is_grad_enabled() and torch.get_num_threads() == before
+    with sampling_mode(model, None, seed=3) as (_, gen):  # the same seed draws the same numbers
+        assert torch.equal(torch.rand(3, generator=gen), first)
