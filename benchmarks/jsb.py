@@ -155,7 +155,7 @@ def markov_baseline(frames, order: int) -> tuple[float, float, float]:
     return test, valid, fit_s
 
 
-def lstm_run(frames, config, out_dir: Path, transpose: int = 0) -> dict:
+def lstm_run(frames, config, out_dir: Path, transpose: int = 0, init: str | None = None) -> dict:
     import torch
 
     import musicfw
@@ -166,6 +166,10 @@ def lstm_run(frames, config, out_dir: Path, transpose: int = 0) -> dict:
     seed_everything(int(config.seed))
     tokenizer = musicfw.build_tokenizer("pianoroll", **plugin_params(config.tokenizer))
     model = musicfw.build_model("lstm", tokenizer=tokenizer, **plugin_params(config.model))
+    if init:  # continue from a checkpoint of this benchmark (same model section): its weights only
+        state = torch.load(init, map_location="cpu", weights_only=True)["state_dict"]
+        prefix = next(iter(state)).split(".")[0] + "."
+        model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
     dm = make_datamodule(frames, int(config.train.batch_size), int(config.seed), transpose)
     # one thread by default: on a shared 2-core CPU, two torch threads competing with other
     # processes spin on locks and run many times slower
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transpose", type=int, default=0, metavar="N",
                         help="transpose each training piece by a random shift in [-N, N] semitones each time it "
                         "is drawn (notes kept on the 88 keys; valid/test never moved)")
+    parser.add_argument("--init", default=None, metavar="CKPT",
+                        help="start the LSTM from this checkpoint of an earlier run of this benchmark (weights only; "
+                        "the optimizer and schedule start afresh): e.g. an unaugmented converged run, then --transpose")
     parser.add_argument("--merge", nargs="+", default=None, help="print one table from --json files and exit")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the YAML")
     args = parser.parse_args(argv)
@@ -247,10 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         m = config.model
         print(f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({Path(path).name}) -> {out}", flush=True)
-        metrics = lstm_run(frames, config, out, args.transpose)
+        metrics = lstm_run(frames, config, out, args.transpose, args.init)
         print(f"lstm + {head}: test {metrics['test_nll']:.3f} valid {metrics['val_nll']:.3f} "
               f"({metrics['train_time_s']:.0f} s, {metrics['epochs']} epochs)", flush=True)
         aug = f", transposed up to +-{args.transpose}" if args.transpose else ""
+        aug += f", from {Path(args.init).name}" if args.init else ""
         add(f"lstm-{head}", f"lstm {m.num_layers}x{m.hidden_size} + {head} head ({metrics['epochs']} epochs{aug})",
             metrics["test_nll"], metrics["val_nll"], metrics["train_time_s"], args.note)
     print()
