@@ -73,15 +73,8 @@ def transposer(frames: list[np.ndarray], semitones: int, seed: int):
 
     def shift(x: np.ndarray) -> np.ndarray:
         low, high = bounds[index[id(x)]]
-        k = int(rng.integers(low, high + 1)) if semitones else 0
-        if k == 0:
-            return x
-        out = np.zeros_like(x)
-        if k > 0:
-            out[:, k:] = x[:, :-k]
-        else:
-            out[:, :k] = x[:, -k:]
-        return out
+        k = int(rng.integers(low, high + 1))
+        return np.roll(x, k, axis=1) if k else x  # the bounds keep every note on the keys: nothing wraps
 
     return shift
 
@@ -167,9 +160,9 @@ def lstm_run(frames, config, out_dir: Path, transpose: int = 0, init: str | None
     tokenizer = musicfw.build_tokenizer("pianoroll", **plugin_params(config.tokenizer))
     model = musicfw.build_model("lstm", tokenizer=tokenizer, **plugin_params(config.model))
     if init:  # continue from a checkpoint of this benchmark (same model section): its weights only
-        state = torch.load(init, map_location="cpu", weights_only=True)["state_dict"]
-        prefix = next(iter(state)).split(".")[0] + "."
-        model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        from musicfw.engine.training import load_checkpoint
+
+        load_checkpoint(model, init)
     dm = make_datamodule(frames, int(config.train.batch_size), int(config.seed), transpose)
     # one thread by default: on a shared 2-core CPU, two torch threads competing with other
     # processes spin on locks and run many times slower
