@@ -24,6 +24,7 @@ TINY = {
     "chords_remi.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_LSTM],
     "transformer_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
     "harmonize_chorales.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
+    "harmonize_chorales_controls.yaml": ["data.max_count=12", "train.batch_size=4", "train.seq_len=64", *TINY_TRANSFORMER],
     "transformer_performance.yaml": ["data.max_files=3", "train.seq_len=64", "train.batch_size=2", *TINY_TRANSFORMER],
     "musicvae_melody_2bar.yaml": ["data.max_count=40", "train.batch_size=4", *TINY_VAE],
     "musicvae_melody_16bar.yaml": ["data.max_count=40", "train.batch_size=2", *TINY_VAE],

@@ -202,53 +202,16 @@ class REMI(Tokenizer):
 
     def _init_controls(self, names: list, types: list, values: list) -> None:
         """Control tokens (``controls``): appended after every other id."""
-        from musicfw.core.errors import ConfigError
+        from ._controls import ControlSetup
 
-        c = self.config
-        ctrl = [str(a) for a in c.controls]
-        if len(set(ctrl)) != len(ctrl):
-            raise ConfigError(f"remi: tokenizer.controls lists an attribute twice: {ctrl}.")
-        for a in ctrl:
-            if a not in CONTROL_ATTRIBUTES:
-                raise ConfigError(f"remi: tokenizer.controls: unknown attribute {a!r}; allowed: {', '.join(CONTROL_ATTRIBUTES)}.")
-        levels = int(c.control_levels)
-        given = dict(c.control_bins or {})
-        for a in given:
-            if a not in ctrl:
-                raise ConfigError(
-                    f"remi: tokenizer.control_bins has boundaries for {a!r}, which is not in tokenizer.controls ({ctrl})."
-                )
+        self._control_setup = setup = ControlSetup("remi", self.config)
+        levels = setup.levels
+        ctrl = list(setup.controls)
         #: the attributes with control tokens, in stream order
-        self.controls: tuple[str, ...] = tuple(ctrl)
-        #: per attribute, its levels-1 boundaries
-        self.control_bins: dict[str, list[float]] = {}
-        #: attributes whose boundaries ``fit`` has still to find (control_binning: fit; the fixed
-        #: bins stand in until then)
-        self.unfitted: tuple[str, ...] = ()
-        if str(c.control_binning) == "fit":
-            self.unfitted = tuple(a for a in ctrl if a not in given)
+        self.controls: tuple[str, ...] = setup.controls
+        #: per attribute, its levels-1 boundaries (the setup's own dict: fit updates both)
+        self.control_bins: dict[str, list[float]] = setup.bins
         self._warned_unfitted = False
-        for a in ctrl:
-            if a in given:
-                raw = given[a]
-                if not hasattr(raw, "__len__") or len(raw) != levels - 1:  # sized before anything is read from it
-                    raise ConfigError(
-                        f"remi: tokenizer.control_bins.{a} must be a list of {levels - 1} increasing numbers "
-                        f"(control_levels - 1), got {type(raw).__name__} of "
-                        f"{len(raw) if hasattr(raw, '__len__') else 'no'} items."
-                    )
-                try:
-                    b = [float(x) for x in list(raw)]
-                except (TypeError, ValueError):
-                    raise ConfigError(f"remi: tokenizer.control_bins.{a} must hold numbers, got {list(raw)!r}.") from None
-                if len(b) != levels - 1 or not np.all(np.isfinite(b)) or np.any(np.diff(b) <= 0):
-                    raise ConfigError(
-                        f"remi: tokenizer.control_bins.{a} must be {levels - 1} increasing finite numbers "
-                        f"(control_levels - 1), got {b[:40]}."
-                    )
-            else:
-                b = default_bins(a, levels)
-            self.control_bins[a] = b
         #: per attribute (stream order), the ids of its levels 0..L-1
         self.control_ids = np.zeros((len(ctrl), levels), dtype=np.int64)
         start = len(names)
@@ -350,36 +313,13 @@ class REMI(Tokenizer):
         stores them and a reloaded tokenizer encodes with the same ones.  A piece that cannot
         be encoded is skipped (as the token cache skips it).  False (``scores`` not read) when
         there is nothing to fit.  DataError when the pieces hold no bar."""
-        if not self.unfitted:
-            return False
-        from musicfw.core.errors import DataError
-        from musicfw.music.controls import fit_bins
+        return self._control_setup.fit(self.config, self.score_attributes, scores, self.MAX_FIT_BARS, "bar")
 
-        todo = self.unfitted
-        values: dict[str, list[np.ndarray]] = {a: [] for a in todo}
-        bars = 0
-        for score in scores:
-            if bars >= self.MAX_FIT_BARS:
-                break
-            try:
-                att = self.score_attributes(score)
-            except Exception:  # noqa: BLE001 - a piece encode refuses is not in the token cache either
-                continue
-            take = min(len(att["density"]), self.MAX_FIT_BARS - bars)
-            bars += take
-            for a in todo:
-                values[a].append(att[a][:take])
-        if bars == 0:
-            raise DataError(
-                "remi: tokenizer.control_binning: fit found no bar in the training split to fit the control "
-                "boundaries to; give tokenizer.control_bins or use control_binning: fixed."
-            )
-        levels = int(self.config.control_levels)
-        fitted = {a: fit_bins(np.concatenate(values[a]), levels) for a in todo}
-        self.config.control_bins = {**dict(self.config.control_bins or {}), **fitted}
-        self.control_bins.update(fitted)
-        self.unfitted = ()
-        return True
+    @property
+    def unfitted(self) -> tuple[str, ...]:
+        """Attributes whose boundaries ``control_binning: fit`` has still to find (the fixed
+        bins stand in until then)."""
+        return self._control_setup.unfitted
 
     def score_attributes(self, score: Any) -> dict[str, np.ndarray]:
         """Each attribute (:mod:`musicfw.music.controls`) of each bar of ``score`` as encode

@@ -32,22 +32,41 @@ the model also learns to write voices when others are absent (harmonising with
 ``--voices bass`` only, or scoring the alto/tenor/bass without a soprano).  ``fixed`` writes the
 voices in ``voices`` order always (such a model writes only later voices given earlier ones).
 :meth:`Tracks.encode_parts` writes an explicit order (what harmonisation and the benchmark use).
+
+Attribute controls (``controls: [density, pitch_range, duration]``, off by default; the keys and
+their meaning are REMI's, docs/tokenizers.md): each voice's attributes in each segment
+(:func:`musicfw.music.controls.bar_attributes` over that voice's notes, the segment taken as one
+bar: with ``segment_bars: 1`` per bar and voice), one token per attribute in the order given,
+right after the voice's ``Track`` token::
+
+    Track_bass Density_2 PitchRange_1 MeanDuration_3 Bar Pitch_48 Dur_8 ... TrackEnd
+
+so harmonisation can ask for a denser or a lower bass (:meth:`Tracks.control_plan`,
+``musicfw harmonize --controls``).  Their ids come after every other id, so a vocabulary without
+controls is unchanged.  ``polyphony`` is offered too, but a chorale voice sings one note at a
+time: it is about 1 in every segment.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+import logging
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from musicfw.core.params import bounded, choice
 from musicfw.core.tokenizer import Tokenizer
+from musicfw.music.controls import ATTRIBUTES as CONTROL_ATTRIBUTES
+from musicfw.music.controls import TOKEN_TYPES as CONTROL_TYPES
+from musicfw.music.controls import bar_attributes, quantise
 from musicfw.music.grid import bar_grid, bar_lengths, time_signature_table, to_steps
 from musicfw.music.limits import check_piece, check_tokens
 
 SEGMENT, BARLEN, TRACK, BAR, POS, PITCH, DUR, TRACK_END, END = range(9)
+#: the control token types come after these, one code per attribute (CONTROL + index in ATTRIBUTES)
+CONTROL = 9
 
 
 @dataclass
@@ -75,6 +94,25 @@ class TracksConfig:
     )
     drop_voices: float = bounded(0.3, ge=0.0, le=1.0, help="shuffled: share of pieces encoded with a random subset of their voices")
     velocity: int = bounded(80, ge=1, le=127, help="velocity of decoded notes")
+    controls: List[str] = field(
+        default_factory=list,
+        metadata={"choices": CONTROL_ATTRIBUTES, "help": "attribute controls written after each voice's Track token "
+                  "in every segment (that voice's notes there), in this order: density, polyphony, pitch_range, "
+                  "duration (docs/tokenizers.md, docs/harmonize.md); empty: none"},
+    )
+    control_levels: int = bounded(8, ge=2, le=32, help="levels per control (tokens <Type>_0 .. _<levels-1>)")
+    control_bins: Dict[str, List[float]] = field(
+        default_factory=dict,
+        metadata={"help": "per control, control_levels-1 increasing boundaries (e.g. quantiles of the training "
+                  "voice-segments: musicfw.music.controls.fit_bins); a control not given uses control_binning"},
+    )
+    control_binning: str = choice(
+        "fixed",
+        ("fixed", "fit"),
+        "boundaries of the controls not in control_bins: fixed (the documented default bins) or fit (quantiles "
+        "of the training split's voice-segments, so every level is about equally common: fitted when musicfw run "
+        "loads the data, then stored in control_bins and tokenizer.json); docs/tokenizers.md",
+    )
 
 
 class Tracks(Tokenizer):
@@ -117,6 +155,21 @@ class Tracks(Tokenizer):
             names.append(f"Dur_{d}"); types.append(DUR); values.append(d)  # noqa: E702
         names.append("TrackEnd"); types.append(TRACK_END); values.append(0)  # noqa: E702
         names.append("End"); types.append(END); values.append(0)  # noqa: E702
+        from ._controls import ControlSetup
+
+        self._control_setup = setup = ControlSetup("tracks", c)
+        #: the attributes with control tokens, in stream order (after each Track token)
+        self.controls: tuple[str, ...] = setup.controls
+        #: per attribute, its control_levels - 1 boundaries (fit updates them)
+        self.control_bins: dict[str, list[float]] = setup.bins
+        self._warned_unfitted = False
+        #: per attribute (stream order), the ids of its levels 0..L-1 (after every other id)
+        self.control_ids = np.zeros((len(self.controls), setup.levels), dtype=np.int64)
+        for i, a in enumerate(self.controls):
+            for lv in range(setup.levels):
+                self.control_ids[i, lv] = len(names)
+                names.append(f"{CONTROL_TYPES[a]}_{lv}"); types.append(CONTROL + CONTROL_ATTRIBUTES.index(a))  # noqa: E702
+                values.append(lv)
         self._vocab = names
         self.type_codes = np.array(types, dtype=np.int64)
         self.token_values = np.array(values, dtype=np.int64)
@@ -264,8 +317,9 @@ class Tracks(Tokenizer):
         # headers: Segment, then BarLen per bar
         add(np.arange(n_seg), -1, -1, 0, 0, self.first[SEGMENT])
         add(seg_of_bar, -1, 0, np.arange(nb), 1, self.first[BARLEN] + bar_len - 1)
-        check_tokens(n_seg + nb + sum(len(o) for o in orders) * 2 + nb * max(len(o) for o in orders)
+        check_tokens(n_seg + nb + sum(len(o) for o in orders) * (2 + len(self.controls)) + nb * max(len(o) for o in orders)
                      + 3 * sum(len(p["onset"]) for p in parts.values()), "tokens", self.name)
+        seg_len = np.add.reduceat(bar_len, np.arange(0, nb, sb)) if nb else np.zeros(0, dtype=np.int64)
         for v in self.voices:
             segs = np.array([s for s in range(n_seg) if v in orders[s]], dtype=np.int64)
             if not len(segs):
@@ -275,6 +329,10 @@ class Tracks(Tokenizer):
             tok = self.track_token(v)
             add(segs, rank_of_seg[segs], -2, 0, 0, tok)
             add(segs, rank_of_seg[segs], BIG, 0, 0, self.first[TRACK_END])
+            if self.controls:  # right after the Track token: this voice's levels in each segment
+                levels = self.segment_levels(parts.get(v), seg_start, seg_len)
+                for i in range(len(self.controls)):
+                    add(segs, rank_of_seg[segs], -2, 0, 1 + i, self.control_ids[i, levels[segs, i]])
             bars = np.flatnonzero(rank_of_seg[seg_of_bar] >= 0)
             add(seg_of_bar[bars], rank_of_seg[seg_of_bar[bars]], bar_starts[bars] * 4, 0, 0, self.first[BAR])
             p = parts.get(v)
@@ -325,6 +383,61 @@ class Tracks(Tokenizer):
         opened_by = (before >= 0) & (codes[j] == TRACK)
         voice = np.where(opened_by, self.token_values[ids][j], 0)
         return opened_by & wanted[voice] & ~np.isin(codes, (TRACK, SEGMENT, END))
+
+    # -- attribute controls -------------------------------------------------------------
+    #: voice-segments read at most when fitting the control boundaries (the first pieces')
+    MAX_FIT_SEGMENTS = 1 << 20
+
+    @property
+    def unfitted(self) -> tuple[str, ...]:
+        """Attributes whose boundaries ``control_binning: fit`` has still to find (the fixed
+        bins stand in until then)."""
+        return self._control_setup.unfitted
+
+    def segment_levels(self, part: dict[str, np.ndarray] | None, seg_start: np.ndarray, seg_len: np.ndarray) -> np.ndarray:
+        """Level of each control (columns in ``controls`` order) of one voice's ``part`` in each
+        segment (rows; segments start at ``seg_start`` and last ``seg_len`` positions); a voice
+        without notes has the levels of empty segments."""
+        if self.unfitted and not self._warned_unfitted:
+            self._warned_unfitted = True
+            logging.getLogger("musicfw.tokenizers").warning(
+                "tracks: control_binning: fit, but the boundaries of %s were not fitted yet (tokenizer.fit(training "
+                "scores); musicfw run does it): the fixed default bins are used until then", ", ".join(self.unfitted))
+        att = _voice_attributes(part, seg_start, seg_len)
+        out = np.zeros((len(seg_start), len(self.controls)), dtype=np.int64)
+        for i, a in enumerate(self.controls):
+            out[:, i] = quantise(att[a], self.control_bins[a])
+        return out
+
+    def segment_attributes(self, score: Any) -> dict[str, np.ndarray]:
+        """Each attribute of each voice in each segment of ``score``, as encode measures them:
+        float arrays over (voice, segment) pairs, the voices the score has, in ``voices`` order
+        (what ``control_binning: fit`` fits to)."""
+        score = check_piece(score)
+        parts = self.parts(score)
+        if not parts:
+            return {a: np.zeros(0) for a in CONTROL_ATTRIBUTES}
+        last = max(int(p["onset"][-1]) for p in parts.values())
+        starts, lens = self.grid(score, last)
+        sb = self.config.segment_bars
+        seg_start, seg_len = starts[::sb], np.add.reduceat(lens, np.arange(0, len(starts), sb))
+        per_voice = [_voice_attributes(parts[v], seg_start, seg_len) for v in self.voices if v in parts]
+        return {a: np.concatenate([att[a] for att in per_voice]) for a in CONTROL_ATTRIBUTES}
+
+    def fit(self, scores: Any) -> bool:
+        """``control_binning: fit``: each unfitted control's boundaries become the quantiles of
+        its values over the voice-segments of ``scores`` (the training split's pieces, every
+        voice they have), so every level holds about as many; stored in
+        ``config.control_bins`` (and so in tokenizer.json).  False when there is nothing to fit."""
+        return self._control_setup.fit(self.config, self.segment_attributes, scores, self.MAX_FIT_SEGMENTS,
+                                       "voice-segment")
+
+    def control_plan(self, controls: Any, voices: Sequence[str], where: str = "--controls") -> np.ndarray:
+        """Requested levels ``[segments, len(voices), len(controls)]`` (-1: the model's choice)
+        for the written ``voices``: see :func:`.tracks_controls.control_plan`."""
+        from .tracks_controls import control_plan
+
+        return control_plan(self, controls, voices, where)
 
     # -- decode ---------------------------------------------------------------------------
     def decode_voices(self, tokens: np.ndarray) -> tuple[dict[str, dict[str, np.ndarray]], list[int], int]:
@@ -379,6 +492,10 @@ class Tracks(Tokenizer):
                 if voice is None:
                     invalid += 1
                 voice = None
+                continue
+            if code >= CONTROL:  # a voice's controls stand between its Track token and its first Bar
+                if voice is None or bar >= 0:
+                    invalid += 1
                 continue
             if voice is None:
                 invalid += 1
@@ -490,3 +607,11 @@ class Tracks(Tokenizer):
             long = to_steps(a["duration"][~out], tpq, c.beat_resolution) > self.max_duration
             cov.alter(int(long.sum()), f"duration clipped to {c.max_duration_quarters} quarters (max_duration_quarters)")
         return cov.report()
+
+
+def _voice_attributes(part: dict[str, np.ndarray] | None, seg_start: np.ndarray, seg_len: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`musicfw.music.controls.bar_attributes` of one voice over the segments (each one
+    "bar"); zeros for a voice without notes."""
+    if part is None or not len(part["onset"]):
+        return {a: np.zeros(len(seg_start)) for a in CONTROL_ATTRIBUTES}
+    return bar_attributes(part["onset"], part["duration"], part["pitch"], seg_start, seg_len)
