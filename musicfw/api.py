@@ -169,6 +169,7 @@ def harmonize(
     sampler: Any = None,
     checkpoint: str = "auto",
     batch_size: int = 8,
+    controls: Any = None,
 ) -> list:
     """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times
     with a model trained on the ``tracks`` tokenizer; returns the Scores (the input with the
@@ -176,7 +177,10 @@ def harmonize(
     by ``musicfw export``, or a model (then pass its ``tokenizer``).  ``voices`` / ``given``:
     as ``musicfw harmonize --voices / --given`` (default: soprano given, the rest written).
     ``sampler``: a Sampler or chain (default: the run's or folder's sampler section; a model
-    passed in: temperature 1).  See docs/harmonize.md."""
+    passed in: temperature 1).  ``controls``: attribute levels for the written voices, as
+    ``musicfw harmonize --controls`` (``"density=high"``, ``"bass:pitch=low,alto:density=1"``, a
+    mapping, or a list of them segment by segment; a model trained with ``tokenizer.controls``).
+    See docs/harmonize.md."""
     from musicfw.plugins.harmonize.harmonize import harmonize as _harmonize
 
     registries = get_registries()
@@ -197,7 +201,8 @@ def harmonize(
         if tokenizer is None:
             raise ConfigError("harmonize: a model passed in needs its tokenizer (tokenizer=...).")
     return _harmonize(model, tokenizer, piece, voices=voices, given=given, n=n, seed=seed, sampler=sampler,
-                      batch_size=batch_size, source=str(source) if isinstance(source, (str, Path)) else "the model")
+                      batch_size=batch_size, source=str(source) if isinstance(source, (str, Path)) else "the model",
+                      controls=controls)
 def pretrained_models() -> list[dict[str, Any]]:
     """The installed pretrained models (name, task, size, held-out metrics, licence, where from),
     as ``musicfw models`` lists them; load one with ``load_pretrained(name)``."""

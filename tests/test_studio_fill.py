@@ -96,6 +96,10 @@ def test_harmonize_adds_the_voices_as_marked_tracks(client):
     bad = client.post("/api/generate", json={"session": sid, "model": "tracks", "action": "harmonize",
                                              "pieces": {"piece": p["id"]}, "params": {"voices": "descant"}})
     assert bad.status_code == 422 and "descant" in bad.json()["error"]
+    # the controls reach harmonize: a model trained without them refuses them by name
+    bad = client.post("/api/generate", json={"session": sid, "model": "tracks", "action": "harmonize",
+                                             "pieces": {"piece": p["id"]}, "params": {"controls": "density=1"}})
+    assert bad.status_code == 422 and "no control tokens" in bad.json()["error"]
 
 
 @pytest.mark.parametrize("action, params", [("infill", {"bars": "1-4", "max_tokens": 8192}), ("harmonize", {})])

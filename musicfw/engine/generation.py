@@ -260,8 +260,10 @@ def check_controls(tokenizer: Any, controls: Any, constraints: bool) -> None:
     grammar = tokenizer.grammar(1) if tokenizer.kind == "categorical" else None
     if grammar is None or tokenizer.controls_grammar(controls, grammar) is None:
         raise ConfigError(
-            f"generate.controls / --controls: the {tokenizer.name!r} tokenizer has no control tokens, so its "
-            "models cannot be given controls; use tokenizer remi with controls: [density, pitch_range, ...]."
+            f"generate.controls / --controls: the {tokenizer.name!r} tokenizer has no control tokens that "
+            "generation can force, so its models cannot be given controls here; use tokenizer remi with "
+            "controls: [density, pitch_range, ...] (a tracks model trained with controls takes them in "
+            "musicfw harmonize --controls)."
         )
 
 

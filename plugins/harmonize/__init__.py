@@ -29,7 +29,8 @@ class Harmonize(Command):
     )
     epilog = (
         "Examples: musicfw harmonize --run runs/harmonize_chorales-... melody.mid   |   "
-        "musicfw harmonize --run RUN lower.mid --given alto,tenor,bass   |   --voices bass (write only the bass)"
+        "musicfw harmonize --run RUN lower.mid --given alto,tenor,bass   |   --voices bass (write only the bass)   |   "
+        "--controls \"bass:pitch=low,alto:density=1\" (a model trained with tokenizer.controls)"
     )
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
@@ -45,6 +46,10 @@ class Harmonize(Command):
                        help="voices the file holds (default: those it has tracks named after, else the first voice not "
                        "written: a one-track melody is the soprano); a file whose tracks carry no voice name gives "
                        "them to the given voices in order when it has exactly as many")
+        p.add_argument("--controls", default=None, metavar="density=high | bass:pitch=low,...",
+                       help="attribute levels for the written voices (a model trained with tokenizer.controls): "
+                       "attribute=level for every written voice, voice:attribute=level for one, '|' between "
+                       "segments; or a YAML file holding such a string, a mapping or a list of them (docs/harmonize.md)")
         p.add_argument("--n", type=int, default=4, help="harmonisations to write (default 4)")
         p.add_argument("--seed", type=int, default=None,
                        help="random seed (default: a fresh one, printed, so each call draws new voices)")
@@ -81,6 +86,9 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
     model, tokenizer = loaded.model, loaded.tokenizer
     check_harmonizer(tokenizer, source)
     given, write = resolve_voices(tokenizer, args.voices, args.given, score)
+    controls = read_controls(args.controls)
+    if controls is not None:
+        tokenizer.control_plan(controls, write)  # controls the model was not trained with: before sampling
     from musicfw.engine.generation import build_sampler_chain
 
     section = parse_sampler_args(args.sampler) if args.sampler else config.sampler
@@ -92,7 +100,7 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
         print(f"seed {seed} (pass --seed {seed} to reproduce)")
     # every check (voices, file, representability) runs inside harmonize before sampling
     outs = harmonize(model, tokenizer, score, voices=args.voices, given=args.given, n=args.n, seed=seed,
-                     sampler=sampler, batch_size=args.batch_size, device=args.device, source=source)
+                     sampler=sampler, batch_size=args.batch_size, device=args.device, source=source, controls=controls)
     out_dir = Path(args.out) if args.out else next_output_dir(samples_dir, "harmonize")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.file).stem
@@ -102,11 +110,34 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
         s.dump_midi(str(path))
         files.append(path.name)
     record = {"source": source, "input": str(args.file), "given": given, "written": write, "n": args.n,
-              "seed": seed, "sampler": repr(sampler), "files": files}
+              "seed": seed, "sampler": repr(sampler), "controls": controls, "files": files}
     (out_dir / "harmonize.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {len(files)} harmonisation{'s' if len(files) != 1 else ''} ({', '.join(write)} under "
           f"{', '.join(given)}) to {out_dir}")
     return 0
+
+
+def read_controls(value: Any) -> Any:
+    """``--controls``: the text itself, or the content of a ``.yaml`` / ``.yml`` file (a string
+    like the option's, a mapping, or a list of them segment by segment); None stays None."""
+    if value is None or not str(value).strip().lower().endswith((".yaml", ".yml")):
+        return value
+    from musicfw.core.errors import ConfigError
+
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"--controls: no file {path} (give attribute=level text, or a YAML file that exists).")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--controls: {path} is not valid YAML: {exc}") from None
+    if isinstance(data, dict) and set(data) == {"controls"}:
+        data = data["controls"]
+    if data is None:
+        raise ConfigError(f"--controls: {path} holds no controls.")
+    return data
 
 
 def check_harmonizer_config(config: Any, source: str) -> None:

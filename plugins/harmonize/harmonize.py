@@ -7,7 +7,12 @@ a grammar that keeps every written voice complete and singable:
 
 * exactly the segment's bars (Bar tokens), then TrackEnd;
 * one note at a time (no chords inside a voice): a ``Pos`` only ahead of the voice's cursor and
-  inside its bar, a ``Pitch`` always followed by a ``Dur``, no note past the segment's end.
+  inside its bar, a ``Pitch`` always followed by a ``Dur``, no note past the segment's end;
+* with a tokenizer that has attribute controls (``tokenizer.controls``), first the voice's
+  control tokens, one per attribute in order: the level ``controls`` asks for
+  (:meth:`~musicfw.plugins.tokenizers.tracks.Tracks.control_plan`: per written voice and
+  segment), any level where it asks nothing (the model's choice).  The given voices carry the
+  levels their own notes have, as encode writes them.
 
 The given voices come back untouched: each output is a copy of the input score with the written
 voices added as new tracks (at the input's ticks per quarter); the given notes are never
@@ -183,10 +188,14 @@ def check_representable(tokenizer: Any, score: Any, mapping: dict[str, list[int]
 
 
 class _Writer:
-    """The grammar of one written voice in one segment (see the module docstring)."""
+    """The grammar of one written voice in one segment (see the module docstring); ``levels``:
+    the level to force per control (-1: any), None: none forced."""
 
-    def __init__(self, tokenizer: Any, lens: Sequence[int]):
+    def __init__(self, tokenizer: Any, lens: Sequence[int], levels: np.ndarray | None = None):
         self.t, self.lens = tokenizer, [int(x) for x in lens]
+        n = len(tokenizer.controls)
+        self.levels = np.full(n, -1, dtype=np.int64) if levels is None else np.asarray(levels, dtype=np.int64)
+        self.owed = 0  # the next control token (after the Track token; n: all written)
         self.seg_len = int(sum(self.lens))
         self.bar = -1
         self.bar_start = 0
@@ -202,7 +211,12 @@ class _Writer:
         m = np.zeros(t.vocab_size, dtype=bool)
         f = t.first
         if self.last == "track":
-            m[f[BAR]] = True
+            if self.owed < len(self.levels):
+                level = int(self.levels[self.owed])
+                ids = t.control_ids[self.owed]
+                m[ids if level < 0 else ids[level]] = True
+            else:
+                m[f[BAR]] = True
             return m
         if self.last == "pos":
             m[f[PITCH]: f[PITCH] + t.config.max_pitch - t.config.min_pitch + 1] = True
@@ -228,11 +242,13 @@ class _Writer:
         return m
 
     def update(self, tok: int) -> None:
-        from musicfw.plugins.tokenizers.tracks import BAR, DUR, PITCH, POS, TRACK_END
+        from musicfw.plugins.tokenizers.tracks import BAR, CONTROL, DUR, PITCH, POS, TRACK_END
 
         code = int(self.t.type_codes[tok])
         val = int(self.t.token_values[tok])
-        if code == BAR:
+        if code >= CONTROL:
+            self.owed += 1
+        elif code == BAR:
             self.bar += 1
             self.bar_start = int(sum(self.lens[: self.bar]))
             self.last = "bar"
@@ -248,9 +264,12 @@ class _Writer:
             self.done = True
 
 
-def build_plan(tokenizer: Any, score: Any, mapping: dict[str, list[int]], write: Sequence[str]) -> tuple[list, dict]:
-    """The plan every sample follows: ``[("force", ids) | ("write", voice, bar_lengths), ...]``,
-    and the given voices as the model reads them (:meth:`Tracks.parts`)."""
+def build_plan(tokenizer: Any, score: Any, mapping: dict[str, list[int]], write: Sequence[str],
+               levels: np.ndarray | None = None) -> tuple[list, dict]:
+    """The plan every sample follows: ``[("force", ids) | ("write", voice, bar_lengths,
+    control levels or None), ...]``, and the given voices as the model reads them
+    (:meth:`Tracks.parts`).  ``levels``: ``[segments, len(write), controls]`` from
+    :meth:`Tracks.control_plan` (repeated when the piece has more segments), or None."""
     from musicfw.plugins.tokenizers.tracks import SEGMENT
 
     parts = tokenizer.parts(score, tracks=mapping)
@@ -264,9 +283,9 @@ def build_plan(tokenizer: Any, score: Any, mapping: dict[str, list[int]], write:
     for s in range(len(cuts) - 1):
         plan.append(("force", seq[cuts[s]: cuts[s + 1]]))
         seg_lens = lens[s * sb: (s + 1) * sb]
-        for w in write:
+        for k, w in enumerate(write):
             plan.append(("force", np.array([tokenizer.track_token(w)])))
-            plan.append(("write", w, seg_lens))
+            plan.append(("write", w, seg_lens, None if levels is None else levels[s % len(levels), k]))
     return plan, parts
 
 
@@ -283,6 +302,7 @@ def harmonize(
     batch_size: int = 8,
     device: Any = None,
     source: str = "the model",
+    controls: Any = None,
 ) -> list[Any]:
     """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times.
 
@@ -292,11 +312,18 @@ def harmonize(
     voice name gives its tracks to the given voices in order when it has exactly as many.  Returns ``n`` Scores, each the input with the written voices added as tracks
     named after them; the given tracks (and every other track of the input) unchanged.
     ``sampler``: a Sampler or chain (default temperature 1); ``seed`` makes the draw
-    reproducible.  Errors (a :class:`~musicfw.core.errors.UserError`) come before any sampling:
-    a model not trained to harmonise, voices it does not know, a file without the given voices
-    or with a track for a voice to write, a piece the tokenizer cannot represent."""
+    reproducible.  ``controls``: attribute levels for the written voices (``"density=high"``,
+    ``"bass:pitch=low,alto:density=1"``, a mapping, or a list of them segment by segment;
+    :mod:`musicfw.plugins.tokenizers.tracks_controls`), forced after each written voice's Track
+    token; the attributes not asked for are the model's choice.  Errors (a
+    :class:`~musicfw.core.errors.UserError`) come before any sampling: a model not trained to
+    harmonise, voices it does not know, controls it was not trained with (or a level out of
+    range, a voice not written), a file without the given voices or with a track for a voice to
+    write, a piece the tokenizer cannot represent."""
     check_harmonizer(tokenizer, source)
-    resolve_voices(tokenizer, voices, given)  # unknown voices fail before the file is read
+    _, early = resolve_voices(tokenizer, voices, given)  # unknown voices fail before the file is read
+    if controls is not None and voices is not None:  # so do bad controls, where the written voices are known
+        tokenizer.control_plan(controls, early)
     if isinstance(piece, (str, Path)):
         where = str(piece)
         score = read_input(piece)
@@ -307,9 +334,10 @@ def harmonize(
         raise ConfigError(f"--n must be in 1..10000, got {n}.")
     if not 1 <= int(batch_size) <= 1024:
         raise ConfigError(f"batch_size must be in 1..1024, got {batch_size}.")
+    levels = None if controls is None else tokenizer.control_plan(controls, write_l)
     mapping = map_given(tokenizer, score, given_l, write_l, where)
     check_representable(tokenizer, score, mapping, where)
-    plan, parts = build_plan(tokenizer, score, mapping, write_l)
+    plan, parts = build_plan(tokenizer, score, mapping, write_l, levels)
     if sampler is None:
         from musicfw.engine.generation import build_sampler_chain
 
@@ -362,7 +390,7 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
                     forced[b] = int(kind[1][offset[b]])
                 else:
                     if writers[b] is None:
-                        writers[b] = _Writer(tokenizer, kind[2])
+                        writers[b] = _Writer(tokenizer, kind[2], kind[3])
                         writers[b].last = "track"
                     allowed[b] = writers[b].mask()
             free = forced < 0

@@ -30,6 +30,8 @@ class Harmonize(Action):
         Param("voices", "str", "", "voices to write, e.g. alto,tenor,bass (empty: every voice not given)", max_length=80),
         Param("given", "str", "", "voices the piece holds, e.g. soprano (empty: from its track names, else the first)",
               max_length=80),
+        Param("controls", "str", "", "attribute levels of the written voices, e.g. density=high or bass:pitch=low "
+              "(a model trained with tokenizer.controls; empty: the model's choice)", max_length=200),
     )
     uses_sampler = True
     streams = True
@@ -44,6 +46,7 @@ class Harmonize(Action):
         tokenizer, piece = ctx.loaded.tokenizer, ctx.pieces["piece"]
         voices = ctx.params["voices"].strip() or None
         given = ctx.params["given"].strip() or None
+        controls = ctx.params["controls"].strip() or None
         _, write = resolve_voices(tokenizer, voices, given, piece.score)
         fed: list[int] = []
         state = {"last": 0.0, "sent": 0, "first_note": None}
@@ -71,7 +74,8 @@ class Harmonize(Action):
                           "cpu_seconds": round(time.thread_time() - c0, 4), "notes": rows})
 
         out = harmonize(Watched(ctx.loaded.model, ctx.cancel, on_step), tokenizer, piece.score, voices=voices,
-                        given=given, n=1, seed=ctx.seed, sampler=ctx.sampler, batch_size=1, source="this model")[0]
+                        given=given, n=1, seed=ctx.seed, sampler=ctx.sampler, batch_size=1, source="this model",
+                        controls=controls)[0]
         tracks = list(range(base, len(out.tracks)))
         rows = [r for r in ctx.to_rows(out, tracks) if r[5]]
         ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(time.perf_counter() - t0, 4),

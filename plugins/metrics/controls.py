@@ -60,14 +60,16 @@ class ControlAdherence(Metric):
         """None when ``tokenizer`` has no controls (nothing to measure); otherwise the numbers
         described in the module docstring."""
         controls = tuple(getattr(tokenizer, "controls", ()) or ()) if tokenizer is not None else ()
-        if not controls:
+        measurer = getattr(tokenizer, "base", tokenizer)
+        # per-bar controls only (REMI): the tracks tokenizer's per-voice controls are forced by
+        # harmonisation and measured by benchmarks/harmonize.py --controls
+        if not controls or not callable(getattr(measurer, "measure_controls", None)):
             return None
         from musicfw.engine.generation import build_sampler_chain, generate
 
         t0 = time.perf_counter()
         c = self.config
-        # the tokenizer that measures bars: an infilling run's tokenizer wraps the REMI one
-        measurer = getattr(tokenizer, "base", tokenizer)
+        # the tokenizer that measures bars (above): an infilling run's tokenizer wraps the REMI one
         held_out = datamodule.tokens(c.split)[: int(c.pieces)]
         if not held_out:
             return {"split": c.split, "pieces": 0, "note": f"the {c.split!r} split is empty: nothing requested"}
