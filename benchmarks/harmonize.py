@@ -21,13 +21,20 @@ dataset's default split, by tune, the run's seed):
   soprano, cut to its length): the **chord-tone ratio** (``chord_tone_ratio`` of
   musicfw/music/chords.py over REMI's recognised chords, 2-quarter segments, pooled over notes)
   and the **parallel fifths and octaves** between any two voices per 100 voice-pair transitions
-  (musicfw/music/voiceleading.py).
+  (musicfw/music/voiceleading.py);
+
+* with ``--controls`` (a run whose tokenizer has attribute controls, e.g.
+  examples/harmonize_chorales_controls.yaml): per-voice control adherence, each level requested
+  alone and the held-out chorales' own levels, forced and not (benchmarks/harmonize_controls.py).
+  The NLL then scores the same tokens as without controls (the control tokens are read, with the
+  real chorale's levels, but not scored).
 
 Usage::
 
     python benchmarks/harmonize.py                      # trains examples/harmonize_chorales.yaml
     python benchmarks/harmonize.py --run runs/harmonize_chorales-<stamp>
     python benchmarks/harmonize.py --set train.max_steps=50 --max-pieces 5   # a smoke run
+    python benchmarks/harmonize.py --run runs/harmonize_chorales_controls-<stamp> --controls
 
 Prints a table; ``--json PATH`` also writes the numbers.
 """
@@ -42,7 +49,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ATB = ["alto", "tenor", "bass"]
@@ -68,6 +74,7 @@ def nll_conditions(model, tok, pieces) -> dict:
     import torch
 
     from musicfw.engine.training import evaluate_nll
+    from musicfw.plugins.tokenizers.tracks import CONTROL
 
     out = {}
     conds = {
@@ -84,7 +91,7 @@ def nll_conditions(model, tok, pieces) -> dict:
             starts, lens = tok.grid(p.score, last)
             use, order = make(parts)
             ids = tok.encode_parts(use, starts, lens, order)
-            mask = tok.track_mask(ids, ATB)
+            mask = tok.track_mask(ids, ATB) & (tok.type_codes[ids] < CONTROL)  # control tokens: read, not scored
             n_targets += int(mask.sum())
             n_notes += sum(len(parts[v]["onset"]) for v in ATB)
             batches.append({"tokens": torch.as_tensor(ids)[None], "mask": torch.as_tensor(mask)[None]})
@@ -139,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=None,
                     help="harmonise with temperature T then top-p 0.95 (default: the run's sampler)")
     ap.add_argument("--max-pieces", type=int, default=None, help="use the first N test chorales only")
+    ap.add_argument("--controls", action="store_true",
+                    help="also measure per-voice control adherence (a run trained with tokenizer.controls)")
+    ap.add_argument("--control-pieces", type=int, default=8,
+                    help="--controls: test chorales harmonised once per attribute and level (each level alone)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
 
@@ -161,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     reg = musicfw.get_registries()
     config = load_run_config(run_dir, registries=reg)
     model, tok = load_model(run_dir, registries=reg, config=config)
+    if args.controls and not tok.controls:
+        ap.error(f"--controls: the run {run_dir} has no control tokens (train with tokenizer.controls)")
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
         m = json.loads(metrics_path.read_text())
@@ -185,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = build_sampler_chain(section, registries=reg)
     record["sampler"] = repr(sampler)
     real = [four_voices(p.score, tok) for p in test]
-    generated, mismatched = [], []
+    generated, mismatched, sopranos = [], [], []
     c0, t0 = cpu_seconds(), time.perf_counter()
     for i, s in enumerate(real):
         sop = s.copy()
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 del sop.tracks[j]
         (out,) = harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler)
         generated.append(out)
+        sopranos.append(sop)
         other = real[(i + 1) % len(real)]
         mix = sop.copy()
         end = int(s.end())
@@ -208,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         "harmonised (given soprano)": style_numbers(generated),
         "mismatched real voices": style_numbers(mismatched),
     }
+
+    if args.controls:
+        from harmonize_controls import adherence
+
+        c0 = cpu_seconds()
+        record["controls"] = adherence(model, tok, sampler, real, sopranos, generated, args.seed, args.control_pieces)
+        record["controls"]["cpu_s"] = cpu_seconds() - c0
 
     n = record["nll"]
     g, u, a = n["given soprano"], n["soprano absent"], n["soprano after"]
@@ -225,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['parallel_fifths_per_100']:>9.2f} {r['parallel_octaves_per_100']:>9.2f} "
               f"{r['parallel_fifths']:>6d} {r['parallel_octaves']:>6d}")
     print(f"\nharmonising {len(test)} sopranos: {record['harmonize_cpu_s']:.0f} s CPU; NLL: {record['nll_cpu_s']:.0f} s CPU")
+    if args.controls:
+        from harmonize_controls import print_table
+
+        print_table(record["controls"])
+        print(f"  control adherence: {record['controls']['cpu_s']:.0f} s CPU")
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1, default=float) + "\n")
     ok = math.isfinite(g["nll_per_token"])
