@@ -8,8 +8,9 @@ piece, 3 bars of left and 2 of right context), printed for one run::
    second gap bar, both sides / left only;
 2. **shorter context**: the measure with 2 bars of left context (2 and 1 of right), so that
    the MMM layout fits a bounded model context; and how many layouts exceed it at 3 + 2;
-3. **at a filled bar's end**: the probability the model gives ``End`` (right), a plain bar
-   opener and ``Fill``/``Sep`` at each ``End`` of the first 20 test gaps (means).
+3. **at a filled bar's end**: the probability the model gives ``End``, a plain bar opener and
+   ``Fill``/``Sep`` where each filled bar of the first 20 test gaps ends (means; the right
+   token is ``End`` in the mmm layout, in spm the next bar's opener and ``End`` after the last).
 
 Deterministic (no sampling); one torch thread.
 """
@@ -63,17 +64,21 @@ def main(argv=None) -> int:
         w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
         wb = bar_bounds(w, tok.is_bar)
         f = first - lo
-        seq, head = layout(w, wb, f, 2, ids)
+        seq, head = layout(w, wb, f, 2, ids, tok.layout)
         if model.max_context is not None and len(seq) > model.max_context:
             longer += 1
         seq_bar = np.zeros(len(seq), dtype=bool)
         plain = seq < V0
         seq_bar[plain] = tok.is_bar[seq[plain]]
-        ends = np.flatnonzero(seq == ids.end)
+        # where each filled bar starts (its opener) and the token that ends it (End in mmm; in spm
+        # the next bar's opener, End after the last)
+        start = head - 1 if tok.layout == "spm" else head
+        opens = start + np.flatnonzero(seq_bar[start:])
+        ends = np.flatnonzero(seq == ids.end) if tok.layout == "mmm" else np.append(opens[1:], len(seq) - 1)
         for j in range(2):
             m = np.zeros(len(seq), dtype=bool)
-            m[(head if j == 0 else ends[0] + 1) : ends[j]] = True
-            sums[j, 0] += nll(seq, m & ~seq_bar)
+            m[opens[j] : ends[j]] = True
+            sums[j, 0] += nll(seq, m & ~seq_bar & (seq != ids.end))
             s, e = int(wb[f + j]), int(wb[f + j + 1])
             left = w[: e + 1]
             m = np.zeros(len(left), dtype=bool)
@@ -95,7 +100,7 @@ def main(argv=None) -> int:
         g = gap_nll(model, tok, pieces, k=2, left_bars=L, right_bars=R)
         print(f"left {L} / right {R} bars: ratio {g['ratio_both_over_left']:.4f}, notes only {g['ratio_notes_both_over_left']:.4f}")
     if at_end["End"]:
-        print("at a filled bar's End (first 20 test gaps, mean probability): "
+        print(f"at a filled bar's end ({tok.layout}; first 20 test gaps, mean probability): "
               + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in at_end.items()))
     return 0
 

@@ -10,7 +10,11 @@ training (the infilling windows) and for the run's own held-out measure (``metri
 
 In SPM the gap follows its left context directly, as in plain continuation.  Only the layout
 changes; a run made this way is a measurement, not a model ``musicfw infill`` can use (its
-decoder builds the MMM prompt).  Example (README.md, "Bar infilling")::
+decoder builds the MMM prompt).  This probe led to the library's own ``spm`` layout
+(``train.infill.layout: spm``, the default since), which differs from the probe's: the filled
+bars follow one another as in plain REMI with one End after the last, so every bar ending but
+the last is the decision plain continuation makes (docs/infill.md).  The probe's runs are made
+with ``train.infill.layout=mmm`` (appended), whose layout function it patches.  Example (README.md, "Bar infilling")::
 
     python benchmarks/infill_layout_probe.py run examples/infill_chorales_transformer.yaml \\
         init_from=RUN train.infill.probability=0.9 train.max_steps=500 train.warmup_steps=50 ...
@@ -29,7 +33,7 @@ import numpy as np
 import musicfw.engine.infill as infill
 
 
-def spm_layout(tokens, bounds, first: int, k: int, ids) -> tuple[np.ndarray, int]:
+def spm_layout(tokens, bounds, first: int, k: int, ids, kind: str = "mmm") -> tuple[np.ndarray, int]:
     """``Fill*k right Sep left bar_1 End ... bar_k End`` and the index of the first filled token."""
     tokens = np.asarray(tokens, dtype=np.int64)
     s, e = int(bounds[first]), int(bounds[first + k])
@@ -74,7 +78,9 @@ def main(argv: list[str]) -> int:
         return 0
     from musicfw.cli import main as cli
 
-    return cli(argv)
+    # the patch replaces the mmm layout: the run is made (and its windows cut, 2k + 1 markers)
+    # as an mmm run, so the probe's numbers stay what they were before the library had spm
+    return cli(argv + ["train.infill.layout=mmm"] if argv[:1] == ["run"] else argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import symusic
 
 import musicfw
 from conftest import TEST_MIDI, untrained_infill_run
-from musicfw.core.errors import ConfigError, DataError, UserError
+from musicfw.core.errors import ConfigError, UserError
 from musicfw.engine.infill import (
     MARKERS,
     InfillTokenizer,
@@ -42,9 +42,23 @@ def _chorale_like(n_bars: int = 8, seed: int = 0) -> symusic.Score:
     return score
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return InfillTokenizer(musicfw.build_tokenizer("remi"))
+@pytest.fixture(scope="module", params=["spm", "mmm"])
+def tok(request):
+    return InfillTokenizer(musicfw.build_tokenizer("remi"), layout=request.param)
+
+
+def _filled_bars(tok, filled, k):
+    """The k bars of a fill (``bar End ... bar End`` in mmm, ``bar ... bar End`` in spm), each
+    without its End, after checking where the End markers are."""
+    filled = np.asarray(filled)
+    ends = np.flatnonzero(filled == tok.ids.end)
+    assert len(ends) == (k if tok.layout == "mmm" else 1) and ends[-1] == len(filled) - 1
+    body = filled[filled != tok.ids.end]
+    opens = np.flatnonzero(tok.is_bar[body])
+    if tok.layout == "mmm":  # each End closes one bar, the next bar opens right after it
+        assert list(opens) == [0] + [int(e) + 1 - i for i, e in enumerate(ends[:-1], start=1)]
+    assert len(opens) == k and opens[0] == 0
+    return np.split(body, opens[1:])
 
 
 # -- the transform ---------------------------------------------------------------------------
@@ -55,8 +69,19 @@ def test_layout_moves_whole_bars_and_places_the_markers(tok):
     bounds = bar_bounds(tokens, tok.is_bar)
     assert len(bounds) - 1 == 8
     ids = tok.ids
-    seq, head = layout(tokens, bounds, 3, 2, ids)
+    seq, head = layout(tokens, bounds, 3, 2, ids, tok.layout)
     s, e = bounds[3], bounds[5]
+    if tok.layout == "spm":  # Fill Fill right Sep left Sep bar_4 bar_5 End; scored from after bar_4's opener
+        right = tokens[e:]
+        assert list(seq[:2]) == [ids.fill, ids.fill]
+        assert list(seq[2 : 2 + len(right)]) == list(right) and seq[2 + len(right)] == ids.sep
+        assert list(seq[3 + len(right) : 3 + len(right) + s]) == list(tokens[:s])  # left
+        assert seq[head - 2] == ids.sep and seq[head - 1] == tokens[s]  # the gap's start, then its first opener
+        assert list(seq[head - 1 : -1]) == list(tokens[s:e]) and seq[-1] == ids.end
+        prompt = prompt_for(tokens, bounds, 3, 2, ids, "spm")
+        assert list(prompt) == list(seq[: head - 1])
+        assert list(reassemble(prompt, seq[head - 1 :], ids, "spm")) == list(tokens)
+        return
     assert list(seq[:s]) == list(tokens[:s])  # left context untouched
     assert list(seq[s : s + 2]) == [ids.fill, ids.fill]
     right = tokens[e:]
@@ -70,8 +95,8 @@ def test_layout_moves_whole_bars_and_places_the_markers(tok):
     assert list(bars[1][:-1]) == list(tokens[bounds[4] : bounds[5]])
     assert tok.is_bar[bars[0][0]] and tok.is_bar[bars[1][0]]
     # the prompt is the layout up to the separator; putting the bars back gives the piece
-    assert list(prompt_for(tokens, bounds, 3, 2, ids)) == list(seq[:head])
-    assert list(reassemble(seq[:head], seq[head:], ids)) == list(tokens)
+    assert list(prompt_for(tokens, bounds, 3, 2, ids, "mmm")) == list(seq[:head])
+    assert list(reassemble(seq[:head], seq[head:], ids, "mmm")) == list(tokens)
 
 
 class _TokenCost:
@@ -107,9 +132,10 @@ def test_gap_scoring_counts_the_same_decisions_in_both_layouts(tok):
     cost[tok.ids.end] = 1.0
     r = span_nll(_TokenCost(cost), tok, tokens, 3, 2)
     assert r["n"] == e - s and r["n_notes"] == len(notes)
-    # plain: the inner opener and the opener after the gap; layout: 2 End (+ the 2 openers after Sep/End)
+    # plain: the inner opener and the opener after the gap; mmm: 2 End (+ the 2 openers after
+    # Sep/End); spm: the inner opener and the End after the last bar (exactly the plain decisions)
     assert r["left"] == pytest.approx(0.5 * len(notes) + 2.0)
-    assert r["both"] == pytest.approx(0.5 * len(notes) + 2.0 + 2.0)
+    assert r["both"] == pytest.approx(0.5 * len(notes) + 2.0 + (2.0 if tok.layout == "mmm" else 0.0))
     assert r["both_notes"] == r["left_notes"] == pytest.approx(0.5 * len(notes))
     # the held-out measure: the same gap (bars 4-5 of 8, in a window of bars 1-7), summed the same way
     g = gap_nll(_TokenCost(cost), tok, [tokens], k=2)
@@ -123,14 +149,18 @@ def test_transform_treats_every_token_of_a_bar_alike(tok):
     """Bars are cut at bar openers only: tokens of any type after a Bar (control tokens a
     tokenizer option adds, chords, programs) travel with their bar."""
     remi = musicfw.build_tokenizer("remi", use_chords=True, use_programs=True)
-    wrapped = InfillTokenizer(remi)
+    wrapped = InfillTokenizer(remi, layout=tok.layout)
     tokens = remi.encode(_chorale_like(6))
-    transform = InfillTransform(wrapped.is_bar, wrapped.ids, 10_000, 1.0, 2, 2)
+    transform = InfillTransform(wrapped.is_bar, wrapped.ids, 10_000, 1.0, 2, 2, tok.layout)
     out = transform(tokens, seed=7)
-    head = int(np.flatnonzero(out == wrapped.ids.sep)[0]) + 1
-    assert (out == wrapped.ids.fill).sum() == 2 and (out == wrapped.ids.end).sum() == 2
+    assert (out == wrapped.ids.fill).sum() == 2 and (out == wrapped.ids.end).sum() == (2 if tok.layout == "mmm" else 1)
+    assert (out == wrapped.ids.sep).sum() == (1 if tok.layout == "mmm" else 2)
     assert sorted(out[out < remi.vocab_size].tolist()) == sorted(tokens.tolist())  # nothing lost, nothing added
-    assert list(reassemble(out[:head], out[head:], wrapped.ids)) == list(tokens)
+    if tok.layout == "mmm":
+        head = int(np.flatnonzero(out == wrapped.ids.sep)[0]) + 1
+    else:  # after the left context: the k filled bars are the last k openers' bars
+        head = int(np.flatnonzero(out == wrapped.ids.sep)[1]) + 1
+    assert list(reassemble(out[:head], out[head:], wrapped.ids, tok.layout)) == list(tokens)
 
 
 def test_transform_probability_length_and_determinism(tok):
@@ -138,7 +168,7 @@ def test_transform_probability_length_and_determinism(tok):
     ids = tok.ids
     seq_len = 200
     window = tokens[:seq_len]
-    t = InfillTransform(tok.is_bar, ids, seq_len, 0.5, 1, 3)
+    t = InfillTransform(tok.is_bar, ids, seq_len, 0.5, 1, 3, tok.layout)
     kinds = []
     for seed in range(40):
         out = t(window, seed)
@@ -147,11 +177,13 @@ def test_transform_probability_length_and_determinism(tok):
         n_fill = int((out == ids.fill).sum())
         kinds.append(n_fill)
         if n_fill:
-            assert 1 <= n_fill <= 3 and (out == ids.end).sum() == n_fill and (out == ids.sep).sum() == 1
+            n_end = n_fill if tok.layout == "mmm" else 1
+            n_sep = 1 if tok.layout == "mmm" else 2
+            assert 1 <= n_fill <= 3 and (out == ids.end).sum() == n_end and (out == ids.sep).sum() == n_sep
         else:
             assert np.array_equal(out, window)
     assert 0 < sum(k > 0 for k in kinds) < 40  # both kinds of examples
-    never = InfillTransform(tok.is_bar, ids, seq_len, 0.0, 1, 3)
+    never = InfillTransform(tok.is_bar, ids, seq_len, 0.0, 1, 3, tok.layout)
     assert all(np.array_equal(never(window, s), window) for s in range(10))
 
 
@@ -189,10 +221,31 @@ def _cfg(**infill):
 @pytest.mark.parametrize("infill, key", [({"probability": 1.5}, "train.infill.probability"),
                                           ({"min_bars": 0}, "train.infill.min_bars"),
                                           ({"max_bars": -1}, "train.infill.max_bars"),
-                                          ({"bars": 2}, "train.infill.bars")])
+                                          ({"bars": 2}, "train.infill.bars"),
+                                          ({"layout": "ilm"}, "train.infill.layout")])
 def test_config_values_are_checked(infill, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         musicfw.load_config(_cfg(**infill))
+
+
+def test_the_layout_is_read_back_from_tokenizer_json(tmp_path):
+    """A run's tokenizer.json names its layout; the first infilling runs (all mmm) wrote
+    ``format: mmm`` too; an unknown format is refused naming the file."""
+    import json
+
+    from musicfw.engine.infill import load_run_tokenizer
+
+    remi = musicfw.build_tokenizer("remi")
+    for kind in ("spm", "mmm"):
+        path = tmp_path / f"{kind}.json"
+        path.write_text(json.dumps(InfillTokenizer(remi, layout=kind).to_dict()))
+        back = load_run_tokenizer(path)
+        assert isinstance(back, InfillTokenizer) and back.layout == kind
+    doc = InfillTokenizer(remi).to_dict()
+    doc["infill"]["format"] = "anticipation"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"bad\.json.*format is 'anticipation'.*spm, mmm"):
+        load_run_tokenizer(tmp_path / "bad.json")
 
 
 def test_config_errors_found_by_the_build():
@@ -231,10 +284,8 @@ def test_exactly_k_complete_bars_come_back(tok, model, k, budget):
     for filled, seq in zip(res.filled, res.sequences):
         if budget is not None:
             assert len(filled) <= budget
-        ends = np.flatnonzero(filled == tok.ids.end)
-        assert len(ends) == k and ends[-1] == len(filled) - 1
-        for bar in np.split(filled, ends + 1)[:k]:
-            assert tok.is_bar[bar[0]] and not tok.is_bar[bar[1:-1]].any()
+        for bar in _filled_bars(tok, filled, k):
+            assert tok.is_bar[bar[0]] and not tok.is_bar[bar[1:]].any()
         new_bounds = bar_bounds(seq, tok.is_bar)
         # every filled bar complete: nothing of the left context and the filled bars is dropped
         # (a time signature written in a filled bar may re-time the right context's tokens;
@@ -267,13 +318,14 @@ def test_a_sampler_that_reads_the_history(tok, model):
 
     chain = SamplerChain([musicfw.build_sampler("repetition_penalty"), musicfw.build_sampler("temperature")])
     res = fill_tokens(model, tok, chain, tok.encode(_chorale_like(6)), 2, 2, n=2, seed=0)
-    assert all((f == tok.ids.end).sum() == 2 for f in res.filled)
+    assert all(len(_filled_bars(tok, f, 2)) == 2 for f in res.filled)
 
 
 def test_budget_too_small_is_a_clear_error(tok, model):
     tokens = tok.encode(_chorale_like(8))
-    with pytest.raises(UserError, match="need at least 6 more"):
-        fill_tokens(model, tok, musicfw.build_sampler("greedy"), tokens, 2, 3, max_tokens=5)
+    need = 6 if tok.layout == "mmm" else 4  # 3 bars: opener + End each, or 3 openers and one End
+    with pytest.raises(UserError, match=f"need at least {need} more"):
+        fill_tokens(model, tok, musicfw.build_sampler("greedy"), tokens, 2, 3, max_tokens=need - 1)
 
 
 # -- musicfw infill ----------------------------------------------------------------------------
@@ -397,7 +449,10 @@ def test_training_windows_mix_infilling_and_continuation(tmp_path):
     rows = batch["tokens"]
     with_fill = (rows == ids.fill).any(dim=1)
     assert 0 < int(with_fill.sum()) < len(rows)
-    assert ((rows == ids.end).sum(dim=1) == (rows == ids.fill).sum(dim=1)).all()
+    # spm (the default): one End and two Sep per infilling example
+    assert ((rows == ids.end).sum(dim=1) == with_fill.long()).all()
+    assert ((rows == ids.sep).sum(dim=1) == 2 * with_fill.long()).all()
+    assert built.tokenizer.layout == "spm"
     # the plain pipeline's windows are unchanged: same draws with infilling off
     cfg.train.infill.enabled = False
     plain = build_datamodule(cfg.data, musicfw.build_tokenizer("remi"), train=cfg.train, seed=0, progress=False)
@@ -431,5 +486,6 @@ def test_run_trains_an_infilling_model_and_the_folder_loads_back(tmp_path):
     folder = musicfw.export_run(result.run_dir, tmp_path / "exported")
     model2, tokenizer2 = musicfw.load_pretrained(folder)
     assert isinstance(tokenizer2, InfillTokenizer) and model2.vocab_size == tokenizer.vocab_size
+    assert tokenizer.layout == tokenizer2.layout == "spm"  # the layout travels in tokenizer.json
     again = musicfw.infill(folder, _chorale_like(6), "3-4", n=1, seed=0)
     assert np.array_equal(again.scores[0].tracks[0].notes.numpy()["pitch"], out.scores[0].tracks[0].notes.numpy()["pitch"])

@@ -59,8 +59,10 @@ def trained(tmp_path_factory):
 
 
 def _bars_of(filled: np.ndarray, tok: InfillTokenizer) -> list[np.ndarray]:
-    ends = np.flatnonzero(filled == tok.ids.end)
-    return np.split(filled, ends + 1)[: len(ends)]
+    from musicfw.engine.infill import filled_bars
+
+    assert filled[-1] == tok.ids.end
+    return filled_bars(tok, filled)
 
 
 def _stated(bar: np.ndarray, tok: InfillTokenizer) -> list[int]:

@@ -79,7 +79,7 @@ def build_experiment(config: DictConfig, registries: Any) -> Built:
 
     if infill_section(config.train) is not None:  # the three markers join the vocabulary (ids of the rest unchanged)
         check_infill_config(config.train, tokenizer)
-        tokenizer = InfillTokenizer(tokenizer)
+        tokenizer = InfillTokenizer(tokenizer, layout=str(config.train.infill.get("layout", "spm")))
     seed_everything(int(config.seed))
     model = build_from_section("models", config.model, registries=registries, key="model", tokenizer=tokenizer)
     check_infill_config(config.train, tokenizer, model)

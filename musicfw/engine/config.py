@@ -32,7 +32,7 @@ from musicfw.core.params import Source, bounded, check_values, choice, schema_er
 
 @dataclass
 class InfillSection:
-    """Bar infilling (MMM-style, musicfw/engine/infill.py): some training windows become
+    """Bar infilling (musicfw/engine/infill.py): some training windows become
     infilling examples, so the model learns to fill bars between a left and a right context."""
 
     enabled: bool = field(
@@ -43,6 +43,12 @@ class InfillSection:
     )
     probability: float = bounded(
         0.5, ge=0, le=1, help="share of training windows turned into infilling examples (the rest: plain continuation)"
+    )
+    layout: str = choice(
+        "spm", ("spm", "mmm"),
+        "where the bars to fill go: spm (the right context first, then the left context and the bars in plain "
+        "order, so they follow their left context as in continuation; Bavarian et al. 2022) or mmm (the bars moved "
+        "after the right context, each closed by an End marker; Ens & Pasquier 2020); docs/infill.md, \"Measured\"",
     )
     min_bars: int = bounded(1, ge=1, help="fewest bars masked in an infilling example")
     max_bars: int = bounded(4, ge=1, help="most bars masked in an infilling example (>= min_bars)")
@@ -101,7 +107,7 @@ class TrainSection:
     )
     infill: InfillSection = field(
         default_factory=InfillSection,
-        metadata={"help": "bar infilling: {enabled, probability, min_bars, max_bars} (section train.infill below; docs/infill.md)"},
+        metadata={"help": "bar infilling: {enabled, probability, layout, min_bars, max_bars} (section train.infill below; docs/infill.md)"},
     )
 
 

@@ -102,34 +102,64 @@ class MarkerIds:
         return cls(v, v + 1, v + 2)
 
 
-def layout(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: MarkerIds) -> tuple[np.ndarray, int]:
-    """The MMM layout of ``tokens`` with bars ``first .. first+k-1`` (indices into
-    ``bounds``) moved after the separator: ``(sequence, index of the first filled token)``."""
+#: the infilling layouts (``train.infill.layout``); the first is the default
+LAYOUTS = ("spm", "mmm")
+
+
+def check_layout(kind: Any, where: str = "train.infill.layout") -> str:
+    """``kind`` when it names a layout, else ConfigError naming the allowed ones."""
+    if kind not in LAYOUTS:
+        raise ConfigError(f"Invalid config: {where} is {kind!r}; allowed: {', '.join(LAYOUTS)}.")
+    return str(kind)
+
+
+def layout(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: MarkerIds, kind: str) -> tuple[np.ndarray, int]:
+    """``tokens`` with bars ``first .. first+k-1`` (indices into ``bounds``) laid out for
+    infilling: ``(sequence, index of the first scored filled token)``.
+
+    ``mmm``: ``left Fill*k right Sep bar_1 End ... bar_k End``; scoring starts at bar_1's opener
+    (after ``Sep`` it is all but certain).  ``spm``: ``Fill*k right Sep left Sep bar_1 ... bar_k
+    End`` (the second ``Sep`` says where the gap starts, so that the model can count its k
+    bars); scoring starts after bar_1's opener, which closes the left context's last bar (not a
+    decision about the gap, and not scored in the plain sequence either)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     s, e = int(bounds[first]), int(bounds[first + k])
-    parts = [tokens[:s], np.full(k, ids.fill, dtype=np.int64), tokens[e:], np.array([ids.sep], dtype=np.int64)]
+    fill, sep, end = np.full(k, ids.fill, dtype=np.int64), np.array([ids.sep], dtype=np.int64), np.array([ids.end], dtype=np.int64)
+    if kind == "spm":
+        head = k + (len(tokens) - e) + 1 + s + 1  # bar_1's opener
+        return np.concatenate([fill, tokens[e:], sep, tokens[:s], sep, tokens[s:e], end]), head + 1
+    parts = [tokens[:s], fill, tokens[e:], sep]
     head = sum(len(p) for p in parts)
     for i in range(first, first + k):
         parts.append(tokens[int(bounds[i]) : int(bounds[i + 1])])
-        parts.append(np.array([ids.end], dtype=np.int64))
+        parts.append(end)
     return np.concatenate(parts), head
 
 
-def prompt_for(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: MarkerIds) -> np.ndarray:
-    """``left Fill*k right Sep``: what the model reads before it writes the k bars."""
+def prompt_for(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: MarkerIds, kind: str) -> np.ndarray:
+    """What the model reads before it writes the k bars: ``left Fill*k right Sep`` (mmm) or
+    ``Fill*k right Sep left Sep`` (spm)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     s, e = int(bounds[first]), int(bounds[first + k])
-    return np.concatenate([tokens[:s], np.full(k, ids.fill, dtype=np.int64), tokens[e:], [ids.sep]]).astype(np.int64)
+    fill = np.full(k, ids.fill, dtype=np.int64)
+    if kind == "spm":
+        return np.concatenate([fill, tokens[e:], [ids.sep], tokens[:s], [ids.sep]]).astype(np.int64)
+    return np.concatenate([tokens[:s], fill, tokens[e:], [ids.sep]]).astype(np.int64)
 
 
-def reassemble(prompt: np.ndarray, filled: np.ndarray, ids: MarkerIds) -> np.ndarray:
-    """Put generated bars (``bar End bar End ...``) back between the left and the right
-    context of ``prompt``: the plain token sequence of the filled song."""
+def reassemble(prompt: np.ndarray, filled: np.ndarray, ids: MarkerIds, kind: str) -> np.ndarray:
+    """Put generated bars (``bar End bar End ...`` in mmm, ``bar bar ... End`` in spm) back
+    between the left and the right context of ``prompt``: the plain token sequence of the
+    filled song."""
     prompt = np.asarray(prompt, dtype=np.int64)
     filled = np.asarray(filled, dtype=np.int64)
     fills = np.flatnonzero(prompt == ids.fill)
-    left, right = prompt[: fills[0]], prompt[fills[-1] + 1 : -1]
     middle = filled[filled != ids.end]
+    if kind == "spm":
+        sep = int(np.flatnonzero(prompt == ids.sep)[0])
+        left, right = prompt[sep + 1 : -1], prompt[fills[-1] + 1 : sep]
+    else:
+        left, right = prompt[: fills[0]], prompt[fills[-1] + 1 : -1]
     return np.concatenate([left, middle, right])
 
 
@@ -141,26 +171,32 @@ def reassemble(prompt: np.ndarray, filled: np.ndarray, ids: MarkerIds) -> np.nda
 class InfillTransform:
     """Turns a training window into an infilling example with probability ``probability``
     (see the module docstring).  ``seq_len``: the window length; an infilling example keeps
-    ``seq_len - (2k + 1)`` tokens of the window so that it still fits."""
+    ``seq_len`` minus its markers (:meth:`markers`) so that it still fits; ``kind``: the layout."""
 
-    def __init__(self, is_bar: np.ndarray, ids: MarkerIds, seq_len: int, probability: float, min_bars: int, max_bars: int):
+    def __init__(self, is_bar: np.ndarray, ids: MarkerIds, seq_len: int, probability: float, min_bars: int, max_bars: int,
+                 kind: str = "spm"):
         self.is_bar, self.ids = np.asarray(is_bar, dtype=bool), ids
         self.seq_len, self.probability = int(seq_len), float(probability)
         self.min_bars, self.max_bars = int(min_bars), int(max_bars)
+        self.kind = check_layout(kind)
+
+    def markers(self, k: int) -> int:
+        """How many marker tokens an example of ``k`` bars adds: ``2k + 1`` (mmm), ``k + 3`` (spm)."""
+        return k + 3 if self.kind == "spm" else 2 * k + 1
 
     def __call__(self, window: np.ndarray, seed: int) -> np.ndarray:
         rng = np.random.default_rng([int(seed) & (2**63 - 1), 0x1F11])
         if rng.random() >= self.probability:
             return window
         k = int(rng.integers(self.min_bars, self.max_bars + 1))
-        body = np.asarray(window, dtype=np.int64)[: max(self.seq_len - (2 * k + 1), 0)]
+        body = np.asarray(window, dtype=np.int64)[: max(self.seq_len - self.markers(k), 0)]
         starts = bar_bounds(body, self.is_bar)[:-1]
         complete = len(starts) - 1  # the last bar of a window may be cut off
         k = min(k, complete)
         if k < 1 or k < self.min_bars:
             return window
         first = int(rng.integers(0, complete - k + 1))
-        out, _ = layout(body, starts, first, k, self.ids)
+        out, _ = layout(body, starts, first, k, self.ids, self.kind)
         return out
 
 
@@ -201,7 +237,7 @@ def infill_transform(train: Any, tokenizer: Any) -> tuple[Any, InfillTransform |
         return tokenizer, None
     transform = InfillTransform(
         tokenizer.is_bar, tokenizer.ids, int(train.seq_len), float(section.probability),
-        int(section.min_bars), int(section.max_bars),
+        int(section.min_bars), int(section.max_bars), tokenizer.layout,
     )
     return tokenizer.base, transform
 
@@ -213,6 +249,7 @@ def check_infill_config(train: Any, tokenizer: Any, model: Any = None) -> None:
         return
     if isinstance(tokenizer, InfillTokenizer):
         tokenizer = tokenizer.base
+    check_layout(section.get("layout", "spm") if hasattr(section, "get") else getattr(section, "layout", "spm"))
     lo, hi = int(section.min_bars), int(section.max_bars)
     if lo > hi:
         raise ConfigError(
@@ -251,9 +288,11 @@ class InfillTokenizer(Tokenizer):
 
     kind = CATEGORICAL
 
-    def __init__(self, base: Tokenizer):  # noqa: D107 - the base's config is already checked
+    def __init__(self, base: Tokenizer, layout: str = "spm"):  # noqa: D107 - the base's config is already checked
         if bar_openers(base) is None:
             raise ConfigError(f"the {base.name!r} tokenizer has no bar tokens; it cannot be infilled by bars.")
+        #: the infilling layout the model was trained with (:func:`layout`)
+        self.layout = check_layout(layout)
         self.base = base
         self.name = base.name  # type: ignore[misc]
         self.Config = type(base.config)  # type: ignore[misc]
@@ -331,11 +370,11 @@ class InfillTokenizer(Tokenizer):
         doc = self.base.to_dict()
         doc["vocab_size"] = self.vocab_size
         doc["vocab"] = self.vocab
-        doc["infill"] = {"format": "mmm", "markers": list(MARKERS), "first_id": self.base_vocab_size}
+        doc["infill"] = {"format": self.layout, "markers": list(MARKERS), "first_id": self.base_vocab_size}
         return doc
 
     def __repr__(self) -> str:
-        return f"InfillTokenizer({self.base!r})"
+        return f"InfillTokenizer({self.base!r}, layout={self.layout!r})"
 
 
 def load_run_tokenizer(path: str | Path, registries: Any = None) -> Tokenizer:
@@ -362,7 +401,10 @@ def with_infill_markers(tokenizer: Tokenizer, doc: Any, path: Any) -> Tokenizer:
             f"{path}: the `infill` entry does not fit the {tokenizer.name!r} tokenizer rebuilt from it (markers "
             f"{list(MARKERS)} after its {tokenizer.vocab_size} tokens expected)."
         )
-    return InfillTokenizer(tokenizer)
+    kind = info.get("format", "mmm")  # written since the first infilling runs, which were all mmm
+    if kind not in LAYOUTS:
+        raise ConfigError(f"{path}: the `infill` entry's format is {kind!r}; this musicfw reads {', '.join(LAYOUTS)}.")
+    return InfillTokenizer(tokenizer, layout=kind)
 
 
 class MarkersClock:
@@ -438,19 +480,22 @@ class InfillGrammar:
     """Which ids may come next while k bars are filled (rows independent, B small).
 
     Per row: a bar must be opened (a bar-opening id the tokenizer's grammar allows); inside
-    it, the tokenizer's grammar with no second bar opener; ``End`` where the tokenizer's
-    grammar would allow a new bar (nothing left open).  Tokens for closing the current bar and
-    opening and closing the bars still to come are kept in reserve: with too few left, only
-    ``End`` (or the tokens that finish what is open).  ``done``: k ``End`` markers written."""
+    it, the tokenizer's grammar; the bar ends where the tokenizer's grammar would allow a new
+    bar (nothing left open): with ``End`` in the mmm layout (no second opener inside a bar), in
+    the spm layout by the next bar's opener as in plain continuation, the k-th bar by ``End``.
+    Tokens for closing the current bar and opening (and, mmm, closing) the bars still to come
+    are kept in reserve: with too few left, only what ends the bar (or the tokens that finish
+    what is open).  ``done``: k bars closed."""
 
     def __init__(self, tokenizer: InfillTokenizer, batch_size: int, k: int, left: np.ndarray, controls: Any = None):
         self.tok, self.B, self.k = tokenizer, int(batch_size), int(k)
         self.V, self.base_v = int(tokenizer.vocab_size), tokenizer.base_vocab_size
         self.is_bar = tokenizer.is_bar
         self.ids = tokenizer.ids
+        self.spm = tokenizer.layout == "spm"
         #: the fewest tokens one bar takes: its opener, its control tokens (a tokenizer with
-        #: controls writes one per attribute after every bar opener) and End
-        self.bar_min = 2 + len(tokenizer.controls)
+        #: controls writes one per attribute after every bar opener) and (mmm) its End
+        self.bar_min = (1 if self.spm else 2) + len(tokenizer.controls)
         base = tokenizer.base.grammar(1)
         if base is not None:
             base.feed(np.asarray(left, dtype=np.int64))  # the state at the left edge (time signature, ...)
@@ -463,16 +508,17 @@ class InfillGrammar:
         memo = lambda: {id(tokenizer.base): tokenizer.base}  # noqa: E731
         self.rows = [copy.deepcopy(base, memo()) for _ in range(self.B)] if base is not None else None
         self.done_bars = np.zeros(self.B, dtype=np.int64)
+        self.opened = np.zeros(self.B, dtype=np.int64)
         self.in_bar = np.zeros(self.B, dtype=bool)
-        self.forced_end = np.zeros(self.B, dtype=np.int64)  # bars closed by the budget
 
     @property
     def done(self) -> np.ndarray:
         return self.done_bars >= self.k
 
     def min_tokens(self) -> int:
-        """The fewest tokens k bars can take (a bar opener, its controls and End each)."""
-        return self.bar_min * self.k
+        """The fewest tokens k bars can take (a bar opener and its controls each, and End: after
+        every bar in mmm, after the last in spm)."""
+        return self.bar_min * self.k + (1 if self.spm else 0)
 
     def mask(self, remaining: int) -> np.ndarray:
         out = np.zeros((self.B, self.V), dtype=bool)
@@ -480,8 +526,6 @@ class InfillGrammar:
             if self.done_bars[b] >= self.k:
                 out[b, self.ids.end] = True
                 continue
-            still = self.k - self.done_bars[b] - 1  # bars after this one
-            rem_eff = int(remaining) - 1 - self.bar_min * still  # tokens this bar may still use before its End
             g = self.rows[b] if self.rows is not None else None
             free = g.mask(None)[0] if g is not None else np.ones(self.base_v, dtype=bool)
             closable = bool(free[self.is_bar].any())
@@ -490,11 +534,20 @@ class InfillGrammar:
                 if not out[b].any():
                     out[b, : self.base_v] = self.is_bar
                 continue
+            # tokens kept for what comes after this bar's content
+            if self.spm:
+                after = self.bar_min * (self.k - int(self.opened[b])) + 1
+            else:
+                after = 1 + self.bar_min * (self.k - int(self.done_bars[b]) - 1)
+            rem_eff = int(remaining) - after  # tokens this bar may still use
             if rem_eff >= 1:
                 inner = g.mask(rem_eff)[0] if g is not None else np.ones(self.base_v, dtype=bool)
                 out[b, : self.base_v] = inner & ~self.is_bar
             if closable:
-                out[b, self.ids.end] = True
+                if self.spm and self.opened[b] < self.k:
+                    out[b, : self.base_v] |= free & self.is_bar  # the next bar closes this one
+                else:
+                    out[b, self.ids.end] = True
             if not out[b].any():  # something is open and no budget: finish it anyway
                 out[b, : self.base_v] = free & ~self.is_bar
         return out
@@ -510,9 +563,28 @@ class InfillGrammar:
                 self.in_bar[b] = False
                 continue
             if t < self.base_v and self.is_bar[t]:
+                if self.in_bar[b]:  # spm: an opener closes the bar before it
+                    self.done_bars[b] += 1
                 self.in_bar[b] = True
+                self.opened[b] += 1
             if self.rows is not None and t < self.base_v:
                 self.rows[b].update(np.array([t], dtype=np.int64))
+
+
+def min_fill_tokens(tokenizer: InfillTokenizer, k: int) -> int:
+    """The fewest tokens ``k`` filled bars take: each bar's opener and control tokens, and
+    ``End`` after each bar (mmm) or after the last (spm)."""
+    per_bar = 1 + len(tokenizer.controls)
+    return (per_bar * k + 1) if tokenizer.layout == "spm" else (per_bar + 1) * k
+
+
+def filled_bars(tokenizer: InfillTokenizer, filled: np.ndarray) -> list[np.ndarray]:
+    """The bars of a fill (``bar End bar End ...`` or ``bar bar ... End``), each from its
+    opener on, the End markers dropped."""
+    filled = np.asarray(filled, dtype=np.int64)
+    body = filled[filled < tokenizer.base_vocab_size]
+    opens = np.flatnonzero(tokenizer.is_bar[body])
+    return [] if not len(opens) else np.split(body[opens[0]:], opens[1:] - opens[0])
 
 
 @dataclass
@@ -539,6 +611,7 @@ def fill_tokens(
     device: Any = None,
     controls: Any = None,
     prefill: bool = False,
+    on_filled: Any = None,
 ) -> FillResult:
     """Fill bars ``first .. first+k-1`` (0-based) of the plain sequence ``tokens`` ``n`` times
     (one batch).  ``max_tokens``: tokens the k bars may take in all (default: three times the
@@ -549,12 +622,15 @@ def fill_tokens(
     filled bar (see :func:`check_fill_controls`; a per-bar list counts from the first filled
     bar and repeats).  ``prefill``: read the prompt with one ``Model.prefill`` call instead of a
     step per token (the studio's first note comes sooner; equal to the step loop up to float
-    rounding, so off by default: ``musicfw infill`` draws what it always drew)."""
+    rounding, so off by default: ``musicfw infill`` draws what it always drew).  ``on_filled``:
+    called after every drawn token with the first row's filled tokens so far (the studio
+    streams them)."""
     import torch
 
     if controls is not None:
         controls = check_fill_controls(tokenizer, controls)
-    bar_min = 2 + len(tokenizer.controls)
+    kind = tokenizer.layout
+    need = min_fill_tokens(tokenizer, k)  # the fewest tokens k bars take
 
     tokens = np.asarray(tokens, dtype=np.int64)
     bounds = bar_bounds(tokens, tokenizer.is_bar)
@@ -562,11 +638,11 @@ def fill_tokens(
     budget = int(max_tokens) if max_tokens is not None else 3 * original + 64
     ctx = model.max_context
     lo, hi = 0, len(bounds) - 1  # the context bars the model reads: all of them, unless its context is bounded
-    prompt = prompt_for(tokens, bounds, first, k, tokenizer.ids)
+    prompt = prompt_for(tokens, bounds, first, k, tokenizer.ids, kind)
     if ctx is not None:
         # a bounded context: drop the bars farthest from the gap until the prompt leaves room for
         # the gap's own length and markers (as training windows cut pieces at bar lines)
-        room = min(budget, 2 * original + bar_min * k)
+        room = min(budget, 2 * original + need)
         while len(prompt) + room > int(ctx) and (lo < first or hi > first + k):
             left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
             if lo < first and (left_len >= right_len or hi == first + k):
@@ -575,11 +651,11 @@ def fill_tokens(
                 hi -= 1
             start = 0 if lo == 0 else int(bounds[lo])
             window = tokens[start : int(bounds[hi])]
-            prompt = prompt_for(window, bounds[lo : hi + 1] - start, first - lo, k, tokenizer.ids)
+            prompt = prompt_for(window, bounds[lo : hi + 1] - start, first - lo, k, tokenizer.ids, kind)
         budget = min(budget, int(ctx) - len(prompt))
-    if budget < bar_min * k:
+    if budget < need:
         raise UserError(
-            f"infill: the song around the bars is {len(prompt)} tokens and {k} bars need at least {bar_min * k} more, "
+            f"infill: the song around the bars is {len(prompt)} tokens and {k} bars need at least {need} more, "
             + (f"beyond the model's context of {ctx} tokens" if ctx is not None else f"but max_tokens is {max_tokens}")
             + "; fill fewer bars, use a shorter song, or raise max_tokens."
         )
@@ -612,14 +688,16 @@ def fill_tokens(
             out[live, t] = x_np[live]
             length[live] += 1
             grammar.update(x_np)
+            if on_filled is not None and live[0]:
+                on_filled(out[0, : length[0]])
             if grammar.done.all():
                 break
             logits, state = model.step(x.long(), state)
     if not grammar.done.all():  # the masks make this impossible; a bug if it happens
         raise RuntimeError(f"infill: {int((~grammar.done).sum())} rows did not close their {k} bars")
     filled = [out[b, : length[b]].copy() for b in range(n)]
-    whole = prompt_for(tokens, bounds, first, k, tokenizer.ids)  # the song's own context on both sides
-    seqs = [reassemble(whole, f, tokenizer.ids) for f in filled]
+    whole = prompt_for(tokens, bounds, first, k, tokenizer.ids, kind)  # the song's own context on both sides
+    seqs = [reassemble(whole, f, tokenizer.ids, kind) for f in filled]
     return FillResult(sequences=seqs, filled=filled)
 
 
@@ -876,12 +954,15 @@ def infill(
 
 def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: int, k: int) -> dict[str, float]:
     """The NLL (nats, summed) of bars ``first .. first+k-1`` under ``model``, given both sides
-    (the MMM layout) and given the left side only (the plain sequence): ``{"both", "left", "n",
-    "both_notes", "left_notes", "n_notes"}``.
+    (the tokenizer's infilling layout) and given the left side only (the plain sequence):
+    ``{"both", "left", "n", "both_notes", "left_notes", "n_notes"}``.
 
     Both layouts score the same information: each filled bar's tokens and the decision where
     it ends.  In the MMM layout a bar ends with ``End`` (scored) and the next filled bar's
-    opener follows it (scored too, though the layout all but fixes it); in the plain sequence
+    opener follows it (scored too, though the layout all but fixes it); in the SPM layout the
+    filled bars are in plain order after the left context, each ending where the next opener
+    comes, the last with ``End``, and the first bar's opener (the left context's last bar
+    ending) is not scored, as in the plain sequence; in the plain sequence
     a bar ends where the next bar's opener comes, so the scored tokens are the gap's tokens
     after its first opener (which closes the bar *before* the gap, part of the left context)
     and the opener right after the gap (at the end of ``tokens``, where there is none, the
@@ -897,7 +978,7 @@ def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: 
     tokens = np.asarray(tokens, dtype=np.int64)
     bounds = bar_bounds(tokens, tokenizer.is_bar)
     s, e = int(bounds[first]), int(bounds[first + k])
-    seq, head = layout(tokens, bounds, first, k, tokenizer.ids)
+    seq, head = layout(tokens, bounds, first, k, tokenizer.ids, tokenizer.layout)
     is_bar = tokenizer.is_bar
     seq_bar = np.zeros(len(seq), dtype=bool)
     plain = seq < len(is_bar)

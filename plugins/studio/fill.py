@@ -2,13 +2,13 @@
 and after them, with a model trained to infill (``train.infill.enabled``; the decoding is
 :mod:`musicfw.engine.infill`'s, unchanged).
 
-The filled bars stream as they are written: the model's fed-back tokens are watched
-(:class:`~.actions.Watched`); once the prompt's separator has passed, each drawn token joins the
-filled bars, and the left context plus the bars so far are decoded and their notes sent: before
+The filled bars stream as they are written: after every drawn token the decoding loop hands
+the bars so far to the action (``fill_tokens(on_filled=...)``), and the left context plus those
+bars are decoded and their notes sent: before
 the first note again once as long has passed as the last decode took, then at most every
 :data:`~.actions.EMIT_EVERY` seconds.  The prompt (the song's whole left and right context)
 is read in one ``Model.prefill`` pass, as the ``continue`` action reads its prompt.  Cancel stops
-the loop before its next token.  The
+the loop before its next token (:class:`~.actions.Watched`).  The
 result is the piece with the notes of the range replaced: the piece's own notes outside it
 unchanged, the new ones in their own tracks (marked generated on the piano roll).
 """
@@ -55,8 +55,7 @@ class InfillBars(Action):
         left = tokens[: int(bounds[first])]
         ids = tokenizer.ids
         label = f"generated ({self.name})"
-        drawn: list[int] = []
-        state = {"after_sep": False, "last": 0.0, "decode": 0.0, "sent": 0, "first_note": None}
+        state = {"last": 0.0, "decode": 0.0, "sent": 0, "first_note": None}
         t0, c0 = time.perf_counter(), time.thread_time()
 
         def notes_of(filled: np.ndarray) -> list[tuple]:
@@ -64,12 +63,7 @@ class InfillBars(Action):
             decoded = tokenizer.decode(np.concatenate([left, middle]).astype(np.int64))
             return new_notes(splice(score, decoded, first, k, n_bars, grid), cleared)
 
-        def on_step(x: Any) -> None:
-            tok = int(x.reshape(-1)[0])
-            if not state["after_sep"]:  # the prompt: left, Fill x k, right, Sep
-                state["after_sep"] = tok == ids.sep
-                return
-            drawn.append(tok)
+        def on_filled(drawn: np.ndarray) -> None:
             now = time.perf_counter()
             # before the first note: decode again once as long has passed as the last decode took
             # (at most half the time goes to looking for it); then every EMIT_EVERY seconds
@@ -87,8 +81,8 @@ class InfillBars(Action):
                           "notes": [r for r in ctx.to_rows(out, tracks) if r[5]]})
 
         max_tokens = ctx.params.get("max_tokens")
-        result = fill_tokens(Watched(model, ctx.cancel, on_step), tokenizer, ctx.sampler, tokens, first, k, n=1,
-                             max_tokens=max_tokens, seed=ctx.seed, prefill=True)
+        result = fill_tokens(Watched(model, ctx.cancel), tokenizer, ctx.sampler, tokens, first, k, n=1,
+                             max_tokens=max_tokens, seed=ctx.seed, prefill=True, on_filled=on_filled)
         full = splice(score, tokenizer.decode(result.sequences[0]), first, k, n_bars, grid)
         notes = new_notes(full, cleared)
         out, tracks = place(cleared, notes, tpq, 0, label)
