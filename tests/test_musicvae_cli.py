@@ -159,3 +159,45 @@ def test_no_warning_when_the_outputs_hold_notes(vae_run: Path, tmp_path: Path):
     res = run_cli("sample", "--run", str(vae_run), "--n", "2", "--out", str(tmp_path / "s"))
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr and "notes per sample: 32, 32" in res.stdout
+
+
+def test_evaluate_gives_the_same_bound_every_time(tmp_path: Path):
+    """MusicVAE's held-out number samples its latent: ``musicfw evaluate`` draws it from torch's
+    generator seeded with the run's seed, so the same folder gives the same digits (unseeded,
+    two evaluations differ)."""
+    import musicfw
+    from musicfw.engine.rundir import RunFolder
+    from musicfw.engine.runner import evaluate_run_folder
+
+    if "melody" not in musicfw.list_plugins()["tokenizers"]:
+        pytest.skip("the melody tokenizer plugin is not installed")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(10):
+        melody_file(corpus / f"m{i}.mid", [60 + (i + j * 3) % 12 for j in range(24)])
+    model_section = {"name": "musicvae", "z_size": 4, "enc_rnn_size": [8], "dec_rnn_size": [8],
+                     "decoder": "flat", "max_seq_len": 32}
+    config = musicfw.load_config({
+        "name": "vae", "seed": 3, "output_dir": str(tmp_path),
+        "data": {"name": "midi_folder", "path": str(corpus), "train_fraction": 0.6, "valid_fraction": 0.2},
+        "tokenizer": {"name": "melody", "min_pitch": 21, "max_pitch": 108},
+        "model": model_section,
+        "evaluate": {"metrics": ["nll"]},
+    })
+    run = RunFolder.create(tmp_path, "vae")
+    run.save_config(config)
+    tok = musicfw.build_tokenizer("melody", min_pitch=21, max_pitch=108)
+    tok.save(run.tokenizer_path)
+    torch.manual_seed(0)
+    model = musicfw.build_model("musicvae", tokenizer=tok, **{k: v for k, v in model_section.items() if k != "name"})
+    with torch.no_grad():  # a wide posterior: the sampled latent moves the bound
+        for name, p in model.named_parameters():
+            if "sigma" in name or "log" in name:
+                p.add_(1.0)
+    run.checkpoints.mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, run.checkpoints / "last.ckpt")
+    first = evaluate_run_folder(run.path, report=False)["likelihood"]["nll"]["nll_sum"]
+    second = evaluate_run_folder(run.path, report=False)["likelihood"]["nll"]["nll_sum"]
+    assert first == second
+    other = evaluate_run_folder(run.path, overrides=["seed=4"], report=False)["likelihood"]["nll"]["nll_sum"]
+    assert other != first  # the draws did matter: another seed, another bound
