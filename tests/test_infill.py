@@ -48,11 +48,17 @@ def tok(request):
 
 
 def _filled_bars(tok, filled, k):
-    """The k bars of a fill (``bar End ... bar End`` in mmm, ``bar ... bar End`` in spm), each
-    without its End, after checking where the End markers are."""
+    """The k bars of a fill (``bar End ... bar End`` in mmm, ``bar ... bar R`` in spm, R the
+    opener that ends the last bar), each without its End (or R), after checking the markers."""
     filled = np.asarray(filled)
-    ends = np.flatnonzero(filled == tok.ids.end)
-    assert len(ends) == (k if tok.layout == "mmm" else 1) and ends[-1] == len(filled) - 1
+    assert not np.isin(filled, [tok.ids.fill, tok.ids.sep]).any()
+    if tok.layout == "spm":
+        assert (filled != tok.ids.end).all() and tok.is_bar[filled[-1]]
+        filled = filled[:-1]
+        ends = np.array([len(filled)])
+    else:
+        ends = np.flatnonzero(filled == tok.ids.end)
+        assert len(ends) == k and ends[-1] == len(filled) - 1
     body = filled[filled != tok.ids.end]
     opens = np.flatnonzero(tok.is_bar[body])
     if tok.layout == "mmm":  # each End closes one bar, the next bar opens right after it
@@ -71,13 +77,13 @@ def test_layout_moves_whole_bars_and_places_the_markers(tok):
     ids = tok.ids
     seq, head = layout(tokens, bounds, 3, 2, ids, tok.layout)
     s, e = bounds[3], bounds[5]
-    if tok.layout == "spm":  # Fill Fill right Sep left Sep bar_4 bar_5 End; scored from after bar_4's opener
+    if tok.layout == "spm":  # Fill Fill right Sep left Sep bar_4 bar_5 Bar; scored from after bar_4's opener
         right = tokens[e:]
         assert list(seq[:2]) == [ids.fill, ids.fill]
         assert list(seq[2 : 2 + len(right)]) == list(right) and seq[2 + len(right)] == ids.sep
         assert list(seq[3 + len(right) : 3 + len(right) + s]) == list(tokens[:s])  # left
         assert seq[head - 2] == ids.sep and seq[head - 1] == tokens[s]  # the gap's start, then its first opener
-        assert list(seq[head - 1 : -1]) == list(tokens[s:e]) and seq[-1] == ids.end
+        assert list(seq[head - 1 :]) == list(tokens[s : e + 1])  # the gap, then the right context's opener
         prompt = prompt_for(tokens, bounds, 3, 2, ids, "spm")
         assert list(prompt) == list(seq[: head - 1])
         assert list(reassemble(prompt, seq[head - 1 :], ids, "spm")) == list(tokens)
@@ -133,7 +139,7 @@ def test_gap_scoring_counts_the_same_decisions_in_both_layouts(tok):
     r = span_nll(_TokenCost(cost), tok, tokens, 3, 2)
     assert r["n"] == e - s and r["n_notes"] == len(notes)
     # plain: the inner opener and the opener after the gap; mmm: 2 End (+ the 2 openers after
-    # Sep/End); spm: the inner opener and the End after the last bar (exactly the plain decisions)
+    # Sep/End); spm: the inner opener and the opener after the gap (exactly the plain decisions)
     assert r["left"] == pytest.approx(0.5 * len(notes) + 2.0)
     assert r["both"] == pytest.approx(0.5 * len(notes) + 2.0 + (2.0 if tok.layout == "mmm" else 0.0))
     assert r["both_notes"] == r["left_notes"] == pytest.approx(0.5 * len(notes))
@@ -153,9 +159,12 @@ def test_transform_treats_every_token_of_a_bar_alike(tok):
     tokens = remi.encode(_chorale_like(6))
     transform = InfillTransform(wrapped.is_bar, wrapped.ids, 10_000, 1.0, 2, 2, tok.layout)
     out = transform(tokens, seed=7)
-    assert (out == wrapped.ids.fill).sum() == 2 and (out == wrapped.ids.end).sum() == (2 if tok.layout == "mmm" else 1)
+    assert (out == wrapped.ids.fill).sum() == 2 and (out == wrapped.ids.end).sum() == (2 if tok.layout == "mmm" else 0)
     assert (out == wrapped.ids.sep).sum() == (1 if tok.layout == "mmm" else 2)
-    assert sorted(out[out < remi.vocab_size].tolist()) == sorted(tokens.tolist())  # nothing lost, nothing added
+    plain = out[out < remi.vocab_size]
+    if tok.layout == "spm":  # the opener after the gap is there twice: ending the gap, opening the right context
+        plain = np.delete(plain, int(np.flatnonzero(out[out < remi.vocab_size] == out[-1])[-1]))
+    assert sorted(plain.tolist()) == sorted(tokens.tolist())  # nothing lost, nothing added
     if tok.layout == "mmm":
         head = int(np.flatnonzero(out == wrapped.ids.sep)[0]) + 1
     else:  # after the left context: the k filled bars are the last k openers' bars
@@ -177,7 +186,7 @@ def test_transform_probability_length_and_determinism(tok):
         n_fill = int((out == ids.fill).sum())
         kinds.append(n_fill)
         if n_fill:
-            n_end = n_fill if tok.layout == "mmm" else 1
+            n_end = n_fill if tok.layout == "mmm" else 0
             n_sep = 1 if tok.layout == "mmm" else 2
             assert 1 <= n_fill <= 3 and (out == ids.end).sum() == n_end and (out == ids.sep).sum() == n_sep
         else:
@@ -307,7 +316,7 @@ def test_a_bounded_context_reads_the_bars_nearest_the_gap(tok):
     bounds = bar_bounds(tokens, tok.is_bar)
     res = fill_tokens(tf, tok, musicfw.build_sampler("greedy"), tokens, 3, 1, n=2, seed=0)
     for filled, seq in zip(res.filled, res.sequences):
-        assert (filled == tok.ids.end).sum() == 1
+        assert len(_filled_bars(tok, filled, 1)) == 1
         nb = bar_bounds(seq, tok.is_bar)
         assert list(seq[: bounds[3]]) == list(tokens[: bounds[3]])  # the whole song comes back
         assert list(seq[nb[4] :]) == list(tokens[bounds[4] :])
@@ -449,8 +458,8 @@ def test_training_windows_mix_infilling_and_continuation(tmp_path):
     rows = batch["tokens"]
     with_fill = (rows == ids.fill).any(dim=1)
     assert 0 < int(with_fill.sum()) < len(rows)
-    # spm (the default): one End and two Sep per infilling example
-    assert ((rows == ids.end).sum(dim=1) == with_fill.long()).all()
+    # spm (the default): two Sep and no End per infilling example
+    assert not (rows == ids.end).any()
     assert ((rows == ids.sep).sum(dim=1) == 2 * with_fill.long()).all()
     assert built.tokenizer.layout == "spm"
     # the plain pipeline's windows are unchanged: same draws with infilling off

@@ -66,7 +66,7 @@ def test_infill_and_harmonize_in_headless_chromium(tmp_path):
                 page.mouse.up()
                 assert page.input_value("#param-bars") == "2-3"
                 assert shaded(page) > 1000
-                page.fill("#seed", "3")
+                page.fill("#seed", "1")  # an untrained model: this seed writes notes (3 draws two empty bars)
                 page.click("#generate")
                 try:
                     page.wait_for_function("document.getElementById('keep').disabled === false", timeout=30000)

@@ -119,15 +119,18 @@ def layout(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: Mark
 
     ``mmm``: ``left Fill*k right Sep bar_1 End ... bar_k End``; scoring starts at bar_1's opener
     (after ``Sep`` it is all but certain).  ``spm``: ``Fill*k right Sep left Sep bar_1 ... bar_k
-    End`` (the second ``Sep`` says where the gap starts, so that the model can count its k
-    bars); scoring starts after bar_1's opener, which closes the left context's last bar (not a
-    decision about the gap, and not scored in the plain sequence either)."""
+    R`` where ``R`` is the right context's first token (the opener of the bar after the gap):
+    the gap in plain order after its left context (the second ``Sep`` marks where it starts),
+    each bar ending where the next opener comes, the last one too, so every decision in the gap
+    is one plain continuation makes; scoring starts after bar_1's opener, which closes the left
+    context's last bar (not a decision about the gap, and not scored in the plain sequence
+    either).  With no right context there is no ``R``."""
     tokens = np.asarray(tokens, dtype=np.int64)
     s, e = int(bounds[first]), int(bounds[first + k])
     fill, sep, end = np.full(k, ids.fill, dtype=np.int64), np.array([ids.sep], dtype=np.int64), np.array([ids.end], dtype=np.int64)
     if kind == "spm":
         head = k + (len(tokens) - e) + 1 + s + 1  # bar_1's opener
-        return np.concatenate([fill, tokens[e:], sep, tokens[:s], sep, tokens[s:e], end]), head + 1
+        return np.concatenate([fill, tokens[e:], sep, tokens[:s], sep, tokens[s : e + 1]]), head + 1
     parts = [tokens[:s], fill, tokens[e:], sep]
     head = sum(len(p) for p in parts)
     for i in range(first, first + k):
@@ -148,14 +151,15 @@ def prompt_for(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: 
 
 
 def reassemble(prompt: np.ndarray, filled: np.ndarray, ids: MarkerIds, kind: str) -> np.ndarray:
-    """Put generated bars (``bar End bar End ...`` in mmm, ``bar bar ... End`` in spm) back
-    between the left and the right context of ``prompt``: the plain token sequence of the
-    filled song."""
+    """Put generated bars (``bar End bar End ...`` in mmm; in spm ``bar bar ... R``, the opener
+    ``R`` that ended the last bar dropped: the right context opens its own bar) back between the
+    left and the right context of ``prompt``: the plain token sequence of the filled song."""
     prompt = np.asarray(prompt, dtype=np.int64)
     filled = np.asarray(filled, dtype=np.int64)
     fills = np.flatnonzero(prompt == ids.fill)
     middle = filled[filled != ids.end]
     if kind == "spm":
+        middle = middle[:-1]
         sep = int(np.flatnonzero(prompt == ids.sep)[0])
         left, right = prompt[sep + 1 : -1], prompt[fills[-1] + 1 : sep]
     else:
@@ -181,7 +185,8 @@ class InfillTransform:
         self.kind = check_layout(kind)
 
     def markers(self, k: int) -> int:
-        """How many marker tokens an example of ``k`` bars adds: ``2k + 1`` (mmm), ``k + 3`` (spm)."""
+        """How many tokens an example of ``k`` bars adds: ``2k + 1`` markers (mmm); ``k + 2``
+        markers and the repeated opener after the gap (spm)."""
         return k + 3 if self.kind == "spm" else 2 * k + 1
 
     def __call__(self, window: np.ndarray, seed: int) -> np.ndarray:
@@ -482,10 +487,10 @@ class InfillGrammar:
     Per row: a bar must be opened (a bar-opening id the tokenizer's grammar allows); inside
     it, the tokenizer's grammar; the bar ends where the tokenizer's grammar would allow a new
     bar (nothing left open): with ``End`` in the mmm layout (no second opener inside a bar), in
-    the spm layout by the next bar's opener as in plain continuation, the k-th bar by ``End``.
-    Tokens for closing the current bar and opening (and, mmm, closing) the bars still to come
-    are kept in reserve: with too few left, only what ends the bar (or the tokens that finish
-    what is open).  ``done``: k bars closed."""
+    the spm layout by the next opener as in plain continuation (the k-th bar's too: that opener
+    ends the fill and is not kept, :func:`reassemble`).  Tokens for closing the current bar and
+    opening (and, mmm, closing) the bars still to come are kept in reserve: with too few left,
+    only what ends the bar (or the tokens that finish what is open).  ``done``: k bars closed."""
 
     def __init__(self, tokenizer: InfillTokenizer, batch_size: int, k: int, left: np.ndarray, controls: Any = None):
         self.tok, self.B, self.k = tokenizer, int(batch_size), int(k)
@@ -494,7 +499,8 @@ class InfillGrammar:
         self.ids = tokenizer.ids
         self.spm = tokenizer.layout == "spm"
         #: the fewest tokens one bar takes: its opener, its control tokens (a tokenizer with
-        #: controls writes one per attribute after every bar opener) and (mmm) its End
+        #: controls writes one per attribute after every bar opener) and (mmm) its End; spm ends
+        #: the fill with one more opener
         self.bar_min = (1 if self.spm else 2) + len(tokenizer.controls)
         base = tokenizer.base.grammar(1)
         if base is not None:
@@ -516,8 +522,8 @@ class InfillGrammar:
         return self.done_bars >= self.k
 
     def min_tokens(self) -> int:
-        """The fewest tokens k bars can take (a bar opener and its controls each, and End: after
-        every bar in mmm, after the last in spm)."""
+        """The fewest tokens k bars can take (a bar opener and its controls each, and End after
+        every bar in mmm, the opener after the last in spm)."""
         return self.bar_min * self.k + (1 if self.spm else 0)
 
     def mask(self, remaining: int) -> np.ndarray:
@@ -544,8 +550,8 @@ class InfillGrammar:
                 inner = g.mask(rem_eff)[0] if g is not None else np.ones(self.base_v, dtype=bool)
                 out[b, : self.base_v] = inner & ~self.is_bar
             if closable:
-                if self.spm and self.opened[b] < self.k:
-                    out[b, : self.base_v] |= free & self.is_bar  # the next bar closes this one
+                if self.spm:
+                    out[b, : self.base_v] |= free & self.is_bar  # the next opener closes this bar
                 else:
                     out[b, self.ids.end] = True
             if not out[b].any():  # something is open and no budget: finish it anyway
@@ -573,16 +579,18 @@ class InfillGrammar:
 
 def min_fill_tokens(tokenizer: InfillTokenizer, k: int) -> int:
     """The fewest tokens ``k`` filled bars take: each bar's opener and control tokens, and
-    ``End`` after each bar (mmm) or after the last (spm)."""
+    ``End`` after each bar (mmm) or the opener that ends the last (spm)."""
     per_bar = 1 + len(tokenizer.controls)
     return (per_bar * k + 1) if tokenizer.layout == "spm" else (per_bar + 1) * k
 
 
 def filled_bars(tokenizer: InfillTokenizer, filled: np.ndarray) -> list[np.ndarray]:
-    """The bars of a fill (``bar End bar End ...`` or ``bar bar ... End``), each from its
-    opener on, the End markers dropped."""
+    """The bars of a complete fill (``bar End bar End ...`` in mmm, ``bar bar ... R`` in spm),
+    each from its opener on, the End markers and spm's closing opener dropped."""
     filled = np.asarray(filled, dtype=np.int64)
     body = filled[filled < tokenizer.base_vocab_size]
+    if tokenizer.layout == "spm":
+        body = body[:-1]
     opens = np.flatnonzero(tokenizer.is_bar[body])
     return [] if not len(opens) else np.split(body[opens[0]:], opens[1:] - opens[0])
 
@@ -961,8 +969,9 @@ def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: 
     it ends.  In the MMM layout a bar ends with ``End`` (scored) and the next filled bar's
     opener follows it (scored too, though the layout all but fixes it); in the SPM layout the
     filled bars are in plain order after the left context, each ending where the next opener
-    comes, the last with ``End``, and the first bar's opener (the left context's last bar
-    ending) is not scored, as in the plain sequence; in the plain sequence
+    comes (the last one with the right context's opener repeated), and the first bar's opener
+    (the left context's last bar ending) is not scored, as in the plain sequence: the very
+    decisions of the plain sequence; in the plain sequence
     a bar ends where the next bar's opener comes, so the scored tokens are the gap's tokens
     after its first opener (which closes the bar *before* the gap, part of the left context)
     and the opener right after the gap (at the end of ``tokens``, where there is none, the
@@ -985,8 +994,8 @@ def span_nll(model: Any, tokenizer: InfillTokenizer, tokens: np.ndarray, first: 
     seq_bar[plain] = is_bar[seq[plain]]
     both_mask = np.zeros(len(seq), dtype=bool)
     both_mask[head:] = True  # the filled bars, their openers and End markers
-    if e >= len(tokens):  # nothing after the gap: its last bar's ending is not scored in the plain sequence
-        both_mask[-1] = False
+    if e >= len(tokens) and tokenizer.layout == "mmm":  # nothing after the gap: its last bar's ending is
+        both_mask[-1] = False  # not scored in the plain sequence (spm has no ending token there)
     both_notes = both_mask & ~seq_bar & (seq != tokenizer.ids.end)
     close = min(e + 1, len(tokens))  # the opener after the gap, when the sequence has one
     left_seq = tokens[:close]
