@@ -6,10 +6,10 @@ model (trained with ``train.infill``, e.g. examples/infill_chorales.yaml) scores
 (musicfw.engine.infill.span_nll):
 
 * **both sides**: the model's infilling layout (``train.infill.layout``): spm ``Fill*k right
-  Sep left bar bar End``, the filled bars' tokens after the first one's opener, the next bars'
-  openers and the End after the last (where each filled bar ends: the plain sequence's
-  decisions); mmm ``left Fill*k right Sep bar End bar End``, the filled bars' tokens and their
-  End markers;
+  Sep left Sep bar bar R``, the filled bars' tokens after the first one's opener, the second
+  bar's opener and ``R`` (the right context's opener: where each filled bar ends, the plain
+  sequence's very decisions); mmm ``left Fill*k right Sep bar End bar End``, the filled bars'
+  tokens and their End markers;
 * **left only**: the plain sequence (plain continuation NLL): the gap's tokens after its first
   ``Bar`` and the ``Bar`` after the gap (where each gap bar ends).
 
@@ -18,7 +18,7 @@ that are neither bar openers nor End markers: exactly the same tokens in both la
 "as decoded" line scores the same decisions with the structure the decoders enforce (token by
 token through ``init_state``/``step``): in the plain sequence no marker; in the filled bars
 (mmm) a bar opener only right after ``Sep``/``End``, elsewhere no bar opener and no
-``Fill``/``Sep``; (spm) no ``Fill``/``Sep``, bar openers until the k-th bar, ``End`` only in it.
+``Fill``/``Sep``; (spm) no marker, as in the plain sequence.
 It is the NLL of what ``musicfw infill`` and plain generation actually sample from (before
 the tokenizer's own grammar and the sampler), and it does not charge the infilling layout for
 the probability the model still gives a plain ``Bar`` where a filled bar must end.
@@ -199,7 +199,6 @@ def as_decoded_nll(model, tokenizer, pieces, per_piece, k: int) -> dict:
     inside_ok = plain_ok.clone()
     inside_ok[:V0] &= ~is_bar
     inside_ok[ids.end] = True
-    open_or_inside = plain_ok.clone()  # spm, before the k-th bar: a note token or the next bar's opener
 
     def score(seq, allowed_at):
         total = 0.0
@@ -225,9 +224,8 @@ def as_decoded_nll(model, tokenizer, pieces, per_piece, k: int) -> dict:
         f = row["gap"][0] - 1 - lo
         s, e = int(wb[f]), int(wb[f + k])
         seq, head = layout(w, wb, f, k, ids, tokenizer.layout)
-        if tokenizer.layout == "spm":  # bars in plain order after the left context; End only in the k-th bar
-            opened = np.cumsum(tokenizer.is_bar[np.minimum(seq, V0 - 1)] & (seq < V0) & (np.arange(len(seq)) >= head - 1))
-            both += score(seq, lambda t: None if t < head else (open_or_inside if opened[t - 1] < k else inside_ok))
+        if tokenizer.layout == "spm":  # the bars in plain order after the left context, no marker
+            both += score(seq, lambda t: None if t < head else plain_ok)
         else:
             both += score(seq, lambda t: None if t < head else (open_ok if t == head or seq[t - 1] == ids.end else inside_ok))
         plain = w[: min(e + 1, len(w))]

@@ -1,10 +1,19 @@
 """Bar infilling for token language models: fill bars 5-8 between 1-4 and 9-12.
 
-**The layout (MMM, Ens & Pasquier 2020, "MMM: Exploring Conditional Multi-Track Music
-Generation with the Multi-Track Music Machine"; also Donahue et al.'s ILM).**  An infilling
-example moves the k bars to fill out of the sequence and appends them after the right context::
+**The layouts** (``train.infill.layout``, :func:`layout`).  An infilling example moves the k
+bars of a gap so that the model reads both of its sides first::
 
-    left bars  Fill x k  right bars  Sep  bar_1 End  bar_2 End ... bar_k End
+    spm (default)  Fill x k  right bars  Sep  left bars  Sep  bar_1 ... bar_k  R
+    mmm            left bars  Fill x k  right bars  Sep  bar_1 End  bar_2 End ... bar_k End
+
+``spm`` is fill-in-the-middle's suffix-prefix-middle order (Bavarian et al. 2022): the gap
+follows its left context in plain order, each bar ending where the next opener comes and the
+last one with ``R``, the right context's first token (its bar opener) repeated, so every
+decision in the gap is one plain continuation makes.  ``mmm`` is MMM's (Ens & Pasquier 2020;
+also Donahue et al.'s ILM): the gap after the right context, each bar closed by ``End``.
+Measured on held-out chorales (README.md, "Bar infilling"), mmm made the filled bars 7-13% less
+likely than plain continuation does (the first bar sits away from its left context, and ``End``
+is a decision plain continuation never makes); spm is at par, hence the default.
 
 A *bar* is everything from a bar-opening token up to the next one (REMI: ``Bar`` and whatever
 follows it -- TimeSig, Position, Tempo, Chord, Program, notes, and any control tokens a
@@ -15,16 +24,13 @@ controls).  The three markers are appended to the tokenizer's vocabulary only wh
 ``train.infill.enabled`` is set (:class:`InfillTokenizer`); every other id stays what it was and
 the tokenizer's own output is unchanged.
 
-**Why MMM and not AMT's anticipation.**  Anticipation (Thickstun et al. 2023) interleaves the
+**Why not AMT's anticipation.**  Anticipation (Thickstun et al. 2023) interleaves the
 given events with the generated ones, each given event placed a fixed time delta ahead; it
 conditions on events *in time*, which suits accompaniment, but filling a gap of bars needs the
 model to read the whole right context before the first filled token, and anticipation only
-shows it ``delta`` seconds ahead.  MMM puts the entire right context before the filled bars,
-needs no change to the tokenizer (anticipation needs an arrival-time encoding of every event:
-a second vocabulary of anticipated events), and lets the grammar count bars exactly (End
-markers), which the constrained decoder below relies on.  Measured here: on the held-out
-chorales the filled bars' NLL given both sides against the same bars given the left side only
-(benchmarks/infill.py; numbers in README.md and docs/infill.md).
+shows it ``delta`` seconds ahead.  Both layouts put the entire right context before the filled
+bars and need no change to the tokenizer (anticipation needs an arrival-time encoding of every
+event: a second vocabulary of anticipated events).
 
 **Training** (:class:`InfillWindows`): with probability ``train.infill.probability`` a training
 window becomes an infilling example (between ``min_bars`` and ``max_bars`` complete bars of the
@@ -32,11 +38,12 @@ window, at a random place); the rest stay plain continuation, so one model does 
 draws come from a generator seeded by the window's own seed, so the windows drawn (and a run
 with infilling off) are exactly those of the plain pipeline.
 
-**Decoding** (:class:`InfillGrammar`, :func:`fill_tokens`): after the prompt ``left Fill*k right
-Sep``, the model may only open a bar, write the tokenizer's grammar inside it (no second bar
-opener), and close it with ``End`` where a new bar could start; after k ``End`` markers the row
-is done.  Tokens are reserved so that every row can always close its bars: when the budget runs
-out the grammar forces ``End`` (a bar with what it has), so exactly k complete bars come back.
+**Decoding** (:class:`InfillGrammar`, :func:`fill_tokens`): after the prompt (``Fill*k right
+Sep left Sep`` or ``left Fill*k right Sep``), the model may only open a bar, write the
+tokenizer's grammar inside it, and end it where a new bar could start (spm: with the next
+opener, the one after the k-th bar dropped; mmm: with ``End``).  Tokens are reserved so that
+every row can always close its bars: when the budget runs out the bar is closed with what it
+has, so exactly k complete bars come back.
 
 **Writing the song** (:func:`infill`): the notes outside the bar range are the input file's own
 notes, untouched (same ticks, tracks, velocities); the notes of the filled bars come from
