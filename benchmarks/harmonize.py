@@ -23,6 +23,10 @@ dataset's default split, by tune, the run's seed):
   and the **parallel fifths and octaves** between any two voices per 100 voice-pair transitions
   (musicfw/music/voiceleading.py);
 
+* with ``--forbid-parallels``, each soprano harmonised a second time with the same seed and
+  ``harmonize(..., forbid_parallels=True)`` (no written note may move in parallel fifths or
+  octaves with a voice known at its onset), a row of its own;
+
 * with ``--controls`` (a run whose tokenizer has attribute controls, e.g.
   examples/harmonize_chorales_controls.yaml): per-voice control adherence, each level requested
   alone and the held-out chorales' own levels, forced and not (benchmarks/harmonize_controls.py).
@@ -146,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=None,
                     help="harmonise with temperature T then top-p 0.95 (default: the run's sampler)")
     ap.add_argument("--max-pieces", type=int, default=None, help="use the first N test chorales only")
+    ap.add_argument("--forbid-parallels", action="store_true",
+                    help="also harmonise each soprano with musicfw harmonize --forbid-parallels (a second row)")
     ap.add_argument("--controls", action="store_true",
                     help="also measure per-voice control adherence (a run trained with tokenizer.controls)")
     ap.add_argument("--control-pieces", type=int, default=8,
@@ -198,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = build_sampler_chain(section, registries=reg)
     record["sampler"] = repr(sampler)
     real = [four_voices(p.score, tok) for p in test]
-    generated, mismatched, sopranos = [], [], []
+    generated, mismatched, sopranos, strict = [], [], [], []
     c0, t0 = cpu_seconds(), time.perf_counter()
     for i, s in enumerate(real):
         sop = s.copy()
@@ -207,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 del sop.tracks[j]
         (out,) = harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler)
         generated.append(out)
+        if args.forbid_parallels:
+            strict.append(harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler,
+                                    forbid_parallels=True)[0])
         sopranos.append(sop)
         other = real[(i + 1) % len(real)]
         mix = sop.copy()
@@ -222,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "harmonised (given soprano)": style_numbers(generated),
         "mismatched real voices": style_numbers(mismatched),
     }
+    if strict:
+        record["style"]["harmonised, --forbid-parallels"] = style_numbers(strict)
 
     if args.controls:
         from harmonize_controls import adherence

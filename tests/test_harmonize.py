@@ -17,7 +17,7 @@ from symusic import Note, Score, Tempo, TimeSignature, Track
 import musicfw
 from musicfw.cli import main
 from musicfw.core.errors import ConfigError, DataError, UserError
-from musicfw.music.voiceleading import parallel_motion
+from musicfw.music.voiceleading import parallel_motion, score_parallels
 from musicfw.plugins.harmonize.harmonize import harmonize
 from musicfw.plugins.tokenizers.tracks import BAR, TRACK, TRACK_END, Tracks
 
@@ -391,3 +391,43 @@ def test_python_api(model_and_tok):
     assert [t.name for t in out.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
     with pytest.raises(ConfigError, match="needs its tokenizer"):
         musicfw.harmonize(model, _soprano_only())
+
+
+# -- --forbid-parallels ------------------------------------------------------------------------------
+
+def test_the_parallel_rule_forbids_exactly_the_parallel_pitches():
+    from musicfw.plugins.harmonize.harmonize import _Voices
+
+    known = _Voices({"soprano": {"onset": np.array([0, 4]), "duration": np.array([4, 4]), "pitch": np.array([67, 69])},
+                     "alto": {"onset": np.array([0, 4]), "duration": np.array([4, 4]), "pitch": np.array([64, 65])}})
+    known.add("bass", 0, 4, 60)  # C under G: a fifth (and C under E: no perfect interval)
+    pitches = np.arange(40, 80)
+    bad = set(pitches[known.parallel_pitches("bass", 4, pitches)].tolist())
+    # the soprano rises G -> A over the bass's C (a fifth): rising into a fifth with A is a
+    # parallel (D 62, and E 76 a fifth above it); D 50 falls, A 57 falls, C 60 holds: allowed;
+    # the alto E -> F was a third above C: no rule
+    assert bad == {62, 76}
+    # an octave: a tenor an octave under the alto's E, the alto rising to F; the bass's C has
+    # ended by then (not known at t), the soprano was a minor third away
+    known.add("tenor", 0, 4, 52)
+    assert set(pitches[known.parallel_pitches("tenor", 4, pitches)].tolist()) == {53, 65, 77}
+    # a voice that rests (no note before t) is free
+    assert not known.parallel_pitches("unknown", 4, pitches).any()
+
+
+def test_forbid_parallels_writes_none_against_the_given_and_written_voices():
+    """A model pushed to write quarter notes on two neighbouring pitches writes unisons that move
+    together (parallel octaves, interval class 0) all the time; with forbid_parallels none."""
+    tok = Tracks(Tracks.Config(min_pitch=28, max_pitch=88))  # positions: needed (a note at the cursor needs no Pos)
+    model = _tiny_model(tok, seed=3)
+    with torch.no_grad():
+        for name in ("Pitch_48", "Pitch_50", "Dur_4"):
+            model.head.bias[tok.vocab.index(name)] += 12.0
+    piece = _soprano_only()
+    free = harmonize(model, tok, piece, n=4, seed=0)
+    strict = harmonize(model, tok, piece, n=4, seed=0, forbid_parallels=True)
+    count = lambda outs: sum(score_parallels(o)["fifths"] + score_parallels(o)["octaves"] for o in outs)  # noqa: E731
+    assert count(free) > 10  # the pushed model moves in parallel (so the rule has something to stop)
+    assert count(strict) == 0
+    for out in strict:  # still complete four-voice harmonisations
+        assert len(out.tracks) == 4 and all(len(t.notes) for t in out.tracks)

@@ -50,6 +50,9 @@ class Harmonize(Command):
                        help="attribute levels for the written voices (a model trained with tokenizer.controls): "
                        "attribute=level for every written voice, voice:attribute=level for one, '|' between "
                        "segments; or a YAML file holding such a string, a mapping or a list of them (docs/harmonize.md)")
+        p.add_argument("--forbid-parallels", action="store_true",
+                       help="no written note may move in parallel fifths or octaves with a voice known at its onset "
+                            "(the textbook rule; default: the model's own choice)")
         p.add_argument("--n", type=int, default=4, help="harmonisations to write (default 4)")
         p.add_argument("--seed", type=int, default=None,
                        help="random seed (default: a fresh one, printed, so each call draws new voices)")
@@ -100,7 +103,8 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
         print(f"seed {seed} (pass --seed {seed} to reproduce)")
     # every check (voices, file, representability) runs inside harmonize before sampling
     outs = harmonize(model, tokenizer, score, voices=args.voices, given=args.given, n=args.n, seed=seed,
-                     sampler=sampler, batch_size=args.batch_size, device=args.device, source=source, controls=controls)
+                     sampler=sampler, batch_size=args.batch_size, device=args.device, source=source, controls=controls,
+                     forbid_parallels=bool(args.forbid_parallels))
     out_dir = Path(args.out) if args.out else next_output_dir(samples_dir, "harmonize")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.file).stem
@@ -110,7 +114,8 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
         s.dump_midi(str(path))
         files.append(path.name)
     record = {"source": source, "input": str(args.file), "given": given, "written": write, "n": args.n,
-              "seed": seed, "sampler": repr(sampler), "controls": controls, "files": files}
+              "seed": seed, "sampler": repr(sampler), "controls": controls,
+              "forbid_parallels": bool(args.forbid_parallels), "files": files}
     (out_dir / "harmonize.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {len(files)} harmonisation{'s' if len(files) != 1 else ''} ({', '.join(write)} under "
           f"{', '.join(given)}) to {out_dir}")

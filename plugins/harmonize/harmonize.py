@@ -187,11 +187,69 @@ def check_representable(tokenizer: Any, score: Any, mapping: dict[str, list[int]
             raise DataError(f"{where}: the given voice {v} has no notes.")
 
 
+class _Voices:
+    """The notes one row knows so far, per voice (grid positions: onset, end, pitch): the given
+    voices', then each written voice's as its notes are written.  For ``forbid_parallels``:
+    :meth:`parallel_pitches` are the pitches a voice's next note may not take."""
+
+    def __init__(self, parts: dict[str, dict[str, np.ndarray]]):
+        self.notes: dict[str, list[tuple[int, int, int]]] = {
+            v: sorted(zip(p["onset"].tolist(), (p["onset"] + p["duration"]).tolist(), p["pitch"].tolist()))
+            for v, p in parts.items()
+        }
+
+    def add(self, voice: str, onset: int, end: int, pitch: int) -> None:
+        self.notes.setdefault(voice, []).append((int(onset), int(end), int(pitch)))
+
+    def _before(self, voice: str, t: int) -> int:
+        """The pitch of the voice's latest note starting before ``t`` (-1: none)."""
+        best, pitch = -1, -1
+        for on, _, p in self.notes.get(voice, ()):
+            if best <= on < t:
+                best, pitch = on, p
+        return pitch
+
+    def _at(self, voice: str, t: int) -> int:
+        """The pitch the voice sounds at ``t`` (its latest note starting at or before it and
+        still sounding; -1: a rest or not known yet)."""
+        best, pitch = -1, -1
+        for on, end, p in self.notes.get(voice, ()):
+            if best <= on <= t < end:
+                best, pitch = on, p
+        return pitch
+
+    def parallel_pitches(self, voice: str, t: int, pitches: np.ndarray) -> np.ndarray:
+        """Which of ``pitches`` for a note of ``voice`` starting at ``t`` would move in parallel
+        fifths or octaves (musicfw.music.voiceleading's rule: both voices move, in the same
+        direction, into the same perfect interval class they left) with a voice whose note at
+        ``t`` is known.  The note each voice left is its latest one starting before ``t``
+        (held or not), so a rest between two notes does not hide a parallel."""
+        bad = np.zeros(len(pitches), dtype=bool)
+        v1 = self._before(voice, t)
+        if v1 < 0:
+            return bad
+        for other in self.notes:
+            if other == voice:
+                continue
+            u1, u2 = self._before(other, t), self._at(other, t)
+            if u1 < 0 or u2 < 0 or u1 == u2:
+                continue
+            interval = abs(u1 - v1) % 12
+            if interval not in (0, 7):
+                continue
+            bad |= ((pitches - v1) * (u2 - u1) > 0) & (np.abs(u2 - pitches) % 12 == interval)
+        return bad
+
+
 class _Writer:
     """The grammar of one written voice in one segment (see the module docstring); ``levels``:
-    the level to force per control (-1: any), None: none forced."""
+    the level to force per control (-1: any), None: none forced; ``known``: the row's
+    :class:`_Voices` when parallel fifths and octaves are forbidden (``seg_start``: where the
+    segment starts on the grid)."""
 
-    def __init__(self, tokenizer: Any, lens: Sequence[int], levels: np.ndarray | None = None):
+    def __init__(self, tokenizer: Any, lens: Sequence[int], levels: np.ndarray | None = None,
+                 voice: str = "", seg_start: int = 0, known: _Voices | None = None):
+        self.voice, self.seg_start, self.known = voice, int(seg_start), known
         self.t, self.lens = tokenizer, [int(x) for x in lens]
         n = len(tokenizer.controls)
         self.levels = np.full(n, -1, dtype=np.int64) if levels is None else np.asarray(levels, dtype=np.int64)
@@ -201,6 +259,7 @@ class _Writer:
         self.bar_start = 0
         self.cursor = 0  # relative to the segment start
         self.pos: int | None = None
+        self.pitch = -1
         self.last = "track"
         self.done = False
 
@@ -220,6 +279,7 @@ class _Writer:
             return m
         if self.last == "pos":
             m[f[PITCH]: f[PITCH] + t.config.max_pitch - t.config.min_pitch + 1] = True
+            self._no_parallels(m, self.pos)
             return m
         if self.last == "pitch":
             start = self.pos if self.pos is not None else self.cursor
@@ -232,6 +292,7 @@ class _Writer:
         if here < length:
             if not every:  # a note at the cursor needs no Pos (encode writes none)
                 m[f[PITCH]: f[PITCH] + t.config.max_pitch - t.config.min_pitch + 1] = True
+                self._no_parallels(m, self.cursor)
             lo = max(here if every else here + 1, 0)
             if lo < length:
                 m[f[POS] + lo: f[POS] + length] = True
@@ -240,6 +301,20 @@ class _Writer:
         else:
             m[f[TRACK_END]] = True
         return m
+
+    def _no_parallels(self, m: np.ndarray, start: int) -> None:
+        """With ``known``: take from ``m`` the pitches a note at ``start`` (in the segment) may
+        not have; all of them stay when every pitch would make a parallel."""
+        if self.known is None:
+            return
+        from musicfw.plugins.tokenizers.tracks import PITCH
+
+        c = self.t.config
+        lo = self.t.first[PITCH]
+        pitches = np.arange(c.min_pitch, c.max_pitch + 1)
+        bad = self.known.parallel_pitches(self.voice, self.seg_start + int(start), pitches)
+        if not bad.all():
+            m[lo: lo + len(pitches)] &= ~bad
 
     def update(self, tok: int) -> None:
         from musicfw.plugins.tokenizers.tracks import BAR, CONTROL, DUR, PITCH, POS, TRACK_END
@@ -257,8 +332,11 @@ class _Writer:
             self.last = "pos"
         elif code == PITCH:
             self.last = "pitch"
+            self.pitch = val
         elif code == DUR:
             start = self.pos if self.pos is not None else self.cursor
+            if self.known is not None:
+                self.known.add(self.voice, self.seg_start + start, self.seg_start + start + val, self.pitch)
             self.cursor, self.pos, self.last = start + val, None, "dur"
         elif code == TRACK_END:
             self.done = True
@@ -267,7 +345,7 @@ class _Writer:
 def build_plan(tokenizer: Any, score: Any, mapping: dict[str, list[int]], write: Sequence[str],
                levels: np.ndarray | None = None) -> tuple[list, dict]:
     """The plan every sample follows: ``[("force", ids) | ("write", voice, bar_lengths,
-    control levels or None), ...]``, and the given voices as the model reads them
+    control levels or None, the segment's start on the grid), ...]``, and the given voices as the model reads them
     (:meth:`Tracks.parts`).  ``levels``: ``[segments, len(write), controls]`` from
     :meth:`Tracks.control_plan` (repeated when the piece has more segments), or None."""
     from musicfw.plugins.tokenizers.tracks import SEGMENT
@@ -285,7 +363,7 @@ def build_plan(tokenizer: Any, score: Any, mapping: dict[str, list[int]], write:
         seg_lens = lens[s * sb: (s + 1) * sb]
         for k, w in enumerate(write):
             plan.append(("force", np.array([tokenizer.track_token(w)])))
-            plan.append(("write", w, seg_lens, None if levels is None else levels[s % len(levels), k]))
+            plan.append(("write", w, seg_lens, None if levels is None else levels[s % len(levels), k], int(starts[s * sb])))
     return plan, parts
 
 
@@ -303,6 +381,7 @@ def harmonize(
     device: Any = None,
     source: str = "the model",
     controls: Any = None,
+    forbid_parallels: bool = False,
 ) -> list[Any]:
     """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times.
 
@@ -315,7 +394,10 @@ def harmonize(
     reproducible.  ``controls``: attribute levels for the written voices (``"density=high"``,
     ``"bass:pitch=low,alto:density=1"``, a mapping, or a list of them segment by segment;
     :mod:`musicfw.plugins.tokenizers.tracks_controls`), forced after each written voice's Track
-    token; the attributes not asked for are the model's choice.  Errors (a
+    token; the attributes not asked for are the model's choice.  ``forbid_parallels``: no
+    written note may move in parallel fifths or octaves with a voice already known at its
+    onset (given, or written before it; :class:`_Voices`), the textbook rule the benchmark
+    counts; off, the model's own choice.  Errors (a
     :class:`~musicfw.core.errors.UserError`) come before any sampling: a model not trained to
     harmonise, voices it does not know, controls it was not trained with (or a level out of
     range, a voice not written), a file without the given voices or with a track for a voice to
@@ -350,7 +432,8 @@ def harmonize(
     done = 0
     while done < n:
         B = min(int(batch_size), n - done)
-        seqs = _sample(model, tokenizer, sampler, plan, B, generator_seed + done, device)
+        seqs = _sample(model, tokenizer, sampler, plan, B, generator_seed + done, device,
+                       parts if forbid_parallels else None)
         for s in seqs:
             decoded, _, _ = tokenizer.decode_voices(s)
             out = score.copy()
@@ -363,8 +446,11 @@ def harmonize(
     return outputs
 
 
-def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: int, device: Any) -> list[np.ndarray]:
-    """Run ``plan`` for ``B`` sequences at once; each row forces or samples its own next token."""
+def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: int, device: Any,
+            parts: dict | None = None) -> list[np.ndarray]:
+    """Run ``plan`` for ``B`` sequences at once; each row forces or samples its own next token.
+    ``parts``: the given voices' notes (:func:`build_plan`) to forbid parallel fifths and
+    octaves against (and between the written voices); None: the model's own choice."""
     import torch
 
     from musicfw.engine.generation import sampling_mode
@@ -372,6 +458,7 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
     item = [0] * B
     offset = [0] * B
     writers: list[Any] = [None] * B
+    known = [_Voices(parts) if parts is not None else None for _ in range(B)]
     out: list[list[int]] = [[] for _ in range(B)]
     finished = [False] * B
     V = tokenizer.vocab_size
@@ -390,7 +477,7 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
                     forced[b] = int(kind[1][offset[b]])
                 else:
                     if writers[b] is None:
-                        writers[b] = _Writer(tokenizer, kind[2], kind[3])
+                        writers[b] = _Writer(tokenizer, kind[2], kind[3], kind[1], kind[4], known[b])
                         writers[b].last = "track"
                     allowed[b] = writers[b].mask()
             free = forced < 0
