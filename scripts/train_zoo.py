@@ -146,6 +146,13 @@ ZOO: dict[str, dict[str, Any]] = {
                        "six songs (one held out), so it over-fits them and knows little else. The songs are "
                        "copyrighted (not public domain): check the rights before any use beyond experiments. The "
                        "originality audit measures melody and does not apply to drums.",
+        "reproduced": "on 2026-12-07, musicfw at 8c64080 with the versions above: `python scripts/train_zoo.py "
+                      "drums-2bar --verify` (the training command above, then evaluation, export and packaging into a "
+                      "scratch folder): every number on this card equal to the last digit, all 20 weight tensors "
+                      "bit-identical (model.safetensors sha256 equal). The first retraining (at aae404e) already gave "
+                      "bit-identical weights, but its held-out bound differed (1.7614 vs the card's 1.7447): "
+                      "`musicfw evaluate` drew MusicVAE's latent unseeded; it is seeded with the run's seed since "
+                      "3eb18b9, and the card was repackaged from that retraining (`--from-run`).",
     },
     "folk-2bar": {
         "task": "2-bar folk melodies, MusicVAE (flat decoder, the README's 4,000-step model)",
