@@ -112,6 +112,34 @@ ZOO: dict[str, dict[str, Any]] = {
                       "then evaluation, export and packaging into a scratch folder): every number on this card equal "
                       "to the last digit, all 31 weight tensors bit-identical (model.safetensors sha256 equal).",
     },
+    "chorales-infill": {
+        # examples/infill_chorales_transformer.yaml as it is (issue 26): the spm layout, half of the windows infilling
+        "task": "chorales, REMI; fills bars between a left and a right context (infill --bars) and continues; "
+                "Transformer 2x128 (rotary), 1,000 steps",
+        "train": ["musicfw", "run", "examples/infill_chorales_transformer.yaml", "name=chorales-infill",
+                  "logger.name=csv", "generate.n=8", "evaluate.enabled=false"],  # step 3 evaluates (with originality)
+        "data_files": ["plugins/datasets/data/music21_bach.zip"],
+        "data_license": PD_BACH,
+        "license": "cc0-1.0",
+        "play": "musicfw infill --model chorales-infill song.mid --bars 5-6 --n 2 --seed 0",
+        "threads": 1,  # as the README's infilling row was measured (OMP_NUM_THREADS=1)
+        "intended_use": "Filling bars of four-part chorale-like music given the bars before and after them "
+                        "(`musicfw infill --model chorales-infill song.mid --bars 5-6`, the studio's infill action), "
+                        "and continuing a piece; a starting point for fine-tuning an infilling model on your own "
+                        "four-part music (`init_from: chorales-infill` with `train.infill.enabled: true`).",
+        "limitations": "The right context does not yet make the filled bars more likely than the left context alone "
+                       "(held-out gap NLL both sides / left only 1.001, notes only 0.999: README.md, \"Bar "
+                       "infilling\"), so a fill continues the left side well and meets the right side by luck of "
+                       "the grammar, which only guarantees that exactly the asked bars come back. No chord or "
+                       "attribute controls. Its context is 448 tokens (about 8 chorale bars around the gap). "
+                       + CHORALE_LIMITS,
+        "reproduced": "on 2026-12-07, musicfw at e34dfd2 (with this entry and the card's infilling rows) with the "
+                      "versions above: `python scripts/train_zoo.py chorales-infill --verify` (the training command "
+                      "above, then evaluation, export and packaging into a scratch folder): every number on this "
+                      "card equal to the last digit, all 29 weight tensors bit-identical (model.safetensors sha256 "
+                      "equal). The same command's training is the README's spm Transformer infilling row (test NLL "
+                      "0.7429, gap ratio 1.0006).",
+    },
     "jsb-nade": {
         "task": "JSB chorales piano roll (quarter-note frames); LSTM + NADE head",
         "train": ["musicfw", "run", "examples/jsb_nade.yaml", "name=jsb-nade"],

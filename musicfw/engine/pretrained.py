@@ -468,7 +468,9 @@ def model_card(doc: dict[str, Any], license: str = "other") -> str:
     ]
     rows = []
     fit = training.get("metrics") or {}
-    for key in ("val_nll", "val_perplexity", "test_nll", "test_perplexity", "global_step", "epochs", "train_time_s"):
+    for key in ("val_nll", "val_perplexity", "test_nll", "test_perplexity", "global_step", "epochs", "train_time_s",
+                # an infilling run's held-out gaps (musicfw.engine.infill.run_metrics)
+                "infill_nll_both_sides", "infill_nll_left_only", "infill_nll_ratio", "infill_nll_ratio_notes"):
         if key in fit and fit[key] is not None:
             rows.append((key, fit[key]))
     for name, values in (training.get("likelihood") or {}).items():
