@@ -59,10 +59,10 @@ def trained(tmp_path_factory):
 
 
 def _bars_of(filled: np.ndarray, tok: InfillTokenizer) -> list[np.ndarray]:
-    from musicfw.engine.infill import filled_bars
-
     assert tok.layout == "spm" and tok.is_bar[filled[-1]]  # the opener that ends the last filled bar
-    return filled_bars(tok, filled)
+    body = filled[:-1]
+    opens = np.flatnonzero(tok.is_bar[np.minimum(body, tok.base_vocab_size - 1)] & (body < tok.base_vocab_size))
+    return np.split(body[opens[0]:], opens[1:] - opens[0])
 
 
 def _stated(bar: np.ndarray, tok: InfillTokenizer) -> list[int]:

@@ -261,7 +261,7 @@ def check_infill_config(train: Any, tokenizer: Any, model: Any = None) -> None:
         return
     if isinstance(tokenizer, InfillTokenizer):
         tokenizer = tokenizer.base
-    check_layout(section.get("layout", "spm") if hasattr(section, "get") else getattr(section, "layout", "spm"))
+    check_layout(section.get("layout", "spm"))
     lo, hi = int(section.min_bars), int(section.max_bars)
     if lo > hi:
         raise ConfigError(
@@ -589,17 +589,6 @@ def min_fill_tokens(tokenizer: InfillTokenizer, k: int) -> int:
     ``End`` after each bar (mmm) or the opener that ends the last (spm)."""
     per_bar = 1 + len(tokenizer.controls)
     return (per_bar * k + 1) if tokenizer.layout == "spm" else (per_bar + 1) * k
-
-
-def filled_bars(tokenizer: InfillTokenizer, filled: np.ndarray) -> list[np.ndarray]:
-    """The bars of a complete fill (``bar End bar End ...`` in mmm, ``bar bar ... R`` in spm),
-    each from its opener on, the End markers and spm's closing opener dropped."""
-    filled = np.asarray(filled, dtype=np.int64)
-    body = filled[filled < tokenizer.base_vocab_size]
-    if tokenizer.layout == "spm":
-        body = body[:-1]
-    opens = np.flatnonzero(tokenizer.is_bar[body])
-    return [] if not len(opens) else np.split(body[opens[0]:], opens[1:] - opens[0])
 
 
 @dataclass

@@ -89,9 +89,7 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
     model, tokenizer = loaded.model, loaded.tokenizer
     check_harmonizer(tokenizer, source)
     given, write = resolve_voices(tokenizer, args.voices, args.given, score)
-    controls = read_controls(args.controls)
-    if controls is not None:
-        tokenizer.control_plan(controls, write)  # controls the model was not trained with: before sampling
+    controls = read_controls(args.controls)  # checked by harmonize() before any sampling
     from musicfw.engine.generation import build_sampler_chain
 
     section = parse_sampler_args(args.sampler) if args.sampler else config.sampler

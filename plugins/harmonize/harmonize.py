@@ -22,6 +22,8 @@ anything is sampled or written.
 
 from __future__ import annotations
 
+import bisect
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -193,30 +195,38 @@ class _Voices:
     :meth:`parallel_pitches` are the pitches a voice's next note may not take."""
 
     def __init__(self, parts: dict[str, dict[str, np.ndarray]]):
-        self.notes: dict[str, list[tuple[int, int, int]]] = {
-            v: sorted(zip(p["onset"].tolist(), (p["onset"] + p["duration"]).tolist(), p["pitch"].tolist()))
-            for v, p in parts.items()
-        }
+        #: per voice, its notes sorted by onset as lists (onsets, ends, pitches, the latest end so
+        #: far): a lookup is a bisection, not a pass over the piece (one per written note)
+        self.notes: dict[str, tuple[list[int], list[int], list[int], list[int]]] = {}
+        for v, p in parts.items():
+            for on, end, pitch in sorted(zip(p["onset"].tolist(), (p["onset"] + p["duration"]).tolist(), p["pitch"].tolist())):
+                self.add(v, on, end, pitch)
 
     def add(self, voice: str, onset: int, end: int, pitch: int) -> None:
-        self.notes.setdefault(voice, []).append((int(onset), int(end), int(pitch)))
+        """A voice's next note (notes come in onset order: the given ones sorted, the written
+        ones as the segments are written)."""
+        ons, ends, pitches, reach = self.notes.setdefault(voice, ([], [], [], []))
+        ons.append(int(onset))
+        ends.append(int(end))
+        pitches.append(int(pitch))
+        reach.append(max(int(end), reach[-1]) if reach else int(end))
 
     def _before(self, voice: str, t: int) -> int:
         """The pitch of the voice's latest note starting before ``t`` (-1: none)."""
-        best, pitch = -1, -1
-        for on, _, p in self.notes.get(voice, ()):
-            if best <= on < t:
-                best, pitch = on, p
-        return pitch
+        ons, _, pitches, _ = self.notes.get(voice, ((), (), (), ()))
+        i = bisect.bisect_left(ons, t) - 1
+        return pitches[i] if i >= 0 else -1
 
     def _at(self, voice: str, t: int) -> int:
         """The pitch the voice sounds at ``t`` (its latest note starting at or before it and
         still sounding; -1: a rest or not known yet)."""
-        best, pitch = -1, -1
-        for on, end, p in self.notes.get(voice, ()):
-            if best <= on <= t < end:
-                best, pitch = on, p
-        return pitch
+        ons, ends, pitches, reach = self.notes.get(voice, ((), (), (), ()))
+        for i in range(bisect.bisect_right(ons, t) - 1, -1, -1):
+            if reach[i] <= t:  # no note up to here sounds at t
+                break
+            if t < ends[i]:
+                return pitches[i]
+        return -1
 
     def parallel_pitches(self, voice: str, t: int, pitches: np.ndarray) -> np.ndarray:
         """Which of ``pitches`` for a note of ``voice`` starting at ``t`` would move in parallel

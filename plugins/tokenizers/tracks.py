@@ -409,6 +409,14 @@ class Tracks(Tokenizer):
             out[:, i] = quantise(att[a], self.control_bins[a])
         return out
 
+    def segments(self, score: Any, parts: dict[str, dict[str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Where each segment of ``score`` starts and how long it is (grid positions), over
+        the bars its voices ``parts`` (:meth:`parts`, not empty) reach."""
+        last = max(int(p["onset"][-1]) for p in parts.values())
+        starts, lens = self.grid(score, last)
+        sb = self.config.segment_bars
+        return starts[::sb], np.add.reduceat(lens, np.arange(0, len(starts), sb))
+
     def segment_attributes(self, score: Any) -> dict[str, np.ndarray]:
         """Each attribute of each voice in each segment of ``score``, as encode measures them:
         float arrays over (voice, segment) pairs, the voices the score has, in ``voices`` order
@@ -417,10 +425,7 @@ class Tracks(Tokenizer):
         parts = self.parts(score)
         if not parts:
             return {a: np.zeros(0) for a in CONTROL_ATTRIBUTES}
-        last = max(int(p["onset"][-1]) for p in parts.values())
-        starts, lens = self.grid(score, last)
-        sb = self.config.segment_bars
-        seg_start, seg_len = starts[::sb], np.add.reduceat(lens, np.arange(0, len(starts), sb))
+        seg_start, seg_len = self.segments(score, parts)
         per_voice = [_voice_attributes(parts[v], seg_start, seg_len) for v in self.voices if v in parts]
         return {a: np.concatenate([att[a] for att in per_voice]) for a in CONTROL_ATTRIBUTES}
 

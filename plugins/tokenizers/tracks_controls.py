@@ -79,8 +79,5 @@ def score_levels(tokenizer: Any, score: Any, tracks: dict[str, Sequence[int]] | 
     parts = tokenizer.parts(score, tracks=tracks)
     if not parts:
         return {}
-    last = max(int(p["onset"][-1]) for p in parts.values())
-    starts, lens = tokenizer.grid(score, last)
-    sb = tokenizer.config.segment_bars
-    seg_start, seg_len = starts[::sb], np.add.reduceat(lens, np.arange(0, len(starts), sb))
+    seg_start, seg_len = tokenizer.segments(score, parts)
     return {v: tokenizer.segment_levels(p, seg_start, seg_len) for v, p in parts.items()}
