@@ -24,7 +24,9 @@ the tokenizer's own grammar and the sampler), and it does not charge the infilli
 the probability the model still gives a plain ``Bar`` where a filled bar must end.
 
 Both see the same left context (``--left-bars`` bars before the gap); "both" also sees
-``--right-bars`` bars after it.  Target (issue 26): both-sides NLL <= 0.9 x left-only NLL.
+``--right-bars`` bars after it.  Where that layout is longer than the model's context, both
+read fewer bars, the farthest from the gap dropped first (as ``musicfw infill`` reads a song;
+counted in the header line).  Target (issue 26): both-sides NLL <= 0.9 x left-only NLL.
 
 Then each gap is filled once (constrained decoding: exactly k complete bars) and the filled
 bars are compared with the original bars by the Yang & Lerch set comparison
@@ -144,6 +146,7 @@ def main(argv=None) -> int:
         "gap_bars": k,
         "left_bars": L,
         "right_bars": R,
+        "context_trimmed": nll["context_trimmed"],
         "gap_tokens": n_tokens,
         "nll_both_per_token": nll["nll_both_per_token"],
         "nll_left_per_token": nll["nll_left_per_token"],
@@ -165,7 +168,8 @@ def main(argv=None) -> int:
         "per_piece": per_piece,
     }
     print(f"run {run_dir}  split {args.split}  pieces {used}  gap {k} bars ({n_tokens} tokens), "
-          f"context {L} bars left / {R} right, seed {args.seed}")
+          f"context {L} bars left / {R} right, seed {args.seed}"
+          + (f" ({nll['context_trimmed']} pieces with fewer bars: the model's context)" if nll["context_trimmed"] else ""))
     print(f"{'':34s}{'NLL/token':>10s}")
     print(f"{'gap given both sides (infill)':34s}{result['nll_both_per_token']:10.4f}")
     print(f"{'gap given left side only':34s}{result['nll_left_per_token']:10.4f}")

@@ -151,6 +151,48 @@ def test_gap_scoring_counts_the_same_decisions_in_both_layouts(tok):
     assert g["ratio_notes_both_over_left"] == pytest.approx(1.0)
 
 
+class _BoundedCost(_TokenCost):
+    """_TokenCost with a bounded context that records what it reads."""
+
+    def __init__(self, cost, max_context):
+        super().__init__(cost)
+        self.max_context, self.read = max_context, []
+
+    def loss(self, batch):
+        self.read.append(batch["tokens"][0].numpy().copy())
+        return super().loss(batch)
+
+
+def test_gap_scoring_within_a_bounded_context_drops_the_farthest_bars(tok):
+    """A layout longer than the model's context is not cut by a sliding window (which would
+    drop its front: in spm the Fill markers and the right context) but read as fill_tokens
+    reads a song, the bars farthest from the gap dropped; the left-only sequence reads the
+    same left bars."""
+    from musicfw.engine.infill import gap_nll
+
+    tokens = tok.encode(_chorale_like(8))
+    bounds = bar_bounds(tokens, tok.is_bar)
+    cost = np.full(tok.vocab_size, 0.5)
+    whole = gap_nll(_TokenCost(cost), tok, [tokens], k=2)
+    assert whole["context_trimmed"] == 0
+    lo, hi = whole["per_piece"][0]["window"]
+    full = len(layout(tokens[bounds[lo] : bounds[hi]], bounds[lo : hi + 1] - bounds[lo], 3 - lo, 2, tok.ids, tok.layout)[0])
+    model = _BoundedCost(cost, full - 1)
+    g = gap_nll(model, tok, [tokens], k=2)
+    assert g["context_trimmed"] == 1 and g["gap_tokens"] == whole["gap_tokens"]
+    lo2, hi2 = g["per_piece"][0]["window"]
+    assert (lo2, hi2) in ((lo + 1, hi), (lo, hi - 1))  # one bar fewer, the gap's bars kept
+    assert g["per_piece"][0]["gap"] == whole["per_piece"][0]["gap"]
+    assert all(len(x) <= model.max_context for x in model.read)  # no sliding window was needed
+    both, plain = model.read[0], model.read[1]
+    if tok.layout == "spm":
+        assert list(both[:2]) == [tok.ids.fill] * 2
+    assert int((both == tok.ids.fill).sum()) == 2 and int((both == tok.ids.sep).sum()) == (2 if tok.layout == "spm" else 1)
+    # the left-only sequence starts where the layout's left context starts
+    assert list(plain[: bounds[3] - bounds[lo2]]) == list(tokens[bounds[lo2] : bounds[3]])
+    assert g["ratio_notes_both_over_left"] == pytest.approx(1.0)
+
+
 def test_transform_treats_every_token_of_a_bar_alike(tok):
     """Bars are cut at bar openers only: tokens of any type after a Bar (control tokens a
     tokenizer option adds, chords, programs) travel with their bar."""

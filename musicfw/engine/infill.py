@@ -113,6 +113,27 @@ class MarkerIds:
 LAYOUTS = ("spm", "mmm")
 
 
+def context_window(tokens: np.ndarray, bounds: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bars ``lo .. hi-1`` of ``tokens`` (whatever precedes the first bar kept when ``lo`` is 0)
+    and their bounds within that window."""
+    start = 0 if lo == 0 else int(bounds[lo])
+    return tokens[start : int(bounds[hi])], bounds[lo : hi + 1] - start
+
+
+def nearest_bars(bounds: np.ndarray, first: int, k: int, fits: Any) -> tuple[int, int]:
+    """The context bars ``lo .. hi-1`` (gap: ``first .. first+k-1``) a bounded model reads:
+    all of them, or, until ``fits(lo, hi)``, fewer, the bar farthest from the gap on the side
+    with more tokens dropped first; at worst the gap alone."""
+    lo, hi = 0, len(bounds) - 1
+    while not fits(lo, hi) and (lo < first or hi > first + k):
+        left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
+        if lo < first and (left_len >= right_len or hi == first + k):
+            lo += 1
+        else:
+            hi -= 1
+    return lo, hi
+
+
 def check_layout(kind: Any, where: str = "train.infill.layout") -> str:
     """``kind`` when it names a layout, else ConfigError naming the allowed ones."""
     if kind not in LAYOUTS:
@@ -641,21 +662,18 @@ def fill_tokens(
     original = int(bounds[first + k] - bounds[first])
     budget = int(max_tokens) if max_tokens is not None else 3 * original + 64
     ctx = model.max_context
-    lo, hi = 0, len(bounds) - 1  # the context bars the model reads: all of them, unless its context is bounded
     prompt = prompt_for(tokens, bounds, first, k, tokenizer.ids, kind)
     if ctx is not None:
         # a bounded context: drop the bars farthest from the gap until the prompt leaves room for
         # the gap's own length and markers (as training windows cut pieces at bar lines)
         room = min(budget, 2 * original + need)
-        while len(prompt) + room > int(ctx) and (lo < first or hi > first + k):
-            left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
-            if lo < first and (left_len >= right_len or hi == first + k):
-                lo += 1
-            else:
-                hi -= 1
-            start = 0 if lo == 0 else int(bounds[lo])
-            window = tokens[start : int(bounds[hi])]
-            prompt = prompt_for(window, bounds[lo : hi + 1] - start, first - lo, k, tokenizer.ids, kind)
+
+        def prompt_of(lo: int, hi: int) -> np.ndarray:
+            window, wb = context_window(tokens, bounds, lo, hi)
+            return prompt_for(window, wb, first - lo, k, tokenizer.ids, kind)
+
+        lo, hi = nearest_bars(bounds, first, k, lambda lo, hi: len(prompt_of(lo, hi)) + room <= int(ctx))
+        prompt = prompt_of(lo, hi)
         budget = min(budget, int(ctx) - len(prompt))
     if budget < need:
         raise UserError(
@@ -1021,10 +1039,13 @@ def gap_nll(
     left side only (the same decisions: each gap bar's tokens and where it ends).  Returns
     per-token NLLs, their ratio (both / left), the same on the note tokens only (``*_notes*``:
     no bar openers or End markers), the pieces and tokens counted, and the per-piece sums
-    (``per_piece``)."""
+    (``per_piece``).  A model with a bounded context reads the layout within it, as
+    :func:`fill_tokens` reads a song: the context bars farthest from the gap dropped first
+    (``context_trimmed`` pieces), the left-only sequence from the same bars."""
     both = left = both_notes = left_notes = 0.0
-    n_tokens = n_notes = used = 0
+    n_tokens = n_notes = used = trimmed = 0
     per_piece = []
+    ctx = getattr(model, "max_context", None)
     for i, tokens in enumerate(pieces):
         bounds = bar_bounds(tokens, tokenizer.is_bar)
         n_bars = len(bounds) - 1
@@ -1032,6 +1053,16 @@ def gap_nll(
             continue
         first = max(1, n_bars // 2 - k // 2)
         lo, hi = max(0, first - left_bars), min(n_bars, first + k + right_bars)
+        if ctx is not None:  # the layout within the model's context, as fill_tokens reads a song:
+            # the bars farthest from the gap dropped first (a sliding window would drop the front of
+            # the layout, in spm the markers and the right context)
+            b = bounds[lo : hi + 1] - bounds[lo]
+            piece = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
+            a, z = nearest_bars(b, first - lo, k, lambda a, z: len(layout(
+                piece[int(b[a]) : int(b[z])], b[a : z + 1] - b[a], first - lo - a, k, tokenizer.ids, tokenizer.layout
+            )[0]) <= ctx)
+            trimmed += (a, z) != (0, hi - lo)
+            lo, hi = lo + a, lo + z
         window = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
         r = span_nll(model, tokenizer, window, first - lo, k)
         both, left, n_tokens, used = both + r["both"], left + r["left"], n_tokens + r["n"], used + 1
@@ -1042,6 +1073,7 @@ def gap_nll(
         "gap_bars": k,
         "left_bars": left_bars,
         "right_bars": right_bars,
+        "context_trimmed": trimmed,
         "gap_tokens": n_tokens,
         "nll_both_per_token": both / max(n_tokens, 1),
         "nll_left_per_token": left / max(n_tokens, 1),
