@@ -1,4 +1,4 @@
-"""Why the right context does or does not help an infilling run (issue 26): three diagnostics
+"""Why the right context does or does not help an infilling run (issue 26): four diagnostics
 of the held-out gaps of benchmarks/infill.py (test split, 2-bar gaps in the middle of each
 piece, 3 bars of left and 2 of right context), printed for one run::
 
@@ -10,7 +10,10 @@ piece, 3 bars of left and 2 of right context), printed for one run::
    the MMM layout fits a bounded model context; and how many layouts exceed it at 3 + 2;
 3. **at a filled bar's end**: the probability the model gives ``End``, a plain bar opener and
    ``Fill``/``Sep`` where each filled bar of the first 20 test gaps ends (means; the right
-   token is ``End`` in the mmm layout, in spm the next bar's opener and ``End`` after the last).
+   token is ``End`` in the mmm layout, in spm the next bar's opener and ``End`` after the last);
+4. **whose right context**: the gaps' notes-only NLL in the run's layout with their own right
+   context, with the next test gap's right context instead, and with none: whether the model
+   reads the right context at all (a model that ignores it scores the three alike).
 
 Deterministic (no sampling); one torch thread.
 """
@@ -99,6 +102,34 @@ def main(argv=None) -> int:
     for L, R in ((2, 2), (2, 1)):
         g = gap_nll(model, tok, pieces, k=2, left_bars=L, right_bars=R)
         print(f"left {L} / right {R} bars: ratio {g['ratio_both_over_left']:.4f}, notes only {g['ratio_notes_both_over_left']:.4f}")
+    own = other = none = 0.0
+    gaps = []
+    for tokens in pieces:
+        b = bar_bounds(tokens, tok.is_bar)
+        nb = len(b) - 1
+        if nb < 4:
+            continue
+        first = max(1, nb // 2 - 1)
+        lo, hi = max(0, first - 3), min(nb, first + 4)
+        gaps.append((tokens[b[lo] : b[first]], tokens[b[first] : b[first + 2]], tokens[b[first + 2] : b[hi]]))
+
+    def notes_nll(left, gap, right):
+        w = np.concatenate([left, gap, right]).astype(np.int64)
+        wb = bar_bounds(w, tok.is_bar)
+        f = int(np.searchsorted(wb, len(left)))
+        seq, head = layout(w, wb, f, 2, ids, tok.layout)
+        bar = np.zeros(len(seq), dtype=bool)
+        bar[seq < V0] = tok.is_bar[seq[seq < V0]]
+        m = np.zeros(len(seq), dtype=bool)
+        m[head:] = True
+        return nll(seq, m & ~bar & (seq != ids.end))
+
+    for j, (left, gap, right) in enumerate(gaps):
+        own += notes_nll(left, gap, right)
+        other += notes_nll(left, gap, gaps[(j + 1) % len(gaps)][2])
+        none += notes_nll(left, gap, right[:0])
+    print(f"gap notes NLL ({len(gaps)} gaps): own right context {own:.1f} nats, the next gap's {other:.1f} "
+          f"({other / own:.4f}x), none {none:.1f} ({none / own:.4f}x)")
     if at_end["End"]:
         print(f"at a filled bar's end ({tok.layout}; first 20 test gaps, mean probability): "
               + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in at_end.items()))
