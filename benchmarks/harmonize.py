@@ -23,6 +23,10 @@ dataset's default split, by tune, the run's seed):
   and the **parallel fifths and octaves** between any two voices per 100 voice-pair transitions
   (musicfw/music/voiceleading.py);
 
+* the harmonisations (and the mismatched baseline) against the real test chorales by the
+  **Yang & Lerch** set comparison (mean overlapping area and KL divergence over its features),
+  which shows what a sampler setting costs elsewhere;
+
 * with ``--forbid-parallels``, each soprano harmonised a second time with the same seed and
   ``harmonize(..., forbid_parallels=True)`` (no written note may move in parallel fifths or
   octaves with a voice known at its onset), a row of its own;
@@ -233,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if strict:
         record["style"]["harmonised, --forbid-parallels"] = style_numbers(strict)
+    record["yang_lerch"] = yang_lerch_vs(real, {"harmonised (given soprano)": generated, "mismatched real voices": mismatched,
+                                                **({"harmonised, --forbid-parallels": strict} if strict else {})}, reg)
 
     if args.controls:
         from harmonize_controls import adherence
@@ -256,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<28} {r['chord_tone_ratio']:>10.3f} {r['chord_tone_ratio_duration']:>10.3f} "
               f"{r['parallel_fifths_per_100']:>9.2f} {r['parallel_octaves_per_100']:>9.2f} "
               f"{r['parallel_fifths']:>6d} {r['parallel_octaves']:>6d}")
+    print("\nYang & Lerch set comparison with the real test chorales (all four voices; OA higher and KL lower: closer)")
+    for name, r in record["yang_lerch"].items():
+        print(f"  {name:<32} mean OA {r['mean_oa_generated']:.4f}  mean KL {r['mean_kl_generated']:.4f}")
     print(f"\nharmonising {len(test)} sopranos: {record['harmonize_cpu_s']:.0f} s CPU; NLL: {record['nll_cpu_s']:.0f} s CPU")
     if args.controls:
         from harmonize_controls import print_table
@@ -266,6 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(record, indent=1, default=float) + "\n")
     ok = math.isfinite(g["nll_per_token"])
     return 0 if ok else 1
+
+
+def yang_lerch_vs(real: list, sets: dict, registries) -> dict:
+    """Each set of pieces against the real ones by the Yang & Lerch comparison (the
+    ``yang_lerch`` metric, musicfw/music/setcompare.py): its summary (mean OA and KL of the
+    inter-set distances against the real pieces' intra-set ones) and each feature's OA."""
+    from musicfw.engine.evaluation import build_metrics, evaluate_sets
+
+    metrics = build_metrics([{"name": "yang_lerch"}], registries=registries)
+    ref = [(f"real{i}", s) for i, s in enumerate(real)]
+    out = {}
+    for name, pieces in sets.items():
+        c = evaluate_sets([(f"g{i}", s) for i, s in enumerate(pieces)], ref, metrics)["comparison"]
+        out[name] = {**c["summary"], "oa_per_feature": {f: v["oa_generated"] for f, v in c["features"].items()}}
+    return out
 
 
 if __name__ == "__main__":
