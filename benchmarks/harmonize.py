@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="harmonisation seed (piece i draws with seed + i)")
     ap.add_argument("--temperature", type=float, default=None,
                     help="harmonise with temperature T then top-p 0.95 (default: the run's sampler)")
+    ap.add_argument("--pitch-temperature", type=float, default=None,
+                    help="harmonise with this temperature on the choice among pitches only (harmonize(pitch_temperature=))")
     ap.add_argument("--max-pieces", type=int, default=None, help="use the first N test chorales only")
     ap.add_argument("--forbid-parallels", action="store_true",
                     help="also harmonise each soprano with musicfw harmonize --forbid-parallels (a second row)")
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         {"name": "temperature", "temperature": args.temperature}, {"name": "top_p", "p": 0.95}]
     sampler = build_sampler_chain(section, registries=reg)
     record["sampler"] = repr(sampler)
+    record["pitch_temperature"] = args.pitch_temperature
     real = [four_voices(p.score, tok) for p in test]
     generated, mismatched, sopranos, strict = [], [], [], []
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -215,11 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         for j in sorted(range(len(sop.tracks)), reverse=True):
             if tok.voice_of_name(sop.tracks[j].name) != "soprano":
                 del sop.tracks[j]
-        (out,) = harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler)
+        (out,) = harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler,
+                           pitch_temperature=args.pitch_temperature)
         generated.append(out)
         if args.forbid_parallels:
             strict.append(harmonize(model, tok, sop, given="soprano", n=1, seed=args.seed + i, sampler=sampler,
-                                    forbid_parallels=True)[0])
+                                    forbid_parallels=True, pitch_temperature=args.pitch_temperature)[0])
         sopranos.append(sop)
         other = real[(i + 1) % len(real)]
         mix = sop.copy()

@@ -171,6 +171,7 @@ def harmonize(
     batch_size: int = 8,
     controls: Any = None,
     forbid_parallels: bool = False,
+    pitch_temperature: float | None = None,
 ) -> list:
     """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times
     with a model trained on the ``tracks`` tokenizer; returns the Scores (the input with the
@@ -182,7 +183,8 @@ def harmonize(
     ``musicfw harmonize --controls`` (``"density=high"``, ``"bass:pitch=low,alto:density=1"``, a
     mapping, or a list of them segment by segment; a model trained with ``tokenizer.controls``).
     ``forbid_parallels``: as ``--forbid-parallels`` (no parallel fifths or octaves written).
-    See docs/harmonize.md."""
+    ``pitch_temperature``: as ``--pitch-temperature`` (a temperature on the choice among
+    pitches only).  See docs/harmonize.md."""
     from musicfw.plugins.harmonize.harmonize import harmonize as _harmonize
 
     registries = get_registries()
@@ -204,7 +206,9 @@ def harmonize(
             raise ConfigError("harmonize: a model passed in needs its tokenizer (tokenizer=...).")
     return _harmonize(model, tokenizer, piece, voices=voices, given=given, n=n, seed=seed, sampler=sampler,
                       batch_size=batch_size, source=str(source) if isinstance(source, (str, Path)) else "the model",
-                      controls=controls, forbid_parallels=forbid_parallels)
+                      controls=controls, forbid_parallels=forbid_parallels,
+                      pitch_temperature=pitch_temperature)
+
 def pretrained_models() -> list[dict[str, Any]]:
     """The installed pretrained models (name, task, size, held-out metrics, licence, where from),
     as ``musicfw models`` lists them; load one with ``load_pretrained(name)``."""

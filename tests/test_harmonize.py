@@ -6,6 +6,7 @@ tests check structure (the layout, the grammar, the given voices untouched), not
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -329,6 +330,15 @@ def test_cli_writes_harmonisations_and_keeps_the_input(model_and_tok, tmp_path, 
     assert [t.name for t in written.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
     np.testing.assert_array_equal(written.tracks[0].notes.numpy()["pitch"], _soprano_only().tracks[0].notes.numpy()["pitch"])
     assert "alto, tenor, bass under soprano" in capsys.readouterr().out
+    assert json.loads((out / "harmonize.json").read_text())["pitch_temperature"] is None
+    sharp = tmp_path / "sharp"
+    assert main(["harmonize", "--run", str(run), str(song), "--n", "1", "--seed", "3", "--out", str(sharp),
+                 "--pitch-temperature", "0.5"]) == 0
+    assert json.loads((sharp / "harmonize.json").read_text())["pitch_temperature"] == 0.5
+    assert main(["harmonize", "--run", str(run), str(song), "--n", "1", "--seed", "3", "--out", str(tmp_path / "bad"),
+                 "--pitch-temperature", "0"]) == 2
+    assert "must be a number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_bad_input_is_exit_2_before_any_output(model_and_tok, tmp_path, monkeypatch, capsys):
@@ -431,3 +441,45 @@ def test_forbid_parallels_writes_none_against_the_given_and_written_voices():
     assert count(strict) == 0
     for out in strict:  # still complete four-voice harmonisations
         assert len(out.tracks) == 4 and all(len(t.notes) for t in out.tracks)
+
+
+def test_sharpen_within_changes_only_the_choice_among_the_given_ids():
+    """The tokens' total probability stays, their mutual odds follow the temperature, every other
+    token keeps its probability; temperature 1 changes nothing; a row whose ids are all masked
+    is left alone (no NaN)."""
+    from musicfw.plugins.harmonize.harmonize import sharpen_within
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 12, generator=g) * 2
+    logits[2, 3:8] = float("-inf")
+    ids = torch.arange(3, 8)
+    out = sharpen_within(logits, ids, 0.5)
+    p, q = torch.softmax(logits, -1), torch.softmax(out, -1)
+    assert torch.allclose(q[:, ids].sum(-1), p[:, ids].sum(-1), atol=1e-6)
+    others = torch.ones(12, dtype=torch.bool)
+    others[ids] = False
+    assert torch.allclose(q[:, others], p[:, others], atol=1e-6)
+    want = torch.softmax(logits[:2, ids] / 0.5, -1)
+    assert torch.allclose(q[:2, ids] / q[:2, ids].sum(-1, keepdim=True), want, atol=1e-6)
+    assert not torch.equal(out[:2], logits[:2])
+    assert torch.equal(out[2, ids], logits[2, ids]) and not torch.isnan(out).any()
+    assert torch.allclose(sharpen_within(logits[:2], ids, 1.0), logits[:2], atol=1e-6)
+
+
+def test_pitch_temperature_sharpens_the_pitches_written_and_refuses_bad_values():
+    tok = Tracks(Tracks.Config(min_pitch=28, max_pitch=88))
+    model = _tiny_model(tok, seed=3)
+    with torch.no_grad():
+        model.head.bias[tok.vocab.index("Pitch_48")] += 2.0  # a mild favourite
+    piece = _soprano_only()
+
+    def share_48(outs):
+        pitches = np.concatenate([t.notes.numpy()["pitch"] for o in outs for t in o.tracks[1:]])
+        return float((pitches == 48).mean())
+
+    free = harmonize(model, tok, piece, n=4, seed=0)
+    sharp = harmonize(model, tok, piece, n=4, seed=0, pitch_temperature=0.1)
+    assert share_48(sharp) > share_48(free) + 0.2
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="pitch_temperature.*> 0"):
+            harmonize(model, tok, piece, n=1, seed=0, pitch_temperature=bad)

@@ -53,6 +53,9 @@ class Harmonize(Command):
         p.add_argument("--forbid-parallels", action="store_true",
                        help="no written note may move in parallel fifths or octaves with a voice known at its onset "
                             "(the textbook rule; default: the model's own choice)")
+        p.add_argument("--pitch-temperature", type=float, default=None, metavar="T",
+                       help="a temperature for the choice among pitches only, after the sampler's own: below 1 "
+                            "likelier pitches, the rhythm left as the model has it (default: none)")
         p.add_argument("--n", type=int, default=4, help="harmonisations to write (default 4)")
         p.add_argument("--seed", type=int, default=None,
                        help="random seed (default: a fresh one, printed, so each call draws new voices)")
@@ -102,7 +105,7 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
     # every check (voices, file, representability) runs inside harmonize before sampling
     outs = harmonize(model, tokenizer, score, voices=args.voices, given=args.given, n=args.n, seed=seed,
                      sampler=sampler, batch_size=args.batch_size, device=args.device, source=source, controls=controls,
-                     forbid_parallels=bool(args.forbid_parallels))
+                     forbid_parallels=bool(args.forbid_parallels), pitch_temperature=args.pitch_temperature)
     out_dir = Path(args.out) if args.out else next_output_dir(samples_dir, "harmonize")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(args.file).stem
@@ -113,7 +116,8 @@ def run_harmonize(args: argparse.Namespace, registries: Any) -> int:
         files.append(path.name)
     record = {"source": source, "input": str(args.file), "given": given, "written": write, "n": args.n,
               "seed": seed, "sampler": repr(sampler), "controls": controls,
-              "forbid_parallels": bool(args.forbid_parallels), "files": files}
+              "forbid_parallels": bool(args.forbid_parallels), "pitch_temperature": args.pitch_temperature,
+              "files": files}
     (out_dir / "harmonize.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {len(files)} harmonisation{'s' if len(files) != 1 else ''} ({', '.join(write)} under "
           f"{', '.join(given)}) to {out_dir}")

@@ -23,7 +23,7 @@ anything is sampled or written.
 from __future__ import annotations
 
 import bisect
-
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -392,6 +392,7 @@ def harmonize(
     source: str = "the model",
     controls: Any = None,
     forbid_parallels: bool = False,
+    pitch_temperature: float | None = None,
 ) -> list[Any]:
     """Write the missing voices of ``piece`` (a MIDI path or a ``symusic.Score``) ``n`` times.
 
@@ -407,7 +408,11 @@ def harmonize(
     token; the attributes not asked for are the model's choice.  ``forbid_parallels``: no
     written note may move in parallel fifths or octaves with a voice already known at its
     onset (given, or written before it; :class:`_Voices`), the textbook rule the benchmark
-    counts; off, the model's own choice.  Errors (a
+    counts; off, the model's own choice.  ``pitch_temperature``: a temperature for the choice
+    among pitches only (:func:`sharpen_within`): how likely a pitch is against the other tokens
+    (where notes start, how long they last) stays the model's, so a value below 1 picks likelier
+    pitches without thinning the rhythm as a temperature on every token does; None: as the
+    sampler draws.  Errors (a
     :class:`~musicfw.core.errors.UserError`) come before any sampling: a model not trained to
     harmonise, voices it does not know, controls it was not trained with (or a level out of
     range, a voice not written), a file without the given voices or with a track for a voice to
@@ -426,6 +431,8 @@ def harmonize(
         raise ConfigError(f"--n must be in 1..10000, got {n}.")
     if not 1 <= int(batch_size) <= 1024:
         raise ConfigError(f"batch_size must be in 1..1024, got {batch_size}.")
+    if pitch_temperature is not None and not (math.isfinite(float(pitch_temperature)) and float(pitch_temperature) > 0):
+        raise ConfigError(f"pitch_temperature (--pitch-temperature) must be a number > 0, got {pitch_temperature}.")
     levels = None if controls is None else tokenizer.control_plan(controls, write_l)
     mapping = map_given(tokenizer, score, given_l, write_l, where)
     check_representable(tokenizer, score, mapping, where)
@@ -443,7 +450,7 @@ def harmonize(
     while done < n:
         B = min(int(batch_size), n - done)
         seqs = _sample(model, tokenizer, sampler, plan, B, generator_seed + done, device,
-                       parts if forbid_parallels else None)
+                       parts if forbid_parallels else None, pitch_temperature)
         for s in seqs:
             decoded, _, _ = tokenizer.decode_voices(s)
             out = score.copy()
@@ -456,11 +463,29 @@ def harmonize(
     return outputs
 
 
+def sharpen_within(logits: Any, ids: Any, temperature: float) -> Any:
+    """``logits`` (``[B, V]``) with the choice among the tokens ``ids`` taken at ``temperature``
+    while their total probability stays what it was: ``l_i / T + logsumexp(l) - logsumexp(l / T)``
+    over ``ids``; the other tokens unchanged.  (Per-family sampling as the Compound Word
+    Transformer's per-type temperatures, Hsiao et al. 2021.)  Rows where every one of ``ids``
+    is masked are left alone."""
+    import torch
+
+    sub = logits[:, ids]
+    scaled = sub / float(temperature)
+    shift = torch.logsumexp(sub, dim=-1, keepdim=True) - torch.logsumexp(scaled, dim=-1, keepdim=True)
+    live = torch.isfinite(shift)
+    out = logits.clone()
+    out[:, ids] = torch.where(live, scaled + torch.where(live, shift, torch.zeros_like(shift)), sub)
+    return out
+
+
 def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: int, device: Any,
-            parts: dict | None = None) -> list[np.ndarray]:
+            parts: dict | None = None, pitch_temperature: float | None = None) -> list[np.ndarray]:
     """Run ``plan`` for ``B`` sequences at once; each row forces or samples its own next token.
     ``parts``: the given voices' notes (:func:`build_plan`) to forbid parallel fifths and
-    octaves against (and between the written voices); None: the model's own choice."""
+    octaves against (and between the written voices); None: the model's own choice.
+    ``pitch_temperature``: see :func:`harmonize`."""
     import torch
 
     from musicfw.engine.generation import sampling_mode
@@ -472,6 +497,11 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
     out: list[list[int]] = [[] for _ in range(B)]
     finished = [False] * B
     V = tokenizer.vocab_size
+    pitch_ids = None
+    if pitch_temperature is not None and float(pitch_temperature) != 1.0:
+        from musicfw.plugins.tokenizers.tracks import PITCH
+
+        pitch_ids = torch.from_numpy(np.flatnonzero(tokenizer.type_codes == PITCH))
     with sampling_mode(model, device, seed, cpu_threads=1) as (device, gen):
         state = model.init_state(B, device=device)
         logits, state = model.step(None, state)
@@ -493,6 +523,8 @@ def _sample(model: Any, tokenizer: Any, sampler: Any, plan: list, B: int, seed: 
             free = forced < 0
             if free.any():
                 masked = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
+                if pitch_ids is not None:
+                    masked = sharpen_within(masked, pitch_ids.to(masked.device), float(pitch_temperature))
                 x = model.draw(masked, sampler, gen, None).detach().cpu().numpy().astype(np.int64)
             else:
                 x = np.zeros(B, dtype=np.int64)
