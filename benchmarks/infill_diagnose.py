@@ -54,16 +54,20 @@ def main(argv=None) -> int:
         with torch.no_grad():
             return float(scored_loss(model, batch)["nll_sum"])
 
+    def test_gaps():
+        """(piece index, tokens, bar bounds, the gap's first bar, the window's first bar and
+        end): 2-bar gaps in the middle, 3 bars left and 2 right, as benchmarks/infill.py."""
+        for i, tokens in enumerate(pieces):
+            b = bar_bounds(tokens, tok.is_bar)
+            nb = len(b) - 1
+            if nb >= 4:
+                first = max(1, nb // 2 - 1)
+                yield i, tokens, b, first, max(0, first - 3), min(nb, first + 4)
+
     sums = np.zeros((2, 2))  # [bar, both/left]
     longer = 0
     at_end = {"End": [], "a bar opener": [], "Fill/Sep": []}
-    for i, tokens in enumerate(pieces):
-        b = bar_bounds(tokens, tok.is_bar)
-        nb = len(b) - 1
-        if nb < 4:
-            continue
-        first = max(1, nb // 2 - 1)
-        lo, hi = max(0, first - 3), min(nb, first + 4)
+    for i, tokens, b, first, lo, hi in test_gaps():
         w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
         wb = bar_bounds(w, tok.is_bar)
         f = first - lo
@@ -104,13 +108,7 @@ def main(argv=None) -> int:
         print(f"left {L} / right {R} bars: ratio {g['ratio_both_over_left']:.4f}, notes only {g['ratio_notes_both_over_left']:.4f}")
     own = other = none = 0.0
     gaps = []
-    for tokens in pieces:
-        b = bar_bounds(tokens, tok.is_bar)
-        nb = len(b) - 1
-        if nb < 4:
-            continue
-        first = max(1, nb // 2 - 1)
-        lo, hi = max(0, first - 3), min(nb, first + 4)
+    for _, tokens, b, first, lo, hi in test_gaps():
         gaps.append((tokens[b[lo] : b[first]], tokens[b[first] : b[first + 2]], tokens[b[first + 2] : b[hi]]))
 
     def notes_nll(left, gap, right):
