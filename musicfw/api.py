@@ -209,6 +209,7 @@ def harmonize(
                       controls=controls, forbid_parallels=forbid_parallels,
                       pitch_temperature=pitch_temperature)
 
+
 def pretrained_models() -> list[dict[str, Any]]:
     """The installed pretrained models (name, task, size, held-out metrics, licence, where from),
     as ``musicfw models`` lists them; load one with ``load_pretrained(name)``."""

@@ -120,11 +120,11 @@ def context_window(tokens: np.ndarray, bounds: np.ndarray, lo: int, hi: int) -> 
     return tokens[start : int(bounds[hi])], bounds[lo : hi + 1] - start
 
 
-def nearest_bars(bounds: np.ndarray, first: int, k: int, fits: Any) -> tuple[int, int]:
-    """The context bars ``lo .. hi-1`` (gap: ``first .. first+k-1``) a bounded model reads:
-    all of them, or, until ``fits(lo, hi)``, fewer, the bar farthest from the gap on the side
-    with more tokens dropped first; at worst the gap alone."""
-    lo, hi = 0, len(bounds) - 1
+def nearest_bars(bounds: np.ndarray, first: int, k: int, fits: Any, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
+    """The context bars ``lo .. hi-1`` (gap: ``first .. first+k-1``; default every bar) a
+    bounded model reads: all of them, or, until ``fits(lo, hi)``, fewer, the bar farthest from
+    the gap on the side with more tokens dropped first; at worst the gap alone."""
+    hi = len(bounds) - 1 if hi is None else hi
     while not fits(lo, hi) and (lo < first or hi > first + k):
         left_len, right_len = int(bounds[first] - bounds[lo]), int(bounds[hi] - bounds[first + k])
         if lo < first and (left_len >= right_len or hi == first + k):
@@ -1053,17 +1053,16 @@ def gap_nll(
             continue
         first = max(1, n_bars // 2 - k // 2)
         lo, hi = max(0, first - left_bars), min(n_bars, first + k + right_bars)
+        tokens = np.asarray(tokens, dtype=np.int64)
         if ctx is not None:  # the layout within the model's context, as fill_tokens reads a song:
             # the bars farthest from the gap dropped first (a sliding window would drop the front of
             # the layout, in spm the markers and the right context)
-            b = bounds[lo : hi + 1] - bounds[lo]
-            piece = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
-            a, z = nearest_bars(b, first - lo, k, lambda a, z: len(layout(
-                piece[int(b[a]) : int(b[z])], b[a : z + 1] - b[a], first - lo - a, k, tokenizer.ids, tokenizer.layout
-            )[0]) <= ctx)
-            trimmed += (a, z) != (0, hi - lo)
-            lo, hi = lo + a, lo + z
-        window = np.asarray(tokens[int(bounds[lo]) : int(bounds[hi])], dtype=np.int64)
+            a, z = nearest_bars(bounds, first, k, lambda a, z: len(layout(
+                tokens[bounds[a] : bounds[z]], bounds[a : z + 1] - bounds[a], first - a, k, tokenizer.ids, tokenizer.layout
+            )[0]) <= ctx, lo, hi)
+            trimmed += (a, z) != (lo, hi)
+            lo, hi = a, z
+        window = tokens[int(bounds[lo]) : int(bounds[hi])]
         r = span_nll(model, tokenizer, window, first - lo, k)
         both, left, n_tokens, used = both + r["both"], left + r["left"], n_tokens + r["n"], used + 1
         both_notes, left_notes, n_notes = both_notes + r["both_notes"], left_notes + r["left_notes"], n_notes + r["n_notes"]

@@ -476,7 +476,7 @@ def sharpen_within(logits: Any, ids: Any, temperature: float) -> Any:
     shift = torch.logsumexp(sub, dim=-1, keepdim=True) - torch.logsumexp(scaled, dim=-1, keepdim=True)
     live = torch.isfinite(shift)
     out = logits.clone()
-    out[:, ids] = torch.where(live, scaled + torch.where(live, shift, torch.zeros_like(shift)), sub)
+    out[:, ids] = torch.where(live, scaled + shift, sub)  # a masked row's shift is NaN, and not taken
     return out
 
 
