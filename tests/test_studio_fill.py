@@ -5,6 +5,7 @@ notes outside the bars unchanged).  The browser test is tests/test_studio_browse
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -76,8 +77,6 @@ def test_infill_streams_and_keeps_the_notes_outside_the_bars(client):
         r = client.post("/api/generate", json={"session": sid, "model": "infill", "action": "infill",
                                                "pieces": {"piece": p["id"]}, "params": {"bars": bars}})
         assert r.status_code == 422
-        import re
-
         assert re.search(message, r.json()["error"]), r.json()
 
 
@@ -161,3 +160,38 @@ def symusic_score(data: bytes):
     import symusic
 
     return symusic.Score.from_midi(data)
+
+
+def test_harmonize_passes_forbid_parallels_and_pitch_temperature(client, monkeypatch):
+    """The studio offers the two decoding options of ``musicfw harmonize`` (a checkbox and a
+    number) and hands them to :func:`harmonize`; wrong types and out-of-range values are refused
+    by name before anything runs."""
+    from musicfw.plugins.harmonize import harmonize as module
+
+    info = client.get("/api/info").json()
+    params = {p["name"]: p for a in info["actions"] if a["name"] == "harmonize" for p in a["params"]}
+    assert params["forbid_parallels"]["type"] == "bool" and params["forbid_parallels"]["default"] is False
+    assert params["pitch_temperature"]["default"] == 1.0
+    seen = []
+    real = module.harmonize
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("forbid_parallels", "pitch_temperature")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "harmonize", spy)
+    sid = client.post("/api/sessions").json()["session"]
+    p = upload(client, sid, soprano(), name="melody.mid").json()
+    for params_sent, expect in (({}, {"forbid_parallels": False, "pitch_temperature": 1.0}),
+                                ({"forbid_parallels": True, "pitch_temperature": 0.5},
+                                 {"forbid_parallels": True, "pitch_temperature": 0.5})):
+        r = client.post("/api/generate", json={"session": sid, "model": "tracks", "action": "harmonize", "seed": 1,
+                                               "pieces": {"piece": p["id"]}, "params": params_sent, "stream": True})
+        assert events(r)[-1]["type"] == "done"
+        assert seen[-1] == expect
+    for bad, message in (({"forbid_parallels": "yes"}, "forbid_parallels.*true or false"),
+                         ({"pitch_temperature": 0}, "pitch_temperature.*from 0.05")):
+        r = client.post("/api/generate", json={"session": sid, "model": "tracks", "action": "harmonize",
+                                               "pieces": {"piece": p["id"]}, "params": bad})
+        assert r.status_code == 422 and re.search(message, r.json()["error"]), r.json()
+    assert len(seen) == 2

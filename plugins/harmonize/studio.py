@@ -32,6 +32,10 @@ class Harmonize(Action):
               max_length=80),
         Param("controls", "str", "", "attribute levels of the written voices, e.g. density=high or bass:pitch=low "
               "(a model trained with tokenizer.controls; empty: the model's choice)", max_length=200),
+        Param("forbid_parallels", "bool", False, "no written note moves in parallel fifths or octaves with a voice "
+              "already known at its onset (a decoding rule, as in musicfw harmonize --forbid-parallels)"),
+        Param("pitch_temperature", "float", 1.0, "temperature on the choice among pitches only, their total "
+              "probability kept, so the rhythm stays the model's (below 1: surer harmony; 1: off)", min=0.05, max=5.0),
     )
     uses_sampler = True
     streams = True
@@ -47,6 +51,7 @@ class Harmonize(Action):
         voices = ctx.params["voices"].strip() or None
         given = ctx.params["given"].strip() or None
         controls = ctx.params["controls"].strip() or None
+        pitch_temperature = ctx.params["pitch_temperature"]
         _, write = resolve_voices(tokenizer, voices, given, piece.score)
         fed: list[int] = []
         state = {"last": 0.0, "sent": 0, "first_note": None}
@@ -75,7 +80,8 @@ class Harmonize(Action):
 
         out = harmonize(Watched(ctx.loaded.model, ctx.cancel, on_step), tokenizer, piece.score, voices=voices,
                         given=given, n=1, seed=ctx.seed, sampler=ctx.sampler, batch_size=1, source="this model",
-                        controls=controls)[0]
+                        controls=controls, forbid_parallels=ctx.params["forbid_parallels"],
+                        pitch_temperature=pitch_temperature)[0]
         tracks = list(range(base, len(out.tracks)))
         rows = [r for r in ctx.to_rows(out, tracks) if r[5]]
         ctx.emit({"type": "notes", "tokens": len(fed), "seconds": round(time.perf_counter() - t0, 4),

@@ -46,7 +46,7 @@ EMIT_EVERY = 0.05
 @dataclass(frozen=True)
 class Param:
     name: str
-    type: str  # "int" | "float" | "str"
+    type: str  # "int" | "float" | "str" | "bool"
     default: Any
     help: str = ""
     min: float | None = None
@@ -64,6 +64,10 @@ class Param:
         if self.type == "str":
             if not isinstance(value, str) or len(value) > self.max_length:
                 raise ConfigError(f"{where} must be a string of at most {self.max_length} characters.")
+            return value
+        if self.type == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}.")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (self.type == "int" and int(value) != value):
             raise ConfigError(f"{where} must be {'an integer' if self.type == 'int' else 'a number'}, got {value!r}.")
