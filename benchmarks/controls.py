@@ -27,6 +27,7 @@ request (temperature 1.0 then top-p 0.95, the quickstart's sampler):
   control tokens, and the uncontrolled model.
 
     python benchmarks/controls.py [--levels 4] [--steps 1200] [--samples 4] [--bars 8] [--seed 0] [--model lstm|transformer]
+                                  [--transpose -5 6]
 
 ``--controlled-run`` / ``--uncontrolled-run`` measure already trained runs (of this script,
 ``--keep DIR``) instead of training.  Targets (issue 26): density and pitch range exact >= 60 %,
@@ -57,7 +58,8 @@ MODELS = {
 }
 
 
-def experiment(tokenizer: dict, steps: int, seed: int, out: str, model: str = "lstm") -> dict:
+def experiment(tokenizer: dict, steps: int, seed: int, out: str, model: str = "lstm",
+               transpose: list[int] | None = None) -> dict:
     return {
         "name": "controls_benchmark",
         "seed": seed,
@@ -65,8 +67,9 @@ def experiment(tokenizer: dict, steps: int, seed: int, out: str, model: str = "l
         "data": {"name": "bach_chorales"},
         "tokenizer": tokenizer,
         "model": dict(MODELS[model]),
+        **({"augment": {"transpose": list(transpose)}} if transpose else {}),
         "train": {"batch_size": 16, "seq_len": 128, "lr": 0.003, "lr_schedule": "cosine", "warmup_steps": 50,
-                  "max_epochs": 100, "max_steps": steps, "early_stopping_patience": 0,
+                  "max_epochs": 1000, "max_steps": steps, "early_stopping_patience": 0,
                   **({"weight_decay": 0.01, "gradient_clip_val": 1.0} if model == "transformer" else {})},
         "sampler": [{"name": "temperature", "temperature": 1.0}, {"name": "top_p", "p": 0.95}],
         "generate": {"n": 1, "max_bars": 2, "max_tokens": 400, "render_audio": False},
@@ -163,6 +166,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--model", choices=sorted(MODELS), default="lstm",
                     help="the model both runs train (lstm: the quickstart's 1x256; transformer: "
                     "examples/transformer_chorales.yaml's 2x128)")
+    ap.add_argument("--transpose", type=int, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="train both models with random transposition in [LO, HI] semitones (augment.transpose; "
+                    "it leaves every control level as it is)")
     ap.add_argument("--json", default=None, help="also write the numbers here")
     ap.add_argument("--keep", default=None, metavar="DIR", help="keep the run folders in DIR (default: a temporary folder)")
     ap.add_argument("--controlled-run", default=None, metavar="RUN_DIR",
@@ -195,7 +201,8 @@ def main(argv: list[str]) -> int:
             if given[label]:
                 run_dir, fit_s = Path(given[label]), None
             else:
-                run_dir = musicfw.run(experiment(section, args.steps, args.seed, out, args.model)).run_dir
+                run_dir = musicfw.run(experiment(section, args.steps, args.seed, out, args.model,
+                                                 args.transpose)).run_dir
                 fit_s = time.perf_counter() - t
             model, tok = load_model(run_dir)
             models[label] = (model, tok)
