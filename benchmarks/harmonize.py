@@ -15,11 +15,17 @@ dataset's default split, by tune, the run's seed):
   - ``soprano after``: each segment reads A, T, B, then S (later segments see the earlier
     segments' sopranos, so this is in between);
 
+  How surely the soprano helps: the ratio given / absent with its 95% paired bootstrap interval
+  (BCa, scipy.stats.bootstrap, 10,000 resamples of the test chorales, seed 0) and the number of
+  chorales whose lower voices the soprano makes more likely;
+
 * each test chorale's soprano **harmonised** once (``harmonize``, the run's sampler, seed
   ``--seed + i``), and of those four-voice results against the real test chorales and against
   a **mismatched** baseline (the real alto, tenor and bass of the next test chorale under this
   soprano, cut to its length): the **chord-tone ratio** (``chord_tone_ratio`` of
   musicfw/music/chords.py over REMI's recognised chords, 2-quarter segments, pooled over notes)
+  (and, with a paired bootstrap interval over the sopranos, each set's difference from the real
+  chorales', next to the spread of the real chorales' own per-piece ratios)
   and the **parallel fifths and octaves** between any two voices per 100 voice-pair transitions
   (musicfw/music/voiceleading.py);
 
@@ -55,6 +61,8 @@ import math
 import resource
 import sys
 import time
+
+import numpy as np
 from pathlib import Path
 
 
@@ -92,7 +100,7 @@ def nll_conditions(model, tok, pieces) -> dict:
     }
     targets = None
     for name, make in conds.items():
-        batches, n_targets, n_notes = [], 0, 0
+        batches, n_targets, n_notes, notes = [], 0, 0, []
         for p in pieces:
             parts = tok.parts(p.score)
             last = max(int(x["onset"][-1]) for x in parts.values())
@@ -101,14 +109,77 @@ def nll_conditions(model, tok, pieces) -> dict:
             ids = tok.encode_parts(use, starts, lens, order)
             mask = tok.track_mask(ids, ATB) & (tok.type_codes[ids] < CONTROL)  # control tokens: read, not scored
             n_targets += int(mask.sum())
-            n_notes += sum(len(parts[v]["onset"]) for v in ATB)
+            notes.append(sum(len(parts[v]["onset"]) for v in ATB))
+            n_notes += notes[-1]
             batches.append({"tokens": torch.as_tensor(ids)[None], "mask": torch.as_tensor(mask)[None]})
-        r = evaluate_nll(model, batches)
+        # piece by piece (the same sum, in the same order, as one call over all batches): the
+        # per-piece sums are what the paired bootstrap below resamples
+        per_piece = [evaluate_nll(model, [b]) for b in batches]
+        r = {"nll_sum": 0.0, "n_targets": 0}
+        for q in per_piece:
+            r["nll_sum"] += q["nll_sum"]
+            r["n_targets"] += q["n_targets"]
+        r["nll_per_token"] = r["nll_sum"] / r["n_targets"] if r["n_targets"] else float("nan")
         if targets is None:
             targets = n_targets
         assert n_targets == targets, "the conditions must score the same tokens"
         out[name] = {"nll_per_token": r["nll_per_token"], "nll_per_note": r["nll_sum"] / n_notes,
-                     "tokens": n_targets, "notes": n_notes}
+                     "tokens": n_targets, "notes": n_notes, "piece_nll_sums": [q["nll_sum"] for q in per_piece],
+                     "piece_notes": notes}
+    return out
+
+
+def paired_ci(arrays: tuple, statistic, seed: int = 0, resamples: int = 10_000) -> tuple[float, float]:
+    """95% BCa bootstrap interval (scipy.stats.bootstrap, paired: the pieces are resampled, each
+    piece's numbers together) of ``statistic(*arrays)``, a function of per-piece arrays; the
+    percentile interval where BCa is undefined."""
+    from scipy.stats import bootstrap
+
+    import warnings
+
+    data = tuple(np.asarray(a, dtype=float) for a in arrays)
+    for method in ("BCa", "percentile"):  # BCa is undefined on degenerate resamples (a few pieces, a constant)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=resamples, method=method,
+                            confidence_level=0.95, random_state=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(lo) and math.isfinite(hi):
+            break
+    return lo, hi
+
+
+def soprano_effect(nll: dict, seed: int = 0) -> dict:
+    """How surely the soprano lowers the lower voices' NLL: the ratio given / absent of the summed
+    NLLs (the same target tokens), its paired bootstrap interval over the test chorales, and in how
+    many chorales the given soprano lowers it."""
+    g = np.asarray(nll["given soprano"]["piece_nll_sums"])
+    u = np.asarray(nll["soprano absent"]["piece_nll_sums"])
+    lo, hi = paired_ci((g, u), lambda a, b, axis=-1: a.sum(axis) / b.sum(axis), seed)
+    return {"ratio": float(g.sum() / u.sum()), "ci95": [lo, hi], "pieces_lower": int((g < u).sum()), "pieces": len(g)}
+
+
+def chord_tone_gap(real: list, sets: dict, seed: int = 0) -> dict:
+    """Each set's pooled chord-tone ratio minus the real chorales' (the same sopranos, piece i of
+    each set against real piece i), with its paired bootstrap interval over the pieces, and the
+    spread of the real chorales' own per-piece ratios."""
+    from musicfw.music.chords import recognise_score
+    from musicfw.plugins.metrics.chords import score_ratio
+
+    def counts(scores):
+        rows = [score_ratio(s, *recognise_score(s)) for s in scores]
+        return np.array([r["hits"] for r in rows], float), np.array([r["counted"] for r in rows], float)
+
+    rh, rn = counts(real)
+    per_real = rh / np.maximum(rn, 1)
+    out = {"real_per_piece_mean": float(per_real.mean()), "real_per_piece_sd": float(per_real.std(ddof=1)),
+           "real_per_piece_p10_p90": [float(x) for x in np.percentile(per_real, [10, 90])]}
+    for name, scores in sets.items():
+        h, n = counts(scores)
+        diff = float(h.sum() / n.sum() - rh.sum() / rn.sum())
+        lo, hi = paired_ci((h, n, rh, rn), lambda a, b, c, d, axis=-1: a.sum(axis) / b.sum(axis) - c.sum(axis) / d.sum(axis),
+                           seed)
+        out[name] = {"minus_real": diff, "ci95": [lo, hi]}
     return out
 
 
@@ -203,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     c0, t0 = cpu_seconds(), time.perf_counter()
     record["nll"] = nll_conditions(model, tok, test)
+    record["soprano_effect"] = soprano_effect(record["nll"])
     record["nll_cpu_s"] = cpu_seconds() - c0
 
     section = config.sampler if args.temperature is None else [
@@ -241,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if strict:
         record["style"]["harmonised, --forbid-parallels"] = style_numbers(strict)
+    record["chord_tone_vs_real"] = chord_tone_gap(real, {"harmonised (given soprano)": generated,
+                                                         "mismatched real voices": mismatched,
+                                                         **({"harmonised, --forbid-parallels": strict} if strict else {})})
     record["yang_lerch"] = yang_lerch_vs(real, {"harmonised (given soprano)": generated, "mismatched real voices": mismatched,
                                                 **({"harmonised, --forbid-parallels": strict} if strict else {})}, reg)
 
@@ -260,12 +335,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'condition':<16} {'nats/token':>10} {'nats/note':>10} {'ratio':>7}")
     for name, r in (("given soprano", g), ("soprano after", a), ("soprano absent", u)):
         print(f"  {name:<16} {r['nll_per_token']:>10.4f} {r['nll_per_note']:>10.3f} {r['nll_per_token'] / u['nll_per_token']:>7.3f}")
+    e = record["soprano_effect"]
+    print(f"  the soprano's effect: given / absent {e['ratio']:.4f}, 95% interval {e['ci95'][0]:.4f}-{e['ci95'][1]:.4f} "
+          f"(paired bootstrap over the chorales); lower in {e['pieces_lower']} of {e['pieces']} chorales")
     print("\nstyle (pooled over the pieces; parallels per 100 voice-pair transitions)")
     print(f"  {'':<28} {'chord-tone':>10} {'(by dur.)':>10} {'5ths/100':>9} {'8ves/100':>9} {'5ths':>6} {'8ves':>6}")
     for name, r in record["style"].items():
         print(f"  {name:<28} {r['chord_tone_ratio']:>10.3f} {r['chord_tone_ratio_duration']:>10.3f} "
               f"{r['parallel_fifths_per_100']:>9.2f} {r['parallel_octaves_per_100']:>9.2f} "
               f"{r['parallel_fifths']:>6d} {r['parallel_octaves']:>6d}")
+    c = record["chord_tone_vs_real"]
+    print(f"  chord-tone ratio minus the real chorales' (paired bootstrap 95% interval over the sopranos); the real "
+          f"chorales piece by piece: mean {c['real_per_piece_mean']:.3f}, sd {c['real_per_piece_sd']:.3f}, "
+          f"10th-90th percentile {c['real_per_piece_p10_p90'][0]:.3f}-{c['real_per_piece_p10_p90'][1]:.3f}")
+    for name, r in c.items():
+        if isinstance(r, dict):
+            print(f"    {name:<28} {r['minus_real']:+.3f}  ({r['ci95'][0]:+.3f} to {r['ci95'][1]:+.3f})")
     print("\nYang & Lerch set comparison with the real test chorales (all four voices; OA higher and KL lower: closer)")
     for name, r in record["yang_lerch"].items():
         print(f"  {name:<32} mean OA {r['mean_oa_generated']:.4f}  mean KL {r['mean_kl_generated']:.4f}")
