@@ -15,6 +15,11 @@ piece, 3 bars of left and 2 of right context), printed for one run::
    context, with the next test gap's right context instead, and with none: whether the model
    reads the right context at all (a model that ignores it scores the three alike).
 
+A layout longer than the model's context is read as benchmarks/infill.py's measure and the
+decoder read it: the context bars farthest from the gap are dropped (``nearest_bars``), never
+the front of the layout, where spm keeps the markers and the right context (item 4: when
+another gap's right context makes the layout too long, its farthest bars go).
+
 Deterministic (no sampling); one torch thread.
 """
 
@@ -35,7 +40,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import musicfw
     from musicfw.engine.data import build_datamodule
-    from musicfw.engine.infill import bar_bounds, gap_nll, layout
+    from musicfw.engine.infill import bar_bounds, gap_nll, layout, nearest_bars
     from musicfw.engine.rundir import load_run_config
     from musicfw.engine.training import load_model
     from musicfw.engine.windows import scored_loss
@@ -54,26 +59,39 @@ def main(argv=None) -> int:
         with torch.no_grad():
             return float(scored_loss(model, batch)["nll_sum"])
 
+    ctx = model.max_context
+
+    def fits(b, tokens, first, extra=0):
+        """Whether the layout of bars ``lo .. hi-1`` (``extra`` tokens more) fits the model."""
+        def check(lo, hi):
+            if ctx is None:
+                return True
+            w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
+            return len(layout(w, bar_bounds(w, tok.is_bar), first - lo, 2, ids, tok.layout)[0]) + extra <= int(ctx)
+        return check
+
     def test_gaps():
         """(piece index, tokens, bar bounds, the gap's first bar, the window's first bar and
-        end): 2-bar gaps in the middle, 3 bars left and 2 right, as benchmarks/infill.py."""
+        end): 2-bar gaps in the middle, 3 bars left and 2 right, as benchmarks/infill.py; a
+        layout longer than the model's context loses the bars farthest from the gap first (as
+        benchmarks/infill.py's measure and the decoder read it, never the front of the layout)."""
         for i, tokens in enumerate(pieces):
             b = bar_bounds(tokens, tok.is_bar)
             nb = len(b) - 1
             if nb >= 4:
                 first = max(1, nb // 2 - 1)
-                yield i, tokens, b, first, max(0, first - 3), min(nb, first + 4)
+                lo, hi = max(0, first - 3), min(nb, first + 4)
+                yield (i, tokens, b, first, *nearest_bars(b, first, 2, fits(b, tokens, first), lo, hi), (lo, hi))
 
     sums = np.zeros((2, 2))  # [bar, both/left]
     longer = 0
     at_end = {"End": [], "a bar opener": [], "Fill/Sep": []}
-    for i, tokens, b, first, lo, hi in test_gaps():
+    for i, tokens, b, first, lo, hi, full in test_gaps():
+        longer += (lo, hi) != full
         w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
         wb = bar_bounds(w, tok.is_bar)
         f = first - lo
         seq, head = layout(w, wb, f, 2, ids, tok.layout)
-        if model.max_context is not None and len(seq) > model.max_context:
-            longer += 1
         seq_bar = np.zeros(len(seq), dtype=bool)
         plain = seq < V0
         seq_bar[plain] = tok.is_bar[seq[plain]]
@@ -101,21 +119,27 @@ def main(argv=None) -> int:
     print(f"{args.run}")
     for j in range(2):
         print(f"gap bar {j + 1}, notes only: both {sums[j, 0]:.1f} / left {sums[j, 1]:.1f} nats = {sums[j, 0] / sums[j, 1]:.4f}")
-    ctx = model.max_context
-    print(f"layouts longer than the model's context ({ctx}): {longer}")
+    print(f"layouts longer than the model's context ({ctx}), read with the farthest bars dropped: {longer}")
     for L, R in ((2, 2), (2, 1)):
         g = gap_nll(model, tok, pieces, k=2, left_bars=L, right_bars=R)
         print(f"left {L} / right {R} bars: ratio {g['ratio_both_over_left']:.4f}, notes only {g['ratio_notes_both_over_left']:.4f}")
     own = other = none = 0.0
     gaps = []
-    for _, tokens, b, first, lo, hi in test_gaps():
+    for _, tokens, b, first, lo, hi, _ in test_gaps():
         gaps.append((tokens[b[lo] : b[first]], tokens[b[first] : b[first + 2]], tokens[b[first + 2] : b[hi]]))
+    cut = 0
 
     def notes_nll(left, gap, right):
-        w = np.concatenate([left, gap, right]).astype(np.int64)
-        wb = bar_bounds(w, tok.is_bar)
-        f = int(np.searchsorted(wb, len(left)))
-        seq, head = layout(w, wb, f, 2, ids, tok.layout)
+        nonlocal cut
+        while True:
+            w = np.concatenate([left, gap, right]).astype(np.int64)
+            wb = bar_bounds(w, tok.is_bar)
+            f = int(np.searchsorted(wb, len(left)))
+            seq, head = layout(w, wb, f, 2, ids, tok.layout)
+            if ctx is None or len(seq) <= int(ctx) or len(wb) - 1 <= f + 2:
+                break
+            # another gap's right context can be longer than the own one: its last bar goes
+            right, cut = right[: int(wb[-2]) - len(left) - len(gap)], cut + 1
         bar = np.zeros(len(seq), dtype=bool)
         bar[seq < V0] = tok.is_bar[seq[seq < V0]]
         m = np.zeros(len(seq), dtype=bool)
@@ -127,7 +151,7 @@ def main(argv=None) -> int:
         other += notes_nll(left, gap, gaps[(j + 1) % len(gaps)][2])
         none += notes_nll(left, gap, right[:0])
     print(f"gap notes NLL ({len(gaps)} gaps): own right context {own:.1f} nats, the next gap's {other:.1f} "
-          f"({other / own:.4f}x), none {none:.1f} ({none / own:.4f}x)")
+          f"({other / own:.4f}x), none {none:.1f} ({none / own:.4f}x); right-context bars dropped to fit: {cut}")
     if at_end["End"]:
         print(f"at a filled bar's end ({tok.layout}; first 20 test gaps, mean probability): "
               + ", ".join(f"{k} {np.mean(v):.2f}" for k, v in at_end.items()))
