@@ -123,6 +123,18 @@ def _process_limits_restored():
     limits._active, limits._run, limits._command = saved
 
 
+def benchmark_module(name: str):
+    """The module ``benchmarks/<name>.py`` (imported with benchmarks/ on the path only while it
+    loads, so its own imports of sibling benchmarks resolve)."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
 def untrained_infill_run(root: Path, name: str, tokenizer_section: dict, infill: bool) -> Path:
     """A run folder (under ``root``) with an untrained tiny LSTM and its tokenizer, with the
     infill markers when ``infill``: enough for refusals, decoding checks and init_from."""

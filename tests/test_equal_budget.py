@@ -6,26 +6,17 @@ benchmarks/bach_remi.py gives it."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 import musicfw
 
-from conftest import REPO
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import bach_remi
-        import equal_budget
-    finally:
-        sys.path.pop(0)
-    return equal_budget, bach_remi
+    return benchmark_module("equal_budget"), benchmark_module("bach_remi")
 
 
 class Vocab:

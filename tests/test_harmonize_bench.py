@@ -3,20 +3,13 @@ paired bootstrap over the chorales), and a set's chord-tone ratio against the re
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-from conftest import REPO
+from conftest import benchmark_module
 
 
 def _bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import harmonize
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return harmonize
+    return benchmark_module("harmonize")
 
 
 def _nll(given, absent):

@@ -3,20 +3,13 @@ validation and test pieces are scored as published (never moved)."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
-from conftest import REPO
+from conftest import benchmark_module
 
 
 def _jsb():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import jsb
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return jsb
+    return benchmark_module("jsb")
 
 
 def _piece(keys: list[int], frames: int = 6) -> np.ndarray:

@@ -257,14 +257,9 @@ def test_lstm_learns_with_gradient_descent():
 def test_jsb_protocol_baselines():
     """The per-key Bernoulli row of the published table (11.09 nats/frame, computed on these
     files) comes out of our protocol, and the frames-as-states Markov chain beats it."""
-    import sys
-    from pathlib import Path
+    from conftest import benchmark_module
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import jsb
-    finally:
-        sys.path.pop(0)
+    jsb = benchmark_module("jsb")
     try:
         frames = jsb.load_frames("jsb_chorales")
     except musicfw.PluginError as exc:
