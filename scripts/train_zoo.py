@@ -165,7 +165,7 @@ ZOO: dict[str, dict[str, Any]] = {
                        "almost none (`--forbid-parallels` removes them, as a rule at decoding). No attribute "
                        "controls (examples/harmonize_chorales_controls.yaml trains them). "
                        + CHORALE_LIMITS,
-        "reproduced": "on 2026-12-07, musicfw at 3c7215f with the versions above: the training command above gave all 29 "
+        "reproduced": "on 2026-12-07, musicfw at 3c7215f (with this entry) and the versions above: the training command gave all 29 "
                       "weight tensors bit-identical to a separate training with the README's harmonisation command "
                       "(`musicfw run examples/harmonize_chorales.yaml train.max_steps=10000 train.max_epochs=1000 "
                       "generate.n=2 generate.render_audio=false`, one thread), the run the README's 10,000-step "
