@@ -61,9 +61,9 @@ import math
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,9 @@ def paired_ci(arrays: tuple, statistic, seed: int = 0, resamples: int = 10_000) 
     """95% BCa bootstrap interval (scipy.stats.bootstrap, paired: the pieces are resampled, each
     piece's numbers together) of ``statistic(*arrays)``, a function of per-piece arrays; the
     percentile interval where BCa is undefined."""
-    from scipy.stats import bootstrap
-
     import warnings
+
+    from scipy.stats import bootstrap
 
     data = tuple(np.asarray(a, dtype=float) for a in arrays)
     for method in ("BCa", "percentile"):  # BCa is undefined on degenerate resamples (a few pieces, a constant)

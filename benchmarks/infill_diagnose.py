@@ -61,13 +61,13 @@ def main(argv=None) -> int:
 
     ctx = model.max_context
 
-    def fits(b, tokens, first, extra=0):
-        """Whether the layout of bars ``lo .. hi-1`` (``extra`` tokens more) fits the model."""
+    def fits(b, tokens, first):
+        """``check(lo, hi)``: whether the layout of bars ``lo .. hi-1`` fits the model's context."""
         def check(lo, hi):
             if ctx is None:
                 return True
             w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
-            return len(layout(w, bar_bounds(w, tok.is_bar), first - lo, 2, ids, tok.layout)[0]) + extra <= int(ctx)
+            return len(layout(w, bar_bounds(w, tok.is_bar), first - lo, 2, ids, tok.layout)[0]) <= int(ctx)
         return check
 
     def test_gaps():
