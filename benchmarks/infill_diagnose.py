@@ -16,7 +16,7 @@ piece, 3 bars of left and 2 of right context), printed for one run::
    reads the right context at all (a model that ignores it scores the three alike).
 
 A layout longer than the model's context is read as benchmarks/infill.py's measure and the
-decoder read it: the context bars farthest from the gap are dropped (``nearest_bars``), never
+decoder read it: the context bars farthest from the gap are dropped (``fitting_bars``), never
 the front of the layout, where spm keeps the markers and the right context (item 4: when
 another gap's right context makes the layout too long, its farthest bars go).
 
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     import musicfw
     from musicfw.engine.data import build_datamodule
-    from musicfw.engine.infill import bar_bounds, gap_nll, layout, nearest_bars
+    from musicfw.engine.infill import bar_bounds, fitting_bars, gap_nll, layout
     from musicfw.engine.rundir import load_run_config
     from musicfw.engine.training import load_model
     from musicfw.engine.windows import scored_loss
@@ -61,15 +61,6 @@ def main(argv=None) -> int:
 
     ctx = model.max_context
 
-    def fits(b, tokens, first):
-        """``check(lo, hi)``: whether the layout of bars ``lo .. hi-1`` fits the model's context."""
-        def check(lo, hi):
-            if ctx is None:
-                return True
-            w = np.asarray(tokens[b[lo] : b[hi]], dtype=np.int64)
-            return len(layout(w, bar_bounds(w, tok.is_bar), first - lo, 2, ids, tok.layout)[0]) <= int(ctx)
-        return check
-
     def test_gaps():
         """(piece index, tokens, bar bounds, the gap's first bar, the window's first bar and
         end): 2-bar gaps in the middle, 3 bars left and 2 right, as benchmarks/infill.py; a
@@ -81,7 +72,8 @@ def main(argv=None) -> int:
             if nb >= 4:
                 first = max(1, nb // 2 - 1)
                 lo, hi = max(0, first - 3), min(nb, first + 4)
-                yield (i, tokens, b, first, *nearest_bars(b, first, 2, fits(b, tokens, first), lo, hi), (lo, hi))
+                fit = fitting_bars(np.asarray(tokens, dtype=np.int64), b, first, 2, ids, tok.layout, ctx, lo, hi)
+                yield (i, tokens, b, first, *fit, (lo, hi))
 
     sums = np.zeros((2, 2))  # [bar, both/left]
     longer = 0

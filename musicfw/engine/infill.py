@@ -134,6 +134,17 @@ def nearest_bars(bounds: np.ndarray, first: int, k: int, fits: Any, lo: int = 0,
     return lo, hi
 
 
+def fitting_bars(tokens: np.ndarray, bounds: np.ndarray, first: int, k: int, ids: MarkerIds, kind: str,
+                 ctx: int | None, lo: int = 0, hi: int | None = None) -> tuple[int, int]:
+    """:func:`nearest_bars` with the layout's own length as the test: the context bars
+    ``lo .. hi-1`` whose infilling layout (gap ``first .. first+k-1``) fits ``ctx`` tokens."""
+    hi = len(bounds) - 1 if hi is None else hi
+    if ctx is None:
+        return lo, hi
+    return nearest_bars(bounds, first, k, lambda a, z: len(layout(
+        tokens[bounds[a] : bounds[z]], bounds[a : z + 1] - bounds[a], first - a, k, ids, kind)[0]) <= int(ctx), lo, hi)
+
+
 def check_layout(kind: Any, where: str = "train.infill.layout") -> str:
     """``kind`` when it names a layout, else ConfigError naming the allowed ones."""
     if kind not in LAYOUTS:
@@ -1057,9 +1068,7 @@ def gap_nll(
         if ctx is not None:  # the layout within the model's context, as fill_tokens reads a song:
             # the bars farthest from the gap dropped first (a sliding window would drop the front of
             # the layout, in spm the markers and the right context)
-            a, z = nearest_bars(bounds, first, k, lambda a, z: len(layout(
-                tokens[bounds[a] : bounds[z]], bounds[a : z + 1] - bounds[a], first - a, k, tokenizer.ids, tokenizer.layout
-            )[0]) <= ctx, lo, hi)
+            a, z = fitting_bars(tokens, bounds, first, k, tokenizer.ids, tokenizer.layout, ctx, lo, hi)
             trimmed += (a, z) != (lo, hi)
             lo, hi = a, z
         window = tokens[int(bounds[lo]) : int(bounds[hi])]
