@@ -159,23 +159,19 @@ def soprano_effect(nll: dict, seed: int = 0) -> dict:
     return {"ratio": float(g.sum() / u.sum()), "ci95": [lo, hi], "pieces_lower": int((g < u).sum()), "pieces": len(g)}
 
 
-def chord_tone_gap(real: list, sets: dict, seed: int = 0) -> dict:
+def chord_tone_gap(style: dict, real: str = "real test chorales", seed: int = 0) -> dict:
     """Each set's pooled chord-tone ratio minus the real chorales' (the same sopranos, piece i of
-    each set against real piece i), with its paired bootstrap interval over the pieces, and the
-    spread of the real chorales' own per-piece ratios."""
-    from musicfw.music.chords import recognise_score
-    from musicfw.plugins.metrics.chords import score_ratio
-
-    def counts(scores):
-        rows = [score_ratio(s, *recognise_score(s)) for s in scores]
-        return np.array([r["hits"] for r in rows], float), np.array([r["counted"] for r in rows], float)
-
-    rh, rn = counts(real)
+    each set against real piece i; the per-piece counts of :func:`style_numbers`), with its
+    paired bootstrap interval over the pieces, and the spread of the real chorales' own
+    per-piece ratios."""
+    rh, rn = (np.asarray(style[real][k]) for k in ("piece_hits", "piece_counted"))
     per_real = rh / np.maximum(rn, 1)
     out = {"real_per_piece_mean": float(per_real.mean()), "real_per_piece_sd": float(per_real.std(ddof=1)),
            "real_per_piece_p10_p90": [float(x) for x in np.percentile(per_real, [10, 90])]}
-    for name, scores in sets.items():
-        h, n = counts(scores)
+    for name, r in style.items():
+        if name == real:
+            continue
+        h, n = np.asarray(r["piece_hits"]), np.asarray(r["piece_counted"])
         diff = float(h.sum() / n.sum() - rh.sum() / rn.sum())
         lo, hi = paired_ci((h, n, rh, rn), lambda a, b, c, d, axis=-1: a.sum(axis) / b.sum(axis) - c.sum(axis) / d.sum(axis),
                            seed)
@@ -197,8 +193,11 @@ def style_numbers(scores) -> dict:
     from musicfw.music.voiceleading import score_parallels
     from musicfw.plugins.metrics.chords import ratios_of
 
+    from musicfw.plugins.metrics.chords import score_ratio
+
     tracks = [recognise_score(s) for s in scores]
     ctr = ratios_of(scores, tracks)
+    rows = [score_ratio(s, *t) for s, t in zip(scores, tracks)]  # per piece, for chord_tone_gap
     par = {"fifths": 0, "octaves": 0, "transitions": 0}
     for s in scores:
         for k, v in score_parallels(s).items():
@@ -213,6 +212,8 @@ def style_numbers(scores) -> dict:
         "parallel_octaves": par["octaves"],
         "transitions": par["transitions"],
         "pieces": len(scores),
+        "piece_hits": [float(r["hits"]) for r in rows],
+        "piece_counted": [float(r["counted"]) for r in rows],
     }
 
 
@@ -313,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if strict:
         record["style"]["harmonised, --forbid-parallels"] = style_numbers(strict)
-    record["chord_tone_vs_real"] = chord_tone_gap(real, {"harmonised (given soprano)": generated,
-                                                         "mismatched real voices": mismatched,
-                                                         **({"harmonised, --forbid-parallels": strict} if strict else {})})
+    record["chord_tone_vs_real"] = chord_tone_gap(record["style"])
     record["yang_lerch"] = yang_lerch_vs(real, {"harmonised (given soprano)": generated, "mismatched real voices": mismatched,
                                                 **({"harmonised, --forbid-parallels": strict} if strict else {})}, reg)
 
